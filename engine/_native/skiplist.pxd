@@ -1,0 +1,44 @@
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from engine._native.cursor cimport Cursor
+
+cdef enum:
+    SKIPLIST_MAX_HEIGHT = 12
+
+# One memtable entry, allocated from the arena and never moved or freed while
+# the memtable lives. Layout in memory: this header, then `height` next
+# pointers, then the key bytes, then the value bytes.
+cdef struct SkipNode:
+    uint64_t lsn
+    uint32_t key_len
+    uint32_t value_len
+    uint8_t kind
+    uint8_t height
+    uint8_t seq[16]
+
+cdef struct ArenaBlock:
+    ArenaBlock *prev
+    size_t size
+
+cdef class Memtable:
+    cdef ArenaBlock *_blocks
+    cdef uint8_t *_alloc_ptr
+    cdef size_t _alloc_left
+    cdef size_t _memory
+    cdef SkipNode *_head
+    cdef int _height
+    cdef uint64_t _rng
+    cdef readonly Py_ssize_t count
+    cdef readonly uint64_t max_lsn
+
+    cdef uint8_t *_allocate(self, size_t n) except NULL
+    cdef int _random_height(self) noexcept nogil
+    cdef SkipNode *_find_ge(self, const uint8_t *key, size_t n, uint64_t lsn, SkipNode **prev) noexcept nogil
+    cdef SkipNode *_find_lt(self, const uint8_t *key, size_t n, uint64_t lsn) noexcept nogil
+    cdef SkipNode *_find_last(self) noexcept nogil
+    cdef int _insert(self, uint8_t kind, const uint8_t *key, size_t kn, uint64_t lsn,
+                     const uint8_t *seq, const uint8_t *value, size_t vn) except -1
+
+cdef class MemtableCursor(Cursor):
+    cdef Memtable _mem
+    cdef SkipNode *_node
+    cdef void _load(self) noexcept nogil

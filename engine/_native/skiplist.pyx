@@ -1,0 +1,274 @@
+"""The memtable: a skiplist of entries in internal order, memory from an arena.
+
+Contract:
+  1. Entries are ordered by (key ascending, lsn descending); (key, lsn) pairs
+     are unique because every write gets a fresh lsn from the DB.
+  2. Nodes live in arena blocks (malloc'ed, 1 MiB, or one block for an entry
+     larger than a quarter of that) and are never moved or freed until the
+     Memtable is deallocated, so a node pointer held by a cursor stays valid
+     as long as the cursor holds the Memtable: cursors stay valid while writes
+     go on, and see the entries inserted after them in order.
+  3. Thread-safety: every method runs with the GIL held and never releases it
+     while the list is being modified, so one writer and any number of readers
+     (threads or paused generators) are serialized by the GIL. Readers may
+     drop the GIL (flush of an immutable memtable) only once no writer remains.
+  4. Memory accounting (`memory`) counts arena bytes, the DB's size bound.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+
+from engine._native.cursor cimport Cursor, compare_internal, compare_keys, KIND_VALUE, KIND_DELETE, QKV_MAX_LSN
+from engine._native.write_batch cimport BatchRecord, batch_record_at, batch_count, BATCH_HEADER_SIZE
+
+cdef enum:
+    ARENA_BLOCK_SIZE = 1 << 20
+    NODE_ALIGN = 8
+
+
+cdef inline SkipNode **_next(SkipNode *node) noexcept nogil:
+    return <SkipNode **>(<uint8_t *>node + sizeof(SkipNode))
+
+
+cdef inline uint8_t *_key(SkipNode *node) noexcept nogil:
+    return <uint8_t *>node + sizeof(SkipNode) + node.height * sizeof(SkipNode *)
+
+
+cdef inline uint8_t *_value(SkipNode *node) noexcept nogil:
+    return _key(node) + node.key_len
+
+
+cdef class Memtable:
+    """An ordered in-memory table of versions; see the module contract."""
+
+    def __cinit__(self):
+        self._blocks = NULL
+        self._alloc_ptr = NULL
+        self._alloc_left = 0
+        self._memory = 0
+        self.count = 0
+        self.max_lsn = 0
+        self._height = 1
+        self._rng = 0x9E3779B97F4A7C15ULL
+        cdef size_t head_size = sizeof(SkipNode) + SKIPLIST_MAX_HEIGHT * sizeof(SkipNode *)
+        self._head = <SkipNode *>self._allocate(head_size)
+        memset(self._head, 0, head_size)
+        self._head.height = SKIPLIST_MAX_HEIGHT
+
+    def __dealloc__(self):
+        cdef ArenaBlock *b = self._blocks
+        cdef ArenaBlock *p
+        while b != NULL:
+            p = b.prev
+            free(b)
+            b = p
+
+    cdef uint8_t *_allocate(self, size_t n) except NULL:
+        cdef ArenaBlock *b
+        cdef uint8_t *out
+        cdef size_t block_size
+        n = (n + NODE_ALIGN - 1) & ~(<size_t>NODE_ALIGN - 1)
+        if n > self._alloc_left:
+            # Large entries get a block of their own so the current block's
+            # remaining space is not wasted.
+            block_size = n if n > ARENA_BLOCK_SIZE // 4 else ARENA_BLOCK_SIZE
+            b = <ArenaBlock *>malloc(sizeof(ArenaBlock) + block_size)
+            if b == NULL:
+                raise MemoryError("memtable arena")
+            b.prev = self._blocks
+            b.size = block_size
+            self._blocks = b
+            self._memory += sizeof(ArenaBlock) + block_size
+            out = <uint8_t *>b + sizeof(ArenaBlock)
+            if block_size == n:
+                return out
+            self._alloc_ptr = out + n
+            self._alloc_left = block_size - n
+            return out
+        out = self._alloc_ptr
+        self._alloc_ptr += n
+        self._alloc_left -= n
+        return out
+
+    cdef int _random_height(self) noexcept nogil:
+        # xorshift64*; branching factor 4 as in LevelDB.
+        cdef int h = 1
+        cdef uint64_t x
+        while h < SKIPLIST_MAX_HEIGHT:
+            x = self._rng
+            x ^= x >> 12
+            x ^= x << 25
+            x ^= x >> 27
+            self._rng = x
+            if ((x * 0x2545F4914F6CDD1DULL) >> 32) & 3:
+                break
+            h += 1
+        return h
+
+    cdef SkipNode *_find_ge(self, const uint8_t *key, size_t n, uint64_t lsn, SkipNode **prev) noexcept nogil:
+        cdef SkipNode *x = self._head
+        cdef int level = self._height - 1
+        cdef SkipNode *nxt
+        while True:
+            nxt = _next(x)[level]
+            if nxt != NULL and compare_internal(_key(nxt), nxt.key_len, nxt.lsn, key, n, lsn) < 0:
+                x = nxt
+            else:
+                if prev != NULL:
+                    prev[level] = x
+                if level == 0:
+                    return nxt
+                level -= 1
+
+    cdef SkipNode *_find_lt(self, const uint8_t *key, size_t n, uint64_t lsn) noexcept nogil:
+        """Last node before (key, lsn), or NULL."""
+        cdef SkipNode *x = self._head
+        cdef int level = self._height - 1
+        cdef SkipNode *nxt
+        while True:
+            nxt = _next(x)[level]
+            if nxt != NULL and compare_internal(_key(nxt), nxt.key_len, nxt.lsn, key, n, lsn) < 0:
+                x = nxt
+            else:
+                if level == 0:
+                    return NULL if x == self._head else x
+                level -= 1
+
+    cdef SkipNode *_find_last(self) noexcept nogil:
+        cdef SkipNode *x = self._head
+        cdef int level = self._height - 1
+        cdef SkipNode *nxt
+        while True:
+            nxt = _next(x)[level]
+            if nxt != NULL:
+                x = nxt
+            else:
+                if level == 0:
+                    return NULL if x == self._head else x
+                level -= 1
+
+    cdef int _insert(self, uint8_t kind, const uint8_t *key, size_t kn, uint64_t lsn,
+                     const uint8_t *seq, const uint8_t *value, size_t vn) except -1:
+        cdef SkipNode *prev[SKIPLIST_MAX_HEIGHT]
+        cdef int i
+        cdef int height = self._random_height()
+        self._find_ge(key, kn, lsn, prev)
+        if height > self._height:
+            for i in range(self._height, height):
+                prev[i] = self._head
+            self._height = height
+        cdef SkipNode *node = <SkipNode *>self._allocate(
+            sizeof(SkipNode) + height * sizeof(SkipNode *) + kn + vn)
+        node.lsn = lsn
+        node.key_len = <uint32_t>kn
+        node.value_len = <uint32_t>vn
+        node.kind = kind
+        node.height = <uint8_t>height
+        memcpy(node.seq, seq, 16)
+        memcpy(_key(node), key, kn)
+        if vn:
+            memcpy(_value(node), value, vn)
+        for i in range(height):
+            _next(node)[i] = _next(prev[i])[i]
+            _next(prev[i])[i] = node
+        self.count += 1
+        if lsn > self.max_lsn:
+            self.max_lsn = lsn
+        return 0
+
+    def apply_batch(self, bytes rep not None, uint64_t first_lsn) -> int:
+        """Inserts every record of a write batch, the i-th with lsn first_lsn + i.
+
+        Requires: rep was produced by write_batch.encode_* (or validated by
+        write_batch.validate); the lsns are unused in this memtable.
+        Returns the number of records inserted.
+        """
+        cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(rep)
+        cdef size_t size = <size_t>PyBytes_GET_SIZE(rep)
+        if size < BATCH_HEADER_SIZE:
+            raise ValueError("write batch shorter than its header")
+        cdef uint32_t n = batch_count(p)
+        cdef size_t off = BATCH_HEADER_SIZE
+        cdef BatchRecord r
+        cdef uint32_t i
+        for i in range(n):
+            off = batch_record_at(p, size, off, &r)
+            if off == 0:
+                raise ValueError(f"malformed write batch at record {i}")
+            self._insert(r.kind, r.key, r.key_len, first_lsn + i, r.seq, r.value, r.value_len)
+        return n
+
+    def add(self, int kind, bytes key not None, uint64_t lsn, bytes seq not None, bytes value=b""):
+        """Inserts one entry (tests and tools; the DB uses apply_batch)."""
+        if len(seq) != 16:
+            raise ValueError("seq must be 16 bytes")
+        self._insert(<uint8_t>kind, <const uint8_t *>PyBytes_AS_STRING(key), len(key), lsn,
+                     <const uint8_t *>PyBytes_AS_STRING(seq),
+                     <const uint8_t *>PyBytes_AS_STRING(value), len(value))
+
+    def get(self, bytes key not None, uint64_t snapshot_lsn=QKV_MAX_LSN):
+        """The newest version of key with lsn <= snapshot_lsn, as
+        (kind, seq, value), or None when the memtable has no such version
+        (a tombstone is returned as (KIND_DELETE, seq, b""): it hides older data).
+        """
+        cdef const uint8_t *k = <const uint8_t *>PyBytes_AS_STRING(key)
+        cdef size_t kn = <size_t>PyBytes_GET_SIZE(key)
+        cdef SkipNode *node = self._find_ge(k, kn, snapshot_lsn, NULL)
+        if node == NULL or compare_keys(_key(node), node.key_len, k, kn) != 0:
+            return None
+        return (node.kind, (<char *>node.seq)[:16], (<char *>_value(node))[:node.value_len])
+
+    @property
+    def memory(self) -> int:
+        return self._memory
+
+    def cursor(self) -> MemtableCursor:
+        cdef MemtableCursor c = MemtableCursor.__new__(MemtableCursor)
+        c._mem = self
+        c._node = NULL
+        return c
+
+
+cdef class MemtableCursor(Cursor):
+    """A cursor over a Memtable; holds it alive (contract 2)."""
+
+    cdef void _load(self) noexcept nogil:
+        cdef SkipNode *n = self._node
+        if n == NULL:
+            self.valid = False
+            return
+        self.valid = True
+        self.key = _key(n)
+        self.key_len = n.key_len
+        self.lsn = n.lsn
+        self.kind = n.kind
+        self.seq = n.seq
+        self.value = _value(n)
+        self.value_len = n.value_len
+
+    cdef void seek_first(self) noexcept nogil:
+        self._node = _next(self._mem._head)[0]
+        self._load()
+
+    cdef void seek_last(self) noexcept nogil:
+        self._node = self._mem._find_last()
+        self._load()
+
+    cdef void seek_ge(self, const uint8_t *key, size_t n) noexcept nogil:
+        self._node = self._mem._find_ge(key, n, QKV_MAX_LSN, NULL)
+        self._load()
+
+    cdef void seek_lt(self, const uint8_t *key, size_t n) noexcept nogil:
+        self._node = self._mem._find_lt(key, n, QKV_MAX_LSN)
+        self._load()
+
+    cdef void next(self) noexcept nogil:
+        if self._node != NULL:
+            self._node = _next(self._node)[0]
+        self._load()
+
+    cdef void prev(self) noexcept nogil:
+        if self._node != NULL:
+            self._node = self._mem._find_lt(_key(self._node), self._node.key_len, self._node.lsn)
+        self._load()

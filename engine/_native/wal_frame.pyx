@@ -1,0 +1,143 @@
+"""Record framing shared by the WAL and the MANIFEST.
+
+A log file is a sequence of frames, nothing else (no block padding):
+
+    0        4          8      9
+    +--------+----------+------+---------------------+
+    | crc    | length   | type | payload             |
+    | u32 LE | u32 LE   | u8   | `length` bytes      |
+    +--------+----------+------+---------------------+
+
+  crc    masked CRC32C of bytes [4, 9 + length): the length, the type and the
+         payload, so a flipped bit in any of them is detected.
+  type   FRAME_TYPES below; 0 is never written (zero-filled space is not a frame).
+
+Replay rules (engine/wal.py applies them):
+  * a frame cut by the end of the file is a torn tail: the write never
+    completed, so it was never acknowledged; it is truncated and counted;
+  * a frame with a bad checksum that is followed by a valid frame is
+    corruption of acknowledged data: CorruptionError naming file and offset;
+  * a bad frame with nothing valid after it is a torn tail as well.
+"""
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from libc.stdint cimport uint8_t, uint32_t
+from libc.string cimport memcpy
+
+from engine._native.crc32c cimport qkv_crc32c_extend, qkv_crc32c_mask, qkv_crc32c_unmask
+
+# Frame types. WRITE_BATCH carries an engine write batch (write_batch.pyx);
+# MANIFEST_EDIT a version edit (manifest.py).
+WRITE_BATCH = FRAME_WRITE_BATCH
+MANIFEST_EDIT = FRAME_MANIFEST_EDIT
+FRAME_TYPES = frozenset({WRITE_BATCH, MANIFEST_EDIT})
+HEADER_SIZE = FRAME_HEADER_SIZE
+MAX_PAYLOAD = 0xFFFFFFFF
+
+OK = FRAME_OK
+TRUNCATED = FRAME_TRUNCATED
+BAD_CRC = FRAME_BAD_CRC
+BAD_TYPE = FRAME_BAD_TYPE
+
+
+cdef inline void _put_u32(uint8_t *p, uint32_t v) noexcept nogil:
+    p[0] = <uint8_t>v
+    p[1] = <uint8_t>(v >> 8)
+    p[2] = <uint8_t>(v >> 16)
+    p[3] = <uint8_t>(v >> 24)
+
+
+cdef inline uint32_t _get_u32(const uint8_t *p) noexcept nogil:
+    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+
+cdef size_t frame_write(uint8_t *out, uint8_t rtype, const uint8_t *payload, uint32_t n) noexcept nogil:
+    _put_u32(out + 4, n)
+    out[8] = rtype
+    if n:
+        memcpy(out + FRAME_HEADER_SIZE, payload, n)
+    cdef uint32_t crc = qkv_crc32c_extend(0, out + 4, 5 + <size_t>n)
+    _put_u32(out, qkv_crc32c_mask(crc))
+    return FRAME_HEADER_SIZE + <size_t>n
+
+
+cdef FrameStatus frame_check(const uint8_t *buf, size_t avail, uint32_t *length, uint8_t *rtype) noexcept nogil:
+    if avail < FRAME_HEADER_SIZE:
+        return FRAME_TRUNCATED
+    cdef uint32_t n = _get_u32(buf + 4)
+    if <size_t>n > avail - FRAME_HEADER_SIZE:
+        return FRAME_TRUNCATED
+    cdef uint32_t want = qkv_crc32c_unmask(_get_u32(buf))
+    if qkv_crc32c_extend(0, buf + 4, 5 + <size_t>n) != want:
+        return FRAME_BAD_CRC
+    length[0] = n
+    rtype[0] = buf[8]
+    if buf[8] != FRAME_WRITE_BATCH and buf[8] != FRAME_MANIFEST_EDIT:
+        return FRAME_BAD_TYPE
+    return FRAME_OK
+
+
+def encode_frames(int rtype, list payloads not None) -> bytes:
+    """Frame every payload in one buffer, ready for a single write()."""
+    cdef Py_ssize_t total = 0
+    cdef object p
+    for p in payloads:
+        total += FRAME_HEADER_SIZE + len(<bytes>p)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    cdef uint8_t *dst = <uint8_t *>PyBytes_AS_STRING(out)
+    cdef size_t off = 0
+    cdef Py_ssize_t n
+    for p in payloads:
+        n = len(<bytes>p)
+        if n > MAX_PAYLOAD:
+            raise ValueError("frame payload over 4 GiB")
+        off += frame_write(dst + off, <uint8_t>rtype, <const uint8_t *>PyBytes_AS_STRING(<bytes>p), <uint32_t>n)
+    return out
+
+
+def decode_frames(const unsigned char[::1] buf not None, Py_ssize_t start=0):
+    """Parse frames from buf[start:].
+
+    Returns (frames, end, status): frames is a list of (offset, type, payload
+    bytes) for the valid prefix, end the offset just past the last valid frame,
+    status one of OK (the buffer ended exactly at a frame boundary), TRUNCATED,
+    BAD_CRC or BAD_TYPE for the frame at `end`.
+    """
+    cdef size_t size = buf.shape[0]
+    cdef size_t off = <size_t>start
+    cdef uint32_t n = 0
+    cdef uint8_t rtype = 0
+    cdef FrameStatus st = FRAME_OK
+    cdef list frames = []
+    cdef const uint8_t *base = &buf[0] if size else NULL
+    while off < size:
+        with nogil:
+            st = frame_check(base + off, size - off, &n, &rtype)
+        if st != FRAME_OK:
+            break
+        frames.append((off, rtype, PyBytes_FromStringAndSize(<char *>base + off + FRAME_HEADER_SIZE, n)))
+        off += FRAME_HEADER_SIZE + n
+    return frames, off, st
+
+
+def find_valid_frame(const unsigned char[::1] buf not None, Py_ssize_t start) -> int:
+    """Offset of the first valid frame at or after start, or -1.
+
+    Used after a bad frame to tell corruption (good data follows) from a torn
+    tail (nothing valid follows). Costs O(remaining bytes) per candidate
+    offset, which is paid only when a log is damaged.
+    """
+    cdef size_t size = buf.shape[0]
+    cdef size_t off = <size_t>start
+    cdef uint32_t n = 0
+    cdef uint8_t rtype = 0
+    cdef Py_ssize_t found = -1
+    if size == 0:
+        return -1
+    cdef const uint8_t *base = &buf[0]
+    with nogil:
+        while off + FRAME_HEADER_SIZE <= size:
+            if base[off + 8] != 0 and frame_check(base + off, size - off, &n, &rtype) == FRAME_OK:
+                found = <Py_ssize_t>off
+                break
+            off += 1
+    return found
