@@ -15,10 +15,14 @@
 #include <stdint.h>
 #include <string.h>
 
+/* static: every extension module that includes this header has its own
+ * copy of the tables, so each must call qkv_crc32c_init() when imported. */
 static uint32_t qkv_crc_table[8][256];
 static int qkv_crc_use_hw = 0;
+static int qkv_crc_ready = 0;
 
 static void qkv_crc32c_init(void) {
+    if (qkv_crc_ready) return;
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
         for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : (c >> 1);
@@ -35,6 +39,7 @@ static void qkv_crc32c_init(void) {
     __builtin_cpu_init();
     qkv_crc_use_hw = __builtin_cpu_supports("sse4.2");
 #endif
+    qkv_crc_ready = 1;
 }
 
 static uint32_t qkv_crc32c_sw(uint32_t crc, const uint8_t *p, size_t n) {

@@ -12,7 +12,9 @@ Contract:
      while the list is being modified, so one writer and any number of readers
      (threads or paused generators) are serialized by the GIL. Readers may
      drop the GIL (flush of an immutable memtable) only once no writer remains.
-  4. Memory accounting (`memory`) counts arena bytes, the DB's size bound.
+  4. `memory` counts the arena bytes handed out (entries and their links),
+     the DB's flush trigger; the unused tail of the current block is not
+     counted, so the true footprint exceeds it by at most one block.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
@@ -69,6 +71,7 @@ cdef class Memtable:
         cdef uint8_t *out
         cdef size_t block_size
         n = (n + NODE_ALIGN - 1) & ~(<size_t>NODE_ALIGN - 1)
+        self._memory += n
         if n > self._alloc_left:
             # Large entries get a block of their own so the current block's
             # remaining space is not wasted.
@@ -79,7 +82,6 @@ cdef class Memtable:
             b.prev = self._blocks
             b.size = block_size
             self._blocks = b
-            self._memory += sizeof(ArenaBlock) + block_size
             out = <uint8_t *>b + sizeof(ArenaBlock)
             if block_size == n:
                 return out

@@ -35,12 +35,14 @@ from libc.string cimport memcpy
 import numpy as np
 import zstandard
 
-from engine._native.crc32c cimport qkv_crc32c_extend, qkv_crc32c_mask
+from engine._native.crc32c cimport qkv_crc32c_init, qkv_crc32c_extend, qkv_crc32c_mask
 from engine._native.cursor cimport compare_keys, KIND_VALUE
 from engine._native.bloom cimport bloom_hash
 from engine._native.sstable_block cimport BlockBuilder
 from engine._native.sstable_block import encode_handle
 from engine._native.bloom import build_filter
+
+qkv_crc32c_init()   # this module's copy of the tables (crc32c_impl.h)
 
 TABLE_MAGIC = 0x71756F72756D6B76   # "quorumkv"
 TABLE_VERSION = 1

@@ -20,10 +20,12 @@ Replay rules (engine/wal.py applies them):
   * a bad frame with nothing valid after it is a torn tail as well.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
-from libc.stdint cimport uint8_t, uint32_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-from engine._native.crc32c cimport qkv_crc32c_extend, qkv_crc32c_mask, qkv_crc32c_unmask
+from engine._native.crc32c cimport qkv_crc32c_init, qkv_crc32c_extend, qkv_crc32c_mask, qkv_crc32c_unmask
+
+qkv_crc32c_init()   # this module's copy of the tables (crc32c_impl.h)
 
 # Frame types. WRITE_BATCH carries an engine write batch (write_batch.pyx);
 # MANIFEST_EDIT a version edit (manifest.py).
@@ -141,3 +143,39 @@ def find_valid_frame(const unsigned char[::1] buf not None, Py_ssize_t start) ->
                 break
             off += 1
     return found
+
+
+def encode_wal_group(list reps not None, list first_lsns not None) -> bytes:
+    """One buffer of WRITE_BATCH frames, frame i carrying
+    first_lsns[i] (u64 LE) followed by reps[i] (engine/wal.py format)."""
+    cdef Py_ssize_t n = len(reps)
+    if len(first_lsns) != n:
+        raise ValueError("reps and first_lsns differ in length")
+    cdef Py_ssize_t total = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        total += FRAME_HEADER_SIZE + 8 + len(<bytes>reps[i])
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    cdef uint8_t *dst = <uint8_t *>PyBytes_AS_STRING(out)
+    cdef uint8_t *frame
+    cdef bytes rep
+    cdef uint64_t lsn
+    cdef size_t rn
+    cdef int j
+    cdef uint32_t crc
+    for i in range(n):
+        rep = <bytes>reps[i]
+        rn = <size_t>len(rep)
+        if rn + 8 > MAX_PAYLOAD:
+            raise ValueError("write batch over 4 GiB")
+        lsn = first_lsns[i]
+        frame = dst
+        _put_u32(frame + 4, <uint32_t>(rn + 8))
+        frame[8] = FRAME_WRITE_BATCH
+        for j in range(8):
+            frame[FRAME_HEADER_SIZE + j] = <uint8_t>(lsn >> (8 * j))
+        memcpy(frame + FRAME_HEADER_SIZE + 8, PyBytes_AS_STRING(rep), rn)
+        crc = qkv_crc32c_extend(0, frame + 4, 5 + 8 + rn)
+        _put_u32(frame, qkv_crc32c_mask(crc))
+        dst += FRAME_HEADER_SIZE + 8 + rn
+    return out

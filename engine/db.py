@@ -1,0 +1,745 @@
+"""DB: the embedded LSM storage engine of one quorumkv replica.
+
+A DB directory holds:
+    LOCK                  flock'ed by the one opener
+    CURRENT               names the live MANIFEST (engine/version.py)
+    MANIFEST-NNNNNN       version edits
+    NNNNNN.log            WAL segments (engine/wal.py), replayed on open
+    NNNNNN.sst            SSTables (engine/_native/table_builder.pyx)
+
+Path of a write: validate and encode a batch (native) -> group commit: one
+WAL write and one fdatasync for every writer that queued meanwhile
+(write_queue.py) -> memtable (native skiplist) -> readers see it once the
+whole group is applied (visible_lsn). A full memtable becomes immutable and
+a background thread flushes it to L0 and runs leveled compaction
+(compaction.py); writes stall, never grow memory without bound, when the
+background falls behind.
+
+Reads see a consistent snapshot: the lsn visible when they start, over a
+SuperVersion (memtable, immutable memtable, Version) taken atomically.
+
+Thread-safety: every public method may be called from any thread. One mutex
+guards the writer queue, the SuperVersion and the VersionSet; it is never held
+across WAL or table I/O except for MANIFEST appends.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import threading
+import time
+from collections import namedtuple
+from typing import Iterator
+
+import numpy as np
+
+from engine._native import merge, wal_frame, write_batch
+from engine._native.sequencer import Sequencer
+from engine._native.skiplist import Memtable
+from engine._native.table_cursor import LevelCursor
+from engine.block_cache import BlockCache
+from engine.compaction import (Compaction, compaction_cursors, compaction_edit, move_edit, pick_compaction,
+                               range_compaction, run_merge)
+from engine.errors import (CorruptionError, DBClosedError, InvalidArgumentError, QuorumKVError,
+                           TableExistsError, TableNotFoundError)
+from engine.options import SYNC_BATCH, SYNC_NEVER, Options
+from engine.sstable import TableCache
+from engine.version import VersionEdit, VersionSet
+from engine.wal import LogWriter, decode_wal_payload, read_log
+from engine.write_queue import Writer, WriteQueue
+
+Record = namedtuple("Record", ["value", "seq"])
+Record.__doc__ = "A live record: its value and its 16-byte seq."
+
+TABLE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+TABLE_NAME_RULE = "1 to 128 characters from A-Z a-z 0-9 _ . -, not starting with . or -"
+MAX_KEY = write_batch.MAX_KEY
+MAX_VALUE = write_batch.MAX_VALUE
+_MAX_LSN = 2**64 - 1
+_SCAN_FIRST_CHUNK = 64
+_SCAN_MAX_CHUNK = 4096
+
+
+def _prefix(tid: int) -> bytes:
+    return tid.to_bytes(4, "big")
+
+
+def _check_key(key, what: str = "key") -> None:
+    if type(key) is not bytes:
+        raise InvalidArgumentError(f"{what} must be bytes, got {type(key).__name__}")
+    if not 0 < len(key) <= MAX_KEY:
+        raise InvalidArgumentError(f"{what} must be 1 to {MAX_KEY} bytes, got {len(key)}")
+
+
+class _SuperVersion:
+    __slots__ = ("mem", "imm", "version")
+
+    def __init__(self, mem: Memtable, imm: Memtable | None, version):
+        self.mem = mem
+        self.imm = imm
+        self.version = version
+
+
+class Snapshot:
+    """A point-in-time view: reads with snapshot=s see the DB as of s.
+    Release it (or use it as a context manager) so compaction can drop the
+    old versions it pins."""
+
+    def __init__(self, db: "DB", lsn: int):
+        self._db = db
+        self.lsn = lsn
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._db._release_snapshot(self)
+
+    def __enter__(self) -> "Snapshot":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class WriteBatch:
+    """Records written atomically by DB.write: all of them or none.
+
+    applied_index: optional u64 persisted with the batch (see DB.applied_index).
+    """
+
+    def __init__(self, applied_index: int | None = None):
+        self.applied_index = applied_index
+        self._ops: list[tuple[int, str, bytes, bytes | None, bytes | None]] = []
+
+    def put(self, table: str, key: bytes, value: bytes, seq: bytes | None = None) -> "WriteBatch":
+        self._ops.append((write_batch.VALUE, table, key, value, seq))
+        return self
+
+    def delete(self, table: str, key: bytes, seq: bytes | None = None) -> "WriteBatch":
+        self._ops.append((write_batch.DELETE, table, key, None, seq))
+        return self
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+
+class DB:
+    """An open database; see the module docstring. Use DB.open()."""
+
+    # ------------------------------------------------------------------ open
+    @classmethod
+    def open(cls, path: str, **options) -> "DB":
+        """Opens (creating if missing, unless create_if_missing=False) the DB at
+        path. Options: engine/options.py. Raises DBLockedError when another
+        handle has it open, CorruptionError when its files are damaged."""
+        return cls(path, Options.from_kwargs(**options))
+
+    def __init__(self, path: str, options: Options):
+        self.path = os.path.abspath(path)
+        self.options = options
+        self._env = env = options.env
+        env.mkdirs(self.path)
+        self._lock_handle = env.lock(os.path.join(self.path, "LOCK"))
+        self._closed = False
+        self._mutex = threading.Lock()
+        self._bg_cv = threading.Condition(self._mutex)
+        self._queue = WriteQueue(self._mutex)
+        self._stats = dict.fromkeys(
+            ("writes", "records_written", "wal_syncs", "wal_records_synced", "wal_bytes", "flushes",
+             "compactions", "trivial_moves", "compaction_bytes_written", "entries_dropped", "stalls",
+             "wal_torn_tail_bytes", "wal_segments_replayed"), 0)
+        self._stats["stall_seconds"] = 0.0
+        self._snapshots: dict[int, int] = {}   # lsn -> count of live Snapshot objects
+        self._bg_error: BaseException | None = None
+        self._bg_work_requested = False
+        self._manual: list = []
+        self._compact_pointer: dict[int, bytes] = {}
+        self._sequencer = Sequencer(options.node_id)
+        try:
+            self._versions = VersionSet(env, self.path, options.num_levels)
+            self._block_cache = BlockCache(options.block_cache_bytes) if options.block_cache_bytes else None
+            self._tables = TableCache(env, self._versions.path_of, self._block_cache)
+            self._recover()
+        except BaseException:
+            self._lock_handle.release()
+            raise
+        self._bg_thread = threading.Thread(target=self._background_loop, name=f"quorumkv-bg:{path}", daemon=True)
+        self._bg_thread.start()
+
+    def _recover(self) -> None:
+        env, opts, vs = self._env, self.options, self._versions
+        current = os.path.join(self.path, "CURRENT")
+        if env.exists(current):
+            if opts.error_if_exists:
+                raise InvalidArgumentError(f"{self.path} already holds a database (error_if_exists=True)")
+            vs.recover()
+        elif not opts.create_if_missing:
+            raise InvalidArgumentError(f"no database at {self.path} (create_if_missing=False)")
+        # Replay the WAL segments the MANIFEST does not cover, oldest first.
+        logs = sorted(int(n[:-4]) for n in env.list_dir(self.path) if n.endswith(".log") and n[:-4].isdigit())
+        mem = Memtable()
+        last_lsn = vs.last_lsn
+        applied = vs.applied_index
+        for number in logs:
+            if number < vs.log_number:
+                continue
+            contents = read_log(env, vs.path_of("log", number))
+            self._stats["wal_torn_tail_bytes"] += contents.torn_bytes
+            self._stats["wal_segments_replayed"] += 1
+            for offset, ftype, payload in contents.frames:
+                if ftype != wal_frame.WRITE_BATCH:
+                    raise CorruptionError("non-batch frame in WAL", vs.path_of("log", number), offset)
+                first_lsn, rep = decode_wal_payload(payload)
+                if not write_batch.validate(rep):
+                    raise CorruptionError("malformed write batch", vs.path_of("log", number), offset)
+                n = mem.apply_batch(rep, first_lsn)
+                last_lsn = max(last_lsn, first_lsn + n - 1)
+                ai = write_batch.applied_index(rep)
+                if ai is not None:
+                    applied = max(applied, ai)
+        vs.last_lsn = last_lsn
+        vs.applied_index = applied
+        edit = VersionEdit()
+        if mem.count:
+            # The recovered memtable goes to L0 now, so the old segments can go.
+            result = run_merge([mem.cursor()], vs, opts, last_lsn, False, vs.dropped_tables)
+            edit.add = [(0, f) for f in result.outputs]
+        self._log_number = vs.new_file_number()
+        self._wal = LogWriter(env, vs.path_of("log", self._log_number), self._log_number) if opts.wal else None
+        edit.log_number = self._log_number
+        edit.last_lsn = last_lsn
+        edit.applied_index = applied
+        vs.start_new_manifest()
+        vs.log_and_apply(edit)
+        env.sync_dir(self.path)
+        self._last_lsn = last_lsn
+        self._visible_lsn = last_lsn
+        self._mem_applied_index = applied
+        self._imm_applied_index = applied
+        self._imm_log_number = self._log_number
+        self._written_applied_index = applied
+        self._sv = _SuperVersion(Memtable(), None, vs.current)
+        self._delete_obsolete_files()
+
+    # ----------------------------------------------------------------- tables
+    def create_table(self, name: str) -> None:
+        """Creates an empty table. Raises TableExistsError if it exists."""
+        if not isinstance(name, str) or not TABLE_NAME_PATTERN.match(name):
+            raise InvalidArgumentError(f"table name {name!r} is invalid: use {TABLE_NAME_RULE}")
+        with self._mutex:
+            self._check_open()
+            vs = self._versions
+            if name in vs.tables:
+                raise TableExistsError(f"table {name!r} already exists")
+            tid = vs.next_table_id
+            vs.log_and_apply(VersionEdit(create_table=[(name, tid)], next_table_id=tid + 1))
+
+    def drop_table(self, name: str) -> None:
+        """Drops a table and frees its space: files holding only its keys are
+        deleted at once, the rest is reclaimed by a background compaction."""
+        with self._mutex:
+            self._check_open()
+            vs = self._versions
+            tid = self._table_id(name)
+            lo, hi = _prefix(tid), _prefix(tid + 1)
+            edit = VersionEdit(drop_table=[tid])
+            for level, f in vs.current.files():
+                if f.smallest >= lo and f.largest < hi:
+                    edit.delete.append((level, f.number))
+            vs.log_and_apply(edit)
+            self._install_sv(version=vs.current)
+            self._manual.append((lo, hi, None))
+            self._bg_work_requested = True
+            self._bg_cv.notify_all()
+
+    def tables(self) -> list[str]:
+        with self._mutex:
+            return sorted(self._versions.tables)
+
+    def _table_id(self, name) -> int:
+        try:
+            return self._versions.tables[name]
+        except (KeyError, TypeError):
+            raise TableNotFoundError(f"no table named {name!r}") from None
+
+    # ----------------------------------------------------------------- writes
+    def put(self, table: str, key: bytes, value: bytes, seq: bytes | None = None,
+            applied_index: int | None = None) -> bytes:
+        """Writes key=value with seq (a fresh one when None); returns the seq."""
+        tid = self._table_id(table)
+        if seq is None:
+            seq = self._sequencer.next()
+        else:
+            self._observe(seq)
+        rep = write_batch.encode_one(write_batch.VALUE, tid, key, value, seq, applied_index)
+        self._write(rep, 1, applied_index)
+        return seq
+
+    def delete(self, table: str, key: bytes, seq: bytes | None = None,
+               applied_index: int | None = None) -> bytes:
+        """Writes a tombstone for key that keeps its seq; deleting a missing
+        key is not an error. Returns the seq."""
+        tid = self._table_id(table)
+        if seq is None:
+            seq = self._sequencer.next()
+        else:
+            self._observe(seq)
+        rep = write_batch.encode_one(write_batch.DELETE, tid, key, None, seq, applied_index)
+        self._write(rep, 1, applied_index)
+        return seq
+
+    def write(self, batch: WriteBatch) -> list[bytes]:
+        """Writes every record of batch atomically; returns their seqs.
+        Every record is validated first: one bad record writes nothing."""
+        if not isinstance(batch, WriteBatch):
+            raise InvalidArgumentError(f"write() takes a WriteBatch, got {type(batch).__name__}")
+        if not batch._ops:
+            return []
+        records = []
+        seqs = []
+        for kind, table, key, value, seq in batch._ops:
+            if seq is None:
+                seq = self._sequencer.next()
+            else:
+                self._observe(seq)
+            records.append((kind, self._table_id(table), key, value, seq))
+            seqs.append(seq)
+        rep = write_batch.encode_many(records, batch.applied_index)
+        self._write(rep, len(records), batch.applied_index)
+        return seqs
+
+    def write_encoded(self, rep: bytes) -> None:
+        """Writes a batch already encoded by write_batch.encode_* (the
+        replication layer's path: one rep per log entry)."""
+        if not write_batch.validate(rep):
+            raise InvalidArgumentError("malformed write batch")
+        self._write(rep, write_batch.count(rep), write_batch.applied_index(rep))
+
+    def _observe(self, seq) -> None:
+        if type(seq) is not bytes or len(seq) != 16:
+            raise InvalidArgumentError("seq must be 16 bytes (timestamp, counter, node id)")
+        self._sequencer.observe(seq)
+
+    def _write(self, rep: bytes, count: int, applied_index: int | None) -> None:
+        if applied_index is not None and not 0 <= applied_index < 2**64:
+            raise InvalidArgumentError("applied_index must fit in 64 bits")
+        w = Writer(rep, count, applied_index)
+        with self._mutex:
+            if not self._queue.join(w):
+                if w.error is not None:
+                    raise w.error
+                return
+            try:
+                self._check_open()
+                if self._bg_error is not None:
+                    raise QuorumKVError(f"the database is read-only after a background error: {self._bg_error}")
+                self._make_room_for_write()
+            except BaseException as exc:
+                self._queue.finish_group([w], exc)
+                raise
+            if self.options.sync == SYNC_BATCH:
+                self._queue.wait_for_company(self.options.batch_wait_us / 1e6)
+            group = self._queue.take_group(self.options.max_group_bytes)
+            lsn = self._last_lsn + 1
+            for g in group:
+                g.lsn = lsn
+                lsn += g.count
+            self._last_lsn = lsn - 1
+            mem = self._sv.mem
+            wal = self._wal
+        error = None
+        try:
+            reps = [g.rep for g in group]
+            if wal is not None:
+                framed = wal_frame.encode_wal_group(reps, [g.lsn for g in group])
+                sync = self.options.sync != SYNC_NEVER
+                wal.append_framed(framed, sync)
+                self._stats["wal_bytes"] += len(framed)
+                if sync:
+                    self._stats["wal_syncs"] += 1
+                    self._stats["wal_records_synced"] += len(group)
+            for g in group:
+                mem.apply_batch(g.rep, g.lsn)
+        except BaseException as exc:   # the WAL may now hold a partial group: stop writing
+            error = exc
+        with self._mutex:
+            if error is None:
+                self._visible_lsn = self._last_lsn
+                for g in group:
+                    if g.applied_index is not None and g.applied_index > self._mem_applied_index:
+                        self._mem_applied_index = g.applied_index
+                if wal is not None and self.options.sync != SYNC_NEVER:
+                    self._written_applied_index = max(self._written_applied_index, self._mem_applied_index)
+                self._stats["writes"] += len(group)
+                self._stats["records_written"] += sum(g.count for g in group)
+            else:
+                self._bg_error = error
+            self._queue.finish_group(group, error)
+        if w.error is not None:
+            raise w.error
+
+    def _make_room_for_write(self, force: bool = False) -> None:
+        """Requires the mutex, as the queue's leader. Rotates a full memtable,
+        stalling while the previous one is still being flushed or L0 is at
+        its stop trigger."""
+        opts = self.options
+        stall_start = None
+        while True:
+            if self._bg_error is not None:
+                raise QuorumKVError(f"the database is read-only after a background error: {self._bg_error}")
+            sv = self._sv
+            if not force and sv.mem.memory < opts.write_buffer_size:
+                if self._wal is not None and self._wal.size >= opts.wal_segment_bytes:
+                    self._roll_wal()
+                break
+            if force and sv.mem.count == 0:
+                break
+            if sv.imm is not None or len(sv.version.levels[0]) >= opts.l0_stop_trigger:
+                if stall_start is None:
+                    stall_start = time.monotonic()
+                    self._stats["stalls"] += 1
+                self._bg_work_requested = True
+                self._bg_cv.notify_all()
+                self._bg_cv.wait()
+                continue
+            new_log = self._roll_wal()
+            self._imm_log_number = new_log
+            self._imm_applied_index = self._mem_applied_index
+            self._install_sv(mem=Memtable(), imm=sv.mem)
+            self._bg_work_requested = True
+            self._bg_cv.notify_all()
+            break
+        if stall_start is not None:
+            self._stats["stall_seconds"] += time.monotonic() - stall_start
+
+    def _roll_wal(self) -> int:
+        number = self._versions.new_file_number()
+        if self._wal is not None:
+            old = self._wal
+            self._wal = LogWriter(self._env, self._versions.path_of("log", number), number)
+            old.close()
+        return number
+
+    def _install_sv(self, **changes) -> None:
+        sv = self._sv
+        self._sv = _SuperVersion(changes.get("mem", sv.mem), changes.get("imm", sv.imm),
+                                 changes.get("version", sv.version))
+
+    # ------------------------------------------------------------------ reads
+    def get(self, table: str, key: bytes, snapshot: Snapshot | None = None) -> Record | None:
+        """The live record of key, or None when it is absent or deleted."""
+        tid = self._table_id(table)
+        _check_key(key)
+        snap = self._visible_lsn if snapshot is None else snapshot.lsn
+        sv = self._sv
+        ikey = _prefix(tid) + key
+        hit = sv.mem.get(ikey, snap)
+        if hit is None and sv.imm is not None:
+            hit = sv.imm.get(ikey, snap)
+        if hit is None:
+            hit = self._get_from_tables(sv.version, ikey, snap)
+        if hit is None or hit[0] == write_batch.DELETE:
+            return None
+        return Record(hit[2], hit[1])
+
+    def _get_from_tables(self, version, ikey: bytes, snap: int):
+        tables = self._tables
+        for f in version.levels[0]:
+            if f.smallest <= ikey <= f.largest:
+                hit = tables.get(f.number).get(ikey, snap)
+                if hit is not None:
+                    return hit
+        for level in range(1, len(version.levels)):
+            f = version.find_in_level(level, ikey)
+            if f is not None:
+                hit = tables.get(f.number).get(ikey, snap)
+                if hit is not None:
+                    return hit
+        return None
+
+    def scan(self, table: str, start: bytes | None = None, end: bytes | None = None, limit: int | None = None,
+             reverse: bool = False, snapshot: Snapshot | None = None,
+             keys_only: bool = False) -> Iterator[tuple[bytes, bytes | None, bytes]]:
+        """(key, value, seq) of the live records with start <= key < end, in
+        key order (descending when reverse), at most limit of them, over a
+        consistent snapshot taken now (or the one given). keys_only: values
+        are None, which saves copying them."""
+        tid = self._table_id(table)
+        if start is not None:
+            _check_key(start, "start")
+        if end is not None:
+            _check_key(end, "end")
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise InvalidArgumentError(f"limit must be a non-negative int or None, got {limit!r}")
+        snap = self._visible_lsn if snapshot is None else snapshot.lsn
+        sv = self._sv
+        prefix = _prefix(tid)
+        lo = prefix + (start or b"")
+        hi = prefix + end if end is not None else _prefix(tid + 1)
+        scanner = merge.VisibleScanner(merge.MergingCursor(self._cursors(sv)), lo, hi, snap, 4,
+                                       bool(reverse), bool(keys_only))
+        if limit == 0:
+            return iter(())
+        chunks = self._chunks(scanner, limit)
+        records = itertools.chain.from_iterable(chunks)
+        return records if limit is None else itertools.islice(records, limit)
+
+    @staticmethod
+    def _chunks(scanner, limit: int | None):
+        size = _SCAN_FIRST_CHUNK if limit is None else min(limit, _SCAN_MAX_CHUNK)
+        while True:
+            chunk = scanner.next_chunk(size)
+            if not chunk:
+                return
+            yield chunk
+            size = min(size * 4, _SCAN_MAX_CHUNK)
+
+    def _cursors(self, sv: _SuperVersion) -> list:
+        cursors = [sv.mem.cursor()]
+        if sv.imm is not None:
+            cursors.append(sv.imm.cursor())
+        tables = self._tables
+        version = sv.version
+        cursors.extend(tables.get(f.number).cursor() for f in version.levels[0])
+        for level in range(1, len(version.levels)):
+            files = version.levels[level]
+            if files:
+                cursors.append(LevelCursor([tables.get(f.number) for f in files], version.largest_keys(level)))
+        return cursors
+
+    def snapshot(self) -> Snapshot:
+        """Pins the current state for reads until released."""
+        with self._mutex:
+            self._check_open()
+            lsn = self._visible_lsn
+            self._snapshots[lsn] = self._snapshots.get(lsn, 0) + 1
+            return Snapshot(self, lsn)
+
+    def _release_snapshot(self, snap: Snapshot) -> None:
+        with self._mutex:
+            n = self._snapshots.get(snap.lsn, 0) - 1
+            if n <= 0:
+                self._snapshots.pop(snap.lsn, None)
+            else:
+                self._snapshots[snap.lsn] = n
+
+    def _smallest_snapshot(self) -> int:
+        """Requires the mutex."""
+        return min(self._snapshots) if self._snapshots else self._visible_lsn
+
+    @property
+    def applied_index(self) -> int:
+        """The highest applied_index all of whose writes are durable: in the
+        synced WAL, or (with wal=False or sync='never') in flushed SSTables."""
+        with self._mutex:
+            return max(self._written_applied_index, self._versions.applied_index)
+
+    # ------------------------------------------------------------ maintenance
+    def flush(self) -> None:
+        """Writes the memtable to an SSTable and waits until it is durable."""
+        w = Writer(None, 0, None, control="rotate")
+        with self._mutex:
+            if not self._queue.join(w):
+                return
+            try:
+                self._check_open()
+                self._make_room_for_write(force=True)
+                while self._sv.imm is not None and self._bg_error is None:
+                    self._bg_cv.wait()
+                if self._bg_error is not None:
+                    raise QuorumKVError(f"background error: {self._bg_error}")
+            finally:
+                self._queue.finish_group([w], None)
+
+    def compact_range(self, table: str | None = None, start: bytes | None = None, end: bytes | None = None) -> None:
+        """Flushes, then compacts every file overlapping the range (a whole
+        table, or the whole DB when table is None) down to one level, dropping
+        overwritten versions and tombstones no snapshot needs. Waits until done."""
+        if table is None:
+            lo, hi = None, None
+        else:
+            tid = self._table_id(table)
+            lo = _prefix(tid) + (start or b"")
+            hi = _prefix(tid) + end if end is not None else _prefix(tid + 1)
+        self.flush()
+        done = threading.Event()
+        with self._mutex:
+            self._manual.append((lo, hi, done))
+            self._bg_work_requested = True
+            self._bg_cv.notify_all()
+        done.wait()
+        with self._mutex:
+            if self._bg_error is not None:
+                raise QuorumKVError(f"background error: {self._bg_error}")
+
+    # -------------------------------------------------------------- background
+    def _background_loop(self) -> None:
+        while True:
+            with self._mutex:
+                while not self._closed and not self._bg_work_requested:
+                    self._bg_cv.wait()
+                if self._closed:
+                    return
+                self._bg_work_requested = False
+            try:
+                self._background_work()
+            except BaseException as exc:   # keep serving reads; refuse writes
+                with self._mutex:
+                    self._bg_error = exc
+                    self._bg_cv.notify_all()
+                    manual, self._manual = self._manual, []
+                for _, _, done in manual:
+                    if done is not None:
+                        done.set()
+                return
+            with self._mutex:
+                self._bg_cv.notify_all()
+
+    def _background_work(self) -> None:
+        while not self._closed:
+            if self._sv.imm is not None:
+                self._flush_imm()
+                continue
+            with self._mutex:
+                manual = self._manual.pop(0) if self._manual else None
+            if manual is not None:
+                self._run_manual(*manual)
+                continue
+            with self._mutex:
+                c = pick_compaction(self._sv.version, self.options, self._compact_pointer)
+            if c is None:
+                return
+            self._run_compaction(c)
+
+    def _flush_imm(self) -> None:
+        sv = self._sv
+        with self._mutex:
+            smallest = self._smallest_snapshot()
+            dropped = set(self._versions.dropped_tables)
+            log_number, applied = self._imm_log_number, self._imm_applied_index
+        result = run_merge([sv.imm.cursor()], self._versions, self.options, smallest, False, dropped)
+        with self._mutex:
+            edit = VersionEdit(add=[(0, f) for f in result.outputs], log_number=log_number,
+                               last_lsn=sv.imm.max_lsn or None, applied_index=applied)
+            self._versions.log_and_apply(edit)
+            self._install_sv(imm=None, version=self._versions.current)
+            self._stats["flushes"] += 1
+            self._bg_cv.notify_all()
+        self._delete_obsolete_files()
+
+    def _run_compaction(self, c: Compaction) -> None:
+        if c.is_trivial_move() and c.level > 0:
+            with self._mutex:
+                self._versions.log_and_apply(move_edit(c))
+                self._install_sv(version=self._versions.current)
+                self._compact_pointer[c.level] = c.inputs[0].largest
+                self._stats["trivial_moves"] += 1
+            return
+        with self._mutex:
+            smallest = self._smallest_snapshot()
+            dropped = set(self._versions.dropped_tables)
+        result = run_merge(compaction_cursors(c, self._tables), self._versions, self.options, smallest,
+                           c.bottommost, dropped)
+        with self._mutex:
+            self._versions.log_and_apply(compaction_edit(c, result))
+            self._install_sv(version=self._versions.current)
+            if c.level > 0:
+                self._compact_pointer[c.level] = max(f.largest for f in c.inputs)
+            self._stats["compactions"] += 1
+            self._stats["compaction_bytes_written"] += result.bytes_written
+            self._stats["entries_dropped"] += result.dropped_entries
+            self._bg_cv.notify_all()
+        self._delete_obsolete_files()
+
+    def _run_manual(self, lo: bytes | None, hi: bytes | None, done: threading.Event | None) -> None:
+        try:
+            version = self._sv.version
+            deepest = max((lvl for lvl, f in version.files() if f.overlaps(lo, hi)), default=-1)
+            for level in range(0, max(deepest, 1)):
+                c = range_compaction(self._sv.version, level, lo, hi)
+                if c is not None:
+                    self._run_compaction(c)
+        finally:
+            if done is not None:
+                done.set()
+
+    def _delete_obsolete_files(self) -> None:
+        env, vs = self._env, self._versions
+        with self._mutex:
+            live = vs.live_files()
+            log_floor = vs.log_number
+            manifest = f"MANIFEST-{vs.manifest_number:06d}"
+            current_log = self._wal.number if self._wal is not None else -1
+        for name in env.list_dir(self.path):
+            stem, _, ext = name.partition(".")
+            if ext == "sst" and stem.isdigit() and int(stem) not in live:
+                # Outputs of a running compaction are not in a Version yet, but
+                # this runs only on the background thread, between jobs.
+                self._tables.evict(int(stem))
+                env.remove(os.path.join(self.path, name))
+            elif ext == "log" and stem.isdigit() and int(stem) < log_floor and int(stem) != current_log:
+                env.remove(os.path.join(self.path, name))
+            elif name.startswith("MANIFEST-") and name != manifest:
+                env.remove(os.path.join(self.path, name))
+            elif name.endswith(".tmp"):
+                env.remove(os.path.join(self.path, name))
+
+    # ---------------------------------------------------------- introspection
+    def stats(self) -> dict:
+        """Counters and sizes: writes, fsyncs, flushes, compactions, stalls,
+        files and bytes per level, memtable bytes, block cache use."""
+        with self._mutex:
+            s = dict(self._stats)
+            sv = self._sv
+            s["levels"] = [{"files": len(files), "bytes": sum(f.size for f in files)}
+                           for files in sv.version.levels]
+            s["memtable_bytes"] = sv.mem.memory + (sv.imm.memory if sv.imm is not None else 0)
+            s["last_lsn"] = self._last_lsn
+            s["applied_index"] = max(self._written_applied_index, self._versions.applied_index)
+            s["tables"] = len(self._versions.tables)
+            s["snapshots"] = sum(self._snapshots.values())
+        if self._block_cache is not None:
+            s["block_cache_bytes"] = self._block_cache.used
+            s["block_cache_hits"] = self._block_cache.hits
+            s["block_cache_misses"] = self._block_cache.misses
+        s["records_per_sync"] = s["wal_records_synced"] / s["wal_syncs"] if s["wal_syncs"] else 0.0
+        return s
+
+    def check(self) -> dict:
+        """Full consistency check: every SSTable of the current version is
+        read block by block (checksums), its entries are in internal order
+        and within the key range the MANIFEST records, and the level
+        invariants hold. Raises CorruptionError; returns counts."""
+        from engine.check import check_version
+        return check_version(self._sv.version, self._tables)
+
+    # ------------------------------------------------------------------ close
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DBClosedError("the database is closed")
+
+    def close(self) -> None:
+        """Stops background work and releases the directory. With wal=False
+        the memtable is flushed first, so a clean close loses nothing."""
+        if self._closed:
+            return
+        if not self.options.wal and self._bg_error is None and self._sv.mem.count:
+            self.flush()
+        with self._mutex:
+            self._closed = True
+            self._bg_cv.notify_all()
+        self._bg_thread.join()
+        with self._mutex:
+            if self._wal is not None:
+                self._wal.close()
+            self._versions.close()
+        self._tables.close()
+        self._lock_handle.release()
+
+    def __enter__(self) -> "DB":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,245 @@
+"""Env: every file operation of the engine goes through one of these.
+
+Three implementations share this interface (LevelDB's Env, memenv and fault
+injection):
+  PosixEnv            the real file system (this module);
+  MemEnv              files in memory, for fast tests (env_mem.py);
+  FaultInjectionEnv   MemEnv that can simulate a power loss: crash() drops
+                      every byte not fsynced and every directory entry not
+                      fsynced, and can fail chosen operations (env_fault.py).
+
+Contract:
+  * A WritableFile appends only. append() may buffer; flush() hands the bytes
+    to the OS (they survive a process crash); sync() makes them durable
+    (fdatasync: they survive a power loss).
+  * A new file's name is durable only after sync_dir() of its directory;
+    rename() is atomic, and durable after sync_dir().
+  * lock() takes an exclusive advisory lock that a second opener, in this
+    process or another, cannot take.
+Thread-safety: an Env may be shared; a file object has one user at a time.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from abc import ABC, abstractmethod
+
+from engine.errors import DBLockedError
+
+WRITE_BUFFER_BYTES = 256 * 1024
+
+
+class WritableFile(ABC):
+    @abstractmethod
+    def append(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def flush(self) -> None: ...
+
+    @abstractmethod
+    def sync(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def size(self) -> int: ...
+
+
+class RandomAccessFile(ABC):
+    @abstractmethod
+    def read(self, offset: int, n: int) -> bytes: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def size(self) -> int: ...
+
+
+class FileLock(ABC):
+    @abstractmethod
+    def release(self) -> None: ...
+
+
+class Env(ABC):
+    @abstractmethod
+    def open_writable(self, path: str) -> WritableFile:
+        """Creates (or truncates) path for appending."""
+
+    @abstractmethod
+    def open_random(self, path: str) -> RandomAccessFile: ...
+
+    @abstractmethod
+    def read_file(self, path: str) -> bytes: ...
+
+    @abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+    @abstractmethod
+    def list_dir(self, path: str) -> list[str]: ...
+
+    @abstractmethod
+    def remove(self, path: str) -> None: ...
+
+    @abstractmethod
+    def rename(self, src: str, dst: str) -> None: ...
+
+    @abstractmethod
+    def truncate(self, path: str, size: int) -> None: ...
+
+    @abstractmethod
+    def sync_dir(self, path: str) -> None: ...
+
+    @abstractmethod
+    def mkdirs(self, path: str) -> None: ...
+
+    @abstractmethod
+    def file_size(self, path: str) -> int: ...
+
+    @abstractmethod
+    def lock(self, path: str) -> FileLock:
+        """Raises DBLockedError when another opener holds the lock."""
+
+    def write_file_atomic(self, path: str, data: bytes) -> None:
+        """Replaces path with data so that a crash leaves the old or the new
+        content, never a mix: write a temp file, sync it, rename, sync the dir."""
+        tmp = path + ".tmp"
+        f = self.open_writable(tmp)
+        try:
+            f.append(data)
+            f.sync()
+        finally:
+            f.close()
+        self.rename(tmp, path)
+        self.sync_dir(os.path.dirname(path) or ".")
+
+
+class _PosixWritableFile(WritableFile):
+    def __init__(self, path: str):
+        self._path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self._buf: list[bytes] = []
+        self._buffered = 0
+        self._size = 0
+
+    def append(self, data: bytes) -> None:
+        self._buf.append(data)
+        self._buffered += len(data)
+        self._size += len(data)
+        if self._buffered >= WRITE_BUFFER_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        data = self._buf[0] if len(self._buf) == 1 else b"".join(self._buf)
+        self._buf.clear()
+        self._buffered = 0
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+
+    def sync(self) -> None:
+        self.flush()
+        os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self.flush()
+            os.close(self._fd)
+            self._fd = -1
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+
+class _PosixRandomAccessFile(RandomAccessFile):
+    def __init__(self, path: str):
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._size = os.fstat(self._fd).st_size
+
+    def read(self, offset: int, n: int) -> bytes:
+        return os.pread(self._fd, n, offset)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self):
+        self.close()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+
+class _PosixFileLock(FileLock):
+    def __init__(self, fd: int):
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+
+class PosixEnv(Env):
+    def open_writable(self, path: str) -> WritableFile:
+        return _PosixWritableFile(path)
+
+    def open_random(self, path: str) -> RandomAccessFile:
+        return _PosixRandomAccessFile(path)
+
+    def read_file(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def list_dir(self, path: str) -> list[str]:
+        return sorted(os.listdir(path))
+
+    def remove(self, path: str) -> None:
+        os.remove(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.rename(src, dst)
+
+    def truncate(self, path: str, size: int) -> None:
+        os.truncate(path, size)
+
+    def sync_dir(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def mkdirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def file_size(self, path: str) -> int:
+        return os.path.getsize(path)
+
+    def lock(self, path: str) -> FileLock:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise DBLockedError(f"{path} is locked: the database is open in another process or handle") from None
+            raise
+        return _PosixFileLock(fd)
+
+
+DEFAULT_ENV = PosixEnv()

@@ -1,0 +1,91 @@
+"""Log files: the WAL's segments and the MANIFEST share one framing
+(engine/_native/wal_frame.pyx, whose header specifies it) and these rules.
+
+WAL frame payload (type WRITE_BATCH):
+
+    0          8
+    +----------+--------------------------------------+
+    | lsn      | write batch (write_batch.pyx)        |
+    | u64 LE   |                                      |
+    +----------+--------------------------------------+
+    lsn  the lsn of the batch's first record; record i has lsn + i.
+
+read_log() applies the replay rules: stop cleanly at a torn tail (counted),
+raise CorruptionError for a bad frame that valid frames follow.
+LogWriter appends already-framed groups; the group commit itself lives in
+engine/write_queue.py, which decides who writes and who waits.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from engine._native import wal_frame
+from engine.env import Env, WritableFile
+from engine.errors import CorruptionError
+
+_STATUS_NAMES = {wal_frame.TRUNCATED: "truncated frame", wal_frame.BAD_CRC: "checksum mismatch",
+                 wal_frame.BAD_TYPE: "unknown frame type"}
+_LSN = struct.Struct("<Q")
+
+
+@dataclass
+class LogContents:
+    frames: list[tuple[int, int, bytes]]   # (offset, type, payload)
+    valid_bytes: int                       # length of the valid prefix
+    torn_bytes: int                        # bytes after it, dropped as a torn tail
+
+
+def read_log(env: Env, path: str) -> LogContents:
+    """Every valid frame of a log file, applying the replay rules."""
+    data = env.read_file(path)
+    frames, end, status = wal_frame.decode_frames(data, 0)
+    if status == wal_frame.OK:
+        return LogContents(frames, end, 0)
+    if status == wal_frame.BAD_TYPE:
+        raise CorruptionError("log frame of unknown type (written by a newer version?)", path, end)
+    nxt = wal_frame.find_valid_frame(data, end + 1)
+    if nxt >= 0:
+        raise CorruptionError(f"{_STATUS_NAMES[status]} before valid frames at offset {nxt}: "
+                              "acknowledged data is damaged", path, end)
+    return LogContents(frames, end, len(data) - end)
+
+
+def encode_wal_payload(first_lsn: int, rep: bytes) -> bytes:
+    return _LSN.pack(first_lsn) + rep
+
+
+def decode_wal_payload(payload: bytes) -> tuple[int, bytes]:
+    if len(payload) < _LSN.size:
+        raise CorruptionError("WAL record shorter than its lsn")
+    return _LSN.unpack_from(payload)[0], payload[_LSN.size:]
+
+
+class LogWriter:
+    """Appends frames to one log file. One writer thread at a time (the
+    group-commit leader or the manifest's owner)."""
+
+    def __init__(self, env: Env, path: str, number: int = 0):
+        self.path = path
+        self.number = number
+        self._file: WritableFile = env.open_writable(path)
+
+    def append_framed(self, framed: bytes, sync: bool) -> None:
+        self._file.append(framed)
+        if sync:
+            self._file.sync()
+        else:
+            self._file.flush()
+
+    def add(self, frame_type: int, payloads: list[bytes], sync: bool) -> None:
+        self.append_framed(wal_frame.encode_frames(frame_type, payloads), sync)
+
+    @property
+    def size(self) -> int:
+        return self._file.size
+
+    def sync(self) -> None:
+        self._file.sync()
+
+    def close(self) -> None:
+        self._file.close()
