@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine import failpoints
 from engine._native import merge
 from engine._native.table_builder import TableBuilder
 from engine._native.table_cursor import LevelCursor
@@ -33,13 +34,14 @@ class Compaction:
     inputs: list[FileMeta]
     next_inputs: list[FileMeta]
     bottommost: bool = False
+    rewrite: bool = False   # output to `level` itself (manual compaction of the last level)
 
     @property
     def output_level(self) -> int:
-        return self.level + 1
+        return self.level if self.rewrite else self.level + 1
 
     def is_trivial_move(self) -> bool:
-        return len(self.inputs) == 1 and not self.next_inputs
+        return not self.rewrite and len(self.inputs) == 1 and not self.next_inputs
 
     def key_range(self) -> tuple[bytes, bytes]:
         files = self.inputs + self.next_inputs
@@ -94,6 +96,19 @@ def range_compaction(version: Version, level: int, lo: bytes | None, hi: bytes |
     return _with_next_level(version, level, inputs)
 
 
+def rewrite_compaction(version: Version, level: int, lo: bytes | None, hi: bytes | None) -> Compaction | None:
+    """Rewrites, in place, the files of `level` (>= 1) overlapping [lo, hi]:
+    how a manual compaction reclaims overwritten versions, tombstones and
+    dropped tables at the deepest level, which no compaction from above touches.
+    The overlapping files are contiguous, so outputs cannot overlap others."""
+    inputs = version.overlapping(level, lo, hi)
+    if not inputs or level == 0:
+        return None
+    c = Compaction(level, inputs, [], rewrite=True)
+    c.bottommost = _is_bottommost(version, level, *c.key_range())
+    return c
+
+
 class TableSink:
     """Creates the output tables of one flush or compaction."""
 
@@ -105,6 +120,8 @@ class TableSink:
         self.bytes_written = 0
 
     def new_table(self) -> TableBuilder:
+        if self._open or self.outputs:
+            failpoints.hit("compaction.mid_merge")
         number = self._versions.new_file_number()
         f = self._versions.env.open_writable(self._versions.path_of("sst", number))
         o = self._options

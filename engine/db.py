@@ -34,13 +34,14 @@ from typing import Iterator
 
 import numpy as np
 
+from engine import failpoints
 from engine._native import merge, wal_frame, write_batch
 from engine._native.sequencer import Sequencer
 from engine._native.skiplist import Memtable
 from engine._native.table_cursor import LevelCursor
 from engine.block_cache import BlockCache
 from engine.compaction import (Compaction, compaction_cursors, compaction_edit, move_edit, pick_compaction,
-                               range_compaction, run_merge)
+                               range_compaction, rewrite_compaction, run_merge)
 from engine.errors import (CorruptionError, DBClosedError, InvalidArgumentError, QuorumKVError,
                            TableExistsError, TableNotFoundError)
 from engine.options import SYNC_BATCH, SYNC_NEVER, Options
@@ -51,6 +52,8 @@ from engine.write_queue import Writer, WriteQueue
 
 Record = namedtuple("Record", ["value", "seq"])
 Record.__doc__ = "A live record: its value and its 16-byte seq."
+Entry = namedtuple("Entry", ["value", "seq", "deleted"])
+Entry.__doc__ = "The newest version of a key: a value, or a tombstone (deleted=True, value None) with its seq."
 
 TABLE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 TABLE_NAME_RULE = "1 to 128 characters from A-Z a-z 0-9 _ . -, not starting with . or -"
@@ -355,7 +358,12 @@ class DB:
             if wal is not None:
                 framed = wal_frame.encode_wal_group(reps, [g.lsn for g in group])
                 sync = self.options.sync != SYNC_NEVER
-                wal.append_framed(framed, sync)
+                if sync:
+                    wal.append_framed(framed, False)
+                    failpoints.hit("wal.after_write")
+                    wal.sync()
+                else:
+                    wal.append_framed(framed, False)
                 self._stats["wal_bytes"] += len(framed)
                 if sync:
                     self._stats["wal_syncs"] += 1
@@ -430,6 +438,23 @@ class DB:
     # ------------------------------------------------------------------ reads
     def get(self, table: str, key: bytes, snapshot: Snapshot | None = None) -> Record | None:
         """The live record of key, or None when it is absent or deleted."""
+        hit = self._lookup(table, key, snapshot)
+        if hit is None or hit[0] == write_batch.DELETE:
+            return None
+        return Record(hit[2], hit[1])
+
+    def get_entry(self, table: str, key: bytes, snapshot: Snapshot | None = None) -> Entry | None:
+        """The newest version of key, tombstones included (their seq decides
+        which of two copies of a key is newer, e.g. during a range split);
+        None when the key was never written or its tombstone was compacted away."""
+        hit = self._lookup(table, key, snapshot)
+        if hit is None:
+            return None
+        if hit[0] == write_batch.DELETE:
+            return Entry(None, hit[1], True)
+        return Entry(hit[2], hit[1], False)
+
+    def _lookup(self, table: str, key: bytes, snapshot: Snapshot | None):
         tid = self._table_id(table)
         _check_key(key)
         snap = self._visible_lsn if snapshot is None else snapshot.lsn
@@ -440,9 +465,7 @@ class DB:
             hit = sv.imm.get(ikey, snap)
         if hit is None:
             hit = self._get_from_tables(sv.version, ikey, snap)
-        if hit is None or hit[0] == write_batch.DELETE:
-            return None
-        return Record(hit[2], hit[1])
+        return hit
 
     def _get_from_tables(self, version, ikey: bytes, snap: int):
         tables = self._tables
@@ -620,6 +643,7 @@ class DB:
             dropped = set(self._versions.dropped_tables)
             log_number, applied = self._imm_log_number, self._imm_applied_index
         result = run_merge([sv.imm.cursor()], self._versions, self.options, smallest, False, dropped)
+        failpoints.hit("flush.after_table")
         with self._mutex:
             edit = VersionEdit(add=[(0, f) for f in result.outputs], log_number=log_number,
                                last_lsn=sv.imm.max_lsn or None, applied_index=applied)
@@ -629,19 +653,21 @@ class DB:
             self._bg_cv.notify_all()
         self._delete_obsolete_files()
 
-    def _run_compaction(self, c: Compaction) -> None:
+    def _run_compaction(self, c: Compaction) -> list[int]:
+        """Runs c; returns the file numbers it wrote (or moved) into the output level."""
         if c.is_trivial_move() and c.level > 0:
             with self._mutex:
                 self._versions.log_and_apply(move_edit(c))
                 self._install_sv(version=self._versions.current)
                 self._compact_pointer[c.level] = c.inputs[0].largest
                 self._stats["trivial_moves"] += 1
-            return
+            return [c.inputs[0].number]
         with self._mutex:
             smallest = self._smallest_snapshot()
             dropped = set(self._versions.dropped_tables)
         result = run_merge(compaction_cursors(c, self._tables), self._versions, self.options, smallest,
                            c.bottommost, dropped)
+        failpoints.hit("compaction.before_manifest")
         with self._mutex:
             self._versions.log_and_apply(compaction_edit(c, result))
             self._install_sv(version=self._versions.current)
@@ -652,15 +678,24 @@ class DB:
             self._stats["entries_dropped"] += result.dropped_entries
             self._bg_cv.notify_all()
         self._delete_obsolete_files()
+        return [f.number for f in result.outputs]
 
     def _run_manual(self, lo: bytes | None, hi: bytes | None, done: threading.Event | None) -> None:
+        """Pushes everything in [lo, hi] down to the deepest level holding any
+        of it, then rewrites that level's files in the range that this run did
+        not just write, so nothing in the range escapes a rewrite."""
         try:
             version = self._sv.version
             deepest = max((lvl for lvl, f in version.files() if f.overlaps(lo, hi)), default=-1)
+            fresh: set[int] = set()
             for level in range(0, max(deepest, 1)):
                 c = range_compaction(self._sv.version, level, lo, hi)
                 if c is not None:
-                    self._run_compaction(c)
+                    fresh.update(self._run_compaction(c))
+            bottom = max(deepest, 1)
+            c = rewrite_compaction(self._sv.version, bottom, lo, hi)
+            if c is not None and any(f.number not in fresh for f in c.inputs):
+                self._run_compaction(c)
         finally:
             if done is not None:
                 done.set()
@@ -674,6 +709,7 @@ class DB:
             current_log = self._wal.number if self._wal is not None else -1
         for name in env.list_dir(self.path):
             stem, _, ext = name.partition(".")
+            failpoints.hit("obsolete.mid_delete")
             if ext == "sst" and stem.isdigit() and int(stem) not in live:
                 # Outputs of a running compaction are not in a Version yet, but
                 # this runs only on the background thread, between jobs.
@@ -736,6 +772,16 @@ class DB:
                 self._wal.close()
             self._versions.close()
         self._tables.close()
+        self._lock_handle.release()
+
+    def _kill(self) -> None:
+        """Test hook: stop as a killed process would, closing nothing and
+        flushing nothing (the background thread finishes its current step).
+        Pair with MemEnv.crash() to simulate a power loss."""
+        with self._mutex:
+            self._closed = True
+            self._bg_cv.notify_all()
+        self._bg_thread.join()
         self._lock_handle.release()
 
     def __enter__(self) -> "DB":

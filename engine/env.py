@@ -161,6 +161,7 @@ class _PosixWritableFile(WritableFile):
 
 class _PosixRandomAccessFile(RandomAccessFile):
     def __init__(self, path: str):
+        self._fd = -1
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._size = os.fstat(self._fd).st_size
 

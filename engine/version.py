@@ -34,6 +34,7 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 
+from engine import failpoints
 from engine._native import wal_frame
 from engine.env import Env
 from engine.errors import CorruptionError
@@ -164,6 +165,7 @@ class VersionSet:
         self.manifest_number = 0
         self._manifest: LogWriter | None = None
         self._number_lock = threading.Lock()
+        self._failed: BaseException | None = None
 
     # --- files ---
     def new_file_number(self) -> int:
@@ -236,6 +238,7 @@ class VersionSet:
         name = f"MANIFEST-{number:06d}"
         writer = LogWriter(self.env, os.path.join(self.dbpath, name), number)
         writer.add(wal_frame.MANIFEST_EDIT, [self._snapshot_edit().encode()], sync=True)
+        failpoints.hit("manifest.before_current")
         self.env.write_file_atomic(os.path.join(self.dbpath, "CURRENT"), (name + "\n").encode())
         old, self._manifest = self._manifest, writer
         if old is not None:
@@ -249,7 +252,17 @@ class VersionSet:
         if edit.last_lsn is None:
             edit.last_lsn = self.last_lsn
         assert self._manifest is not None, "start_new_manifest() first"
-        self._manifest.add(wal_frame.MANIFEST_EDIT, [edit.encode()], sync=True)
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self._manifest.add(wal_frame.MANIFEST_EDIT, [edit.encode()], sync=True)
+        except BaseException as exc:
+            # The MANIFEST may now end in a partial frame; appending after it
+            # would turn a torn tail into mid-file corruption. Refuse all
+            # further edits: reopening the DB starts a fresh MANIFEST.
+            self._failed = exc
+            raise
+        failpoints.hit("manifest.after_append")
         self._absorb_counters(edit)
         self._live.add(self.current)
         self.current = Version(_apply(self.current.levels, edit))

@@ -137,6 +137,12 @@ cdef size_t _write_record(uint8_t *p, int kind, uint32_t table_id, bytes key, ob
     return off
 
 
+cdef int _check_applied_index(object applied_index) except -1:
+    if applied_index is not None and (type(applied_index) is not int or not 0 <= applied_index < 2**64):
+        raise InvalidArgumentError(f"applied_index must be an int in [0, 2**64) or None, got {applied_index!r}")
+    return 0
+
+
 cdef bytes _new_rep(Py_ssize_t body, uint32_t count, object applied_index):
     cdef bytes rep = PyBytes_FromStringAndSize(NULL, BATCH_HEADER_SIZE + body)
     cdef uint8_t *p = <uint8_t *>PyBytes_AS_STRING(rep)
@@ -152,6 +158,7 @@ cdef bytes _new_rep(Py_ssize_t body, uint32_t count, object applied_index):
 
 def encode_one(int kind, uint32_t table_id, key, value, seq, applied_index=None) -> bytes:
     """A batch of one record (the put/delete fast path)."""
+    _check_applied_index(applied_index)
     cdef Py_ssize_t body = _check_record(kind, key, value, seq)
     cdef bytes rep = _new_rep(body, 1, applied_index)
     _write_record(<uint8_t *>PyBytes_AS_STRING(rep) + BATCH_HEADER_SIZE, kind, table_id, key, value, seq)
@@ -162,6 +169,7 @@ def encode_many(list records not None, applied_index=None) -> bytes:
     """A batch of (kind, table_id, key, value, seq) records, all validated first."""
     cdef Py_ssize_t body = 0
     cdef tuple rec
+    _check_applied_index(applied_index)
     if len(records) > 0xFFFFFFFF:
         raise InvalidArgumentError("too many records in one batch")
     for rec in records:

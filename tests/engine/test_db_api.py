@@ -1,0 +1,338 @@
+"""The engine's public API: behaviour, errors, and that bad input writes nothing."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from engine import (DB, DBClosedError, DBLockedError, InvalidArgumentError, TableExistsError, TableNotFoundError,
+                    WriteBatch)
+from engine._native.sequencer import decode, encode
+from engine.env_mem import MemEnv
+
+SMALL = dict(write_buffer_size=16 * 1024, target_file_size=8 * 1024, level1_max_bytes=32 * 1024,
+             l0_compaction_trigger=2, block_size=1024)
+
+
+@pytest.fixture
+def db(tmp_path):
+    d = DB.open(str(tmp_path / "db"), sync="never", **SMALL)
+    d.create_table("t")
+    yield d
+    d.close()
+
+
+def test_seed_example(tmp_path):
+    with DB.open(str(tmp_path / "db")) as db:
+        db.create_table("stocks")
+        s1 = db.put("stocks", b"b", b"100")
+        s2 = db.put("stocks", b"a", b"120")
+        s3 = db.put("stocks", b"c", b"135")
+        assert s1 < s2 < s3
+        assert db.get("stocks", b"a") == (b"120", s2)
+        assert list(db.scan("stocks")) == [(b"a", b"120", s2), (b"b", b"100", s1), (b"c", b"135", s3)]
+
+
+def test_put_overwrite_delete(db):
+    s1 = db.put("t", b"k", b"v1")
+    s2 = db.put("t", b"k", b"v2")
+    assert s2 > s1
+    assert db.get("t", b"k") == (b"v2", s2)
+    s3 = db.delete("t", b"k")
+    assert db.get("t", b"k") is None
+    entry = db.get_entry("t", b"k")
+    assert entry.deleted and entry.seq == s3 and entry.value is None
+    db.delete("t", b"never-written")   # not an error
+    assert db.get_entry("t", b"never-written").deleted
+
+
+def test_explicit_seq_is_kept_and_observed(db):
+    far = encode(2**62, 5, 99)
+    assert db.put("t", b"k", b"v", seq=far) == far
+    assert db.get("t", b"k").seq == far
+    later = db.put("t", b"k2", b"v")
+    assert later > far, "the generator must move past a seq it has seen"
+    assert decode(later)[2] == 0
+
+
+def test_empty_value_is_a_value(db):
+    db.put("t", b"k", b"")
+    assert db.get("t", b"k").value == b""
+
+
+def test_tables_are_separate_keyspaces(db):
+    db.create_table("u")
+    db.put("t", b"k", b"in-t")
+    db.put("u", b"k", b"in-u")
+    assert db.get("t", b"k").value == b"in-t"
+    assert db.get("u", b"k").value == b"in-u"
+    assert [k for k, _, _ in db.scan("u")] == [b"k"]
+    assert db.tables() == ["t", "u"]
+    with pytest.raises(TableExistsError):
+        db.create_table("u")
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "-x", "a" * 129, "sp ace", "slash/", 7, None])
+def test_bad_table_names(db, name):
+    with pytest.raises(InvalidArgumentError):
+        db.create_table(name)
+    assert db.tables() == ["t"]
+
+
+def test_unknown_table(db):
+    for call in (lambda: db.put("nope", b"k", b"v"), lambda: db.get("nope", b"k"),
+                 lambda: db.delete("nope", b"k"), lambda: list(db.scan("nope")), lambda: db.drop_table("nope")):
+        with pytest.raises(TableNotFoundError, match="nope"):
+            call()
+
+
+BAD_PUTS = [
+    (b"", b"v", "key must be 1 to 4096 bytes"),
+    (b"k" * 4097, b"v", "key must be 1 to 4096 bytes"),
+    ("str-key", b"v", "key must be bytes"),
+    (bytearray(b"k"), b"v", "key must be bytes"),
+    (None, b"v", "key must be bytes"),
+    (b"k", b"v" * (1024 * 1024 + 1), "value must be at most"),
+    (b"k", "str-value", "value must be bytes"),
+    (b"k", None, "value must be bytes"),
+]
+
+
+@pytest.mark.parametrize("key,value,message", BAD_PUTS)
+def test_bad_input_writes_nothing(db, key, value, message):
+    before = db.stats()
+    with pytest.raises(InvalidArgumentError, match=message):
+        db.put("t", key, value)
+    after = db.stats()
+    assert after["writes"] == before["writes"] and after["wal_bytes"] == before["wal_bytes"]
+    assert list(db.scan("t")) == []
+
+
+def test_limits_are_inclusive(db):
+    db.put("t", b"k" * 4096, b"v" * (1024 * 1024))
+    assert len(db.get("t", b"k" * 4096).value) == 1024 * 1024
+
+
+def test_bad_seq_and_applied_index(db):
+    with pytest.raises(InvalidArgumentError, match="seq must be 16 bytes"):
+        db.put("t", b"k", b"v", seq=b"short")
+    with pytest.raises(InvalidArgumentError, match="applied_index"):
+        db.put("t", b"k", b"v", applied_index=-1)
+    assert db.get("t", b"k") is None
+
+
+def test_bad_get_and_scan_arguments(db):
+    with pytest.raises(InvalidArgumentError):
+        db.get("t", "str")
+    with pytest.raises(InvalidArgumentError):
+        db.get("t", b"")
+    with pytest.raises(InvalidArgumentError):
+        db.scan("t", start="a")
+    with pytest.raises(InvalidArgumentError):
+        db.scan("t", limit=-1)
+
+
+def test_write_batch_is_atomic(db):
+    seqs = db.write(WriteBatch().put("t", b"a", b"1").put("t", b"b", b"2").delete("t", b"c"))
+    assert len(seqs) == 3 and seqs == sorted(seqs)
+    assert [k for k, _, _ in db.scan("t")] == [b"a", b"b"]
+    bad = WriteBatch().put("t", b"x", b"1").put("t", b"", b"2")
+    with pytest.raises(InvalidArgumentError):
+        db.write(bad)
+    assert db.get("t", b"x") is None
+    with pytest.raises(TableNotFoundError):
+        db.write(WriteBatch().put("t", b"y", b"1").put("missing", b"y", b"2"))
+    assert db.get("t", b"y") is None
+
+
+def _fill(db, n, table="t", prefix=b"key"):
+    for i in range(n):
+        db.put(table, prefix + b"%06d" % i, b"value-%d" % i)
+
+
+def test_scan_bounds_limit_reverse(db):
+    _fill(db, 300)
+    db.flush()
+    for i in range(0, 300, 3):   # newer versions in the memtable over older in tables
+        db.put("t", b"key%06d" % i, b"new-%d" % i)
+    for i in range(1, 300, 7):
+        db.delete("t", b"key%06d" % i)
+    model = {b"key%06d" % i: b"value-%d" % i for i in range(300)}
+    model.update({b"key%06d" % i: b"new-%d" % i for i in range(0, 300, 3)})
+    for i in range(1, 300, 7):
+        del model[b"key%06d" % i]
+    keys = sorted(model)
+    assert [k for k, _, _ in db.scan("t")] == keys
+    assert [k for k, _, _ in db.scan("t", reverse=True)] == keys[::-1]
+    lo, hi = b"key000050", b"key000123"
+    sub = [k for k in keys if lo <= k < hi]
+    assert [k for k, _, _ in db.scan("t", start=lo, end=hi)] == sub
+    assert [k for k, _, _ in db.scan("t", start=lo, end=hi, reverse=True)] == sub[::-1]
+    assert [k for k, _, _ in db.scan("t", start=lo, limit=5)] == [k for k in keys if k >= lo][:5]
+    assert [k for k, _, _ in db.scan("t", end=hi, limit=5, reverse=True)] == [k for k in keys if k < hi][::-1][:5]
+    assert list(db.scan("t", limit=0)) == []
+    assert all(v is None for _, v, _ in db.scan("t", keys_only=True))
+    assert {k: v for k, v, _ in db.scan("t")} == model
+
+
+def test_scan_is_a_consistent_snapshot_while_writes_go_on(db):
+    _fill(db, 200)
+    it = db.scan("t")
+    first = next(it)
+    for i in range(200):
+        db.put("t", b"key%06d" % i, b"changed")
+    db.put("t", b"zzz", b"new")
+    db.flush()
+    rest = list(it)
+    assert first[1] == b"value-0"
+    assert len(rest) == 199 and all(v.startswith(b"value-") for _, v, _ in rest)
+
+
+def test_snapshot_survives_flush_and_compaction(db):
+    db.put("t", b"k", b"old")
+    with db.snapshot() as snap:
+        db.put("t", b"k", b"new")
+        db.delete("t", b"k2")
+        _fill(db, 500)
+        db.flush()
+        db.compact_range()
+        assert db.get("t", b"k", snapshot=snap).value == b"old"
+        assert db.get("t", b"k").value == b"new"
+        assert [k for k, _, _ in db.scan("t", snapshot=snap)] == [b"k"]
+
+
+def test_flush_compaction_and_reopen_keep_everything(tmp_path):
+    path = str(tmp_path / "db")
+    with DB.open(path, sync="never", **SMALL) as db:
+        db.create_table("t")
+        _fill(db, 3000)
+        db.compact_range()
+        s = db.stats()
+        assert s["flushes"] > 0 and s["compactions"] + s["trivial_moves"] > 0
+        assert db.check()["entries"] >= 3000
+    with DB.open(path, **SMALL) as db:
+        assert sum(1 for _ in db.scan("t")) == 3000
+        assert db.get("t", b"key001234").value == b"value-1234"
+
+
+def test_overwrites_and_tombstones_are_compacted_away(db):
+    for round_ in range(5):
+        for i in range(200):
+            db.put("t", b"key%04d" % i, b"r%d" % round_)
+    for i in range(200):
+        db.delete("t", b"key%04d" % i)
+    db.compact_range()
+    assert db.check()["entries"] == 0
+    assert list(db.scan("t")) == []
+
+
+def test_drop_table_frees_space(tmp_path):
+    path = str(tmp_path / "db")
+    with DB.open(path, sync="never", **SMALL) as db:
+        db.create_table("big")
+        db.create_table("keep")
+        _fill(db, 2000, table="big")
+        _fill(db, 10, table="keep")
+        db.compact_range()
+        assert db.check()["entries"] == 2010
+        db.drop_table("big")
+        assert db.tables() == ["keep"]
+        with pytest.raises(TableNotFoundError):
+            db.get("big", b"key000001")
+        db.compact_range()
+        assert db.check()["entries"] == 10
+        db.create_table("big")   # a new, empty table of the old name
+        assert list(db.scan("big")) == []
+    with DB.open(path) as db:
+        assert db.tables() == ["big", "keep"]
+        assert list(db.scan("big")) == []
+        assert len(list(db.scan("keep"))) == 10
+
+
+def test_directory_lock(tmp_path):
+    path = str(tmp_path / "db")
+    db = DB.open(path)
+    with pytest.raises(DBLockedError):
+        DB.open(path)
+    db.close()
+    DB.open(path).close()
+
+
+def test_closed_db_refuses_writes(tmp_path):
+    db = DB.open(str(tmp_path / "db"))
+    db.create_table("t")
+    db.close()
+    with pytest.raises(DBClosedError):
+        db.put("t", b"k", b"v")
+    db.close()   # idempotent
+
+
+def test_unknown_and_bad_options(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="unknown option"):
+        DB.open(str(tmp_path / "a"), write_bufer_size=1)
+    with pytest.raises(InvalidArgumentError, match="sync must be one of"):
+        DB.open(str(tmp_path / "b"), sync="sometimes")
+    with pytest.raises(InvalidArgumentError, match="create_if_missing"):
+        DB.open(str(tmp_path / "c"), create_if_missing=False)
+
+
+def test_group_commit_shares_fsyncs(tmp_path):
+    with DB.open(str(tmp_path / "db"), sync="always") as db:
+        db.create_table("t")
+        barrier = threading.Barrier(16)
+
+        def writer(t):
+            barrier.wait()
+            for i in range(100):
+                db.put("t", b"%02d-%04d" % (t, i), b"v")
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(16)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        s = db.stats()
+        assert s["writes"] == 1600
+        assert sum(1 for _ in db.scan("t")) == 1600
+        assert s["wal_syncs"] < s["writes"], "concurrent synced writers must share fsyncs"
+
+
+def test_single_synced_put_is_one_fsync(tmp_path):
+    with DB.open(str(tmp_path / "db"), sync="always") as db:
+        db.create_table("t")
+        before = db.stats()["wal_syncs"]
+        for i in range(20):
+            db.put("t", b"k%d" % i, b"v")
+        assert db.stats()["wal_syncs"] - before == 20
+
+
+def test_applied_index_without_wal(tmp_path):
+    env = MemEnv()
+    path = "/mem/db"
+    db = DB.open(path, env=env, wal=False)
+    db.create_table("t")
+    db.put("t", b"a", b"1", applied_index=10)
+    db.put("t", b"b", b"2", applied_index=11)
+    db.flush()
+    db.put("t", b"c", b"3", applied_index=12)
+    assert db.applied_index == 11, "index 12 is only in the memtable, not durable"
+    db._kill()
+    env.crash()
+    with DB.open(path, env=env, wal=False) as db:
+        assert db.applied_index == 11
+        assert db.get("t", b"b").value == b"2"
+        assert db.get("t", b"c") is None   # the replication log replays it
+        db.put("t", b"c", b"3", applied_index=12)
+    with DB.open(path, env=env, wal=False) as db:   # a clean close flushes
+        assert db.applied_index == 12 and db.get("t", b"c").value == b"3"
+
+
+def test_applied_index_with_wal(tmp_path):
+    path = str(tmp_path / "db")
+    with DB.open(path, sync="always") as db:
+        db.create_table("t")
+        db.write(WriteBatch(applied_index=41).put("t", b"a", b"1"))
+        db.write(WriteBatch(applied_index=42).put("t", b"b", b"1"))
+        assert db.applied_index == 42
+    with DB.open(path) as db:
+        assert db.applied_index == 42
