@@ -426,8 +426,16 @@ class DB:
         number = self._versions.new_file_number()
         if self._wal is not None:
             old = self._wal
-            self._wal = LogWriter(self._env, self._versions.path_of("log", number), number)
-            old.close()
+            try:
+                self._wal = LogWriter(self._env, self._versions.path_of("log", number), number)
+                # The new segment's name must be durable before any write in it
+                # is acknowledged: fdatasync of a file does not persist its
+                # directory entry.
+                self._env.sync_dir(self.path)
+                old.close()
+            except BaseException as exc:   # half-rolled: stop taking writes
+                self._bg_error = exc
+                raise
         return number
 
     def _install_sv(self, **changes) -> None:
