@@ -150,7 +150,7 @@ class DB:
         self._bg_cv = threading.Condition(self._mutex)
         self._queue = WriteQueue(self._mutex)
         self._stats = dict.fromkeys(
-            ("writes", "records_written", "wal_syncs", "wal_records_synced", "wal_bytes", "flushes",
+            ("flushes",
              "compactions", "trivial_moves", "compaction_bytes_written", "entries_dropped", "stalls",
              "wal_torn_tail_bytes", "wal_segments_replayed"), 0)
         self._stats["stall_seconds"] = 0.0
@@ -160,6 +160,14 @@ class DB:
         self._manual: list = []
         self._compact_pointer: dict[int, bytes] = {}
         self._sequencer = Sequencer(options.node_id)
+        # Hot-path copies of options and counters (plain attributes are cheaper than dict items).
+        self._write_buffer_size = options.write_buffer_size
+        self._wal_segment_bytes = options.wal_segment_bytes
+        self._max_group_bytes = options.max_group_bytes
+        self._batch_wait_s = options.batch_wait_us / 1e6 if options.sync == SYNC_BATCH else 0.0
+        self._sync_wal = options.wal and options.sync != SYNC_NEVER
+        self._writes = self._records_written = 0
+        self._wal_bytes = self._wal_syncs = self._wal_records_synced = 0
         try:
             self._versions = VersionSet(env, self.path, options.num_levels)
             self._block_cache = BlockCache(options.block_cache_bytes) if options.block_cache_bytes else None
@@ -326,67 +334,122 @@ class DB:
         self._sequencer.observe(seq)
 
     def _write(self, rep: bytes, count: int, applied_index: int | None) -> None:
-        if applied_index is not None and not 0 <= applied_index < 2**64:
-            raise InvalidArgumentError("applied_index must fit in 64 bits")
+        # The hot path of every write: keep it short (attribute lookups and
+        # calls cost here); rarely needed work lives in _make_room_for_write.
+        if not self._sync_wal:
+            with self._mutex:
+                wal = self._wal
+                mem = self._sv.mem
+                if (not len(self._queue) and not self._closed and self._bg_error is None
+                        and mem.memory < self._write_buffer_size
+                        and (wal is None or wal.size < self._wal_segment_bytes)):
+                    # Unsynced and no one queued: nothing to group with, so
+                    # commit right here, inside this one critical section.
+                    lsn = self._last_lsn + 1
+                    try:
+                        if wal is not None:
+                            framed = wal_frame.encode_wal_group([rep], [lsn])
+                            wal.append_framed(framed, False)
+                            self._wal_bytes += len(framed)
+                        mem.apply_batch(rep, lsn)
+                    except BaseException as exc:
+                        self._bg_error = exc
+                        raise
+                    self._last_lsn = self._visible_lsn = lsn + count - 1
+                    self._writes += 1
+                    self._records_written += count
+                    if applied_index is not None and applied_index > self._mem_applied_index:
+                        self._mem_applied_index = applied_index
+                    return
         w = Writer(rep, count, applied_index)
+        queue = self._queue
         with self._mutex:
-            if not self._queue.join(w):
+            if not queue.join(w):
                 if w.error is not None:
                     raise w.error
                 return
-            try:
-                self._check_open()
-                if self._bg_error is not None:
-                    raise QuorumKVError(f"the database is read-only after a background error: {self._bg_error}")
-                self._make_room_for_write()
-            except BaseException as exc:
-                self._queue.finish_group([w], exc)
-                raise
-            if self.options.sync == SYNC_BATCH:
-                self._queue.wait_for_company(self.options.batch_wait_us / 1e6)
-            group = self._queue.take_group(self.options.max_group_bytes)
-            lsn = self._last_lsn + 1
-            for g in group:
-                g.lsn = lsn
-                lsn += g.count
-            self._last_lsn = lsn - 1
-            mem = self._sv.mem
+            sv = self._sv
             wal = self._wal
+            if (self._closed or self._bg_error is not None or sv.mem.memory >= self._write_buffer_size
+                    or (wal is not None and wal.size >= self._wal_segment_bytes)):
+                try:
+                    self._make_room_for_write()
+                except BaseException as exc:
+                    queue.finish_group([w], exc)
+                    raise
+                sv = self._sv
+                wal = self._wal
+            if not self._sync_wal:
+                # Nothing to fsync, so nothing to share: commit inside this
+                # one critical section (the WAL write() drops the GIL, not the mutex).
+                group = [w] if len(queue) == 1 else queue.take_group(self._max_group_bytes)
+                self._commit(group, sv.mem, wal)
+                if w.error is not None:
+                    raise w.error
+                return
+            if self._batch_wait_s:
+                queue.wait_for_company(self._batch_wait_s)
+            group = queue.take_group(self._max_group_bytes)
+            first_lsn = self._assign_lsns(group)
+            mem = sv.mem
         error = None
         try:
-            reps = [g.rep for g in group]
-            if wal is not None:
-                framed = wal_frame.encode_wal_group(reps, [g.lsn for g in group])
-                sync = self.options.sync != SYNC_NEVER
-                if sync:
-                    wal.append_framed(framed, False)
-                    failpoints.hit("wal.after_write")
-                    wal.sync()
-                else:
-                    wal.append_framed(framed, False)
-                self._stats["wal_bytes"] += len(framed)
-                if sync:
-                    self._stats["wal_syncs"] += 1
-                    self._stats["wal_records_synced"] += len(group)
+            framed = wal_frame.encode_wal_group([g.rep for g in group], [g.lsn for g in group])
+            wal.append_framed(framed, False)
+            failpoints.hit("wal.after_write")
+            wal.sync()
             for g in group:
                 mem.apply_batch(g.rep, g.lsn)
         except BaseException as exc:   # the WAL may now hold a partial group: stop writing
             error = exc
         with self._mutex:
             if error is None:
-                self._visible_lsn = self._last_lsn
-                for g in group:
-                    if g.applied_index is not None and g.applied_index > self._mem_applied_index:
-                        self._mem_applied_index = g.applied_index
-                if wal is not None and self.options.sync != SYNC_NEVER:
-                    self._written_applied_index = max(self._written_applied_index, self._mem_applied_index)
-                self._stats["writes"] += len(group)
-                self._stats["records_written"] += sum(g.count for g in group)
+                self._wal_bytes += len(framed)
+                self._wal_syncs += 1
+                self._wal_records_synced += len(group)
+                self._published(group)
             else:
                 self._bg_error = error
-            self._queue.finish_group(group, error)
+            queue.finish_group(group, error)
         if w.error is not None:
             raise w.error
+
+    def _assign_lsns(self, group: list[Writer]) -> int:
+        """Requires the mutex. Gives each batch its first lsn."""
+        lsn = first = self._last_lsn + 1
+        for g in group:
+            g.lsn = lsn
+            lsn += g.count
+        self._last_lsn = lsn - 1
+        return first
+
+    def _commit(self, group: list[Writer], mem: Memtable, wal: LogWriter | None) -> None:
+        """Requires the mutex: the unsynced write path, start to finish."""
+        self._assign_lsns(group)
+        try:
+            if wal is not None:
+                framed = wal_frame.encode_wal_group([g.rep for g in group], [g.lsn for g in group])
+                wal.append_framed(framed, False)
+                self._wal_bytes += len(framed)
+            for g in group:
+                mem.apply_batch(g.rep, g.lsn)
+        except BaseException as exc:
+            self._bg_error = exc
+            self._queue.finish_group(group, exc)
+            return
+        self._published(group)
+        self._queue.finish_group(group, None)
+
+    def _published(self, group: list[Writer]) -> None:
+        """Requires the mutex: the group is durable as configured and applied."""
+        self._visible_lsn = self._last_lsn
+        self._writes += len(group)
+        for g in group:
+            self._records_written += g.count
+            if g.applied_index is not None and g.applied_index > self._mem_applied_index:
+                self._mem_applied_index = g.applied_index
+                if self._sync_wal:
+                    self._written_applied_index = g.applied_index
 
     def _make_room_for_write(self, force: bool = False) -> None:
         """Requires the mutex, as the queue's leader. Rotates a full memtable,
@@ -394,6 +457,7 @@ class DB:
         its stop trigger."""
         opts = self.options
         stall_start = None
+        self._check_open()
         while True:
             if self._bg_error is not None:
                 raise QuorumKVError(f"the database is read-only after a background error: {self._bg_error}")
@@ -736,6 +800,8 @@ class DB:
         files and bytes per level, memtable bytes, block cache use."""
         with self._mutex:
             s = dict(self._stats)
+            s.update(writes=self._writes, records_written=self._records_written, wal_syncs=self._wal_syncs,
+                     wal_records_synced=self._wal_records_synced, wal_bytes=self._wal_bytes)
             sv = self._sv
             s["levels"] = [{"files": len(files), "bytes": sum(f.size for f in files)}
                            for files in sv.version.levels]

@@ -34,6 +34,11 @@ class WritableFile(ABC):
     @abstractmethod
     def append(self, data: bytes) -> None: ...
 
+    def write(self, data: bytes) -> None:
+        """append() and flush() in one call: the WAL's path, one write() per group."""
+        self.append(data)
+        self.flush()
+
     @abstractmethod
     def flush(self) -> None: ...
 
@@ -132,6 +137,16 @@ class _PosixWritableFile(WritableFile):
         self._size += len(data)
         if self._buffered >= WRITE_BUFFER_BYTES:
             self.flush()
+
+    def write(self, data: bytes) -> None:
+        if self._buf:
+            self.flush()
+        self._size += len(data)
+        n = os.write(self._fd, data)
+        if n < len(data):
+            view = memoryview(data)[n:]
+            while view:
+                view = view[os.write(self._fd, view):]
 
     def flush(self) -> None:
         if not self._buf:

@@ -41,6 +41,9 @@ class _MemWritable(WritableFile):
     def flush(self) -> None:
         pass
 
+    def write(self, data: bytes) -> None:
+        self.append(data)
+
     def sync(self) -> None:
         self._env._before("sync", self._path)
         with self._env._lock:

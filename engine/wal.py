@@ -71,11 +71,9 @@ class LogWriter:
         self._file: WritableFile = env.open_writable(path)
 
     def append_framed(self, framed: bytes, sync: bool) -> None:
-        self._file.append(framed)
+        self._file.write(framed)
         if sync:
             self._file.sync()
-        else:
-            self._file.flush()
 
     def add(self, frame_type: int, payloads: list[bytes], sync: bool) -> None:
         self.append_framed(wal_frame.encode_frames(frame_type, payloads), sync)

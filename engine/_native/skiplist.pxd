@@ -5,15 +5,19 @@ cdef enum:
     SKIPLIST_MAX_HEIGHT = 12
 
 # One memtable entry, allocated from the arena and never moved or freed while
-# the memtable lives. Layout in memory: this header, then `height` next
-# pointers, then the key bytes, then the value bytes.
+# the memtable lives. Layout in memory: this 32-byte header, then `height`
+# next pointers, then the key, the 16-byte seq and the value. The first 12
+# key bytes are also kept in the header as two big-endian integers (zero
+# padded), so most comparisons during a search touch only the header and the
+# pointers: one cache line per node visited instead of two.
 cdef struct SkipNode:
-    uint64_t lsn
+    uint64_t prefix     # internal key bytes [4, 12)
+    uint32_t head       # internal key bytes [0, 4): the table id
     uint32_t key_len
+    uint64_t lsn
     uint32_t value_len
     uint8_t kind
     uint8_t height
-    uint8_t seq[16]
 
 cdef struct ArenaBlock:
     ArenaBlock *prev

@@ -37,8 +37,45 @@ cdef inline uint8_t *_key(SkipNode *node) noexcept nogil:
     return <uint8_t *>node + sizeof(SkipNode) + node.height * sizeof(SkipNode *)
 
 
-cdef inline uint8_t *_value(SkipNode *node) noexcept nogil:
+cdef inline uint8_t *_seq(SkipNode *node) noexcept nogil:
     return _key(node) + node.key_len
+
+
+cdef inline uint8_t *_value(SkipNode *node) noexcept nogil:
+    return _key(node) + node.key_len + 16
+
+
+cdef struct KeyProbe:
+    const uint8_t *key
+    size_t n
+    uint64_t lsn
+    uint64_t prefix
+    uint32_t head
+
+
+cdef inline void _probe(KeyProbe *p, const uint8_t *key, size_t n, uint64_t lsn) noexcept nogil:
+    cdef size_t i
+    cdef uint64_t prefix = 0
+    cdef uint32_t head = 0
+    for i in range(4):
+        head = (head << 8) | (key[i] if i < n else 0)
+    for i in range(4, 12):
+        prefix = (prefix << 8) | (key[i] if i < n else 0)
+    p.key = key
+    p.n = n
+    p.lsn = lsn
+    p.head = head
+    p.prefix = prefix
+
+
+cdef inline int _node_cmp(SkipNode *node, KeyProbe *p) noexcept nogil:
+    """<0 when node sorts before the probe in internal order. Zero-padded
+    big-endian prefixes order like the keys whenever they differ."""
+    if node.head != p.head:
+        return -1 if node.head < p.head else 1
+    if node.prefix != p.prefix:
+        return -1 if node.prefix < p.prefix else 1
+    return compare_internal(_key(node), node.key_len, node.lsn, p.key, p.n, p.lsn)
 
 
 cdef class Memtable:
@@ -112,9 +149,11 @@ cdef class Memtable:
         cdef SkipNode *x = self._head
         cdef int level = self._height - 1
         cdef SkipNode *nxt
+        cdef KeyProbe probe
+        _probe(&probe, key, n, lsn)
         while True:
             nxt = _next(x)[level]
-            if nxt != NULL and compare_internal(_key(nxt), nxt.key_len, nxt.lsn, key, n, lsn) < 0:
+            if nxt != NULL and _node_cmp(nxt, &probe) < 0:
                 x = nxt
             else:
                 if prev != NULL:
@@ -128,9 +167,11 @@ cdef class Memtable:
         cdef SkipNode *x = self._head
         cdef int level = self._height - 1
         cdef SkipNode *nxt
+        cdef KeyProbe probe
+        _probe(&probe, key, n, lsn)
         while True:
             nxt = _next(x)[level]
-            if nxt != NULL and compare_internal(_key(nxt), nxt.key_len, nxt.lsn, key, n, lsn) < 0:
+            if nxt != NULL and _node_cmp(nxt, &probe) < 0:
                 x = nxt
             else:
                 if level == 0:
@@ -161,14 +202,18 @@ cdef class Memtable:
                 prev[i] = self._head
             self._height = height
         cdef SkipNode *node = <SkipNode *>self._allocate(
-            sizeof(SkipNode) + height * sizeof(SkipNode *) + kn + vn)
+            sizeof(SkipNode) + height * sizeof(SkipNode *) + kn + 16 + vn)
+        cdef KeyProbe probe
+        _probe(&probe, key, kn, lsn)
+        node.head = probe.head
+        node.prefix = probe.prefix
         node.lsn = lsn
         node.key_len = <uint32_t>kn
         node.value_len = <uint32_t>vn
         node.kind = kind
         node.height = <uint8_t>height
-        memcpy(node.seq, seq, 16)
         memcpy(_key(node), key, kn)
+        memcpy(_seq(node), seq, 16)
         if vn:
             memcpy(_value(node), value, vn)
         for i in range(height):
@@ -219,7 +264,7 @@ cdef class Memtable:
         cdef SkipNode *node = self._find_ge(k, kn, snapshot_lsn, NULL)
         if node == NULL or compare_keys(_key(node), node.key_len, k, kn) != 0:
             return None
-        return (node.kind, (<char *>node.seq)[:16], (<char *>_value(node))[:node.value_len])
+        return (node.kind, (<char *>_seq(node))[:16], (<char *>_value(node))[:node.value_len])
 
     @property
     def memory(self) -> int:
@@ -245,7 +290,7 @@ cdef class MemtableCursor(Cursor):
         self.key_len = n.key_len
         self.lsn = n.lsn
         self.kind = n.kind
-        self.seq = n.seq
+        self.seq = _seq(n)
         self.value = _value(n)
         self.value_len = n.value_len
 
