@@ -193,18 +193,23 @@ class DB:
         mem = Memtable()
         last_lsn = vs.last_lsn
         applied = vs.applied_index
+        logs = [n for n in logs if n >= vs.log_number]
         for number in logs:
-            if number < vs.log_number:
-                continue
-            contents = read_log(env, vs.path_of("log", number))
+            path = vs.path_of("log", number)
+            contents = read_log(env, path)
+            if contents.torn_bytes and number != logs[-1]:
+                # Segments are fsynced when they roll, so only the newest one
+                # can end in a write that never completed.
+                raise CorruptionError("damaged end of a WAL segment that a newer one follows: "
+                                      "acknowledged data is damaged", path, contents.valid_bytes)
             self._stats["wal_torn_tail_bytes"] += contents.torn_bytes
             self._stats["wal_segments_replayed"] += 1
             for offset, ftype, payload in contents.frames:
                 if ftype != wal_frame.WRITE_BATCH:
-                    raise CorruptionError("non-batch frame in WAL", vs.path_of("log", number), offset)
-                first_lsn, rep = decode_wal_payload(payload)
+                    raise CorruptionError("non-batch frame in WAL", path, offset)
+                first_lsn, rep = decode_wal_payload(payload, path, offset)
                 if not write_batch.validate(rep):
-                    raise CorruptionError("malformed write batch", vs.path_of("log", number), offset)
+                    raise CorruptionError("malformed write batch", path, offset)
                 n = mem.apply_batch(rep, first_lsn)
                 last_lsn = max(last_lsn, first_lsn + n - 1)
                 ai = write_batch.applied_index(rep)
@@ -212,7 +217,9 @@ class DB:
                     applied = max(applied, ai)
         vs.last_lsn = last_lsn
         vs.applied_index = applied
-        edit = VersionEdit()
+        max_seq = max(vs.max_seq, mem.max_seq)
+        self._sequencer.observe(max_seq)
+        edit = VersionEdit(max_seq=max_seq)
         if mem.count:
             # The recovered memtable goes to L0 now, so the old segments can go.
             result = run_merge([mem.cursor()], vs, opts, last_lsn, False, vs.dropped_tables)
@@ -496,6 +503,7 @@ class DB:
                 # is acknowledged: fdatasync of a file does not persist its
                 # directory entry.
                 self._env.sync_dir(self.path)
+                old.sync()   # complete before it is no longer the newest (replay rule)
                 old.close()
             except BaseException as exc:   # half-rolled: stop taking writes
                 self._bg_error = exc
@@ -718,7 +726,7 @@ class DB:
         failpoints.hit("flush.after_table")
         with self._mutex:
             edit = VersionEdit(add=[(0, f) for f in result.outputs], log_number=log_number,
-                               last_lsn=sv.imm.max_lsn or None, applied_index=applied)
+                               last_lsn=sv.imm.max_lsn or None, applied_index=applied, max_seq=sv.imm.max_seq)
             self._versions.log_and_apply(edit)
             self._install_sv(imm=None, version=self._versions.current)
             self._stats["flushes"] += 1

@@ -17,6 +17,8 @@ rare and small, and a human debugging a broken store can read them.
   next_file       next file number to use
   last_lsn        highest lsn in the SSTables after this edit
   applied_index   highest applied_index all of whose writes are in SSTables
+  max_seq         highest record seq (hex) in the SSTables: a reopened DB's
+                  sequencer starts above it, so new writes win over old ones
   create_table    [[name, id], ...];  drop_table [id, ...]
   next_table_id   next table id to hand out
 
@@ -67,6 +69,7 @@ class VersionEdit:
     create_table: list[tuple[str, int]] = field(default_factory=list)
     drop_table: list[int] = field(default_factory=list)
     next_table_id: int | None = None
+    max_seq: bytes | None = None
 
     def encode(self) -> bytes:
         d: dict = {"v": EDIT_VERSION}
@@ -81,6 +84,8 @@ class VersionEdit:
             d["create_table"] = [list(x) for x in self.create_table]
         if self.drop_table:
             d["drop_table"] = list(self.drop_table)
+        if self.max_seq is not None:
+            d["max_seq"] = self.max_seq.hex()
         return json.dumps(d, separators=(",", ":")).encode()
 
     @classmethod
@@ -97,6 +102,10 @@ class VersionEdit:
                 setattr(e, name, d.get(name))
             e.create_table = [(n, i) for n, i in d.get("create_table", [])]
             e.drop_table = list(d.get("drop_table", []))
+            if "max_seq" in d:
+                e.max_seq = bytes.fromhex(d["max_seq"])
+                if len(e.max_seq) != 16:
+                    raise ValueError("max_seq is not 16 bytes")
             return e
         except (ValueError, TypeError, KeyError) as exc:
             raise CorruptionError(f"malformed version edit: {exc}") from None
@@ -162,6 +171,7 @@ class VersionSet:
         self.tables: dict[str, int] = {}
         self.dropped_tables: set[int] = set()
         self.next_table_id = 1
+        self.max_seq = bytes(16)
         self.manifest_number = 0
         self._manifest: LogWriter | None = None
         self._number_lock = threading.Lock()
@@ -223,13 +233,15 @@ class VersionSet:
                 del self.tables[name]
         if edit.next_table_id is not None:
             self.next_table_id = max(self.next_table_id, edit.next_table_id)
+        if edit.max_seq is not None:
+            self.max_seq = max(self.max_seq, edit.max_seq)
 
     def _snapshot_edit(self) -> VersionEdit:
         return VersionEdit(
             add=[(lvl, f) for lvl, f in self.current.files()],
             log_number=self.log_number, next_file=self.next_file, last_lsn=self.last_lsn,
             applied_index=self.applied_index, create_table=sorted(self.tables.items()),
-            drop_table=sorted(self.dropped_tables), next_table_id=self.next_table_id)
+            drop_table=sorted(self.dropped_tables), next_table_id=self.next_table_id, max_seq=self.max_seq)
 
     def start_new_manifest(self) -> None:
         """Writes the whole state into a fresh MANIFEST and points CURRENT at it

@@ -11,7 +11,13 @@ WAL frame payload (type WRITE_BATCH):
     lsn  the lsn of the batch's first record; record i has lsn + i.
 
 read_log() applies the replay rules: stop cleanly at a torn tail (counted),
-raise CorruptionError for a bad frame that valid frames follow.
+raise CorruptionError for a bad frame that valid frames follow. A torn write
+keeps its header (it is a prefix of what was written), so after a complete
+frame with a bad checksum the search for later valid frames starts past the
+extent its length claims: a value inside the torn payload that happens to
+hold a well-formed frame is not mistaken for acknowledged data. A frame whose
+length runs past the end of the file may have a damaged length, so the search
+then starts at the next byte.
 LogWriter appends already-framed groups; the group commit itself lives in
 engine/write_queue.py, which decides who writes and who waits.
 """
@@ -44,7 +50,11 @@ def read_log(env: Env, path: str) -> LogContents:
         return LogContents(frames, end, 0)
     if status == wal_frame.BAD_TYPE:
         raise CorruptionError("log frame of unknown type (written by a newer version?)", path, end)
-    nxt = wal_frame.find_valid_frame(data, end + 1)
+    search_from = end + 1
+    if status == wal_frame.BAD_CRC:
+        (claimed,) = struct.unpack_from("<I", data, end + 4)
+        search_from = end + wal_frame.HEADER_SIZE + claimed
+    nxt = wal_frame.find_valid_frame(data, search_from) if search_from < len(data) else -1
     if nxt >= 0:
         raise CorruptionError(f"{_STATUS_NAMES[status]} before valid frames at offset {nxt}: "
                               "acknowledged data is damaged", path, end)
@@ -55,9 +65,9 @@ def encode_wal_payload(first_lsn: int, rep: bytes) -> bytes:
     return _LSN.pack(first_lsn) + rep
 
 
-def decode_wal_payload(payload: bytes) -> tuple[int, bytes]:
+def decode_wal_payload(payload: bytes, path: str | None = None, offset: int | None = None) -> tuple[int, bytes]:
     if len(payload) < _LSN.size:
-        raise CorruptionError("WAL record shorter than its lsn")
+        raise CorruptionError("WAL record shorter than its lsn", path, offset)
     return _LSN.unpack_from(payload)[0], payload[_LSN.size:]
 
 

@@ -29,5 +29,5 @@ cdef class Sequencer:
     cdef uint32_t _last_counter
     cdef object _clock
     cdef cython.pymutex _lock
-    cdef void next_into(self, uint8_t *out) noexcept
+    cdef int next_into(self, uint8_t *out) except -1
     cdef void _observe(self, const uint8_t *seq) noexcept

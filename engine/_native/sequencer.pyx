@@ -17,6 +17,8 @@ Contract:
      timestamp is moved one nanosecond ahead of the clock.
   3. observe(seq) moves the generator past seq (hybrid logical clock), so no
      seq issued afterwards is at or below an observed one, whatever node made it.
+     Having observed the largest possible seq, next() raises OverflowError
+     rather than break rule 1.
 Thread-safety: every method takes the instance's mutex; any thread may call.
 """
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
@@ -26,8 +28,10 @@ from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 cdef extern from *:
     """
     #define QKV_U32_MAX 0xffffffffu
+    #define QKV_U64_MAX 0xffffffffffffffffull
     """
     uint32_t QKV_U32_MAX
+    uint64_t QKV_U64_MAX
 
 
 cdef inline uint64_t _wall_ns() noexcept nogil:
@@ -49,22 +53,37 @@ cdef class Sequencer:
         self._last_counter = 0
         self._clock = clock
 
-    cdef void next_into(self, uint8_t *out) noexcept:
+    cdef int next_into(self, uint8_t *out) except -1:
         cdef uint64_t now
+        cdef bint exhausted = False
         if self._clock is None:
             now = _wall_ns()
         else:
-            now = <uint64_t>self._clock()
+            reading = self._clock()
+            if type(reading) is not int:
+                raise TypeError(f"the clock must return nanoseconds as an int, got {type(reading).__name__}")
+            if not 0 <= reading < 2**64:
+                raise OverflowError(f"the clock returned {reading}, outside [0, 2**64) nanoseconds")
+            now = <uint64_t>reading
         with self._lock:
             if self._last_counter == QKV_U32_MAX:
-                self._last_counter = 0
                 if now <= self._last_ts:
-                    now = self._last_ts + 1
+                    if self._last_ts == QKV_U64_MAX:
+                        exhausted = True
+                    else:
+                        now = self._last_ts + 1
+                if not exhausted:
+                    self._last_counter = 0
             else:
                 self._last_counter += 1
-            if now > self._last_ts:
-                self._last_ts = now
-            seq_pack(out, self._last_ts, self._last_counter, self.node_id)
+            if not exhausted:
+                if now > self._last_ts:
+                    self._last_ts = now
+                seq_pack(out, self._last_ts, self._last_counter, self.node_id)
+        if exhausted:
+            # Only reachable by observing a seq at the very top of the space.
+            raise OverflowError("sequencer exhausted: it observed the largest possible seq")
+        return 0
 
     cdef void _observe(self, const uint8_t *seq) noexcept:
         cdef uint64_t ts = seq_ts(seq)

@@ -33,6 +33,7 @@ cdef class Memtable:
     cdef uint64_t _rng
     cdef readonly Py_ssize_t count
     cdef readonly uint64_t max_lsn
+    cdef uint8_t _max_seq[16]
 
     cdef uint8_t *_allocate(self, size_t n) except NULL
     cdef int _random_height(self) noexcept nogil

@@ -3,6 +3,7 @@ from engine._native.cursor import Cursor
 class Memtable:
     count: int
     max_lsn: int
+    max_seq: bytes
     @property
     def memory(self) -> int: ...
     def apply_batch(self, rep: bytes, first_lsn: int) -> int: ...

@@ -19,7 +19,7 @@ Contract:
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from engine._native.cursor cimport Cursor, compare_internal, compare_keys, KIND_VALUE, KIND_DELETE, QKV_MAX_LSN
 from engine._native.write_batch cimport BatchRecord, batch_record_at, batch_count, BATCH_HEADER_SIZE
@@ -88,6 +88,7 @@ cdef class Memtable:
         self._memory = 0
         self.count = 0
         self.max_lsn = 0
+        memset(self._max_seq, 0, 16)
         self._height = 1
         self._rng = 0x9E3779B97F4A7C15ULL
         cdef size_t head_size = sizeof(SkipNode) + SKIPLIST_MAX_HEIGHT * sizeof(SkipNode *)
@@ -222,6 +223,8 @@ cdef class Memtable:
         self.count += 1
         if lsn > self.max_lsn:
             self.max_lsn = lsn
+        if memcmp(seq, self._max_seq, 16) > 0:
+            memcpy(self._max_seq, seq, 16)
         return 0
 
     def apply_batch(self, bytes rep not None, uint64_t first_lsn) -> int:
@@ -269,6 +272,11 @@ cdef class Memtable:
     @property
     def memory(self) -> int:
         return self._memory
+
+    @property
+    def max_seq(self) -> bytes:
+        """The highest record seq inserted (16 zero bytes when empty)."""
+        return (<char *>self._max_seq)[:16]
 
     def cursor(self) -> MemtableCursor:
         cdef MemtableCursor c = MemtableCursor.__new__(MemtableCursor)

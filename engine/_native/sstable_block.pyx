@@ -25,6 +25,7 @@ entries, with no prefix reconstruction on the hot path.
 Thread-safety: a BlockBuilder has one owner; a Block is immutable and shared.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from engine._native.endian cimport get_u32_le, get_u64_le, put_u32_le, put_u64_le
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
@@ -34,31 +35,6 @@ from engine._native.write_batch cimport varint_put, varint_get
 from engine.errors import CorruptionError
 
 RESTART_INTERVAL = BLOCK_RESTART_INTERVAL
-
-
-cdef inline void _put_u32_le(uint8_t *p, uint32_t v) noexcept nogil:
-    p[0] = <uint8_t>v
-    p[1] = <uint8_t>(v >> 8)
-    p[2] = <uint8_t>(v >> 16)
-    p[3] = <uint8_t>(v >> 24)
-
-
-cdef inline uint32_t _get_u32_le(const uint8_t *p) noexcept nogil:
-    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
-
-
-cdef inline void _put_u64_le(uint8_t *p, uint64_t v) noexcept nogil:
-    cdef int i
-    for i in range(8):
-        p[i] = <uint8_t>(v >> (8 * i))
-
-
-cdef inline uint64_t _get_u64_le(const uint8_t *p) noexcept nogil:
-    cdef uint64_t v = 0
-    cdef int i
-    for i in range(8):
-        v |= <uint64_t>p[i] << (8 * i)
-    return v
 
 
 cdef class BlockBuilder:
@@ -123,7 +99,7 @@ cdef class BlockBuilder:
         off += varint_put(out + off, vn)
         memcpy(out + off, key + shared, kn - shared)
         off += kn - shared
-        _put_u64_le(out + off, lsn)
+        put_u64_le(out + off, lsn)
         out[off + 8] = kind
         memcpy(out + off + 9, seq, 16)
         off += BLOCK_ENTRY_FIXED
@@ -155,8 +131,8 @@ cdef class BlockBuilder:
         memcpy(p, self._buf, self._size)
         cdef size_t i
         for i in range(self._n_restarts):
-            _put_u32_le(p + self._size + 4 * i, self._restarts[i])
-        _put_u32_le(p + total - 4, <uint32_t>self._n_restarts)
+            put_u32_le(p + self._size + 4 * i, self._restarts[i])
+        put_u32_le(p + total - 4, <uint32_t>self._n_restarts)
         self.reset()
         return out
 
@@ -186,7 +162,7 @@ cdef class Block:
         cdef size_t size = <size_t>PyBytes_GET_SIZE(payload)
         if size < 4:
             raise CorruptionError("block shorter than its restart count")
-        cdef uint32_t n_restarts = _get_u32_le(self._data + size - 4)
+        cdef uint32_t n_restarts = get_u32_le(self._data + size - 4)
         if n_restarts == 0 and size != 4:
             raise CorruptionError("block with data but no restart points")
         if <size_t>n_restarts > (size - 4) // 4:
@@ -245,7 +221,7 @@ cdef class Block:
             memcpy(self._keys + keys_size + shared, self._data + off, unshared)
             keys_size += shared + unshared
             off += unshared
-            e.lsn = _get_u64_le(self._data + off)
+            e.lsn = get_u64_le(self._data + off)
             e.kind = self._data[off + 8]
             e.seq_off = <uint32_t>(off + 9)
             off += BLOCK_ENTRY_FIXED
@@ -318,7 +294,7 @@ cdef class Block:
         cdef BlockEntry *e = &self.entries[i]
         if e.value_len != 12:
             raise CorruptionError(f"index entry {i} has a {e.value_len}-byte handle, want 12")
-        return (_get_u64_le(self._data + e.value_off), _get_u32_le(self._data + e.value_off + 8))
+        return (get_u64_le(self._data + e.value_off), get_u32_le(self._data + e.value_off + 8))
 
     def __len__(self):
         return self.count
@@ -326,6 +302,6 @@ cdef class Block:
 
 def encode_handle(uint64_t offset, uint32_t size) -> bytes:
     cdef uint8_t buf[12]
-    _put_u64_le(buf, offset)
-    _put_u32_le(buf + 8, size)
+    put_u64_le(buf, offset)
+    put_u32_le(buf + 8, size)
     return (<char *>buf)[:12]

@@ -28,6 +28,7 @@ Thread-safety: one owner. add() runs without the GIL and takes it only to
 compress and write a full block.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from engine._native.endian cimport put_u32_le, put_u64_le
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
@@ -53,39 +54,26 @@ COMPRESSION_ZSTD = 1
 _ZERO_SEQ = b"\x00" * 16
 
 
-cdef inline void _put_u32_le(uint8_t *p, uint32_t v) noexcept nogil:
-    p[0] = <uint8_t>v
-    p[1] = <uint8_t>(v >> 8)
-    p[2] = <uint8_t>(v >> 16)
-    p[3] = <uint8_t>(v >> 24)
-
-
-cdef inline void _put_u64_le(uint8_t *p, uint64_t v) noexcept nogil:
-    cdef int i
-    for i in range(8):
-        p[i] = <uint8_t>(v >> (8 * i))
-
-
 def block_trailer(bytes stored not None, int compression) -> bytes:
     cdef uint8_t t[5]
     t[0] = <uint8_t>compression
     cdef uint32_t crc = qkv_crc32c_extend(0, <const uint8_t *>PyBytes_AS_STRING(stored), len(stored))
     crc = qkv_crc32c_extend(crc, t, 1)
-    _put_u32_le(t + 1, qkv_crc32c_mask(crc))
+    put_u32_le(t + 1, qkv_crc32c_mask(crc))
     return (<char *>t)[:5]
 
 
 def encode_footer(uint64_t index_off, uint32_t index_size, uint64_t filter_off, uint32_t filter_size,
                   uint64_t entries) -> bytes:
     cdef uint8_t f[48]
-    _put_u64_le(f, index_off)
-    _put_u32_le(f + 8, index_size)
-    _put_u64_le(f + 12, filter_off)
-    _put_u32_le(f + 20, filter_size)
-    _put_u64_le(f + 24, entries)
-    _put_u32_le(f + 32, TABLE_VERSION)
-    _put_u32_le(f + 36, qkv_crc32c_mask(qkv_crc32c_extend(0, f, 36)))
-    _put_u64_le(f + 40, TABLE_MAGIC)
+    put_u64_le(f, index_off)
+    put_u32_le(f + 8, index_size)
+    put_u64_le(f + 12, filter_off)
+    put_u32_le(f + 20, filter_size)
+    put_u64_le(f + 24, entries)
+    put_u32_le(f + 32, TABLE_VERSION)
+    put_u32_le(f + 36, qkv_crc32c_mask(qkv_crc32c_extend(0, f, 36)))
+    put_u64_le(f + 40, TABLE_MAGIC)
     return (<char *>f)[:48]
 
 

@@ -19,7 +19,8 @@ Replay rules (engine/wal.py applies them):
     corruption of acknowledged data: CorruptionError naming file and offset;
   * a bad frame with nothing valid after it is a torn tail as well.
 """
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_CheckExact
+from engine._native.endian cimport get_u32_le, put_u32_le
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
@@ -41,34 +42,23 @@ BAD_CRC = FRAME_BAD_CRC
 BAD_TYPE = FRAME_BAD_TYPE
 
 
-cdef inline void _put_u32(uint8_t *p, uint32_t v) noexcept nogil:
-    p[0] = <uint8_t>v
-    p[1] = <uint8_t>(v >> 8)
-    p[2] = <uint8_t>(v >> 16)
-    p[3] = <uint8_t>(v >> 24)
-
-
-cdef inline uint32_t _get_u32(const uint8_t *p) noexcept nogil:
-    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
-
-
 cdef size_t frame_write(uint8_t *out, uint8_t rtype, const uint8_t *payload, uint32_t n) noexcept nogil:
-    _put_u32(out + 4, n)
+    put_u32_le(out + 4, n)
     out[8] = rtype
     if n:
         memcpy(out + FRAME_HEADER_SIZE, payload, n)
     cdef uint32_t crc = qkv_crc32c_extend(0, out + 4, 5 + <size_t>n)
-    _put_u32(out, qkv_crc32c_mask(crc))
+    put_u32_le(out, qkv_crc32c_mask(crc))
     return FRAME_HEADER_SIZE + <size_t>n
 
 
 cdef FrameStatus frame_check(const uint8_t *buf, size_t avail, uint32_t *length, uint8_t *rtype) noexcept nogil:
     if avail < FRAME_HEADER_SIZE:
         return FRAME_TRUNCATED
-    cdef uint32_t n = _get_u32(buf + 4)
+    cdef uint32_t n = get_u32_le(buf + 4)
     if <size_t>n > avail - FRAME_HEADER_SIZE:
         return FRAME_TRUNCATED
-    cdef uint32_t want = qkv_crc32c_unmask(_get_u32(buf))
+    cdef uint32_t want = qkv_crc32c_unmask(get_u32_le(buf))
     if qkv_crc32c_extend(0, buf + 4, 5 + <size_t>n) != want:
         return FRAME_BAD_CRC
     length[0] = n
@@ -80,9 +70,13 @@ cdef FrameStatus frame_check(const uint8_t *buf, size_t avail, uint32_t *length,
 
 def encode_frames(int rtype, list payloads not None) -> bytes:
     """Frame every payload in one buffer, ready for a single write()."""
+    if rtype not in FRAME_TYPES:
+        raise ValueError(f"unknown frame type {rtype}; known: {sorted(FRAME_TYPES)}")
     cdef Py_ssize_t total = 0
     cdef object p
     for p in payloads:
+        if not PyBytes_CheckExact(p):
+            raise TypeError(f"frame payloads must be bytes, got {type(p).__name__}")
         total += FRAME_HEADER_SIZE + len(<bytes>p)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
     cdef uint8_t *dst = <uint8_t *>PyBytes_AS_STRING(out)
@@ -105,6 +99,8 @@ def decode_frames(const unsigned char[::1] buf not None, Py_ssize_t start=0):
     BAD_CRC or BAD_TYPE for the frame at `end`.
     """
     cdef size_t size = buf.shape[0]
+    if start < 0 or <size_t>start > size:
+        raise ValueError(f"start {start} is outside the buffer of {size} bytes")
     cdef size_t off = <size_t>start
     cdef uint32_t n = 0
     cdef uint8_t rtype = 0
@@ -154,6 +150,8 @@ def encode_wal_group(list reps not None, list first_lsns not None) -> bytes:
     cdef Py_ssize_t total = 0
     cdef Py_ssize_t i
     for i in range(n):
+        if not PyBytes_CheckExact(reps[i]):
+            raise TypeError(f"write batches must be bytes, got {type(reps[i]).__name__}")
         total += FRAME_HEADER_SIZE + 8 + len(<bytes>reps[i])
     cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
     cdef uint8_t *dst = <uint8_t *>PyBytes_AS_STRING(out)
@@ -170,12 +168,12 @@ def encode_wal_group(list reps not None, list first_lsns not None) -> bytes:
             raise ValueError("write batch over 4 GiB")
         lsn = first_lsns[i]
         frame = dst
-        _put_u32(frame + 4, <uint32_t>(rn + 8))
+        put_u32_le(frame + 4, <uint32_t>(rn + 8))
         frame[8] = FRAME_WRITE_BATCH
         for j in range(8):
             frame[FRAME_HEADER_SIZE + j] = <uint8_t>(lsn >> (8 * j))
         memcpy(frame + FRAME_HEADER_SIZE + 8, PyBytes_AS_STRING(rep), rn)
         crc = qkv_crc32c_extend(0, frame + 4, 5 + 8 + rn)
-        _put_u32(frame, qkv_crc32c_mask(crc))
+        put_u32_le(frame, qkv_crc32c_mask(crc))
         dst += FRAME_HEADER_SIZE + 8 + rn
     return out

@@ -23,6 +23,7 @@ bytes. encode_* validate every record before producing any output, so a bad
 record rejects the whole batch and nothing is written.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
+from engine._native.endian cimport get_u64_le, put_u32_le, put_u64_le
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
@@ -68,26 +69,6 @@ cdef size_t batch_record_at(const uint8_t *rep, size_t size, size_t off, BatchRe
         r.value = NULL
         r.value_len = 0
     return off
-
-
-cdef inline void _put_u32_le(uint8_t *p, uint64_t v) noexcept nogil:
-    cdef int i
-    for i in range(4):
-        p[i] = <uint8_t>(v >> (8 * i))
-
-
-cdef inline void _put_u64_le(uint8_t *p, uint64_t v) noexcept nogil:
-    cdef int i
-    for i in range(8):
-        p[i] = <uint8_t>(v >> (8 * i))
-
-
-cdef inline uint64_t _get_u64_le(const uint8_t *p) noexcept nogil:
-    cdef uint64_t v = 0
-    cdef int i
-    for i in range(8):
-        v |= <uint64_t>p[i] << (8 * i)
-    return v
 
 
 cdef Py_ssize_t _check_record(int kind, object key, object value, object seq) except -1:
@@ -146,12 +127,12 @@ cdef int _check_applied_index(object applied_index) except -1:
 cdef bytes _new_rep(Py_ssize_t body, uint32_t count, object applied_index):
     cdef bytes rep = PyBytes_FromStringAndSize(NULL, BATCH_HEADER_SIZE + body)
     cdef uint8_t *p = <uint8_t *>PyBytes_AS_STRING(rep)
-    _put_u32_le(p, count)
+    put_u32_le(p, count)
     if applied_index is None:
-        _put_u64_le(p + 4, 0)
+        put_u64_le(p + 4, 0)
         p[12] = 0
     else:
-        _put_u64_le(p + 4, <uint64_t>applied_index)
+        put_u64_le(p + 4, <uint64_t>applied_index)
         p[12] = BATCH_FLAG_APPLIED_INDEX
     return rep
 
@@ -187,7 +168,7 @@ def applied_index(bytes rep not None):
         raise ValueError("batch shorter than its header")
     cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(rep)
     if p[12] & BATCH_FLAG_APPLIED_INDEX:
-        return _get_u64_le(p + 4)
+        return get_u64_le(p + 4)
     return None
 
 
