@@ -22,6 +22,8 @@ NATIVE_MODULES = [
     "merge",
     "write_batch",
     "table_cursor",
+    "block_cache",
+    "table_reader",
 ]
 
 trace = os.environ.get("QUORUMKV_CYTHON_TRACE") == "1"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from bisect import bisect_left
 import re
 import threading
 import time
@@ -39,7 +40,7 @@ from engine._native import merge, wal_frame, write_batch
 from engine._native.sequencer import Sequencer
 from engine._native.skiplist import Memtable
 from engine._native.table_cursor import LevelCursor
-from engine.block_cache import BlockCache
+from engine._native.block_cache import BlockCache
 from engine.compaction import (Compaction, compaction_cursors, compaction_edit, move_edit, pick_compaction,
                                range_compaction, rewrite_compaction, run_merge)
 from engine.errors import (CorruptionError, DBClosedError, InvalidArgumentError, QuorumKVError,
@@ -239,6 +240,7 @@ class DB:
         self._imm_log_number = self._log_number
         self._written_applied_index = applied
         self._sv = _SuperVersion(Memtable(), None, vs.current)
+        self._prefixes = {name: _prefix(tid) for name, tid in vs.tables.items()}
         self._delete_obsolete_files()
 
     # ----------------------------------------------------------------- tables
@@ -253,6 +255,7 @@ class DB:
                 raise TableExistsError(f"table {name!r} already exists")
             tid = vs.next_table_id
             vs.log_and_apply(VersionEdit(create_table=[(name, tid)], next_table_id=tid + 1))
+            self._prefixes[name] = _prefix(tid)
 
     def drop_table(self, name: str) -> None:
         """Drops a table and frees its space: files holding only its keys are
@@ -263,6 +266,7 @@ class DB:
             tid = self._table_id(name)
             lo, hi = _prefix(tid), _prefix(tid + 1)
             edit = VersionEdit(drop_table=[tid])
+            del self._prefixes[name]
             for level, f in vs.current.files():
                 if f.smallest >= lo and f.largest < hi:
                     edit.delete.append((level, f.number))
@@ -535,31 +539,41 @@ class DB:
         return Entry(hit[2], hit[1], False)
 
     def _lookup(self, table: str, key: bytes, snapshot: Snapshot | None):
-        tid = self._table_id(table)
-        _check_key(key)
+        # The point-read hot path; see _get_from_tables for the SSTable part.
+        prefix = self._prefixes.get(table) if type(table) is str else None
+        if prefix is None:
+            self._table_id(table)   # raises TableNotFoundError
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY:
+            _check_key(key)         # raises InvalidArgumentError
         snap = self._visible_lsn if snapshot is None else snapshot.lsn
         sv = self._sv
-        ikey = _prefix(tid) + key
+        ikey = prefix + key
         hit = sv.mem.get(ikey, snap)
-        if hit is None and sv.imm is not None:
-            hit = sv.imm.get(ikey, snap)
         if hit is None:
-            hit = self._get_from_tables(sv.version, ikey, snap)
+            if sv.imm is not None:
+                hit = sv.imm.get(ikey, snap)
+                if hit is not None:
+                    return hit
+            return self._get_from_tables(sv.version, ikey, snap)
         return hit
 
     def _get_from_tables(self, version, ikey: bytes, snap: int):
-        tables = self._tables
-        for f in version.levels[0]:
-            if f.smallest <= ikey <= f.largest:
-                hit = tables.get(f.number).get(ikey, snap)
+        readers = self._tables.readers
+        for smallest, largest, number in version.l0_ranges:
+            if smallest <= ikey <= largest:
+                reader = readers.get(number) or self._tables.get(number)
+                hit = reader.get(ikey, snap)
                 if hit is not None:
                     return hit
-        for level in range(1, len(version.levels)):
-            f = version.find_in_level(level, ikey)
-            if f is not None:
-                hit = tables.get(f.number).get(ikey, snap)
-                if hit is not None:
-                    return hit
+        for largest_keys, files in version.deep_levels:
+            i = bisect_left(largest_keys, ikey)
+            if i < len(files):
+                f = files[i]
+                if f.smallest <= ikey:
+                    reader = readers.get(f.number) or self._tables.get(f.number)
+                    hit = reader.get(ikey, snap)
+                    if hit is not None:
+                        return hit
         return None
 
     def scan(self, table: str, start: bytes | None = None, end: bytes | None = None, limit: int | None = None,

@@ -118,6 +118,10 @@ class Version:
     def __init__(self, levels: list[list[FileMeta]]):
         self.levels = levels
         self._largest = [[f.largest for f in files] for files in levels]
+        # Precomputed for point reads: L0 ranges newest first, then the
+        # non-empty deeper levels with their largest keys for bisection.
+        self.l0_ranges = [(f.smallest, f.largest, f.number) for f in levels[0]]
+        self.deep_levels = [(self._largest[i], levels[i]) for i in range(1, len(levels)) if levels[i]]
 
     def files(self):
         for level, files in enumerate(self.levels):
