@@ -147,9 +147,11 @@ class DB:
         env.mkdirs(self.path)
         self._lock_handle = env.lock(os.path.join(self.path, "LOCK"))
         self._closed = False
+        self._open_for_writes = True   # not closed and no background error: the write fast path's one check
         self._mutex = threading.Lock()
         self._bg_cv = threading.Condition(self._mutex)
         self._queue = WriteQueue(self._mutex)
+        self._queued = self._queue.writers   # truthy while anyone waits to write
         self._stats = dict.fromkeys(
             ("flushes",
              "compactions", "trivial_moves", "compaction_bytes_written", "entries_dropped", "stalls",
@@ -161,6 +163,7 @@ class DB:
         self._manual: list = []
         self._compact_pointer: dict[int, bytes] = {}
         self._sequencer = Sequencer(options.node_id)
+        self._next_seq = self._sequencer.next
         # Hot-path copies of options and counters (plain attributes are cheaper than dict items).
         self._write_buffer_size = options.write_buffer_size
         self._wal_segment_bytes = options.wal_segment_bytes
@@ -241,6 +244,7 @@ class DB:
         self._written_applied_index = applied
         self._sv = _SuperVersion(Memtable(), None, vs.current)
         self._prefixes = {name: _prefix(tid) for name, tid in vs.tables.items()}
+        self._tids = dict(vs.tables)
         self._delete_obsolete_files()
 
     # ----------------------------------------------------------------- tables
@@ -256,6 +260,7 @@ class DB:
             tid = vs.next_table_id
             vs.log_and_apply(VersionEdit(create_table=[(name, tid)], next_table_id=tid + 1))
             self._prefixes[name] = _prefix(tid)
+            self._tids[name] = tid
 
     def drop_table(self, name: str) -> None:
         """Drops a table and frees its space: files holding only its keys are
@@ -267,6 +272,7 @@ class DB:
             lo, hi = _prefix(tid), _prefix(tid + 1)
             edit = VersionEdit(drop_table=[tid])
             del self._prefixes[name]
+            del self._tids[name]
             for level, f in vs.current.files():
                 if f.smallest >= lo and f.largest < hi:
                     edit.delete.append((level, f.number))
@@ -290,22 +296,25 @@ class DB:
     def put(self, table: str, key: bytes, value: bytes, seq: bytes | None = None,
             applied_index: int | None = None) -> bytes:
         """Writes key=value with seq (a fresh one when None); returns the seq."""
-        tid = self._table_id(table)
+        tid = self._tids.get(table) if type(table) is str else None
+        if tid is None:
+            tid = self._table_id(table)
         if seq is None:
-            seq = self._sequencer.next()
+            seq = self._next_seq()
         else:
             self._observe(seq)
-        rep = write_batch.encode_one(write_batch.VALUE, tid, key, value, seq, applied_index)
-        self._write(rep, 1, applied_index)
+        self._write(write_batch.encode_one(1, tid, key, value, seq, applied_index), 1, applied_index)
         return seq
 
     def delete(self, table: str, key: bytes, seq: bytes | None = None,
                applied_index: int | None = None) -> bytes:
         """Writes a tombstone for key that keeps its seq; deleting a missing
         key is not an error. Returns the seq."""
-        tid = self._table_id(table)
+        tid = self._tids.get(table) if type(table) is str else None
+        if tid is None:
+            tid = self._table_id(table)
         if seq is None:
-            seq = self._sequencer.next()
+            seq = self._next_seq()
         else:
             self._observe(seq)
         rep = write_batch.encode_one(write_batch.DELETE, tid, key, None, seq, applied_index)
@@ -351,8 +360,7 @@ class DB:
             with self._mutex:
                 wal = self._wal
                 mem = self._sv.mem
-                if (not len(self._queue) and not self._closed and self._bg_error is None
-                        and mem.memory < self._write_buffer_size
+                if (not self._queued and self._open_for_writes and mem.memory < self._write_buffer_size
                         and (wal is None or wal.size < self._wal_segment_bytes)):
                     # Unsynced and no one queued: nothing to group with, so
                     # commit right here, inside this one critical section.
@@ -364,7 +372,7 @@ class DB:
                             self._wal_bytes += len(framed)
                         mem.apply_batch(rep, lsn)
                     except BaseException as exc:
-                        self._bg_error = exc
+                        self._set_bg_error(exc)
                         raise
                     self._last_lsn = self._visible_lsn = lsn + count - 1
                     self._writes += 1
@@ -420,7 +428,7 @@ class DB:
                 self._wal_records_synced += len(group)
                 self._published(group)
             else:
-                self._bg_error = error
+                self._set_bg_error(error)
             queue.finish_group(group, error)
         if w.error is not None:
             raise w.error
@@ -445,7 +453,7 @@ class DB:
             for g in group:
                 mem.apply_batch(g.rep, g.lsn)
         except BaseException as exc:
-            self._bg_error = exc
+            self._set_bg_error(exc)
             self._queue.finish_group(group, exc)
             return
         self._published(group)
@@ -461,6 +469,12 @@ class DB:
                 self._mem_applied_index = g.applied_index
                 if self._sync_wal:
                     self._written_applied_index = g.applied_index
+
+    def _set_bg_error(self, exc: BaseException) -> None:
+        """Requires the mutex (or a single-threaded context). From now on
+        writes fail; reads go on; reopening recovers."""
+        self._bg_error = exc
+        self._open_for_writes = False
 
     def _make_room_for_write(self, force: bool = False) -> None:
         """Requires the mutex, as the queue's leader. Rotates a full memtable,
@@ -510,7 +524,7 @@ class DB:
                 old.sync()   # complete before it is no longer the newest (replay rule)
                 old.close()
             except BaseException as exc:   # half-rolled: stop taking writes
-                self._bg_error = exc
+                self._set_bg_error(exc)
                 raise
         return number
 
@@ -704,7 +718,7 @@ class DB:
                 self._background_work()
             except BaseException as exc:   # keep serving reads; refuse writes
                 with self._mutex:
-                    self._bg_error = exc
+                    self._set_bg_error(exc)
                     self._bg_cv.notify_all()
                     manual, self._manual = self._manual, []
                 for _, _, done in manual:
@@ -861,6 +875,7 @@ class DB:
             self.flush()
         with self._mutex:
             self._closed = True
+            self._open_for_writes = False
             self._bg_cv.notify_all()
         self._bg_thread.join()
         with self._mutex:
@@ -876,6 +891,7 @@ class DB:
         Pair with MemEnv.crash() to simulate a power loss."""
         with self._mutex:
             self._closed = True
+            self._open_for_writes = False
             self._bg_cv.notify_all()
         self._bg_thread.join()
         self._lock_handle.release()

@@ -79,18 +79,16 @@ class LogWriter:
         self.path = path
         self.number = number
         self._file: WritableFile = env.open_writable(path)
+        self.size = 0
 
     def append_framed(self, framed: bytes, sync: bool) -> None:
         self._file.write(framed)
+        self.size += len(framed)
         if sync:
             self._file.sync()
 
     def add(self, frame_type: int, payloads: list[bytes], sync: bool) -> None:
         self.append_framed(wal_frame.encode_frames(frame_type, payloads), sync)
-
-    @property
-    def size(self) -> int:
-        return self._file.size
 
     def sync(self) -> None:
         self._file.sync()

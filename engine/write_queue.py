@@ -36,15 +36,15 @@ class Writer:
 class WriteQueue:
     def __init__(self, mutex: threading.Lock):
         self._mutex = mutex
-        self._writers: deque[Writer] = deque()
+        self.writers: deque[Writer] = deque()
         self._arrivals = threading.Condition(mutex)
 
     def join(self, w: Writer) -> bool:
         """Queues w and waits; True when w must lead, False when it is done."""
-        self._writers.append(w)
-        if len(self._writers) > 1:
+        self.writers.append(w)
+        if len(self.writers) > 1:
             self._arrivals.notify()
-        while not w.done and self._writers[0] is not w:
+        while not w.done and self.writers[0] is not w:
             if w.cv is None:
                 w.cv = threading.Condition(self._mutex)
             w.cv.wait()
@@ -52,7 +52,7 @@ class WriteQueue:
 
     def wait_for_company(self, timeout_s: float) -> None:
         """SYNC_BATCH: the leader gives others up to timeout_s to join."""
-        if len(self._writers) == 1 and timeout_s > 0:
+        if len(self.writers) == 1 and timeout_s > 0:
             self._arrivals.wait(timeout_s)
 
     def take_group(self, max_bytes: int) -> list[Writer]:
@@ -60,7 +60,7 @@ class WriteQueue:
         requests travel alone."""
         group: list[Writer] = []
         size = 0
-        for w in self._writers:
+        for w in self.writers:
             if w.control is not None:
                 if not group:
                     group.append(w)
@@ -73,16 +73,16 @@ class WriteQueue:
 
     def finish_group(self, group: list[Writer], error: BaseException | None) -> None:
         for w in group:
-            popped = self._writers.popleft()
+            popped = self.writers.popleft()
             assert popped is w, "group commit: queue order broken"
             w.done = True
             w.error = error
             if w.cv is not None:
                 w.cv.notify()
-        if self._writers:
-            front = self._writers[0]
+        if self.writers:
+            front = self.writers[0]
             if front.cv is not None:
                 front.cv.notify()
 
     def __len__(self) -> int:
-        return len(self._writers)
+        return len(self.writers)
