@@ -8,8 +8,15 @@
         list(db.scan("stocks"))         # [(b"a", b"120", seq)]
 """
 from engine.db import DB, Entry, Record, Snapshot, WriteBatch
-from engine.errors import (CorruptionError, DBClosedError, DBLockedError, InvalidArgumentError, QuorumKVError,
-                           TableExistsError, TableNotFoundError)
+from engine.errors import (
+                           CorruptionError,
+                           DBClosedError,
+                           DBLockedError,
+                           InvalidArgumentError,
+                           QuorumKVError,
+                           TableExistsError,
+                           TableNotFoundError,
+)
 from engine.options import Options
 
 __all__ = ["DB", "Entry", "Record", "Snapshot", "WriteBatch", "Options", "QuorumKVError", "InvalidArgumentError",

@@ -17,7 +17,7 @@ def _internal_before(a: tuple[bytes, int], b: tuple[bytes, int]) -> bool:
 
 def check_version(version, tables) -> dict:
     files = entries = 0
-    for level, f in version.files():
+    for _level, f in version.files():
         reader = tables.get(f.number)
         cursor = reader.cursor()
         e = cursor.py_seek_first()

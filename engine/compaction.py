@@ -146,7 +146,7 @@ class TableSink:
     def abandon(self) -> None:
         """After a failure: closes and removes every output (none is in a Version)."""
         env = self._versions.env
-        for f, number in self._open.values():
+        for f, _number in self._open.values():
             f.close()
         for number in [n for _, n in self._open.values()] + [m.number for m in self.outputs]:
             try:

@@ -26,30 +26,42 @@ from __future__ import annotations
 
 import itertools
 import os
-from bisect import bisect_left
 import re
 import threading
 import time
+from bisect import bisect_left
 from collections import namedtuple
 from typing import Iterator
 
-import numpy as np
-
 from engine import failpoints
 from engine._native import merge, wal_frame, write_batch
+from engine._native.block_cache import BlockCache
 from engine._native.sequencer import Sequencer
 from engine._native.skiplist import Memtable
 from engine._native.table_cursor import LevelCursor
-from engine._native.block_cache import BlockCache
-from engine.compaction import (Compaction, compaction_cursors, compaction_edit, move_edit, pick_compaction,
-                               range_compaction, rewrite_compaction, run_merge)
-from engine.errors import (CorruptionError, DBClosedError, InvalidArgumentError, QuorumKVError,
-                           TableExistsError, TableNotFoundError)
+from engine.compaction import (
+    Compaction,
+    compaction_cursors,
+    compaction_edit,
+    move_edit,
+    pick_compaction,
+    range_compaction,
+    rewrite_compaction,
+    run_merge,
+)
+from engine.errors import (
+    CorruptionError,
+    DBClosedError,
+    InvalidArgumentError,
+    QuorumKVError,
+    TableExistsError,
+    TableNotFoundError,
+)
 from engine.options import SYNC_BATCH, SYNC_NEVER, Options
 from engine.sstable import TableCache
 from engine.version import VersionEdit, VersionSet
 from engine.wal import LogWriter, decode_wal_payload, read_log
-from engine.write_queue import Writer, WriteQueue
+from engine.write_queue import WriteQueue, Writer
 
 Record = namedtuple("Record", ["value", "seq"])
 Record.__doc__ = "A live record: its value and its 16-byte seq."
@@ -409,7 +421,7 @@ class DB:
             if self._batch_wait_s:
                 queue.wait_for_company(self._batch_wait_s)
             group = queue.take_group(self._max_group_bytes)
-            first_lsn = self._assign_lsns(group)
+            self._assign_lsns(group)
             mem = sv.mem
         error = None
         try:

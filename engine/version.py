@@ -95,8 +95,8 @@ class VersionEdit:
             if d.get("v") != EDIT_VERSION:
                 raise CorruptionError(f"version edit of unknown version {d.get('v')}")
             e = cls()
-            e.add = [(lvl, FileMeta(num, size, bytes.fromhex(s), bytes.fromhex(l), n))
-                     for lvl, num, size, s, l, n in d.get("add", [])]
+            e.add = [(lvl, FileMeta(num, size, bytes.fromhex(lo), bytes.fromhex(hi), n))
+                     for lvl, num, size, lo, hi, n in d.get("add", [])]
             e.delete = [(lvl, num) for lvl, num in d.get("delete", [])]
             for name in ("log_number", "next_file", "last_lsn", "applied_index", "next_table_id"):
                 setattr(e, name, d.get(name))

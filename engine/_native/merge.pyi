@@ -1,5 +1,7 @@
 from typing import Any
+
 import numpy as np
+
 from engine._native.cursor import Cursor
 
 class MergingCursor(Cursor):

@@ -1,4 +1,5 @@
 from typing import Any
+
 from engine._native.cursor import Cursor
 
 class TableCursor(Cursor):

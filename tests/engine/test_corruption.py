@@ -378,7 +378,8 @@ def test_sst_bit_flip_is_corruption_naming_the_file(level, region, where):
     regions = table_regions(data)
     if region == "data":
         handles = regions["data"]
-        off, size = {"first": handles[0], "middle": handles[len(handles) // 2], "last": handles[-1]}[where.split("-")[0]]
+        by_place = {"first": handles[0], "middle": handles[len(handles) // 2], "last": handles[-1]}
+        off, size = by_place[where.split("-")[0]]
         pos = {"payload": off + size // 2, "type": off + size, "crc": off + size + 2}[where.split("-")[-1]]
     elif region in ("filter", "index"):
         off, size = regions[region]

@@ -5,8 +5,15 @@ import threading
 
 import pytest
 
-from engine import (DB, DBClosedError, DBLockedError, InvalidArgumentError, TableExistsError, TableNotFoundError,
-                    WriteBatch)
+from engine import (
+    DB,
+    DBClosedError,
+    DBLockedError,
+    InvalidArgumentError,
+    TableExistsError,
+    TableNotFoundError,
+    WriteBatch,
+)
 from engine._native.sequencer import decode, encode
 from engine.env_mem import MemEnv
 

@@ -14,8 +14,15 @@ from engine._native import bloom
 from engine._native.crc32c import crc32c, unmask
 from engine._native.sequencer import encode as seq_encode
 from engine._native.sstable_block import RESTART_INTERVAL, Block, BlockBuilder, encode_handle
-from engine._native.table_builder import (COMPRESSION_RAW, COMPRESSION_ZSTD, FOOTER_SIZE, TABLE_MAGIC,
-                                          TABLE_VERSION, TRAILER_SIZE, TableBuilder)
+from engine._native.table_builder import (
+    COMPRESSION_RAW,
+    COMPRESSION_ZSTD,
+    FOOTER_SIZE,
+    TABLE_MAGIC,
+    TABLE_VERSION,
+    TRAILER_SIZE,
+    TableBuilder,
+)
 from engine.env import PosixEnv
 from engine.env_mem import MemEnv
 from engine.errors import CorruptionError
@@ -182,7 +189,7 @@ def test_block_find_and_lower_bound_match_model():
     keys = sorted({e[0] for e in entries})
     for key in keys + [k + b"\x00" for k in keys[::10]] + [b"", b"\x00", b"\xff" * 8]:
         lsns = [e[1] for e in entries if e[0] == key]
-        for snap in [0, MAX_LSN] + lsns + [l - 1 for l in lsns] + [l + 1 for l in lsns]:
+        for snap in [0, MAX_LSN] + lsns + [x - 1 for x in lsns] + [x + 1 for x in lsns]:
             # lower_bound: first entry at or after (key, snap) in internal order.
             want_i = bisect.bisect_left(entries, (key, -snap), key=order)
             got_i = blk.index_lookup(key, snap)
@@ -229,7 +236,7 @@ def test_malformed_blocks_raise_corruption_never_crash():
             continue
         # A cut that still parses must not invent entries.
         assert len(blk) <= len(entries)
-    for trial in range(500):
+    for _trial in range(500):
         bad = bytearray(payload)
         for _ in range(rng.randrange(1, 4)):
             bad[rng.randrange(len(bad))] = rng.getrandbits(8)

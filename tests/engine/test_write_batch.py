@@ -38,7 +38,7 @@ def py_rep(records, applied_index=None) -> bytes:
 
 def random_records(rng, n):
     recs = []
-    for i in range(n):
+    for _ in range(n):
         kind = rng.choice([wb.VALUE, wb.VALUE, wb.DELETE])
         key = rng.randbytes(rng.choice([1, 2, rng.randrange(1, 200), rng.choice([127, 128, 129, 4096])]))
         value = rng.randbytes(rng.choice([0, 1, rng.randrange(300), 127, 128, 16384])) if kind == wb.VALUE else None
@@ -206,7 +206,8 @@ def test_validate_rejects_malformed_records():
     bad[body] = 7
     assert not wb.validate(bytes(bad))
     # Internal key shorter than table id + 1 byte of user key.
-    short_key = bytes(struct.pack("<IQB", 1, 0, 0)) + bytes([wb.VALUE]) + varint(4) + b"\x00\x00\x00\x01" + SEQ + varint(0)
+    short_key = (bytes(struct.pack("<IQB", 1, 0, 0)) + bytes([wb.VALUE]) + varint(4) + b"\x00\x00\x00\x01"
+                 + SEQ + varint(0))
     assert not wb.validate(short_key)
     # A varint that never ends.
     endless = bytes(struct.pack("<IQB", 1, 0, 0)) + bytes([wb.VALUE]) + b"\xff" * 12
