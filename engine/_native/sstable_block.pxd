@@ -39,6 +39,8 @@ cdef class Block:
     cdef const uint8_t *_data
     cdef uint8_t *_keys
     cdef BlockEntry *entries
+    cdef uint64_t *_k0          # key bytes [0, 8) big-endian, zero padded, per entry
+    cdef uint64_t *_k1          # key bytes [8, 16)
     cdef readonly Py_ssize_t count
     cdef readonly Py_ssize_t charge
 

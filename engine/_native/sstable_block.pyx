@@ -21,7 +21,10 @@ the block's last entry, value = block offset u64 LE | payload size u32 LE.
 
 Reading: Block(payload) decodes the whole block once (it is then kept, decoded,
 in the block cache), so every lookup is a binary search over fixed-size
-entries, with no prefix reconstruction on the hot path.
+entries, with no prefix reconstruction on the hot path. The first 16 bytes of
+every key are also kept as two dense arrays of big-endian integers: the
+binary search compares those (a few cache lines for a whole index block) and
+touches a key's bytes only when they tie.
 Thread-safety: a BlockBuilder has one owner; a Block is immutable and shared.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -35,6 +38,21 @@ from engine._native.write_batch cimport varint_put, varint_get
 from engine.errors import CorruptionError
 
 RESTART_INTERVAL = BLOCK_RESTART_INTERVAL
+
+
+cdef inline void key_prefixes(const uint8_t *key, size_t n, uint64_t *k0, uint64_t *k1) noexcept nogil:
+    """Key bytes [0, 8) and [8, 16) as big-endian integers, zero padded.
+    Where two keys' pairs differ they order like the keys (memcmp, then
+    length): the first differing byte decides, and a key that ended (0 pad)
+    against a real byte > 0 is a prefix of the other, so it sorts first."""
+    cdef uint64_t a = 0, b = 0
+    cdef size_t i
+    for i in range(8):
+        a = (a << 8) | (key[i] if i < n else 0)
+    for i in range(8, 16):
+        b = (b << 8) | (key[i] if i < n else 0)
+    k0[0] = a
+    k1[0] = b
 
 
 cdef class BlockBuilder:
@@ -159,6 +177,8 @@ cdef class Block:
         self._data = <const uint8_t *>PyBytes_AS_STRING(payload)
         self._keys = NULL
         self.entries = NULL
+        self._k0 = NULL
+        self._k1 = NULL
         cdef size_t size = <size_t>PyBytes_GET_SIZE(payload)
         if size < 4:
             raise CorruptionError("block shorter than its restart count")
@@ -234,11 +254,20 @@ cdef class Block:
         if off != limit:
             raise CorruptionError("block entries do not end at the restart array")
         self.count = n
-        self.charge = <Py_ssize_t>(size + keys_size + n * sizeof(BlockEntry) + 128)
+        self._k0 = <uint64_t *>malloc((n + 1) * sizeof(uint64_t))
+        self._k1 = <uint64_t *>malloc((n + 1) * sizeof(uint64_t))
+        if self._k0 == NULL or self._k1 == NULL:
+            raise MemoryError()
+        cdef Py_ssize_t i
+        for i in range(n):
+            key_prefixes(self._keys + self.entries[i].key_off, self.entries[i].key_len, &self._k0[i], &self._k1[i])
+        self.charge = <Py_ssize_t>(size + keys_size + n * (sizeof(BlockEntry) + 16) + 128)
 
     def __dealloc__(self):
         free(self.entries)
         free(self._keys)
+        free(self._k0)
+        free(self._k1)
 
     cdef const uint8_t *key_at(self, Py_ssize_t i) noexcept nogil:
         return self._keys + self.entries[i].key_off
@@ -249,10 +278,19 @@ cdef class Block:
         cdef Py_ssize_t hi = self.count
         cdef Py_ssize_t mid
         cdef BlockEntry *e
+        cdef uint64_t t0, t1
+        cdef bint before
+        key_prefixes(key, n, &t0, &t1)
         while lo < hi:
             mid = (lo + hi) >> 1
-            e = &self.entries[mid]
-            if compare_internal(self._keys + e.key_off, e.key_len, e.lsn, key, n, lsn) < 0:
+            if self._k0[mid] != t0:
+                before = self._k0[mid] < t0
+            elif self._k1[mid] != t1:
+                before = self._k1[mid] < t1
+            else:
+                e = &self.entries[mid]
+                before = compare_internal(self._keys + e.key_off, e.key_len, e.lsn, key, n, lsn) < 0
+            if before:
                 lo = mid + 1
             else:
                 hi = mid

@@ -258,7 +258,7 @@ def test_bloom_no_false_negatives_and_about_one_percent_false_positives():
     present = list({b"\x00\x00\x00\x01" + rng.randbytes(rng.randrange(1, 30)) for _ in range(10_000)})
     filt = bloom.build_filter(bloom.hashes_of(present), 10)
     assert filt[-1] == 7   # k = round(10 * ln 2)
-    assert len(filt) == (len(present) * 10 + 7) // 8 + 1
+    assert len(filt) == 64 * -(-len(present) * 10 // 512) + 1   # whole 512-bit lines, then k
     for key in present:
         assert bloom.may_contain(filt, key), key
     present_set = set(present)
@@ -292,11 +292,13 @@ def test_bloom_other_densities_have_no_false_negatives(bits):
 
 def test_bloom_edge_cases():
     empty = bloom.build_filter(np.empty(0, dtype=np.uint32), 10)
-    assert len(empty) == 64 // 8 + 1
+    assert len(empty) == 64 + 1   # one 512-bit line and k
     assert not bloom.may_contain(empty, b"anything")
     assert not bloom.may_contain(b"", b"k")
-    # k > 30 is a future encoding: "may contain everything", never "nothing".
-    assert bloom.may_contain(bytes(8) + bytes([31]), b"k")
+    # k > 30, or a size that is not whole lines, is a future encoding:
+    # "may contain everything", never "nothing".
+    assert bloom.may_contain(bytes(64) + bytes([31]), b"k")
+    assert bloom.may_contain(bytes(8) + bytes([7]), b"k")
     one = bloom.build_filter(bloom.hashes_of([b"only"]), 10)
     assert bloom.may_contain(one, b"only")
 
@@ -326,21 +328,27 @@ def py_bloom_hash(key: bytes) -> int:
     return (h ^ (h >> 32)) & 0xFFFFFFFF
 
 
+def py_probe_bits(h: int, k: int) -> list[int]:
+    """The in-line probe positions of bloom.pyx's docstring."""
+    g = (h * 0x9E3779B9) & 0xFFFFFFFF
+    d = (((g >> 17) | (g << 15)) & 0xFFFFFFFF) | 1
+    out = []
+    for _ in range(k):
+        out.append(g >> 23)
+        g = (g + d) & 0xFFFFFFFF
+    return out
+
+
 def py_may_contain(filt: bytes, key: bytes) -> bool:
-    """The probe sequence of bloom.pyx's docstring (double hashing)."""
+    """The probe sequence of bloom.pyx's docstring (one 512-bit line per key)."""
     if len(filt) < 2:
         return False
-    bits, k = (len(filt) - 1) * 8, filt[-1]
-    if k > 30:
+    k = filt[-1]
+    if k > 30 or (len(filt) - 1) % 64:
         return True
     h = py_bloom_hash(key)
-    delta = ((h >> 17) | (h << 15)) & 0xFFFFFFFF
-    for _ in range(k):
-        pos = h % bits
-        if not filt[pos >> 3] & (1 << (pos & 7)):
-            return False
-        h = (h + delta) & 0xFFFFFFFF
-    return True
+    line = (h % ((len(filt) - 1) // 64)) * 64
+    return all(filt[line + (pos >> 3)] & (1 << (pos & 7)) for pos in py_probe_bits(h, k))
 
 
 def test_bloom_hash_matches_the_documented_function():
@@ -363,15 +371,13 @@ def test_bloom_filter_bits_match_the_documented_probe_sequence():
     probes = keys + [rng.randbytes(rng.randrange(1, 20)) for _ in range(3000)]
     assert [bloom.may_contain(filt, k) for k in probes] == [py_may_contain(filt, k) for k in probes]
     # Every set bit is explained by some key's probes (nothing else is set).
-    bits = (len(filt) - 1) * 8
+    lines = (len(filt) - 1) // 64
     want = bytearray(len(filt) - 1)
     for key in keys:
         h = py_bloom_hash(key)
-        delta = ((h >> 17) | (h << 15)) & 0xFFFFFFFF
-        for _ in range(filt[-1]):
-            pos = h % bits
-            want[pos >> 3] |= 1 << (pos & 7)
-            h = (h + delta) & 0xFFFFFFFF
+        line = (h % lines) * 64
+        for pos in py_probe_bits(h, filt[-1]):
+            want[line + (pos >> 3)] |= 1 << (pos & 7)
     assert bytes(want) == filt[:-1]
 
 
@@ -611,8 +617,8 @@ def test_filter_block_covers_every_key():
     _, _, meta = parse_table(env.read_file("/t/000001.sst"))
     filt = meta["filter"]
     keys = {e[0] for e in entries}
-    # One hash per distinct key, 10 bits each.
-    assert len(filt) == (len(keys) * 10 + 7) // 8 + 1
+    # One hash per distinct key, 10 bits each, in whole 512-bit lines.
+    assert len(filt) == 64 * -(-len(keys) * 10 // 512) + 1
     assert all(bloom.may_contain(filt, k) for k in keys)
     reader = TableReader(env, "/t/000001.sst", 1, None)
     absent = [b"\x00\x00\x00\x02" + rng.randbytes(6) for _ in range(5000)]
