@@ -340,17 +340,8 @@ class DB:
             raise InvalidArgumentError(f"write() takes a WriteBatch, got {type(batch).__name__}")
         if not batch._ops:
             return []
-        records = []
-        seqs = []
-        for kind, table, key, value, seq in batch._ops:
-            if seq is None:
-                seq = self._sequencer.next()
-            else:
-                self._observe(seq)
-            records.append((kind, self._table_id(table), key, value, seq))
-            seqs.append(seq)
-        rep = write_batch.encode_many(records, batch.applied_index)
-        self._write(rep, len(records), batch.applied_index)
+        rep, seqs = write_batch.encode_ops(batch._ops, self._tids, self._sequencer, batch.applied_index)
+        self._write(rep, len(seqs), batch.applied_index)
         return seqs
 
     def write_encoded(self, rep: bytes) -> None:

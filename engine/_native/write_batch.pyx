@@ -28,7 +28,8 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from engine._native.cursor cimport KIND_DELETE, KIND_VALUE
-from engine.errors import InvalidArgumentError
+from engine._native.sequencer cimport Sequencer
+from engine.errors import InvalidArgumentError, TableNotFoundError
 
 HEADER_SIZE = BATCH_HEADER_SIZE
 MAX_KEY = MAX_KEY_SIZE
@@ -160,6 +161,48 @@ def encode_many(list records not None, applied_index=None) -> bytes:
     for rec in records:
         p += _write_record(p, rec[0], rec[1], rec[2], rec[3], rec[4])
     return rep
+
+
+def encode_ops(list ops not None, dict table_ids not None, Sequencer sequencer not None, applied_index=None):
+    """The batch of user operations (kind, table name, key, value, seq or
+    None), all resolved and validated in one C loop before any output:
+    table names through table_ids (an unknown one raises TableNotFoundError),
+    missing seqs issued by sequencer, given seqs observed by it.
+    Returns (rep, seqs)."""
+    cdef Py_ssize_t n = len(ops)
+    if n > 0xFFFFFFFF:
+        raise InvalidArgumentError("too many records in one batch")
+    _check_applied_index(applied_index)
+    cdef list records = [None] * n
+    cdef list seqs = [None] * n
+    cdef Py_ssize_t body = 0
+    cdef Py_ssize_t i
+    cdef tuple op
+    cdef object tid, seq
+    cdef uint8_t buf[16]
+    for i in range(n):
+        op = <tuple>ops[i]
+        tid = table_ids.get(op[1]) if type(op[1]) is str else None
+        if tid is None:
+            raise TableNotFoundError(f"no table named {op[1]!r}")
+        seq = op[4]
+        body += _check_record(op[0], op[2], op[3], b"\x00" * 16 if seq is None else seq)
+        records[i] = (op[0], tid, op[2], op[3])
+        seqs[i] = seq
+    # Every record is valid: only now touch the sequencer.
+    for i in range(n):
+        if seqs[i] is None:
+            sequencer.next_into(buf)
+            seqs[i] = (<char *>buf)[:16]
+        else:
+            sequencer._observe(<const uint8_t *>PyBytes_AS_STRING(<bytes>seqs[i]))
+    cdef bytes rep = _new_rep(body, <uint32_t>n, applied_index)
+    cdef uint8_t *p = <uint8_t *>PyBytes_AS_STRING(rep) + BATCH_HEADER_SIZE
+    cdef tuple rec
+    for i in range(n):
+        rec = <tuple>records[i]
+        p += _write_record(p, rec[0], rec[1], rec[2], rec[3], <bytes>seqs[i])
+    return rep, seqs
 
 
 def applied_index(bytes rep not None):
