@@ -705,6 +705,7 @@ class DB:
             self._bg_cv.notify_all()
         done.wait()
         with self._mutex:
+            self._check_open()
             if self._bg_error is not None:
                 raise QuorumKVError(f"background error: {self._bg_error}")
 
@@ -715,6 +716,10 @@ class DB:
                 while not self._closed and not self._bg_work_requested:
                     self._bg_cv.wait()
                 if self._closed:
+                    manual, self._manual = self._manual, []
+                    for _, _, done in manual:   # wake compact_range callers
+                        if done is not None:
+                            done.set()
                     return
                 self._bg_work_requested = False
             try:
