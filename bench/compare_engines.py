@@ -48,6 +48,9 @@ workload, then run 2, ...) so drift on a shared machine hits all alike. Size
 on disk is the allocated size (st_blocks, like du) of the dir after close.
 Syscall counts use `strace -f -c` in separate untimed runs, minus a run of the
 same workload with 0 operations, so open/close syncs cancel out.
+
+The engine may be rebuilt by someone else during a run: a failed worker is
+retried, and the report names the commit and the build each quorumkv row used.
 """
 from __future__ import annotations
 
@@ -443,8 +446,20 @@ def _threads_sync(eng: Engine, data: Dataset, threads: int, per_thread: int) -> 
     return threads * per_thread, elapsed
 
 
+def _engine_build_time() -> str:
+    """Newest modification time among engine/ sources and built modules: tells
+    which build a quorumkv row ran on when the engine is rebuilt mid-run."""
+    newest = 0.0
+    for root, _, files in os.walk(os.path.join(REPO, "engine")):
+        for name in files:
+            if name.endswith((".py", ".so")):
+                newest = max(newest, os.stat(os.path.join(root, name)).st_mtime)
+    return time.strftime("%H:%M:%S", time.localtime(newest))
+
+
 def run_worker(spec: Spec) -> dict:
     """Runs one workload in this (fresh) process; returns its measurements."""
+    build = _engine_build_time()
     eng = ENGINE_CLASSES[spec.engine]()
     w = spec.workload
     if w == "threads_sync":
@@ -498,18 +513,39 @@ def run_worker(spec: Spec) -> dict:
     return {"engine": spec.engine, "workload": w, "ops": ops, "seconds": elapsed,
             "ops_per_s": ops / elapsed if elapsed > 0 else 0.0, "peak_rss_mib": peak_rss,
             "baseline_rss_mib": baseline_rss, "disk_mib": disk, "reopened_disk_mib": reopened_disk,
-            "stats": stats}
+            "stats": stats, "engine_build": build}
 
 
 # --------------------------------------------------------------------- driver
+ATTEMPTS = 3                 # a worker that fails is retried (the engine may be mid-rebuild)
+RETRY_WAIT_S = 20
+
+
 def _spawn(spec: Spec, timeout_s: float, strace_out: str | None = None) -> dict:
+    """Runs one worker process; retries a failure up to ATTEMPTS times in all."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec.__dict__)]
     if strace_out is not None:
         cmd = ["strace", "-f", "-c", "-o", strace_out, "-e", "trace=" + ",".join(SYNC_SYSCALLS)] + cmd
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {spec.engine}/{spec.workload} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    for attempt in range(1, ATTEMPTS + 1):
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+        if proc.returncode == 0:
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"worker {spec.engine}/{spec.workload} failed (attempt {attempt}/{ATTEMPTS}):\n"
+              f"{proc.stderr[-2000:]}", file=sys.stderr, flush=True)
+        if attempt < ATTEMPTS:
+            time.sleep(RETRY_WAIT_S)
+    raise RuntimeError(f"worker {spec.engine}/{spec.workload} failed {ATTEMPTS} times")
+
+
+def _engine_version() -> str:
+    """git HEAD of the repository and whether engine/ has uncommitted changes."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "?"
+    dirty = git("status", "--porcelain", "--", "engine")
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted engine/ changes" if dirty else "")
 
 
 def _count_sync_syscalls(spec: Spec, timeout_s: float) -> int:
@@ -539,8 +575,8 @@ def _fmt(x: float, digits: int = 0) -> str:
 def render(cells: dict[tuple[str, str], Cell], syscalls: dict[tuple[str, str], float],
            engines: Sequence[str], workloads: Sequence[str], args: argparse.Namespace) -> str:
     def ratio(w: str, e: str) -> str:
-        base = cells.get(("rocksdb", w))
-        if base is None or not base.runs or base.median("ops_per_s") == 0:
+        base, cell = cells.get(("rocksdb", w)), cells[(e, w)]
+        if base is None or not base.runs or not cell.runs or base.median("ops_per_s") == 0:
             return "n/a"
         return f"{cells[(e, w)].median('ops_per_s') / base.median('ops_per_s'):.2f}x"
 
@@ -551,6 +587,9 @@ def render(cells: dict[tuple[str, str], Cell], syscalls: dict[tuple[str, str], f
     for w in (w for w in workloads if w in LOAD_WORKLOADS):
         for e in engines:
             c = cells[(e, w)]
+            if not c.runs:
+                lines.append(f"| {w} | {e} | failed | | | | | |")
+                continue
             ops = [r["ops_per_s"] for r in c.runs]
             reopened = "-" if c.runs[0]["reopened_disk_mib"] is None else _fmt(c.median("reopened_disk_mib"), 1)
             lines.append(f"| {w} | {e} | {_fmt(c.median('ops_per_s'))} | {_fmt(min(ops))}-{_fmt(max(ops))} | "
@@ -586,7 +625,8 @@ def render(cells: dict[tuple[str, str], Cell], syscalls: dict[tuple[str, str], f
             else:
                 row += ["-"] * 4
             lines.append("| " + " | ".join(row) + " |")
-    qkv = [(w, cells[("quorumkv", w)]) for w in workloads if ("quorumkv", w) in cells and w in LOAD_WORKLOADS]
+    qkv = [(w, cells[("quorumkv", w)]) for w in workloads
+           if ("quorumkv", w) in cells and cells[("quorumkv", w)].runs and w in LOAD_WORKLOADS]
     if qkv:
         lines += ["", "quorumkv engine counters (last run): "
                   + "; ".join(f"{w}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
@@ -626,11 +666,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return Spec(e, w, args.n, args.gets, args.sync_puts * scale, args.threads, args.thread_puts * scale)
 
     started = time.monotonic()
+    version_before = _engine_version()
     cells = {(e, w): Cell() for e in engines for w in workloads}
+    failures: list[str] = []
     for run in range(args.runs):
         for w in workloads:
             for e in engines:
-                result = _spawn(spec(e, w), args.timeout)
+                try:
+                    result = _spawn(spec(e, w), args.timeout)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    failures.append(f"run {run + 1} {w} {e}: {exc}")
+                    continue
                 cells[(e, w)].runs.append(result)
                 print(f"[{time.monotonic() - started:7.1f}s] run {run + 1}/{args.runs} {w:15s} {e:9s} "
                       f"{result['ops_per_s']:>12,.0f} ops/s  rss {result['peak_rss_mib']:6.0f} MiB",
@@ -640,15 +686,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         for w in (w for w in workloads if w in SYNC_WORKLOADS):
             ops = args.sync_puts if w == "sync_put" else args.threads * args.thread_puts
             for e in engines:
-                full = _count_sync_syscalls(spec(e, w), args.timeout)
-                empty = _count_sync_syscalls(spec(e, w, scale=0), args.timeout)
+                try:
+                    full = _count_sync_syscalls(spec(e, w), args.timeout)
+                    empty = _count_sync_syscalls(spec(e, w, scale=0), args.timeout)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    failures.append(f"strace {w} {e}: {exc}")
+                    continue
                 syscalls[(e, w)] = (full - empty) / ops
                 print(f"[{time.monotonic() - started:7.1f}s] strace {w:15s} {e:9s} "
                       f"{full - empty} sync syscalls for {ops} puts", file=sys.stderr, flush=True)
-    report = (f"# Engine comparison ({time.strftime('%Y-%m-%d %H:%M %Z')}, "
-              f"{time.monotonic() - started:.0f} s)\n\n"
-              f"Command: `{' '.join([os.path.relpath(sys.executable, REPO), 'bench/compare_engines.py'] + list(argv if argv is not None else sys.argv[1:]))}`\n\n"
-              + render(cells, syscalls, engines, workloads, args))
+    version_after = _engine_version()
+    command = " ".join([os.path.relpath(sys.executable, REPO), "bench/compare_engines.py",
+                        *(argv if argv is not None else sys.argv[1:])])
+    header = [f"# Engine comparison ({time.strftime('%Y-%m-%d %H:%M %Z')}, {time.monotonic() - started:.0f} s)", "",
+              f"Command: `{command}`", "", f"quorumkv version: {version_before}"]
+    if version_after != version_before:
+        header.append(f"WARNING: the engine changed during the run (now {version_after}); results mix versions.")
+    builds: dict[str, list[str]] = {}
+    for (e, w), c in cells.items():
+        if e == "quorumkv":
+            for r in c.runs:
+                builds.setdefault(r["engine_build"], []).append(w)
+    if len(builds) > 1:
+        header += [f"quorumkv engine build of {b}: {', '.join(ws)}" for b, ws in sorted(builds.items())]
+    header += [f"FAILED: {f.splitlines()[0]}" for f in failures]
+    report = "\n".join(header) + "\n\n" + render(cells, syscalls, engines, workloads, args)
     print(report)
     if args.out:
         with open(args.out, "w") as f:

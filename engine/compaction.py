@@ -165,13 +165,15 @@ class MergeResult:
 
 
 def run_merge(cursors: list, versions: VersionSet, options: Options, smallest_snapshot: int,
-              drop_tombstones: bool, dropped_tables: set[int]) -> MergeResult:
-    """Merges sources (all immutable) into new durable tables."""
+              drop_tombstones: bool, dropped_tables: set[int], target_file_size: int | None = None) -> MergeResult:
+    """Merges sources (all immutable) into new durable tables of about
+    target_file_size (options.target_file_size by default; a flush passes a
+    size no memtable reaches, so each flush makes exactly one L0 file)."""
     sink = TableSink(versions, options)
     dropped = np.array(sorted(dropped_tables), dtype=np.uint32)
     try:
         n = merge.compact(merge.MergingCursor(cursors), sink, smallest_snapshot, drop_tombstones, dropped,
-                          options.target_file_size, True)
+                          target_file_size or options.target_file_size, True)
         if sink.outputs:
             versions.env.sync_dir(versions.dbpath)
     except BaseException:
@@ -182,12 +184,12 @@ def run_merge(cursors: list, versions: VersionSet, options: Options, smallest_sn
 
 def compaction_cursors(c: Compaction, table_cache) -> list:
     if c.level == 0:
-        cursors = [table_cache.get(f.number).cursor() for f in c.inputs]
+        cursors = [table_cache.get(f.number).cursor(fill_cache=False) for f in c.inputs]
     else:
-        cursors = [LevelCursor([table_cache.get(f.number) for f in c.inputs], [f.largest for f in c.inputs])]
+        cursors = [LevelCursor([table_cache.get(f.number) for f in c.inputs], [f.largest for f in c.inputs], False)]
     if c.next_inputs:
         cursors.append(LevelCursor([table_cache.get(f.number) for f in c.next_inputs],
-                                   [f.largest for f in c.next_inputs]))
+                                   [f.largest for f in c.next_inputs], False))
     return cursors
 
 

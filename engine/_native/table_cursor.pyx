@@ -1,7 +1,8 @@
 """Cursors over one SSTable and over one sorted level of SSTables.
 
 TableCursor walks the decoded index block and loads data blocks through its
-reader (engine/sstable.py TableReader.data_block, which goes through the block
+reader (fill_cache=False for compaction: blocks read once to be rewritten
+must not evict the blocks readers need, nor grow memory) (engine/sstable.py TableReader.data_block, which goes through the block
 cache); loading takes the GIL, walking a loaded block does not.
 LevelCursor concatenates the non-overlapping tables of one level (L1+),
 opening one TableCursor at a time.
@@ -19,8 +20,9 @@ from engine._native.sstable_block cimport Block, BlockEntry
 cdef class TableCursor(Cursor):
     """A cursor over one table; reader provides .index (Block) and .data_block(i)."""
 
-    def __init__(self, reader):
+    def __init__(self, reader, bint fill_cache=True):
         self._reader = reader
+        self._fill_cache = fill_cache
         self._index = reader.index
         self._block = None
         self._bi = -1
@@ -29,7 +31,7 @@ cdef class TableCursor(Cursor):
     cdef bint _load_block(self, Py_ssize_t bi) noexcept nogil:
         with gil:
             try:
-                self._block = self._reader.data_block(bi)
+                self._block = self._reader.data_block(bi, self._fill_cache)
                 self._bi = bi
                 return True
             except BaseException as exc:
@@ -117,8 +119,9 @@ cdef class LevelCursor(Cursor):
     """A cursor over sorted, non-overlapping tables (readers, with their
     largest keys in the same order)."""
 
-    def __init__(self, list readers not None, list largest not None):
+    def __init__(self, list readers not None, list largest not None, bint fill_cache=True):
         self._readers = readers
+        self._fill_cache = fill_cache
         self._largest = largest
         self._fi = -1
         self._cur = None
@@ -126,7 +129,7 @@ cdef class LevelCursor(Cursor):
     cdef bint _open(self, Py_ssize_t fi) noexcept nogil:
         with gil:
             try:
-                self._cur = TableCursor(self._readers[fi])
+                self._cur = TableCursor(self._readers[fi], self._fill_cache)
                 self._fi = fi
                 return True
             except BaseException as exc:

@@ -12,5 +12,5 @@ cdef class TableReader:
     cdef BlockCache _cache
     cdef uint64_t _data_limit
     cdef bytes _read_block(self, uint64_t offset, uint64_t size)
-    cpdef Block data_block(self, Py_ssize_t i)
+    cpdef Block data_block(self, Py_ssize_t i, bint fill_cache=*)
     cpdef object get(self, bytes ikey, uint64_t snapshot_lsn)

@@ -83,8 +83,9 @@ cdef class TableReader:
                 raise CorruptionError(f"block does not decompress: {exc}", self.path, offset) from None
         raise CorruptionError(f"unknown block compression {ctype}", self.path, offset)
 
-    cpdef Block data_block(self, Py_ssize_t i):
-        """Decoded data block i (from the cache when there)."""
+    cpdef Block data_block(self, Py_ssize_t i, bint fill_cache=True):
+        """Decoded data block i: from the cache when there, else read (and
+        cached unless fill_cache is False)."""
         if i < 0 or i >= self.index.count:
             raise IndexError(i)
         cdef BlockEntry *e = &self.index.entries[i]
@@ -108,7 +109,7 @@ cdef class TableReader:
             if exc.path is None:
                 raise CorruptionError(str(exc), self.path, offset) from None
             raise
-        if self._cache is not None:
+        if self._cache is not None and fill_cache:
             self._cache.insert(key, block, block.charge)
         return block
 
@@ -130,8 +131,8 @@ cdef class TableReader:
                                  <size_t>PyBytes_GET_SIZE(self._filter),
                                  bloom_hash(<const uint8_t *>PyBytes_AS_STRING(ikey), len(ikey)))
 
-    def cursor(self):
-        return TableCursor(self)
+    def cursor(self, bint fill_cache=True):
+        return TableCursor(self, fill_cache)
 
     def close(self) -> None:
         self._file.close()
