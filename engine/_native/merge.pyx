@@ -21,7 +21,12 @@ tombstone with lsn <= smallest_snapshot is dropped too when the output is the
 bottommost level for its key range (nothing older can be hiding below it).
 Entries of dropped tables are removed outright.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void *op)
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
@@ -217,8 +222,20 @@ cdef class VisibleScanner:
         return out
 
     cdef object _record(self, Cursor m):
-        cdef object value = None if self._keys_only else (<char *>m.value)[:m.value_len]
-        return ((<char *>m.key + self._prefix)[:m.key_len - self._prefix], value, (<char *>m.seq)[:16])
+        cdef object key = PyBytes_FromStringAndSize(<char *>m.key + self._prefix, m.key_len - self._prefix)
+        cdef object value = None if self._keys_only else PyBytes_FromStringAndSize(<char *>m.value, m.value_len)
+        cdef object seq = PyBytes_FromStringAndSize(<char *>m.seq, 16)
+        cdef tuple rec = PyTuple_New(3)
+        Py_INCREF(key)
+        PyTuple_SET_ITEM(rec, 0, key)
+        Py_INCREF(value)
+        PyTuple_SET_ITEM(rec, 1, value)
+        Py_INCREF(seq)
+        PyTuple_SET_ITEM(rec, 2, seq)
+        # Holding only bytes and None, the tuple cannot be part of a cycle:
+        # untracked, the millions a scan makes cost the cyclic GC nothing.
+        PyObject_GC_UnTrack(<void *>rec)
+        return rec
 
     cdef void _forward_chunk(self, list out, Py_ssize_t limit):
         cdef MergingCursor m = self._m
