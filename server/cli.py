@@ -8,7 +8,6 @@ Subcommands so far:
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
 import sys
