@@ -595,12 +595,14 @@ class DB:
         return None
 
     def scan(self, table: str, start: bytes | None = None, end: bytes | None = None, limit: int | None = None,
-             reverse: bool = False, snapshot: Snapshot | None = None,
-             keys_only: bool = False) -> Iterator[tuple[bytes, bytes | None, bytes]]:
+             reverse: bool = False, snapshot: Snapshot | None = None, keys_only: bool = False,
+             fill_cache: bool | None = None) -> Iterator[tuple[bytes, bytes | None, bytes]]:
         """(key, value, seq) of the live records with start <= key < end, in
         key order (descending when reverse), at most limit of them, over a
         consistent snapshot taken now (or the one given). keys_only: values
-        are None, which saves copying them."""
+        are None, which saves copying them. fill_cache: whether blocks read
+        from disk enter the block cache; by default only for scans with a
+        limit (pages), since a bulk scan would evict what point reads need."""
         tid = self._table_id(table)
         if start is not None:
             _check_key(start, "start")
@@ -613,7 +615,9 @@ class DB:
         prefix = _prefix(tid)
         lo = prefix + (start or b"")
         hi = prefix + end if end is not None else _prefix(tid + 1)
-        scanner = merge.VisibleScanner(merge.MergingCursor(self._cursors(sv)), lo, hi, snap, 4,
+        if fill_cache is None:
+            fill_cache = limit is not None
+        scanner = merge.VisibleScanner(merge.MergingCursor(self._cursors(sv, bool(fill_cache))), lo, hi, snap, 4,
                                        bool(reverse), bool(keys_only))
         if limit == 0:
             return iter(())
@@ -631,17 +635,18 @@ class DB:
             yield chunk
             size = min(size * 4, _SCAN_MAX_CHUNK)
 
-    def _cursors(self, sv: _SuperVersion) -> list:
+    def _cursors(self, sv: _SuperVersion, fill_cache: bool) -> list:
         cursors = [sv.mem.cursor()]
         if sv.imm is not None:
             cursors.append(sv.imm.cursor())
         tables = self._tables
         version = sv.version
-        cursors.extend(tables.get(f.number).cursor() for f in version.levels[0])
+        cursors.extend(tables.get(f.number).cursor(fill_cache) for f in version.levels[0])
         for level in range(1, len(version.levels)):
             files = version.levels[level]
             if files:
-                cursors.append(LevelCursor([tables.get(f.number) for f in files], version.largest_keys(level)))
+                cursors.append(LevelCursor([tables.get(f.number) for f in files], version.largest_keys(level),
+                                           fill_cache))
         return cursors
 
     def snapshot(self) -> Snapshot:

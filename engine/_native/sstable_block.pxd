@@ -45,4 +45,5 @@ cdef class Block:
     cdef readonly Py_ssize_t charge
 
     cdef const uint8_t *key_at(self, Py_ssize_t i) noexcept nogil
+    cdef bint _build_prefixes(self) noexcept nogil
     cdef Py_ssize_t lower_bound(self, const uint8_t *key, size_t n, uint64_t lsn) noexcept nogil

@@ -254,13 +254,6 @@ cdef class Block:
         if off != limit:
             raise CorruptionError("block entries do not end at the restart array")
         self.count = n
-        self._k0 = <uint64_t *>malloc((n + 1) * sizeof(uint64_t))
-        self._k1 = <uint64_t *>malloc((n + 1) * sizeof(uint64_t))
-        if self._k0 == NULL or self._k1 == NULL:
-            raise MemoryError()
-        cdef Py_ssize_t i
-        for i in range(n):
-            key_prefixes(self._keys + self.entries[i].key_off, self.entries[i].key_len, &self._k0[i], &self._k1[i])
         self.charge = <Py_ssize_t>(size + keys_size + n * (sizeof(BlockEntry) + 16) + 128)
 
     def __dealloc__(self):
@@ -272,6 +265,23 @@ cdef class Block:
     cdef const uint8_t *key_at(self, Py_ssize_t i) noexcept nogil:
         return self._keys + self.entries[i].key_off
 
+    cdef bint _build_prefixes(self) noexcept nogil:
+        # Built on the first search, not at decode: a block read by a scan
+        # or a compaction is walked in order and never searched. Searches
+        # run with the GIL held (readers, scans); compaction only walks, so
+        # two threads never build the arrays of one Block at once.
+        cdef Py_ssize_t i
+        self._k0 = <uint64_t *>malloc((self.count + 1) * sizeof(uint64_t))
+        self._k1 = <uint64_t *>malloc((self.count + 1) * sizeof(uint64_t))
+        if self._k0 == NULL or self._k1 == NULL:
+            free(self._k0)
+            free(self._k1)
+            self._k0 = self._k1 = NULL
+            return False
+        for i in range(self.count):
+            key_prefixes(self._keys + self.entries[i].key_off, self.entries[i].key_len, &self._k0[i], &self._k1[i])
+        return True
+
     cdef Py_ssize_t lower_bound(self, const uint8_t *key, size_t n, uint64_t lsn) noexcept nogil:
         """Index of the first entry at or after (key, lsn); count if none."""
         cdef Py_ssize_t lo = 0
@@ -280,6 +290,15 @@ cdef class Block:
         cdef BlockEntry *e
         cdef uint64_t t0, t1
         cdef bint before
+        if self._k1 == NULL and not self._build_prefixes():
+            while lo < hi:   # out of memory: search on the keys themselves
+                mid = (lo + hi) >> 1
+                e = &self.entries[mid]
+                if compare_internal(self._keys + e.key_off, e.key_len, e.lsn, key, n, lsn) < 0:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            return lo
         key_prefixes(key, n, &t0, &t1)
         while lo < hi:
             mid = (lo + hi) >> 1
