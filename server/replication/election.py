@@ -1,0 +1,72 @@
+"""EpochChange: the metadata manager's side of one leader change (README M1-M3).
+
+Purpose: sans-I/O promise collection and leader choice for one epoch, for the
+MM (next issue) and for the simulator's fake MM. The MM owns the epoch
+counter and the config; this object only runs one attempt.
+
+Invariants:
+  1. Only PromiseResponses of exactly `epoch` count; each member counts once.
+  2. A leader is chosen only once promises cover a quorum of `config`, and it is
+     the voter with the greatest last position among the promisers (ties:
+     incoming voters first, then the lowest id): Raft's election restriction.
+  3. `superseded` is set when a member rejects this very epoch (it promised a
+     higher one): this attempt can never succeed; the MM must start a higher one.
+
+Thread-safety: none; one MM loop owns it.
+"""
+from __future__ import annotations
+
+from server.replication.messages import (
+    METADATA_MANAGER_ID,
+    Appointment,
+    Config,
+    LogPosition,
+    Message,
+    NotMyLeader,
+    PromiseRequest,
+    PromiseResponse,
+)
+from server.replication.quorum import has_quorum
+
+
+class EpochChange:
+    __slots__ = ("epoch", "config", "mm_id", "promises", "superseded", "leader")
+
+    def __init__(self, epoch: int, config: Config, mm_id: int = METADATA_MANAGER_ID):
+        """Requires: epoch above every epoch the MM issued before; config has voters."""
+        if not config.voters:
+            raise ValueError("a config needs voters")
+        self.epoch = epoch
+        self.config = config
+        self.mm_id = mm_id
+        self.promises: dict[int, LogPosition] = {}
+        self.superseded = False
+        self.leader: int | None = None
+
+    def promise_requests(self) -> list[PromiseRequest]:
+        """One request per member, learners included (they must be fenced too)."""
+        return [PromiseRequest(epoch=self.epoch, sender=self.mm_id, recipient=m)
+                for m in sorted(self.config.members())]
+
+    def on_message(self, msg: Message) -> None:
+        if isinstance(msg, PromiseResponse) and msg.epoch == self.epoch and msg.sender in self.config.members():
+            self.promises.setdefault(msg.sender, msg.last)
+        elif isinstance(msg, NotMyLeader) and msg.rejected_epoch == self.epoch:
+            self.superseded = True  # a member promised a higher epoch than ours
+
+    def has_quorum(self) -> bool:
+        return has_quorum(self.config, self.promises.keys())
+
+    def choose_leader(self) -> int | None:
+        """The appointee once a quorum promised (fixed from then on), else None."""
+        if self.leader is None and not self.superseded and self.has_quorum():
+            voters = self.config.all_voters()
+            candidates = [(pos, m in self.config.voters, -m) for m, pos in self.promises.items() if m in voters]
+            self.leader = -max(candidates)[2]
+        return self.leader
+
+    def appointment(self) -> Appointment | None:
+        leader = self.choose_leader()
+        if leader is None:
+            return None
+        return Appointment(epoch=self.epoch, sender=self.mm_id, recipient=leader, config=self.config)

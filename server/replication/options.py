@@ -1,0 +1,43 @@
+"""ReplicaOptions: every knob of the replication core and its default, in one place.
+
+Times are in ticks: the node calls `Replica.tick()` at a fixed interval
+(suggested: 50 ms, so the defaults give a heartbeat every 100 ms and a read
+timeout of 5 s). Sizes bound one Append so a batch fits one gRPC stream
+message comfortably.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaOptions:
+    heartbeat_ticks: int = 2
+    """A leader heartbeats every member this often (liveness, commit index, read rounds)."""
+
+    retransmit_ticks: int = 6
+    """With Appends outstanding and no answer for this long, the leader probes the member again."""
+
+    max_inflight_appends: int = 4
+    """Pipelining: Append batches in flight per member in REPLICATE state (S1)."""
+
+    max_append_entries: int = 256
+    """At most this many entries in one Append."""
+
+    max_append_bytes: int = 1 << 20
+    """An Append stops adding entries once their payloads pass this many bytes (at least one entry)."""
+
+    snapshot_retry_ticks: int = 8
+    """A snapshot chunk unanswered for this long is asked for and sent again, from the same offset."""
+
+    read_timeout_ticks: int = 100
+    """A read not confirmed and served within this many ticks fails with TIMEOUT (R4)."""
+
+    max_apply_entries: int | None = None
+    """At most this many committed entries per Ready (None: all), to bound one apply step."""
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat_ticks", "retransmit_ticks", "max_inflight_appends", "max_append_entries",
+                     "max_append_bytes", "snapshot_retry_ticks", "read_timeout_ticks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")

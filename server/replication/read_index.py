@@ -1,0 +1,107 @@
+"""ReadIndexTracker: a leader's linearizable reads (README R1-R4).
+
+Each read records the commit index at arrival (`read_index`; None while the
+leader's NOOP is uncommitted) and the heartbeat round that must confirm it:
+the first round started after it arrived. One round confirms every read
+waiting for it or an earlier one. A confirmed read is served once the applied
+index reaches its read index.
+
+Invariants:
+  1. A read is confirmed only by a round numbered at least its own, acknowledged
+     by a quorum at the leader's epoch (acks of other epochs never reach here).
+  2. Rounds are numbered from 1 per leadership; `started_round` only grows.
+  3. Reads leave in arrival order within each queue; read indexes are
+     non-decreasing in arrival order (the commit index never decreases).
+
+Thread-safety: none; owned by the leader's Replica; discarded on step-down.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable
+
+from server.replication.messages import Config
+from server.replication.quorum import quorum_value
+
+
+class PendingRead:
+    __slots__ = ("request_id", "round", "read_index", "deadline")
+
+    def __init__(self, request_id: Hashable, round_needed: int, read_index: int | None, deadline: int):
+        self.request_id = request_id
+        self.round = round_needed
+        self.read_index = read_index
+        self.deadline = deadline
+
+
+class ReadIndexTracker:
+    __slots__ = ("started_round", "confirmed_round", "_acked", "_unconfirmed", "_confirmed")
+
+    def __init__(self) -> None:
+        self.started_round = 0
+        self.confirmed_round = 0
+        self._acked: dict[int, int] = {}
+        self._unconfirmed: deque[PendingRead] = deque()
+        self._confirmed: deque[PendingRead] = deque()
+
+    def __len__(self) -> int:
+        return len(self._unconfirmed) + len(self._confirmed)
+
+    def add(self, request_id: Hashable, read_index: int | None, deadline: int) -> None:
+        """A read arrived now: it needs the next round to be started."""
+        self._unconfirmed.append(PendingRead(request_id, self.started_round + 1, read_index, deadline))
+
+    def assign_read_index(self, commit_index: int) -> None:
+        """The NOOP committed: reads that arrived before get today's commit index (R1)."""
+        for q in (self._unconfirmed, self._confirmed):
+            for r in q:
+                if r.read_index is None:
+                    r.read_index = commit_index
+
+    def needs_round(self) -> bool:
+        return bool(self._unconfirmed) and self._unconfirmed[-1].round > self.started_round
+
+    def start_round(self) -> int:
+        self.started_round += 1
+        return self.started_round
+
+    def on_ack(self, member: int, round_acked: int) -> None:
+        if round_acked > self._acked.get(member, 0):
+            self._acked[member] = min(round_acked, self.started_round)
+
+    def confirm(self, config: Config, self_id: int) -> None:
+        """Moves reads whose round a quorum acknowledged to the confirmed queue."""
+        if not self._unconfirmed:
+            return
+        self._acked[self_id] = self.started_round
+        confirmed = quorum_value(config, self._acked)
+        if confirmed > self.confirmed_round:
+            self.confirmed_round = confirmed
+        while self._unconfirmed and self._unconfirmed[0].round <= self.confirmed_round:
+            self._confirmed.append(self._unconfirmed.popleft())
+
+    def pop_servable(self, applied_index: int) -> list[PendingRead]:
+        """Confirmed reads whose read index is at or below `applied_index`."""
+        out = []
+        q = self._confirmed
+        while q and q[0].read_index is not None and q[0].read_index <= applied_index:
+            out.append(q.popleft())
+        return out
+
+    def has_servable(self, applied_index: int) -> bool:
+        q = self._confirmed
+        return bool(q) and q[0].read_index is not None and q[0].read_index <= applied_index
+
+    def pop_expired(self, now: int) -> list[PendingRead]:
+        """Reads past their deadline (both queues are in arrival order, so are the deadlines)."""
+        out = []
+        for q in (self._unconfirmed, self._confirmed):
+            while q and q[0].deadline <= now:
+                out.append(q.popleft())
+        return out
+
+    def pop_all(self) -> list[PendingRead]:
+        out = list(self._unconfirmed) + list(self._confirmed)
+        self._unconfirmed.clear()
+        self._confirmed.clear()
+        return out

@@ -1,0 +1,169 @@
+"""Cluster: nodes, network, fake MM and checker wired together, one RNG for all.
+
+The primitives (deliver, tick, propose, read, crash, restart, partition) are
+shared by the random schedules (schedule.py) and the scenarios (scenario.py).
+`stabilize()` heals everything and runs until the group converges, then
+`final_check()` asserts every member holds the same committed history.
+"""
+from __future__ import annotations
+
+import random
+
+from server.replication.messages import METADATA_MANAGER_ID, Message, Role
+from server.replication.options import ReplicaOptions
+
+from .checker import Checker, SafetyViolation
+from .mm import FakeMetadataManager
+from .network import FakeNetwork
+from .node import CrashPoint, SimNode
+
+
+class Cluster:
+    def __init__(self, voters: list[int], spares: list[int], rng: random.Random,
+                 options: ReplicaOptions | None = None, snapshot_chunk_bytes: int = 96, duplicate_p: float = 0.0):
+        self.rng = rng
+        self.net = FakeNetwork(rng, duplicate_p)
+        self.checker = Checker(self)
+        self.mm = FakeMetadataManager(set(voters), self.send)
+        options = options or ReplicaOptions()
+        self.nodes: dict[int, SimNode] = {i: SimNode(i, self, options, snapshot_chunk_bytes)
+                                          for i in voters + spares}
+        for n in self.nodes.values():
+            n.start()
+        self.everyone = set(self.nodes) | {METADATA_MANAGER_ID}
+        self.next_request = 0
+        self.trace: list[str] | None = None
+
+    # ----------------------------------------------------------- primitives
+    def note(self, line: str) -> None:
+        """A line of scenario output (only when tracing)."""
+        if self.trace is not None:
+            self.trace.append(line)
+
+    def send(self, msg: Message) -> None:
+        self.net.send(msg)
+
+    def deliver(self, msg: Message) -> None:
+        if msg.recipient == METADATA_MANAGER_ID:
+            self.mm.step(msg)
+            return
+        node = self.nodes[msg.recipient]
+        if node.replica is not None:
+            node.replica.step(msg)
+
+    def leaders(self) -> list[SimNode]:
+        """Nodes that believe they lead (deposed ones included)."""
+        return [n for n in self.nodes.values() if n.replica is not None and n.replica.role is not Role.FOLLOWER]
+
+    def serving_leader(self) -> SimNode | None:
+        """The leader of the MM's current epoch, if it is up and serving."""
+        node = self.nodes.get(self.mm.leader) if self.mm.leader is not None else None
+        if node is None or node.replica is None or node.replica.role is not Role.LEADER:
+            return None
+        return node if node.replica.epoch == self.mm.epoch else None
+
+    def tick(self, node: SimNode, report: bool = True) -> None:
+        """One tick of the node; `report`: its heartbeat to the MM (StatusReport)."""
+        if node.replica is not None:
+            node.replica.tick()
+            if report:
+                self.send(node.replica.status_report())
+
+    def tick_all(self) -> None:
+        for n in self.nodes.values():
+            self.tick(n)
+        self.mm.tick()
+
+    def propose(self, node: SimNode, count: int) -> None:
+        payloads = []
+        for _ in range(count):
+            self.next_request += 1
+            payloads.append(b"k%d=v%d" % (self.rng.randrange(8), self.next_request))
+        node.propose(payloads)
+
+    def read(self, node: SimNode) -> None:
+        assert node.replica is not None
+        self.next_request += 1
+        request_id = self.next_request
+        self.checker.on_read_issued(node, request_id)
+        node.replica.read_index(request_id)
+
+    def crash(self, node: SimNode) -> None:
+        node.crash()
+
+    def process_all(self, crash_p: float = 0.0, flush_p: float = 0.3, compact_p: float = 0.1,
+                    rounds: int = 3, slow_disk_p: float = 0.0) -> None:
+        """Runs Ready cycles on every node (random order) until quiet or `rounds`."""
+        rng = self.rng
+        nodes = list(self.nodes.values())
+        for _ in range(rounds):
+            rng.shuffle(nodes)
+            busy = False
+            for n in nodes:
+                crash_at = None
+                if crash_p and rng.random() < crash_p:
+                    crash_at = CrashPoint(rng.randrange(1, 4))
+                if n.process_ready(crash_at, slow_disk_p, rng):
+                    busy = True
+                    n.maintain(rng, flush_p, compact_p)
+            if not busy:
+                return
+
+    # ------------------------------------------------------------- the end
+    def stabilize(self, max_iterations: int = 3000) -> None:
+        """Heals the network, restarts every node, lets the MM finish any change
+        and elect, then runs reliably until every member applied everything."""
+        self.net.heal()
+        self.net.duplicate_p = 0.0
+        for n in self.nodes.values():
+            if not n.up:
+                n.start()
+        if not self.mm.settled() or self.serving_leader() is None:
+            self.mm.start_epoch()
+        for i in range(max_iterations):
+            while self.net.in_flight:
+                self.deliver(self.net.in_flight.pop(0))
+                self.process_all(flush_p=0.5, compact_p=0.05)
+            self.process_all(flush_p=0.5, compact_p=0.05)
+            if i % 3 == 0:
+                self.tick_all()
+            leader = self.serving_leader()
+            if leader is None or self.mm.phase or not self.mm.settled():
+                continue
+            r = leader.replica
+            assert r is not None
+            if r.log.last_position().epoch != r.epoch:
+                continue
+            if all(self._caught_up(m, r.log.last_index) for m in self.mm.config.members()):
+                if r.log.applied_index == r.log.last_index and not self.net.in_flight:
+                    return
+        raise SafetyViolation(f"liveness: no convergence after {max_iterations} iterations: "
+                              f"mm epoch {self.mm.epoch} leader {self.mm.leader} phase {self.mm.phase.name} "
+                              + " ".join(self._describe(n) for n in self.nodes.values()))
+
+    def _caught_up(self, member: int, index: int) -> bool:
+        r = self.nodes[member].replica
+        return r is not None and r.log.applied_index == index
+
+    @staticmethod
+    def _describe(n: SimNode) -> str:
+        r = n.replica
+        if r is None:
+            return f"[{n.id} down]"
+        return (f"[{n.id} {r.role.name} e{r.epoch} last={r.log.last_position()} commit={r.log.commit_index} "
+                f"applied={r.log.applied_index} base={r.log.base}]")
+
+    def final_check(self) -> None:
+        """Every member of the final config applied the same, complete history,
+        and every acknowledged write is in it."""
+        members = [self.nodes[m] for m in sorted(self.mm.config.members())]
+        states = {(n.app.applied_index, n.app.digest) for n in members if n.app is not None}
+        if len(states) != 1:
+            raise SafetyViolation(f"2: members diverge after stabilizing: {states}")
+        applied, digest = states.pop()
+        known = self.checker.committed.get(applied)
+        if applied and (known is None or known[3] != digest):
+            raise SafetyViolation(f"1: final state at {applied} is not the committed history")
+        for index, epoch in self.checker.acknowledged.items():
+            if index > applied or self.checker.committed[index][0] != epoch:
+                raise SafetyViolation(f"1: acknowledged write {epoch}.{index} lost")
