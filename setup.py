@@ -24,6 +24,7 @@ NATIVE_MODULES = [
     "table_cursor",
     "block_cache",
     "table_reader",
+    "commit",
 ]
 
 trace = os.environ.get("QUORUMKV_CYTHON_TRACE") == "1"

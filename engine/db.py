@@ -36,6 +36,7 @@ from typing import Iterator
 from engine import failpoints
 from engine._native import merge, wal_frame, write_batch
 from engine._native.block_cache import BlockCache
+from engine._native.commit import commit_unsynced
 from engine._native.sequencer import Sequencer
 from engine._native.skiplist import Memtable
 from engine._native.table_cursor import LevelCursor
@@ -370,11 +371,17 @@ class DB:
                     # commit right here, inside this one critical section.
                     lsn = self._last_lsn + 1
                     try:
-                        if wal is not None:
+                        if wal is None:
+                            mem.apply_batch(rep, lsn)
+                        elif wal.fd >= 0:
+                            n = commit_unsynced(rep, lsn, mem, wal.fd)   # write() and insert in C
+                            wal.size += n
+                            self._wal_bytes += n
+                        else:
                             framed = wal_frame.encode_wal_group([rep], [lsn])
                             wal.append_framed(framed, False)
                             self._wal_bytes += len(framed)
-                        mem.apply_batch(rep, lsn)
+                            mem.apply_batch(rep, lsn)
                     except BaseException as exc:
                         self._set_bg_error(exc)
                         raise

@@ -39,6 +39,12 @@ class WritableFile(ABC):
         self.append(data)
         self.flush()
 
+    def fileno(self) -> int:
+        """The OS file descriptor that write() goes to, or -1 without one.
+        Writing to it directly is allowed only while nothing is buffered,
+        which holds for a file written only through write()."""
+        return -1
+
     @abstractmethod
     def flush(self) -> None: ...
 
@@ -137,6 +143,9 @@ class _PosixWritableFile(WritableFile):
         self._size += len(data)
         if self._buffered >= WRITE_BUFFER_BYTES:
             self.flush()
+
+    def fileno(self) -> int:
+        return self._fd
 
     def write(self, data: bytes) -> None:
         if self._buf:

@@ -80,6 +80,9 @@ class LogWriter:
         self.number = number
         self._file: WritableFile = env.open_writable(path)
         self.size = 0
+        # The OS file descriptor, for the native unsynced write path
+        # (engine/_native/commit.pyx); -1 when the Env has none (MemEnv).
+        self.fd = self._file.fileno()
 
     def append_framed(self, framed: bytes, sync: bool) -> None:
         self._file.write(framed)

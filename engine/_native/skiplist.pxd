@@ -40,6 +40,7 @@ cdef class Memtable:
     cdef SkipNode *_find_ge(self, const uint8_t *key, size_t n, uint64_t lsn, SkipNode **prev) noexcept nogil
     cdef SkipNode *_find_lt(self, const uint8_t *key, size_t n, uint64_t lsn) noexcept nogil
     cdef SkipNode *_find_last(self) noexcept nogil
+    cdef Py_ssize_t apply_rep(self, const uint8_t *p, size_t size, uint64_t first_lsn) except -1
     cdef int _insert(self, uint8_t kind, const uint8_t *key, size_t kn, uint64_t lsn,
                      const uint8_t *seq, const uint8_t *value, size_t vn) except -1
 

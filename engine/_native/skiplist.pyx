@@ -260,8 +260,9 @@ cdef class Memtable:
         write_batch.validate); the lsns are unused in this memtable.
         Returns the number of records inserted.
         """
-        cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(rep)
-        cdef size_t size = <size_t>PyBytes_GET_SIZE(rep)
+        return self.apply_rep(<const uint8_t *>PyBytes_AS_STRING(rep), <size_t>PyBytes_GET_SIZE(rep), first_lsn)
+
+    cdef Py_ssize_t apply_rep(self, const uint8_t *p, size_t size, uint64_t first_lsn) except -1:
         if size < BATCH_HEADER_SIZE:
             raise ValueError("write batch shorter than its header")
         cdef uint32_t n = batch_count(p)
