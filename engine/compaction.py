@@ -27,6 +27,8 @@ from engine._native.table_cursor import LevelCursor
 from engine.options import Options
 from engine.version import FileMeta, Version, VersionEdit, VersionSet
 
+FLUSH_FILE_SIZE = 2**62   # no memtable reaches it: one L0 file per flush
+
 
 @dataclass
 class Compaction:
@@ -112,9 +114,10 @@ def rewrite_compaction(version: Version, level: int, lo: bytes | None, hi: bytes
 class TableSink:
     """Creates the output tables of one flush or compaction."""
 
-    def __init__(self, versions: VersionSet, options: Options):
+    def __init__(self, versions: VersionSet, options: Options, compression_level: int):
         self._versions = versions
         self._options = options
+        self._compression_level = compression_level
         self._open: dict[int, tuple[object, int]] = {}
         self.outputs: list[FileMeta] = []
         self.bytes_written = 0
@@ -125,7 +128,7 @@ class TableSink:
         number = self._versions.new_file_number()
         f = self._versions.env.open_writable(self._versions.path_of("sst", number))
         o = self._options
-        builder = TableBuilder(f, o.block_size, o.compression_level, o.bloom_bits_per_key)
+        builder = TableBuilder(f, o.block_size, self._compression_level, o.bloom_bits_per_key)
         self._open[id(builder)] = (f, number)
         return builder
 
@@ -165,15 +168,16 @@ class MergeResult:
 
 
 def run_merge(cursors: list, versions: VersionSet, options: Options, smallest_snapshot: int,
-              drop_tombstones: bool, dropped_tables: set[int], target_file_size: int | None = None) -> MergeResult:
+              drop_tombstones: bool, dropped_tables: set[int], flush: bool = False) -> MergeResult:
     """Merges sources (all immutable) into new durable tables of about
-    target_file_size (options.target_file_size by default; a flush passes a
-    size no memtable reaches, so each flush makes exactly one L0 file)."""
-    sink = TableSink(versions, options)
+    options.target_file_size. A flush (flush=True) makes exactly one L0 file,
+    compressed at options.flush_compression_level."""
+    target_file_size = FLUSH_FILE_SIZE if flush else options.target_file_size
+    sink = TableSink(versions, options, options.flush_compression_level if flush else options.compression_level)
     dropped = np.array(sorted(dropped_tables), dtype=np.uint32)
     try:
         n = merge.compact(merge.MergingCursor(cursors), sink, smallest_snapshot, drop_tombstones, dropped,
-                          target_file_size or options.target_file_size, True)
+                          target_file_size, True)
         if sink.outputs:
             versions.env.sync_dir(versions.dbpath)
     except BaseException:

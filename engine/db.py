@@ -74,7 +74,6 @@ TABLE_NAME_RULE = "1 to 128 characters from A-Z a-z 0-9 _ . -, not starting with
 MAX_KEY = write_batch.MAX_KEY
 MAX_VALUE = write_batch.MAX_VALUE
 _MAX_LSN = 2**64 - 1
-ONE_FILE = 2**62   # target size of a flush's output: one L0 file per memtable
 _SCAN_FIRST_CHUNK = 64
 _SCAN_MAX_CHUNK = 4096
 
@@ -240,7 +239,7 @@ class DB:
         edit = VersionEdit(max_seq=max_seq)
         if mem.count:
             # The recovered memtable goes to L0 now, so the old segments can go.
-            result = run_merge([mem.cursor()], vs, opts, last_lsn, False, vs.dropped_tables, ONE_FILE)
+            result = run_merge([mem.cursor()], vs, opts, last_lsn, False, vs.dropped_tables, flush=True)
             edit.add = [(0, f) for f in result.outputs]
         self._log_number = vs.new_file_number()
         self._wal = LogWriter(env, vs.path_of("log", self._log_number), self._log_number) if opts.wal else None
@@ -771,7 +770,7 @@ class DB:
             smallest = self._smallest_snapshot()
             dropped = set(self._versions.dropped_tables)
             log_number, applied = self._imm_log_number, self._imm_applied_index
-        result = run_merge([sv.imm.cursor()], self._versions, self.options, smallest, False, dropped, ONE_FILE)
+        result = run_merge([sv.imm.cursor()], self._versions, self.options, smallest, False, dropped, flush=True)
         failpoints.hit("flush.after_table")
         with self._mutex:
             edit = VersionEdit(add=[(0, f) for f in result.outputs], log_number=log_number,

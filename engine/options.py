@@ -32,7 +32,9 @@ class Options:
     block_cache_bytes: int = 128 * MIB  # decoded data blocks kept in memory
     # SSTables.
     block_size: int = 4 * KIB
-    compression_level: int = 3          # zstd level; 0 stores blocks raw
+    compression_level: int = 3          # zstd level of compaction outputs; 0 stores blocks raw
+    flush_compression_level: int = 1    # zstd level of memtable flushes (L0): flushes are on the
+                                        # write path's critical time, L0 data is rewritten soon
     bloom_bits_per_key: int = 10        # about 1% false positives
     target_file_size: int = 8 * MIB
     # Leveled compaction.
@@ -58,8 +60,8 @@ class Options:
             raise InvalidArgumentError("l0_stop_trigger must be >= l0_compaction_trigger")
         if self.level_size_ratio < 2:
             raise InvalidArgumentError("level_size_ratio must be at least 2")
-        if not 0 <= self.compression_level <= 22:
-            raise InvalidArgumentError("compression_level must be 0 (off) to 22")
+        if not 0 <= self.compression_level <= 22 or not 0 <= self.flush_compression_level <= 22:
+            raise InvalidArgumentError("compression_level and flush_compression_level must be 0 (off) to 22")
         if not 0 <= self.node_id < 2**32:
             raise InvalidArgumentError("node_id must fit in 32 bits")
         if self.batch_wait_us < 0 or self.block_cache_bytes < 0 or self.bloom_bits_per_key < 0:

@@ -322,7 +322,8 @@ def make_sst_db(compression_level=3):
     rng = random.Random(SEED + compression_level)
     env = MemEnv()
     expected = {}
-    with DB.open(DB_PATH, env=env, compression_level=compression_level, block_size=1024) as db:
+    with DB.open(DB_PATH, env=env, compression_level=compression_level,
+                 flush_compression_level=compression_level, block_size=1024) as db:
         db.create_table("t")
         for batch in range(2):
             for i in range(150):

@@ -25,6 +25,7 @@ TABLES = st.sampled_from(["t", "u"])
 def options(compression: int) -> dict:
     return dict(env=None, sync="always", write_buffer_size=1024, target_file_size=1024, block_size=128,
                 level1_max_bytes=4096, l0_compaction_trigger=2, l0_stop_trigger=6, compression_level=compression,
+                flush_compression_level=compression,
                 block_cache_bytes=16 * 1024)
 
 
