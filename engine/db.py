@@ -309,20 +309,16 @@ class DB:
     def put(self, table: str, key: bytes, value: bytes, seq: bytes | None = None,
             applied_index: int | None = None) -> bytes:
         """Writes key=value with seq (a fresh one when None); returns the seq."""
-        tid = self._tids.get(table) if type(table) is str else None
-        if tid is None:
-            tid = self._table_id(table)
-        if seq is None:
-            seq = self._next_seq()
-        else:
-            self._observe(seq)
-        self._write(write_batch.encode_one(1, tid, key, value, seq, applied_index), 1, applied_index)
-        return seq
+        return self._write_one(write_batch.VALUE, table, key, value, seq, applied_index)
 
     def delete(self, table: str, key: bytes, seq: bytes | None = None,
                applied_index: int | None = None) -> bytes:
         """Writes a tombstone for key that keeps its seq; deleting a missing
         key is not an error. Returns the seq."""
+        return self._write_one(write_batch.DELETE, table, key, None, seq, applied_index)
+
+    def _write_one(self, kind: int, table: str, key: bytes, value: bytes | None, seq: bytes | None,
+                   applied_index: int | None) -> bytes:
         tid = self._tids.get(table) if type(table) is str else None
         if tid is None:
             tid = self._table_id(table)
@@ -330,8 +326,7 @@ class DB:
             seq = self._next_seq()
         else:
             self._observe(seq)
-        rep = write_batch.encode_one(write_batch.DELETE, tid, key, None, seq, applied_index)
-        self._write(rep, 1, applied_index)
+        self._write(write_batch.encode_one(kind, tid, key, value, seq, applied_index), 1, applied_index)
         return seq
 
     def write(self, batch: WriteBatch) -> list[bytes]:

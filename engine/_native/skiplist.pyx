@@ -190,20 +190,11 @@ cdef class Memtable:
                 level -= 1
 
     cdef SkipNode *_find_lt(self, const uint8_t *key, size_t n, uint64_t lsn) noexcept nogil:
-        """Last node before (key, lsn), or NULL."""
-        cdef SkipNode *x = self._head
-        cdef int level = self._height - 1
-        cdef SkipNode *nxt
-        cdef KeyProbe probe
-        _probe(&probe, key, n, lsn)
-        while True:
-            nxt = _next(x)[level]
-            if nxt != NULL and _node_cmp(nxt, &probe) < 0:
-                x = nxt
-            else:
-                if level == 0:
-                    return NULL if x == self._head else x
-                level -= 1
+        """Last node before (key, lsn), or NULL: the level-0 predecessor that
+        the search for (key, lsn) passes."""
+        cdef SkipNode *prev[SKIPLIST_MAX_HEIGHT]
+        self._find_ge(key, n, lsn, prev)
+        return NULL if prev[0] == self._head else prev[0]
 
     cdef SkipNode *_find_last(self) noexcept nogil:
         cdef SkipNode *x = self._head
