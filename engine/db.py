@@ -345,6 +345,7 @@ class DB:
         replication layer's path: one rep per log entry)."""
         if not write_batch.validate(rep):
             raise InvalidArgumentError("malformed write batch")
+        self._sequencer.observe(write_batch.max_seq(rep))   # later local seqs stay above these
         self._write(rep, write_batch.count(rep), write_batch.applied_index(rep))
 
     def _observe(self, seq) -> None:

@@ -25,7 +25,7 @@ record rejects the whole batch and nothing is written.
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
 from engine._native.endian cimport get_u64_le, put_u32_le, put_u64_le
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy, memset
 
 from engine._native.cursor cimport KIND_DELETE, KIND_VALUE
 from engine._native.sequencer cimport Sequencer
@@ -236,6 +236,24 @@ def validate(bytes rep not None) -> bool:
         if off == 0 or r.key_len < TABLE_PREFIX_SIZE + 1:
             return False
     return off == size
+
+
+def max_seq(bytes rep not None) -> bytes:
+    """The highest seq of the batch's records (16 zero bytes when empty).
+    Requires: validate(rep)."""
+    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(rep)
+    cdef size_t size = <size_t>PyBytes_GET_SIZE(rep)
+    cdef size_t off = BATCH_HEADER_SIZE
+    cdef BatchRecord r
+    cdef uint8_t best[16]
+    memset(best, 0, 16)
+    for _ in range(batch_count(p)):
+        off = batch_record_at(p, size, off, &r)
+        if off == 0:
+            raise ValueError("malformed write batch")
+        if memcmp(r.seq, best, 16) > 0:
+            memcpy(best, r.seq, 16)
+    return (<char *>best)[:16]
 
 
 def decode(bytes rep not None) -> list:

@@ -343,3 +343,18 @@ def test_applied_index_with_wal(tmp_path):
         assert db.applied_index == 42
     with DB.open(path) as db:
         assert db.applied_index == 42
+
+
+def test_write_encoded_applies_a_replicated_batch_and_observes_its_seqs(db):
+    from engine._native import write_batch
+    far = encode(2**62, 1, 9)
+    tid = db._tids["t"]
+    rep = write_batch.encode_many([(write_batch.VALUE, tid, b"a", b"1", far),
+                                   (write_batch.DELETE, tid, b"b", None, encode(5, 0, 9))], applied_index=77)
+    assert write_batch.max_seq(rep) == far
+    db.write_encoded(rep)
+    assert db.get("t", b"a") == (b"1", far)
+    assert db.get_entry("t", b"b").deleted
+    assert db.put("t", b"c", b"v") > far
+    with pytest.raises(InvalidArgumentError, match="malformed"):
+        db.write_encoded(rep[:-1])
