@@ -7,6 +7,7 @@ import random
 import struct
 
 import pytest
+from format_readers import FOOTER, read_varint
 
 from engine._native import wal_frame
 from engine._native.crc32c import crc32c, masked
@@ -280,20 +281,6 @@ def test_damage_at_the_end_of_a_non_final_wal_segment_is_corruption(damage):
 
 
 # ------------------------------------------------------ (d) SSTable damage
-
-FOOTER = struct.Struct("<QIQIQIIQ")
-
-
-def read_varint(buf, off):
-    v = shift = 0
-    while True:
-        b = buf[off]
-        off += 1
-        v |= (b & 0x7F) << shift
-        if b < 0x80:
-            return v, off
-        shift += 7
-
 
 def table_regions(data: bytes):
     """Byte ranges of a table's parts, from its footer and (raw) index block."""

@@ -9,6 +9,7 @@ import struct
 
 import numpy as np
 import pytest
+from format_readers import FOOTER, read_varint
 
 from engine._native import bloom
 from engine._native.crc32c import crc32c, unmask
@@ -39,17 +40,6 @@ def seq_of(lsn: int) -> bytes:
 
 def order(e):
     return (e[0], -e[1])
-
-
-def read_varint(buf, off):
-    v = shift = 0
-    while True:
-        b = buf[off]
-        off += 1
-        v |= (b & 0x7F) << shift
-        if b < 0x80:
-            return v, off
-        shift += 7
 
 
 def parse_block(payload: bytes):
@@ -382,9 +372,6 @@ def test_bloom_filter_bits_match_the_documented_probe_sequence():
 
 
 # ---------------------------------------------------------------- tables
-
-FOOTER = struct.Struct("<QIQIQIIQ")
-
 
 def parse_table(data: bytes):
     """Independent walk of the table layout in table_builder.pyx. Returns
