@@ -29,7 +29,6 @@ Invariants:
 """
 from __future__ import annotations
 
-import bisect
 import json
 import os
 import threading
@@ -133,14 +132,6 @@ class Version:
 
     def overlapping(self, level: int, lo: bytes | None, hi: bytes | None) -> list[FileMeta]:
         return [f for f in self.levels[level] if f.overlaps(lo, hi)]
-
-    def find_in_level(self, level: int, key: bytes) -> FileMeta | None:
-        """For level >= 1: the one file whose range may hold key."""
-        i = bisect.bisect_left(self._largest[level], key)
-        files = self.levels[level]
-        if i < len(files) and files[i].smallest <= key:
-            return files[i]
-        return None
 
     def largest_keys(self, level: int) -> list[bytes]:
         return self._largest[level]

@@ -61,10 +61,6 @@ def read_log(env: Env, path: str) -> LogContents:
     return LogContents(frames, end, len(data) - end)
 
 
-def encode_wal_payload(first_lsn: int, rep: bytes) -> bytes:
-    return _LSN.pack(first_lsn) + rep
-
-
 def decode_wal_payload(payload: bytes, path: str | None = None, offset: int | None = None) -> tuple[int, bytes]:
     if len(payload) < _LSN.size:
         raise CorruptionError("WAL record shorter than its lsn", path, offset)
