@@ -261,19 +261,31 @@ class DB:
         self._delete_obsolete_files()
 
     # ----------------------------------------------------------------- tables
-    def create_table(self, name: str) -> None:
-        """Creates an empty table. Raises TableExistsError if it exists."""
+    def create_table(self, name: str, table_id: int | None = None) -> int:
+        """Creates an empty table and returns its id. Raises TableExistsError if
+        it exists. `table_id` pins the id (the replication layer uses the
+        cluster-wide id, so every replica's keys carry the same prefix); an id
+        in use or dropped before is refused: a dropped id may still have keys
+        on disk until compaction reclaims them."""
         if not isinstance(name, str) or not TABLE_NAME_PATTERN.match(name):
             raise InvalidArgumentError(f"table name {name!r} is invalid: use {TABLE_NAME_RULE}")
+        if table_id is not None and (type(table_id) is not int or not 1 <= table_id < 2**32 - 1):
+            raise InvalidArgumentError(f"table_id must be an int in [1, 2**32 - 2], got {table_id!r}")
         with self._mutex:
             self._check_open()
             vs = self._versions
             if name in vs.tables:
                 raise TableExistsError(f"table {name!r} already exists")
-            tid = vs.next_table_id
-            vs.log_and_apply(VersionEdit(create_table=[(name, tid)], next_table_id=tid + 1))
+            if table_id is None:
+                tid = vs.next_table_id
+            elif table_id in vs.tables.values() or table_id in vs.dropped_tables:
+                raise TableExistsError(f"table id {table_id} is in use or was dropped")
+            else:
+                tid = table_id
+            vs.log_and_apply(VersionEdit(create_table=[(name, tid)], next_table_id=max(vs.next_table_id, tid + 1)))
             self._prefixes[name] = _prefix(tid)
             self._tids[name] = tid
+            return tid
 
     def drop_table(self, name: str) -> None:
         """Drops a table and frees its space: files holding only its keys are
@@ -677,6 +689,12 @@ class DB:
         synced WAL, or (with wal=False or sync='never') in flushed SSTables."""
         with self._mutex:
             return max(self._written_applied_index, self._versions.applied_index)
+
+    @property
+    def last_seq(self) -> bytes:
+        """The highest seq this DB issued or stored: every seq it issues later
+        is above it (a replication leader stamps its next seqs above it)."""
+        return self._sequencer.last
 
     # ------------------------------------------------------------ maintenance
     def flush(self) -> None:

@@ -4,6 +4,10 @@ Subcommands so far:
   engine-demo   writes, reads, scans and reopens a table in the embedded
                 engine and prints what it measured (the main job until the
                 cluster exists).
+  node          one storage node: replicas of replication groups (server/node)
+  meta          the metadata manager (server/meta)
+  create-group  asks the metadata manager for a new replication group
+  groups        lists the replication groups: epoch, leader, members' state
 """
 from __future__ import annotations
 
@@ -85,6 +89,66 @@ def engine_demo(args: argparse.Namespace) -> int:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def node_main(args: argparse.Namespace) -> int:
+    from server.node.node import Node
+    from server.runtime import configure_logging, run_service
+
+    configure_logging(args.log_level)
+    node = Node(args.id, args.listen, args.data, args.meta.split(","), compact_after_entries=args.compact_after_entries)
+
+    async def start() -> str:
+        await node.start()
+        return f"node {node.id} {node.address}"
+
+    return run_service(start, node.stop)
+
+
+def meta_main(args: argparse.Namespace) -> int:
+    from server.meta.service import MetaOptions, MetaServer
+    from server.runtime import configure_logging, run_service
+
+    configure_logging(args.log_level)
+    mm = MetaServer(args.data, args.listen, MetaOptions(leader_timeout_seconds=args.leader_timeout_ms / 1000))
+
+    async def start() -> str:
+        await mm.start()
+        return f"meta {args.listen.rsplit(':', 1)[0]}:{mm.port}"
+
+    return run_service(start, mm.stop)
+
+
+def create_group_main(args: argparse.Namespace) -> int:
+    import grpc
+
+    from server.proto import meta_pb2, meta_pb2_grpc
+
+    with grpc.insecure_channel(args.meta) as ch:
+        try:
+            meta_pb2_grpc.MetaStub(ch).CreateGroup(
+                meta_pb2.GroupSpec(rg=args.rg, members=[int(m) for m in args.members.split(",")]), timeout=5)
+        except grpc.RpcError as exc:
+            print(f"error: {exc.details()}", file=sys.stderr)
+            return 1
+    print(f"rg {args.rg} created")
+    return 0
+
+
+def groups_main(args: argparse.Namespace) -> int:
+    import grpc
+
+    from server.proto import meta_pb2, meta_pb2_grpc
+
+    with grpc.insecure_channel(args.meta) as ch:
+        groups = meta_pb2_grpc.MetaStub(ch).ListGroups(meta_pb2.ListGroupsRequest(), timeout=5).groups
+    print(f"{'rg':>4} {'epoch':>6} {'leader':>6}  members (node:role:commit/applied)")
+    roles = {0: "-", 1: "F", 2: "E", 3: "L"}
+    for g in groups:
+        members = " ".join(f"{r.node_id}:{roles[r.report.role] if r.alive else 'down'}:"
+                           f"{r.report.commit_index}/{r.report.applied_index}" for r in g.replicas)
+        print(f"{g.rg:>4} {g.epoch:>6} {g.leader or '-':>6}  {members}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="quorumkv", description="quorumkv: a strongly consistent key-value database")
     sub = p.add_subparsers(dest="command", required=True)
@@ -94,6 +158,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", help="directory to use (default: a temp dir, removed afterwards)")
     demo.add_argument("--keep", action="store_true", help="keep the temp dir")
     demo.set_defaults(func=engine_demo)
+
+    node = sub.add_parser("node", help="run a storage node")
+    node.add_argument("--id", type=int, required=True, help="node id (a positive integer, unique in the cluster)")
+    node.add_argument("--listen", default="127.0.0.1:0", help="host:port of its gRPC server (port 0: any free)")
+    node.add_argument("--data", required=True, help="data directory")
+    node.add_argument("--meta", required=True, help="metadata manager address(es), comma-separated")
+    node.add_argument("--compact-after-entries", type=int, default=10_000,
+                      help="flush and compact a replica's log past this many entries (default 10,000)")
+    node.add_argument("--log-level", default="INFO")
+    node.set_defaults(func=node_main)
+
+    meta = sub.add_parser("meta", help="run the metadata manager")
+    meta.add_argument("--listen", default="127.0.0.1:0", help="host:port of its gRPC server (port 0: any free)")
+    meta.add_argument("--data", required=True, help="data directory")
+    meta.add_argument("--leader-timeout-ms", type=int, default=500,
+                      help="a leader silent this long is replaced (default 500)")
+    meta.add_argument("--log-level", default="INFO")
+    meta.set_defaults(func=meta_main)
+
+    cg = sub.add_parser("create-group", help="create a replication group")
+    cg.add_argument("--meta", required=True, help="metadata manager address")
+    cg.add_argument("rg", type=int, help="replication group id")
+    cg.add_argument("members", help="node ids, comma-separated (1, 3 or 5 of them)")
+    cg.set_defaults(func=create_group_main)
+
+    gs = sub.add_parser("groups", help="list replication groups")
+    gs.add_argument("--meta", required=True, help="metadata manager address")
+    gs.set_defaults(func=groups_main)
     return p
 
 

@@ -50,3 +50,8 @@ cdef inline uint32_t batch_count(const uint8_t *rep) noexcept nogil:
 
 # Parses the record at rep[off..size); returns the offset after it, 0 if malformed.
 cdef size_t batch_record_at(const uint8_t *rep, size_t size, size_t off, BatchRecord *r) noexcept nogil
+
+# True when rep[0..size) is a whole batch: a header, then exactly count records,
+# each with an internal key of table id + at least one user-key byte. The one
+# definition of "well formed" (validate, merge_stamped and table_ids use it).
+cdef bint batch_valid(const uint8_t *rep, size_t size) noexcept nogil

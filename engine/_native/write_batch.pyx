@@ -21,14 +21,37 @@ applied to the memtable by one native call:
 Requires: user keys of 1..4096 bytes, values of at most 1 MiB, seqs of 16
 bytes. encode_* validate every record before producing any output, so a bad
 record rejects the whole batch and nothing is written.
+
+Leader stamping (merge_stamped): the leader turns the client batches that
+arrived together into one rep, the payload of one log entry, and restamps
+seqs so they strictly increase in log order (issue 3's sequencer rule):
+
+  1. Records keep their order: reps in list order, records in rep order.
+  2. prev starts at last_seq (the last seq the leader proposed). Each record
+     keeps its seq s when s > prev (16-byte big-endian order) and otherwise
+     gets step(prev); either way that seq becomes the new prev. So the
+     stamped seqs are strictly increasing and all above last_seq.
+  3. step(seq) is the next (timestamp, counter) at the same node id: the
+     counter plus one, or, when the counter is 0xffffffff, the timestamp plus
+     one nanosecond and the counter 0 (the pair read as one 96-bit big-endian
+     number, plus one). The node id is prev's. With timestamp and counter
+     both at their maximum there is no step: OverflowError.
+  4. Only the seq bytes change; every other record byte is copied as is. The
+     output header carries the total count and the leader's applied_index;
+     the inputs' headers are not carried over.
+
+Thread-safety: module functions hold no state. merge_stamped, seqs and
+table_ids release the GIL for their record loops; the bytes they read are
+immutable and referenced for the whole call.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
 from engine._native.endian cimport get_u64_le, put_u32_le, put_u64_le
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
 from engine._native.cursor cimport KIND_DELETE, KIND_VALUE
-from engine._native.sequencer cimport Sequencer
+from engine._native.sequencer cimport SEQ_SIZE, Sequencer
 from engine.errors import InvalidArgumentError, TableNotFoundError
 
 HEADER_SIZE = BATCH_HEADER_SIZE
@@ -221,21 +244,23 @@ def count(bytes rep not None) -> int:
     return batch_count(<const uint8_t *>PyBytes_AS_STRING(rep))
 
 
-def validate(bytes rep not None) -> bool:
-    """True when rep parses exactly into its declared record count."""
-    cdef size_t size = <size_t>PyBytes_GET_SIZE(rep)
+cdef bint batch_valid(const uint8_t *rep, size_t size) noexcept nogil:
     if size < BATCH_HEADER_SIZE:
         return False
-    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(rep)
-    cdef uint32_t n = batch_count(p)
+    cdef uint32_t n = batch_count(rep)
     cdef size_t off = BATCH_HEADER_SIZE
     cdef BatchRecord r
     cdef uint32_t i
     for i in range(n):
-        off = batch_record_at(p, size, off, &r)
+        off = batch_record_at(rep, size, off, &r)
         if off == 0 or r.key_len < TABLE_PREFIX_SIZE + 1:
             return False
     return off == size
+
+
+def validate(bytes rep not None) -> bool:
+    """True when rep parses exactly into its declared record count."""
+    return batch_valid(<const uint8_t *>PyBytes_AS_STRING(rep), <size_t>PyBytes_GET_SIZE(rep))
 
 
 def max_seq(bytes rep not None) -> bytes:
@@ -273,3 +298,283 @@ def decode(bytes rep not None) -> list:
                     (<char *>r.value)[:r.value_len] if r.kind == KIND_VALUE else None,
                     (<char *>r.seq)[:16]))
     return out
+
+
+cdef extern from *:
+    """
+    #define QKV_U32_MAX 0xffffffffu
+    #define QKV_FIB_HASH 0x9e3779b97f4a7c15ull  /* 2**64 / golden ratio */
+    """
+    uint32_t QKV_U32_MAX
+    uint64_t QKV_FIB_HASH
+
+
+# ---------------------------------------------------------------------------
+# Leader stamping (rules 1-4 at the top of this file) and the two reads the
+# node needs around it: the seqs to answer clients with, the tables to create.
+
+cdef enum MergeStatus:
+    MERGE_OK = 0
+    MERGE_BAD_REP = 1       # views[*bad] is not a well-formed batch
+    MERGE_TOO_MANY = 2      # more than 2**32 - 1 records in all
+    MERGE_EXHAUSTED = 3     # a record needed a step above the largest (timestamp, counter)
+
+
+cdef struct RepView:
+    const uint8_t *data     # NULL (size 0) for an element that is not bytes
+    size_t size
+
+
+cdef inline bint _seq_step(uint8_t *seq) noexcept nogil:
+    """Rule 3: (timestamp, counter), bytes 0..12 read as one 96-bit
+    big-endian number, plus one; the node id (bytes 12..16) is kept. Returns
+    False, seq unchanged, when the twelve bytes are all 0xff."""
+    cdef int i = 11
+    while i >= 0 and seq[i] == 0xFF:
+        i -= 1
+    if i < 0:
+        return False
+    seq[i] += 1
+    memset(seq + i + 1, 0, <size_t>(11 - i))
+    return True
+
+
+cdef MergeStatus _merge_c(const RepView *views, Py_ssize_t n, uint8_t *out, uint8_t *prev,
+                          Py_ssize_t *bad) noexcept nogil:
+    """Checks every view, then writes the total count into out's header and
+    copies the views' bodies after it, restamping seqs (rules 1-4). prev holds
+    last_seq on entry and the last stamped seq on return. Requires: out has
+    room for the header plus every view's body."""
+    cdef Py_ssize_t i
+    cdef uint64_t total = 0
+    cdef uint32_t j, k
+    cdef size_t off, body
+    cdef const uint8_t *src
+    cdef uint8_t *dst = out + BATCH_HEADER_SIZE
+    cdef BatchRecord r
+    for i in range(n):
+        if not batch_valid(views[i].data, views[i].size):
+            bad[0] = i
+            return MERGE_BAD_REP
+        total += batch_count(views[i].data)
+    if total > QKV_U32_MAX:
+        return MERGE_TOO_MANY
+    put_u32_le(out, <uint32_t>total)
+    for i in range(n):
+        src = views[i].data
+        body = views[i].size - BATCH_HEADER_SIZE
+        memcpy(dst, src + BATCH_HEADER_SIZE, body)
+        off = BATCH_HEADER_SIZE
+        k = batch_count(src)
+        for j in range(k):
+            off = batch_record_at(src, views[i].size, off, &r)
+            if memcmp(r.seq, prev, SEQ_SIZE) > 0:
+                memcpy(prev, r.seq, SEQ_SIZE)       # kept: already copied
+            elif _seq_step(prev):
+                memcpy(dst + (r.seq - src - BATCH_HEADER_SIZE), prev, SEQ_SIZE)
+            else:
+                return MERGE_EXHAUSTED
+        dst += body
+    return MERGE_OK
+
+
+def merge_stamped(list reps not None, last_seq, applied_index=None) -> tuple:
+    """One rep holding the records of all reps, in order, with every seq
+    restamped above the one before it, starting above last_seq (rules 1-4 at
+    the top of this file), and applied_index in its header (flag set iff not
+    None). The payload of one log entry.
+
+    Returns (rep, last, offsets): last is the last stamped seq (last_seq
+    itself when there are no records), the next call's last_seq; offsets[i]
+    is the index in rep of reps[i]'s first record, so reps[i]'s records are
+    offsets[i] .. offsets[i] + count(reps[i]) - 1 (see seqs()).
+
+    Requires: last_seq is 16 bytes (sequencer.ZERO when there is none);
+    applied_index as for encode_*. Every rep is checked as validate() does
+    before anything is produced: the first that is not bytes or not well
+    formed raises InvalidArgumentError naming its index. More than
+    2**32 - 1 records in all raise InvalidArgumentError. OverflowError when a
+    record would need a seq above timestamp and counter both at their
+    maximum, which no real clock reaches.
+    """
+    _check_applied_index(applied_index)
+    if not PyBytes_CheckExact(last_seq) or PyBytes_GET_SIZE(last_seq) != SEQ_SIZE:
+        raise InvalidArgumentError("last_seq must be 16 bytes (timestamp, counter, node id)")
+    cdef tuple held = tuple(reps)   # our own references while the GIL is released
+    cdef Py_ssize_t n = len(held)
+    cdef Py_ssize_t i
+    cdef Py_ssize_t bad = -1
+    cdef Py_ssize_t body = 0
+    cdef Py_ssize_t first = 0
+    cdef object rep
+    cdef bytes out
+    cdef list offsets
+    cdef MergeStatus status
+    cdef uint8_t prev[SEQ_SIZE]
+    cdef uint8_t *dst
+    cdef RepView *views = <RepView *>malloc(<size_t>(n if n > 0 else 1) * sizeof(RepView))
+    if views == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            rep = held[i]
+            if PyBytes_CheckExact(rep):
+                views[i].data = <const uint8_t *>PyBytes_AS_STRING(rep)
+                views[i].size = <size_t>PyBytes_GET_SIZE(rep)
+                if views[i].size > BATCH_HEADER_SIZE:
+                    body += PyBytes_GET_SIZE(rep) - BATCH_HEADER_SIZE
+            else:   # reported in index order with the malformed ones
+                views[i].data = NULL
+                views[i].size = 0
+        out = _new_rep(body, 0, applied_index)
+        memcpy(prev, PyBytes_AS_STRING(last_seq), SEQ_SIZE)
+        dst = <uint8_t *>PyBytes_AS_STRING(out)
+        with nogil:
+            status = _merge_c(views, n, dst, prev, &bad)
+        if status == MERGE_BAD_REP:
+            rep = held[bad]
+            if not PyBytes_CheckExact(rep):
+                raise InvalidArgumentError(f"rep {bad} must be bytes, got {type(rep).__name__}")
+            raise InvalidArgumentError(f"rep {bad} is not a well-formed write batch")
+        if status == MERGE_TOO_MANY:
+            raise InvalidArgumentError("too many records in one batch (more than 2**32 - 1)")
+        if status == MERGE_EXHAUSTED:
+            raise OverflowError("no seq above the previous one: its timestamp and counter are at their maximum")
+        offsets = [None] * n
+        for i in range(n):
+            offsets[i] = first
+            first += batch_count(views[i].data)
+    finally:
+        free(views)
+    return out, (<char *>prev)[:SEQ_SIZE], offsets
+
+
+def seqs(bytes rep not None, Py_ssize_t start, Py_ssize_t count) -> bytes:
+    """The seqs of records start .. start + count - 1, concatenated (16 bytes
+    each): what the leader answers a client with after merge_stamped. Each
+    call walks the rep from its first record; to answer every client of one
+    rep, take seqs(rep, 0, count(rep)) once and slice it at 16 * offsets[i].
+
+    Requires: validate(rep). IndexError when the range is not within the
+    batch's records; ValueError when the records up to its end do not parse.
+    """
+    cdef size_t size = <size_t>PyBytes_GET_SIZE(rep)
+    if size < BATCH_HEADER_SIZE:
+        raise ValueError("batch shorter than its header")
+    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(rep)
+    cdef Py_ssize_t n = batch_count(p)
+    if start < 0 or count < 0 or start > n or count > n - start:
+        raise IndexError(f"{count} records from {start} are not within the batch's {n}")
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, count * SEQ_SIZE)
+    cdef uint8_t *q = <uint8_t *>PyBytes_AS_STRING(out)
+    cdef size_t off = BATCH_HEADER_SIZE
+    cdef Py_ssize_t i
+    cdef BatchRecord r
+    with nogil:
+        for i in range(start + count):
+            off = batch_record_at(p, size, off, &r)
+            if off == 0:
+                break
+            if i >= start:
+                memcpy(q + (i - start) * SEQ_SIZE, r.seq, SEQ_SIZE)
+    if off == 0:
+        raise ValueError("malformed write batch")
+    return out
+
+
+cdef struct IdSet:
+    uint64_t *slots     # open addressing, 1 << bits slots, at most half used; table id + 1, 0 = empty
+    uint32_t *order     # the distinct ids in first-seen order; room for (1 << bits) / 2
+    size_t n
+    int bits
+
+
+cdef inline size_t _idset_slot(const IdSet *s, uint32_t tid) noexcept nogil:
+    """The slot holding tid, or the empty slot where it belongs."""
+    cdef size_t mask = (<size_t>1 << s.bits) - 1
+    cdef size_t h = <size_t>((<uint64_t>tid * QKV_FIB_HASH) >> (64 - s.bits))
+    while s.slots[h] != 0 and s.slots[h] != <uint64_t>tid + 1:
+        h = (h + 1) & mask
+    return h
+
+
+cdef bint _idset_grow(IdSet *s) noexcept nogil:
+    """Doubles the slots (the first call makes the first ones); False, the set
+    unchanged and still valid, when memory runs out."""
+    cdef int bits = s.bits + 1
+    cdef size_t cap = <size_t>1 << bits
+    cdef size_t i
+    cdef uint32_t *order = <uint32_t *>realloc(s.order, (cap >> 1) * sizeof(uint32_t))
+    if order == NULL:
+        return False
+    s.order = order
+    cdef uint64_t *slots = <uint64_t *>malloc(cap * sizeof(uint64_t))
+    if slots == NULL:
+        return False
+    memset(slots, 0, cap * sizeof(uint64_t))
+    free(s.slots)
+    s.slots = slots
+    s.bits = bits
+    for i in range(s.n):
+        s.slots[_idset_slot(s, s.order[i])] = <uint64_t>s.order[i] + 1
+    return True
+
+
+cdef bint _idset_add(IdSet *s, uint32_t tid) noexcept nogil:
+    """Adds tid unless present; False only when memory runs out."""
+    cdef size_t h = _idset_slot(s, tid)
+    if s.slots[h] != 0:
+        return True
+    if (s.n + 1) * 2 > (<size_t>1 << s.bits):
+        if not _idset_grow(s):
+            return False
+        h = _idset_slot(s, tid)
+    s.slots[h] = <uint64_t>tid + 1
+    s.order[s.n] = tid
+    s.n += 1
+    return True
+
+
+def table_ids(bytes rep not None) -> list:
+    """The distinct table ids of the batch's records (the first 4 bytes, big
+    endian, of each internal key) in first-seen order, so the node can create
+    missing tables before applying the batch. An empty batch has none.
+    ValueError when rep is not well formed (see validate)."""
+    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(rep)
+    cdef size_t size = <size_t>PyBytes_GET_SIZE(rep)
+    cdef size_t off = BATCH_HEADER_SIZE
+    cdef uint32_t i, n, tid
+    cdef uint32_t last = 0
+    cdef BatchRecord r
+    cdef IdSet s
+    cdef int status = 0     # 0 ok, 1 malformed, 2 out of memory
+    s.slots = NULL
+    s.order = NULL
+    s.n = 0
+    s.bits = 2
+    try:
+        with nogil:
+            if not batch_valid(p, size):
+                status = 1
+            elif not _idset_grow(&s):
+                status = 2
+            else:
+                n = batch_count(p)
+                for i in range(n):
+                    off = batch_record_at(p, size, off, &r)
+                    tid = ((<uint32_t>r.key[0] << 24) | (<uint32_t>r.key[1] << 16)
+                           | (<uint32_t>r.key[2] << 8) | r.key[3])
+                    if s.n > 0 and tid == last:     # runs of one table: no probe
+                        continue
+                    last = tid
+                    if not _idset_add(&s, tid):
+                        status = 2
+                        break
+        if status == 1:
+            raise ValueError("malformed write batch")
+        if status == 2:
+            raise MemoryError()
+        return [s.order[i] for i in range(s.n)]
+    finally:
+        free(s.slots)
+        free(s.order)

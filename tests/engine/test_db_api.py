@@ -358,3 +358,23 @@ def test_write_encoded_applies_a_replicated_batch_and_observes_its_seqs(db):
     assert db.put("t", b"c", b"v") > far
     with pytest.raises(InvalidArgumentError, match="malformed"):
         db.write_encoded(rep[:-1])
+
+
+def test_create_table_with_pinned_id(tmp_path):
+    # The replication layer pins cluster-wide table ids, so every replica's
+    # keys carry the same prefix and one encoded batch applies on all of them.
+    with DB.open(str(tmp_path / "db")) as d:
+        assert d.create_table("t7", table_id=7) == 7
+        assert d.create_table("auto") == 8          # ids handed out later stay above pinned ones
+        with pytest.raises(TableExistsError):
+            d.create_table("other", table_id=7)
+        d.put("t7", b"k", b"v")
+        d.drop_table("auto")
+        with pytest.raises(TableExistsError):
+            d.create_table("again", table_id=8)     # a dropped id may still have keys on disk
+        with pytest.raises(InvalidArgumentError):
+            d.create_table("zero", table_id=0)
+    with DB.open(str(tmp_path / "db")) as d:
+        assert d.tables() == ["t7"]
+        assert d.get("t7", b"k").value == b"v"
+        assert d.create_table("next") == 9

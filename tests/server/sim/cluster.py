@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import random
 
+from server.meta.group_leadership import GroupLeadership
 from server.replication.messages import METADATA_MANAGER_ID, Message, Role
 from server.replication.options import ReplicaOptions
 
 from .checker import Checker, SafetyViolation
-from .mm import FakeMetadataManager
 from .network import FakeNetwork
 from .node import CrashPoint, SimNode
 
@@ -24,7 +24,7 @@ class Cluster:
         self.rng = rng
         self.net = FakeNetwork(rng, duplicate_p)
         self.checker = Checker(self)
-        self.mm = FakeMetadataManager(set(voters), self.send)
+        self.mm = GroupLeadership(set(voters), self.send)
         options = options or ReplicaOptions()
         self.nodes: dict[int, SimNode] = {i: SimNode(i, self, options, snapshot_chunk_bytes)
                                           for i in voters + spares}

@@ -1,9 +1,19 @@
-"""FakeMetadataManager: the MM's replication-group duties, reliable and durable.
+"""GroupLeadership: the metadata manager's duties for one replication group, sans I/O.
 
-It issues strictly increasing epochs, runs one EpochChange at a time (promises
-from a quorum, then an Appointment of the most up-to-date promiser), retries
-stalled changes, deposes a leader whose status reports stop, and drives a
-follower replacement through learner -> joint -> new config (README J1-J3).
+Purpose: issues strictly increasing epochs, runs one EpochChange at a time
+(promises from a quorum, then an Appointment of the most up-to-date promiser;
+server/replication/README.md M1-M3), retries stalled changes, deposes a
+leader whose status reports stop, and drives a follower replacement through
+learner -> joint -> new config (J1-J3).
+
+Time is ticks (the MM ticks every MetaOptions.tick_seconds); no clock, no I/O:
+`send` carries messages out and `persist` is called, and must have made the
+group's durable fields (epoch, config, leader, phase, target) durable, before
+any message of a new epoch leaves (E1: an epoch is never reissued, even by a
+restarted MM). The simulator (tests/server/sim) drives this same class over
+thousands of random schedules.
+
+Thread-safety: none; one MM loop owns it.
 """
 from __future__ import annotations
 
@@ -14,10 +24,10 @@ from server.replication.election import EpochChange
 from server.replication.errors import InvariantViolation
 from server.replication.messages import Config, Message, NotMyLeader, Role, StatusReport
 
-ELECTION_RETRY_TICKS = 8
-LEADER_TIMEOUT_TICKS = 10
+ELECTION_RETRY_TICKS = 8      # an epoch change without an appointed leader this long is retried higher
+LEADER_TIMEOUT_TICKS = 10     # a leader whose status reports stop this long is deposed
 LEARNER_PATIENCE_TICKS = 30
-RESEND_TICKS = 3  # the MM's RPC retry: requests and appointments not yet answered go out again
+RESEND_TICKS = 3              # the MM's RPC retry: requests and appointments not yet answered go out again
 
 
 class ChangePhase(IntEnum):
@@ -26,11 +36,18 @@ class ChangePhase(IntEnum):
     JOINT = 2    # joint config; waiting for one of its epochs to commit its NOOP
 
 
-class FakeMetadataManager:
-    def __init__(self, voters: set[int], send: Callable[[Message], None]):
+class GroupLeadership:
+    def __init__(self, voters: set[int], send: Callable[[Message], None],
+                 persist: Callable[["GroupLeadership"], None] | None = None, epoch: int = 0,
+                 config: Config | None = None, leader_timeout_ticks: int = LEADER_TIMEOUT_TICKS,
+                 election_retry_ticks: int = ELECTION_RETRY_TICKS):
+        """`epoch` and `config`: what a restarted MM read back from its store."""
         self.send = send
-        self.epoch = 0
-        self.config = Config(frozenset(voters))
+        self.persist = persist
+        self.leader_timeout_ticks = leader_timeout_ticks
+        self.election_retry_ticks = election_retry_ticks
+        self.epoch = epoch
+        self.config = config or Config(frozenset(voters))
         self.change: EpochChange | None = None
         self.leader: int | None = None
         self.appointed: dict[int, int] = {}  # epoch -> leader
@@ -55,6 +72,8 @@ class FakeMetadataManager:
         self.change = EpochChange(self.epoch, self.config)
         self.leader = None
         self.change_started = self.ticks
+        if self.persist is not None:
+            self.persist(self)   # durable before any message of the new epoch leaves (E1)
         for req in self.change.promise_requests():
             self.send(req)
 
@@ -83,6 +102,8 @@ class FakeMetadataManager:
                 self.leader_reported = False
                 if self.config.joint:
                     self.joint_noop[ch.epoch] = ch.promises[self.leader].index + 1
+                if self.persist is not None:
+                    self.persist(self)
                 self.send(appointment)
 
     def _on_status(self, rep: StatusReport) -> None:
@@ -103,9 +124,10 @@ class FakeMetadataManager:
         self.ticks += 1
         if self.change is not None and self.ticks - self.last_resend >= RESEND_TICKS:
             self._resend()
-        if self.change is not None and self.leader is None and self.ticks - self.change_started > ELECTION_RETRY_TICKS:
+        stalled = self.ticks - self.change_started > self.election_retry_ticks
+        if self.change is not None and self.leader is None and stalled:
             self.start_epoch()
-        elif self.leader is not None and self.ticks - self.last_leader_report > LEADER_TIMEOUT_TICKS:
+        elif self.leader is not None and self.ticks - self.last_leader_report > self.leader_timeout_ticks:
             self.start_epoch()  # the leader stopped reporting: depose it
         if self.phase is ChangePhase.LEARNER and self.settled() and (
                 self.learner_caught_up or self.ticks - self.phase_started > LEARNER_PATIENCE_TICKS):

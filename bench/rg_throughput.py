@@ -1,0 +1,208 @@
+"""One 3-replica replication group on loopback, side by side with a 3-member etcd cluster.
+
+Usage (from the repository root):
+
+    .venv/bin/python bench/rg_throughput.py [--clients 1,16,64] [--duration 10] [--runs 3] [--no-etcd]
+
+Method
+------
+quorumkv: a metadata manager and three `quorumkv node` processes
+(server/local_cluster.py), one RG over them; every write is durable (fsync
+of the replicated log) on a majority before it is acknowledged. Each client is
+one asyncio task in this process doing one operation at a time (closed loop):
+a put of a fresh random 16-byte key with a 100-byte value, encoded as one
+write batch, or a linearizable get of a key written before the timed part.
+All clients share one DataClient (server/node/data_client.py), which is what
+the request manager and SDK do: concurrent operations travel in batches on
+one long-lived stream, and the leader turns each batch into one log entry.
+
+etcd: the same closed loop against etcd 3.4's KV Put / linearizable Range
+(bench/etcd_load.py), a 3-member cluster on the same machine in the same run
+(bench/etcd_cluster.py starts and stops it; scripts/install-etcd installs
+Debian's etcd-server). Its client makes one unary call per operation: that is
+how etcd's API is used, and it is what our batching is measured against.
+
+Reported per row: ops/s, p50/p99/p99.9 latency (ms), fsyncs per write (the
+replicated logs' fsyncs on all three nodes, from their status reports, over
+acknowledged writes), client and server CPU seconds. Medians over --runs.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from array import array
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.etcd_load import LoadResult  # noqa: E402
+from engine._native import sequencer, write_batch  # noqa: E402
+from server.local_cluster import LocalCluster  # noqa: E402
+from server.node.data_client import DataClient, StreamBroken  # noqa: E402
+from server.proto import data_pb2  # noqa: E402
+
+RG = 1
+TABLE = 1
+KEY_SIZE = 16
+READ_POOL = 1000
+
+
+def _proc_cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError):
+            pass
+    return total
+
+
+def _fsyncs(cluster: LocalCluster) -> int:
+    return sum(r.report.fsyncs for r in cluster.group(RG).replicas)
+
+
+async def _quorumkv_load(address: str, clients: int, duration_s: float, op: str, seed: int,
+                         server_cpu) -> LoadResult:
+    rng = random.Random(seed)
+    value = rng.randbytes(100)
+    node_id = 1 << 20
+    client = DataClient(address)
+    try:
+        pool: list[bytes] = []
+        if op == "get":
+            pool = [rng.randbytes(KEY_SIZE) for _ in range(READ_POOL)]
+            for i in range(0, READ_POOL, 100):
+                answers = await asyncio.gather(*(client.write(RG, write_batch.encode_one(
+                    write_batch.VALUE, TABLE, k, value, sequencer.encode(time.time_ns(), 0, node_id)))
+                    for k in pool[i:i + 100]))
+                assert all(a.code == data_pb2.OK for a in answers), answers[0]
+        lats = [array("q") for _ in range(clients)]
+        errors = [0] * clients
+        perf = time.perf_counter_ns
+        seq_counter = 0
+
+        async def one_client(i: int, deadline_ns: int) -> None:
+            nonlocal seq_counter
+            r = random.Random(rng.getrandbits(64))
+            lat = lats[i]
+            while perf() < deadline_ns:
+                t0 = perf()
+                try:
+                    if op == "put":
+                        seq_counter += 1
+                        seq = sequencer.encode(time.time_ns(), seq_counter & 0xFFFFFFFF, node_id)
+                        resp = await client.write(RG, write_batch.encode_one(
+                            write_batch.VALUE, TABLE, r.randbytes(KEY_SIZE), value, seq))
+                    else:
+                        resp = await client.read(RG, TABLE, pool[r.randrange(READ_POOL)])
+                except StreamBroken:
+                    errors[i] += 1
+                    continue
+                if resp.code == data_pb2.OK:
+                    lat.append((perf() - t0) // 1000)
+                else:
+                    errors[i] += 1
+
+        server0 = server_cpu()
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        deadline_ns = perf() + int(duration_s * 1e9)
+        await asyncio.gather(*(one_client(i, deadline_ns) for i in range(clients)))
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        server = server_cpu() - server0
+    finally:
+        await client.close()
+    lat = array("q")
+    for a in lats:
+        lat.extend(a)
+    return LoadResult(op, clients, 1, len(lat), sum(errors), elapsed, cpu, lat, server, driver="quorumkv-stream")
+
+
+def run_quorumkv(clients_list: list[int], duration_s: float, runs: int) -> dict[tuple[str, int], list[dict]]:
+    out: dict[tuple[str, int], list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="qkv-rgbench-") as tmp:
+        with LocalCluster(os.path.join(tmp, "c"), nodes=3, node_args=["--log-level", "WARNING"]) as cluster:
+            cluster.create_group(RG, [1, 2, 3])
+            leader, _ = cluster.wait_for_leader(RG)
+            address = cluster.nodes[leader].address
+            pids = [cluster.meta.pid] + [n.pid for n in cluster.nodes.values()]
+            for run in range(runs):
+                for op in ("put", "get"):
+                    for clients in clients_list:
+                        f0 = _fsyncs(cluster)
+                        res = asyncio.run(_quorumkv_load(address, clients, duration_s, op, run * 1000 + clients,
+                                                         lambda: _proc_cpu_seconds(pids)))
+                        # status reports trail by one heartbeat: wait for the last fsyncs to show
+                        time.sleep(0.3)
+                        s = res.summary()
+                        s["fsyncs_per_write"] = (_fsyncs(cluster) - f0) / res.ops if op == "put" and res.ops else None
+                        out.setdefault((op, clients), []).append(s)
+                        print(f"  quorumkv run {run + 1} {op:>3} clients={clients:>3}: {s['ops_per_s']:>9,.0f}/s "
+                              f"p50={s['p50_ms']:.2f} p99={s['p99_ms']:.2f} p99.9={s['p999_ms']:.2f} ms "
+                              f"errors={s['errors']} fsyncs/write={s['fsyncs_per_write']}", flush=True)
+    return out
+
+
+def run_etcd(clients_list: list[int], duration_s: float, runs: int) -> dict[tuple[str, int], list[dict]]:
+    from bench.etcd_cluster import EtcdCluster
+    from bench.etcd_load import run_load
+
+    out: dict[tuple[str, int], list[dict]] = {}
+    with EtcdCluster(members=3) as etcd:
+        for run in range(runs):
+            for op, etcd_op in (("put", "put"), ("get", "range")):
+                for clients in clients_list:
+                    res = asyncio.run(run_load(etcd.client_endpoints, clients, None, duration_s, 100, etcd_op,
+                                               seed=run * 1000 + clients, server_cpu=etcd.cpu_seconds))
+                    s = res.summary()
+                    out.setdefault((op, clients), []).append(s)
+                    print(f"  etcd     run {run + 1} {op:>3} clients={clients:>3}: {s['ops_per_s']:>9,.0f}/s "
+                          f"p50={s['p50_ms']:.2f} p99={s['p99_ms']:.2f} p99.9={s['p999_ms']:.2f} ms "
+                          f"errors={s['errors']}", flush=True)
+    return out
+
+
+def _median(rows: list[dict], key: str) -> float:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    p.add_argument("--clients", default="1,16,64")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--no-etcd", action="store_true")
+    args = p.parse_args(argv)
+    clients_list = [int(c) for c in args.clients.split(",")]
+    print(f"rg_throughput: {args.runs} runs x {args.duration:.0f} s, clients {clients_list}, "
+          f"{os.cpu_count()} cores", flush=True)
+    ours = run_quorumkv(clients_list, args.duration, args.runs)
+    theirs = {} if args.no_etcd else run_etcd(clients_list, args.duration, args.runs)
+    print()
+    print(f"{'op':>4} {'clients':>7} | {'quorumkv/s':>10} {'p50':>6} {'p99':>6} {'p99.9':>6} {'fsync/w':>7} | "
+          f"{'etcd/s':>8} {'p50':>6} {'p99':>6} {'p99.9':>6} | {'ratio':>6}")
+    for op in ("put", "get"):
+        for c in clients_list:
+            q = ours[(op, c)]
+            e = theirs.get((op, c), [])
+            qr, er = _median(q, "ops_per_s"), _median(e, "ops_per_s")
+            ratio = qr / er if e and er > 0 else float("nan")
+            print(f"{op:>4} {c:>7} | {qr:>10,.0f} {_median(q, 'p50_ms'):>6.2f} {_median(q, 'p99_ms'):>6.2f} "
+                  f"{_median(q, 'p999_ms'):>6.2f} {_median(q, 'fsyncs_per_write'):>7.3f} | "
+                  f"{er:>8,.0f} {_median(e, 'p50_ms'):>6.2f} {_median(e, 'p99_ms'):>6.2f} "
+                  f"{_median(e, 'p999_ms'):>6.2f} | {ratio:>6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""LocalCluster: a metadata manager and storage nodes as real processes on loopback.
+
+Purpose: one place that starts, signals and stops the processes of a local
+cluster, for the tests (tests/cluster), the benchmarks (bench/rg_throughput.py)
+and, with routers, `quorumkv up` (issue 4).
+
+Each role is `python -m server.cli <role> ...` with its data under one
+directory; a process is ready when it prints "READY ..." (server/runtime.py),
+which is awaited, never slept on. Only processes this object started are ever
+signalled, by their PIDs; `close()` ends them all (SIGTERM, then SIGKILL after
+a grace period) and the caller's context manager removes the directory.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import grpc
+
+from server.proto import meta_pb2, meta_pb2_grpc
+
+READY_TIMEOUT = 30.0
+
+
+@dataclass
+class RoleProcess:
+    name: str
+    args: list[str]
+    log_path: str
+    proc: subprocess.Popen | None = None
+    address: str = ""
+    history: list[int] = field(default_factory=list)   # every PID this role had
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class LocalCluster:
+    def __init__(self, base_dir: str, nodes: int = 3, env: dict[str, str] | None = None,
+                 node_args: list[str] | None = None, meta_args: list[str] | None = None):
+        self.base_dir = base_dir
+        self.env = dict(os.environ, **(env or {}))
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        self.meta = RoleProcess("meta", ["meta", "--listen", "127.0.0.1:0", "--data", os.path.join(base_dir, "meta"),
+                                         *(meta_args or [])], os.path.join(base_dir, "meta.log"))
+        self.node_args = list(node_args or [])
+        self.nodes: dict[int, RoleProcess] = {}
+        self._node_count = nodes
+        self._meta_port: int | None = None
+
+    # ---------------------------------------------------------------- processes
+    def _spawn(self, role: RoleProcess) -> None:
+        log = open(role.log_path, "ab")
+        role.proc = subprocess.Popen([sys.executable, "-m", "server.cli", *role.args], stdout=subprocess.PIPE,
+                                     stderr=log, env=self.env, cwd=os.path.dirname(os.path.dirname(__file__)) or ".")
+        log.close()
+        role.history.append(role.proc.pid)
+        role.address = self._await_ready(role)
+
+    def _await_ready(self, role: RoleProcess) -> str:
+        proc = role.proc
+        assert proc is not None and proc.stdout is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        buf = b""
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if r:
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                buf += chunk
+                for line in buf.decode(errors="replace").splitlines():
+                    if line.startswith("READY "):
+                        return line.split()[-1]
+            elif proc.poll() is not None:
+                break
+        self._kill(role)
+        with open(role.log_path, "rb") as f:
+            tail = f.read()[-3000:].decode(errors="replace")
+        raise RuntimeError(f"{role.name} did not start (exit {proc.poll()}); log tail:\n{tail}")
+
+    def start(self) -> LocalCluster:
+        os.makedirs(self.base_dir, exist_ok=True)
+        self._spawn(self.meta)
+        for i in range(1, self._node_count + 1):
+            self.add_node(i)
+        return self
+
+    def add_node(self, node_id: int) -> RoleProcess:
+        role = RoleProcess(f"node{node_id}", ["node", "--id", str(node_id), "--listen", "127.0.0.1:0", "--data",
+                                              os.path.join(self.base_dir, f"node{node_id}"), "--meta",
+                                              self.meta.address, *self.node_args],
+                           os.path.join(self.base_dir, f"node{node_id}.log"))
+        self.nodes[node_id] = role
+        self._spawn(role)
+        return role
+
+    def restart(self, role: RoleProcess) -> None:
+        """Starts a stopped or killed role again, on the same port, with the same data."""
+        if role.running():
+            raise RuntimeError(f"{role.name} is running")
+        if role.address:   # same port: the others know it (the MM's address is in every node's args)
+            role.args[role.args.index("--listen") + 1] = role.address
+        self._spawn(role)
+
+    def kill9(self, role: RoleProcess) -> None:
+        assert role.proc is not None
+        role.proc.send_signal(signal.SIGKILL)
+        role.proc.wait(10)
+
+    def pause(self, role: RoleProcess) -> None:
+        assert role.proc is not None
+        role.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self, role: RoleProcess) -> None:
+        assert role.proc is not None
+        role.proc.send_signal(signal.SIGCONT)
+
+    def stop(self, role: RoleProcess) -> None:
+        """Clean stop (SIGTERM): the role flushes and closes what it holds."""
+        self._kill(role, grace=15.0)
+
+    def _kill(self, role: RoleProcess, grace: float = 5.0) -> None:
+        p = role.proc
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGCONT)   # a paused process cannot act on SIGTERM
+        p.terminate()
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+    def close(self) -> None:
+        for role in list(self.nodes.values()) + [self.meta]:
+            self._kill(role)
+            if role.proc is not None and role.proc.stdout is not None:
+                role.proc.stdout.close()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- metadata
+    def meta_stub(self) -> tuple[grpc.Channel, meta_pb2_grpc.MetaStub]:
+        ch = grpc.insecure_channel(self.meta.address)
+        return ch, meta_pb2_grpc.MetaStub(ch)
+
+    def create_group(self, rg: int, members: list[int]) -> None:
+        ch, stub = self.meta_stub()
+        with ch:
+            stub.CreateGroup(meta_pb2.GroupSpec(rg=rg, members=members), timeout=10)
+
+    def group(self, rg: int) -> meta_pb2.GroupState:
+        ch, stub = self.meta_stub()
+        with ch:
+            for g in stub.ListGroups(meta_pb2.ListGroupsRequest(), timeout=10).groups:
+                if g.rg == rg:
+                    return g
+        raise KeyError(rg)
+
+    def wait_for_leader(self, rg: int, timeout: float = 15.0, not_epoch: int = 0) -> tuple[int, int]:
+        """(leader node id, epoch) once the MM names a leader that reports
+        LEADER (its NOOP committed) in an epoch other than `not_epoch`. Polls
+        the MM's state (a condition over another process's state: there is
+        nothing to await locally)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            g = self.group(rg)
+            if g.leader and g.epoch != not_epoch:
+                for r in g.replicas:
+                    if r.node_id == g.leader and r.alive and r.report.role == 3:
+                        return g.leader, g.epoch
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rg {rg}: no serving leader after {timeout} s: {g}")
+            time.sleep(0.02)

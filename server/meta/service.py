@@ -1,0 +1,274 @@
+"""MetaServer: the `quorumkv meta` process (design section 4).
+
+Purpose: holds the nodes and the replication groups (members, epoch, leader)
+in a MetaStore, watches node liveness through their heartbeat streams, and
+runs each group's leadership (server/meta/group_leadership.py): a new group
+and a group whose leader stops reporting get a new epoch, promises from a
+quorum, and an appointed leader. Tables and key ranges (issue 4) build on
+the same store.
+
+    Meta.Heartbeat    one bidi stream per node: heartbeats and answers in,
+                      commands out (directory, replicas to host, promise
+                      requests, appointments)
+    Meta.CreateGroup  admin: a new RG over the given nodes (idempotent)
+    Meta.ListGroups   every RG with epoch, leader, config and the members'
+                      last status reports
+
+Timing: the MM ticks every `tick_seconds` (50 ms); a leader silent for
+`leader_timeout_seconds` (500 ms) is deposed. An epoch is persisted before
+any message of it leaves (GroupLeadership calls persist first).
+
+Thread-safety: everything runs on one asyncio loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import grpc
+
+from server.meta.group_leadership import GroupLeadership
+from server.meta.store import MetaStore
+from server.node import codec
+from server.node.peers import CHANNEL_OPTIONS
+from server.proto import meta_pb2, meta_pb2_grpc
+from server.replication.errors import InvariantViolation
+from server.replication.messages import Config, Message, StatusReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MetaOptions:
+    tick_seconds: float = 0.05
+    leader_timeout_seconds: float = 0.5
+    election_retry_seconds: float = 0.4
+
+
+@dataclass
+class _NodeSession:
+    node_id: int
+    address: str
+    incarnation: int
+    outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
+    last_heartbeat: float = 0.0
+
+
+class MetaServer:
+    def __init__(self, data_dir: str, listen: str, options: MetaOptions | None = None):
+        self.options = options or MetaOptions()
+        self.store = MetaStore(data_dir)
+        self.listen = listen
+        self.port: int | None = None
+        self.sessions: dict[int, _NodeSession] = {}
+        self.nodes: dict[int, str] = {int(k): v for k, v in self.store.items("node")}
+        self.directory_version = 1
+        self.groups: dict[int, GroupLeadership] = {}
+        self.members: dict[int, tuple[int, ...]] = {}
+        self.reports: dict[tuple[int, int], StatusReport] = {}   # (rg, node) -> last report
+        for key, rec in self.store.items("group"):
+            self._load_group(int(key), rec)
+        self._server: grpc.aio.Server | None = None
+        self._tick_task: asyncio.Task | None = None
+
+    # ---------------------------------------------------------------- groups
+    def _ticks(self, seconds: float) -> int:
+        return max(1, round(seconds / self.options.tick_seconds))
+
+    def _new_leadership(self, rg: int, members: tuple[int, ...], epoch: int = 0,
+                        config: Config | None = None) -> GroupLeadership:
+        o = self.options
+        gl = GroupLeadership(set(members), lambda m, rg=rg: self._send(rg, m),
+                             persist=lambda g, rg=rg: self._persist_group(rg, g), epoch=epoch, config=config,
+                             leader_timeout_ticks=self._ticks(o.leader_timeout_seconds),
+                             election_retry_ticks=self._ticks(o.election_retry_seconds))
+        self.groups[rg] = gl
+        self.members[rg] = members
+        return gl
+
+    def _load_group(self, rg: int, rec: dict) -> None:
+        config = Config(frozenset(rec["voters"]), frozenset(rec.get("outgoing", ())),
+                        frozenset(rec.get("learners", ())))
+        gl = self._new_leadership(rg, tuple(rec["members"]), rec["epoch"], config)
+        gl.leader = rec.get("leader")   # confirmed by its next status reports, or deposed
+
+    def _persist_group(self, rg: int, gl: GroupLeadership) -> None:
+        c = gl.config
+        self.store.put("group", rg, {"members": list(self.members[rg]), "epoch": gl.epoch, "leader": gl.leader,
+                                     "voters": sorted(c.voters), "outgoing": sorted(c.outgoing_voters),
+                                     "learners": sorted(c.learners)})
+
+    def create_group(self, rg: int, members: list[int]) -> GroupLeadership:
+        if rg <= 0:
+            raise ValueError("rg ids are positive")
+        if len(members) not in (1, 3, 5) or len(set(members)) != len(members) or min(members) <= 0:
+            raise ValueError("a group has 1, 3 or 5 distinct members with positive node ids")
+        gl = self.groups.get(rg)
+        if gl is not None:
+            if set(self.members[rg]) != set(members):
+                raise ValueError(f"rg {rg} exists with members {sorted(self.members[rg])}")
+            return gl
+        gl = self._new_leadership(rg, tuple(sorted(members)))
+        self._persist_group(rg, gl)
+        for m in members:
+            s = self.sessions.get(m)
+            if s is not None:
+                s.outbox.put_nowait(meta_pb2.MetaCommand(host=[self._assignment(rg)]))
+        return gl
+
+    def _assignment(self, rg: int) -> meta_pb2.ReplicaAssignment:
+        a = meta_pb2.ReplicaAssignment(rg=rg)
+        codec.config_to_pb(self.groups[rg].config, a.config)
+        return a
+
+    def _send(self, rg: int, msg: Message) -> None:
+        s = self.sessions.get(msg.recipient)
+        if s is None:
+            return   # the node is not connected: lost, GroupLeadership resends
+        cmd = meta_pb2.MetaCommand()
+        codec.encode(rg, msg, cmd.envelopes.add())
+        s.outbox.put_nowait(cmd)
+
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += self.options.tick_seconds
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            for gl in self.groups.values():
+                if gl.change is None and gl.leader is None:
+                    gl.start_epoch()
+                gl.tick()
+
+    # ---------------------------------------------------------------- nodes
+    def on_heartbeat(self, s: _NodeSession, hb: meta_pb2.NodeHeartbeat) -> None:
+        s.last_heartbeat = time.monotonic()
+        for env in hb.envelopes:
+            try:
+                rg, msg = codec.decode(env)
+            except ValueError as exc:
+                log.warning("bad envelope from node %d: %s", s.node_id, exc)
+                continue
+            gl = self.groups.get(rg)
+            if gl is None:
+                continue
+            if isinstance(msg, StatusReport):
+                self.reports[(rg, msg.sender)] = (msg, env.status_report.size_bytes,
+                                                  env.status_report.ops_per_second)
+            try:
+                gl.step(msg)
+            except InvariantViolation as exc:   # a node names an epoch we never issued: our store was lost?
+                log.error("rg %d: %s", rg, exc)
+
+    def register(self, hb: meta_pb2.NodeHeartbeat) -> _NodeSession:
+        old = self.sessions.get(hb.node_id)
+        s = _NodeSession(hb.node_id, hb.address, hb.incarnation)
+        self.sessions[hb.node_id] = s
+        if old is not None:
+            old.outbox.put_nowait(None)   # ends the older stream of the same node
+        if self.nodes.get(hb.node_id) != hb.address:
+            self.nodes[hb.node_id] = hb.address
+            self.store.put("node", hb.node_id, hb.address)
+            self.directory_version += 1
+            for other in self.sessions.values():
+                if other is not s:
+                    other.outbox.put_nowait(self._directory())
+        first = self._directory()
+        first.host.extend(self._assignment(rg) for rg, ms in self.members.items() if hb.node_id in ms)
+        s.outbox.put_nowait(first)
+        return s
+
+    def _directory(self) -> meta_pb2.MetaCommand:
+        cmd = meta_pb2.MetaCommand(directory_version=self.directory_version)
+        for nid, addr in sorted(self.nodes.items()):
+            cmd.directory.add(node_id=nid, address=addr)
+        return cmd
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        meta_pb2_grpc.add_MetaServicer_to_server(_MetaService(self), server)
+        self.port = server.add_insecure_port(self.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.listen}")
+        await server.start()
+        self._server = server
+        self._tick_task = asyncio.get_running_loop().create_task(self._ticker(), name="meta-ticker")
+
+    async def stop(self) -> None:
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            await asyncio.gather(self._tick_task, return_exceptions=True)
+        for s in self.sessions.values():
+            s.outbox.put_nowait(None)
+        if self._server is not None:
+            await self._server.stop(grace=0.5)
+        self.store.close()
+
+    def group_state(self, rg: int) -> meta_pb2.GroupState:
+        gl = self.groups[rg]
+        g = meta_pb2.GroupState(rg=rg, epoch=gl.epoch, leader=gl.leader or 0)
+        codec.config_to_pb(gl.config, g.config)
+        now = time.monotonic()
+        for m in self.members[rg]:
+            s = self.sessions.get(m)
+            ns = g.replicas.add(node_id=m, address=self.nodes.get(m, ""),
+                                alive=s is not None and now - s.last_heartbeat < self.options.leader_timeout_seconds)
+            rep = self.reports.get((rg, m))
+            if rep is not None:
+                report, size, ops = rep
+                codec.status_to_pb(report, ns.report)
+                ns.report.size_bytes = size
+                ns.report.ops_per_second = ops
+        return g
+
+
+class _MetaService(meta_pb2_grpc.MetaServicer):
+    def __init__(self, mm: MetaServer):
+        self.mm = mm
+
+    async def Heartbeat(self, request_iterator, context):  # noqa: N802 - gRPC's name
+        incoming = request_iterator.__aiter__()
+        first = await anext(incoming, None)
+        if first is None:
+            return
+        s = self.mm.register(first)
+        self.mm.on_heartbeat(s, first)
+
+        async def pump() -> None:
+            try:
+                async for hb in incoming:
+                    self.mm.on_heartbeat(s, hb)
+            finally:
+                s.outbox.put_nowait(None)
+
+        reader = asyncio.get_running_loop().create_task(pump())
+        try:
+            while True:
+                cmd = await s.outbox.get()
+                if cmd is None:
+                    break
+                while not s.outbox.empty():   # everything queued leaves as one message
+                    nxt = s.outbox.get_nowait()
+                    if nxt is None:
+                        yield cmd
+                        return
+                    cmd.MergeFrom(nxt)
+                yield cmd
+        finally:
+            reader.cancel()
+            if self.mm.sessions.get(s.node_id) is s:
+                del self.mm.sessions[s.node_id]
+
+    async def CreateGroup(self, request, context):  # noqa: N802
+        try:
+            self.mm.create_group(request.rg, list(request.members))
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return meta_pb2.CreateGroupResponse(group=self.mm.group_state(request.rg))
+
+    async def ListGroups(self, request, context):  # noqa: N802
+        return meta_pb2.ListGroupsResponse(groups=[self.mm.group_state(rg) for rg in sorted(self.mm.groups)],
+                                           version=self.mm.directory_version)

@@ -1,0 +1,111 @@
+"""MetaLink: the node's one stream to the metadata manager (MM).
+
+Purpose: heartbeats out (every HEARTBEAT_INTERVAL, with a status report per
+replica: epoch, role, last log position, commit and applied index, size,
+recent ops/s), answers to the MM out at once (promises, "not my leader"),
+commands in (node directory, replicas to host or drop, promise requests and
+appointments), over server/proto/meta.proto's Meta.Heartbeat.
+
+Several MM addresses may be given (the etcd backend runs several `quorumkv
+meta` processes, one active); the link tries them in turn and stays on the
+one that accepts. A lost stream is reconnected with backoff; the MM treats the
+silence as missed heartbeats, which is what it is.
+
+The interface the node sees is `MetaLinkHandler` (a Protocol), so tests can
+drive a node with a test double in place of a real MM.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import grpc
+
+from server.node import codec
+from server.node.peers import CHANNEL_OPTIONS, NODE_METADATA_KEY
+from server.proto import meta_pb2, meta_pb2_grpc
+from server.replication.messages import Message
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 0.1
+
+
+class MetaLinkHandler(Protocol):
+    def on_meta_command(self, command: meta_pb2.MetaCommand) -> None: ...
+    def status_envelopes(self, heartbeat: meta_pb2.NodeHeartbeat) -> None: ...
+
+
+class MetaLink:
+    def __init__(self, node_id: int, address: str, meta_addresses: Sequence[str], handler: MetaLinkHandler,
+                 interval: float = HEARTBEAT_INTERVAL):
+        self.node_id = node_id
+        self.address = address
+        self.meta_addresses = list(meta_addresses)
+        self.handler = handler
+        self.interval = interval
+        self.incarnation = random.getrandbits(63)
+        self._outbox: list[tuple[int, Message]] = []
+        self._send_now = asyncio.Event()
+        self._closed = False
+        self._task: asyncio.Task | None = None
+        self.connected = False
+        self.on_connect: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="meta-link")
+
+    def send(self, rg: int, msg: Message) -> None:
+        """A replication message for the MM: leaves with the next heartbeat, sent at once."""
+        self._outbox.append((rg, msg))
+        self._send_now.set()
+
+    async def _heartbeats(self):
+        while not self._closed:
+            hb = meta_pb2.NodeHeartbeat(node_id=self.node_id, address=self.address, incarnation=self.incarnation)
+            self.handler.status_envelopes(hb)
+            out, self._outbox = self._outbox, []
+            for rg, msg in out:
+                codec.encode(rg, msg, hb.envelopes.add())
+            yield hb
+            try:
+                await asyncio.wait_for(self._send_now.wait(), self.interval)
+            except TimeoutError:
+                pass
+            self._send_now.clear()
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        i = 0
+        while not self._closed:
+            address = self.meta_addresses[i % len(self.meta_addresses)]
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            try:
+                stub = meta_pb2_grpc.MetaStub(channel)
+                call = stub.Heartbeat(self._heartbeats(), metadata=((NODE_METADATA_KEY, str(self.node_id)),))
+                async for command in call:
+                    if not self.connected:
+                        self.connected = True
+                        backoff = 0.05
+                    self.handler.on_meta_command(command)
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                log.debug("meta stream to %s ended: %s", address, exc.code())
+            finally:
+                self.connected = False
+                await channel.close(grace=None)
+            if self._closed:
+                return
+            i += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,343 @@
+"""Node: one `quorumkv node` process, hosting replicas of any number of replication groups.
+
+Purpose: wires the pieces of server/node together on one asyncio event loop
+(uvloop when installed):
+
+    gRPC server   Replication.Exchange  peers' message streams -> ReplicaHost.step
+                  Data.Write/Read/Scan  client batches -> ReplicaHost.submit_*
+    PeerLinks     ReplicaHost messages -> one stream per peer node (peers.py)
+    MetaLink      heartbeats and answers -> the MM; commands <- the MM (meta_link.py)
+    ticker        Replica.tick() for every replica every TICK_SECONDS
+    maintenance   log compaction once the engine holds entries durably
+    I/O thread    every fsync (ReplicaStorage.persist), off the event loop
+
+Data layout: <data>/rg-<id>/ per replica (server/node/replica_storage.py).
+Replicas are created when the MM assigns them (MetaCommand.host) and found
+again on restart from the directories.
+
+Thread-safety: everything but the fsyncs runs on the loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from engine._native import write_batch
+from server.node import codec
+from server.node.meta_link import MetaLink
+from server.node.peers import CHANNEL_OPTIONS, NODE_METADATA_KEY, PeerLink
+from server.node.replica_host import Outcome, ReplicaHost, Result
+from server.node.replica_storage import ReplicaStorage, table_name
+from server.proto import data_pb2, data_pb2_grpc, meta_pb2, replication_pb2, replication_pb2_grpc
+from server.replication.messages import METADATA_MANAGER_ID, Message
+from server.replication.options import ReplicaOptions
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.05
+MAINTENANCE_SECONDS = 1.0
+COMPACT_AFTER_ENTRIES = 10_000   # compact a replica's log once it holds this many entries
+_DATA_CODE = {Outcome.OK: data_pb2.OK, Outcome.NOT_LEADER: data_pb2.NOT_LEADER,
+              Outcome.OUTCOME_UNKNOWN: data_pb2.OUTCOME_UNKNOWN, Outcome.TIMEOUT: data_pb2.TIMEOUT}
+
+
+class Node:
+    def __init__(self, node_id: int, listen: str, data_dir: str, meta_addresses: list[str],
+                 options: ReplicaOptions | None = None, advertise: str | None = None,
+                 compact_after_entries: int = COMPACT_AFTER_ENTRIES):
+        if node_id <= 0:
+            raise ValueError("node ids are positive (0 is the metadata manager)")
+        self.id = node_id
+        self.listen = listen
+        self.address = advertise or listen
+        self.data_dir = data_dir
+        self.options = options or ReplicaOptions()
+        self.compact_after_entries = compact_after_entries
+        self.hosts: dict[int, ReplicaHost] = {}
+        self.directory: dict[int, str] = {}
+        self._directory_version = -1
+        self.peers: dict[int, PeerLink] = {}
+        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"node{node_id}-io")
+        self.meta = MetaLink(node_id, self.address, meta_addresses, self)
+        self._server: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.port: int | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        os.makedirs(self.data_dir, exist_ok=True)
+        for name in sorted(os.listdir(self.data_dir)):
+            if name.startswith("rg-"):
+                self._host(int(name[3:]))
+        server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        replication_pb2_grpc.add_ReplicationServicer_to_server(_ReplicationService(self), server)
+        data_pb2_grpc.add_DataServicer_to_server(_DataService(self), server)
+        self.port = server.add_insecure_port(self.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.listen}")
+        host = self.listen.rsplit(":", 1)[0]
+        if self.address == self.listen and self.listen.endswith(":0"):
+            self.address = self.meta.address = f"{host}:{self.port}"
+        await server.start()
+        self._server = server
+        self.meta.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._ticker(), name="ticker"),
+                       loop.create_task(self._maintenance(), name="maintenance")]
+        log.info("node %d serving on %s (data %s)", self.id, self.address, self.data_dir)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.meta.close()
+        if self._server is not None:
+            await self._server.stop(grace=0.5)
+        for p in self.peers.values():
+            await p.close()
+        for h in list(self.hosts.values()):
+            await h.close()
+        self._io.shutdown(wait=True)
+
+    # ---------------------------------------------------------------- replicas
+    def _host(self, rg: int) -> ReplicaHost:
+        h = self.hosts.get(rg)
+        if h is None:
+            storage = ReplicaStorage(os.path.join(self.data_dir, f"rg-{rg}"), self.id)
+            h = ReplicaHost(rg, self.id, storage, self.options, lambda to, m, rg=rg: self.send(rg, to, m), self._io)
+            self.hosts[rg] = h
+            h.start()
+        return h
+
+    async def _drop(self, rg: int) -> None:
+        h = self.hosts.pop(rg, None)
+        if h is not None:
+            await h.close()
+            shutil.rmtree(os.path.join(self.data_dir, f"rg-{rg}"), ignore_errors=True)
+
+    def send(self, rg: int, to: int, msg: Message) -> None:
+        if to == METADATA_MANAGER_ID:
+            self.meta.send(rg, msg)
+            return
+        link = self.peers.get(to)
+        if link is None:
+            address = self.directory.get(to)
+            if address is None:
+                return   # unknown node: dropped; the directory arrives with the MM's next command
+            link = self.peers[to] = PeerLink(self.id, to, address)
+            link.start()
+        link.send(rg, msg)
+
+    def deliver(self, env: replication_pb2.Envelope) -> None:
+        rg, msg = codec.decode(env)
+        if msg.recipient != self.id:
+            log.warning("message for node %d delivered to node %d: dropped", msg.recipient, self.id)
+            return
+        h = self.hosts.get(rg)
+        if h is not None:
+            h.step(msg)
+
+    # ---------------------------------------------------------------- MetaLinkHandler
+    def on_meta_command(self, command: meta_pb2.MetaCommand) -> None:
+        if command.directory_version != self._directory_version and command.directory:
+            self._directory_version = command.directory_version
+            new = {a.node_id: a.address for a in command.directory}
+            for nid, link in list(self.peers.items()):
+                if new.get(nid) != link.address:
+                    self.peers.pop(nid)
+                    asyncio.get_running_loop().create_task(link.close())
+            self.directory = new
+        for a in command.host:
+            self._host(a.rg)
+        for rg in command.drop:
+            asyncio.get_running_loop().create_task(self._drop(rg))
+        for env in command.envelopes:
+            self.deliver(env)
+
+    def status_envelopes(self, heartbeat: meta_pb2.NodeHeartbeat) -> None:
+        for rg, h in self.hosts.items():
+            env = codec.encode(rg, h.status_report(), heartbeat.envelopes.add())
+            env.status_report.size_bytes = h.storage.db.stats().get("live_bytes", 0)
+            env.status_report.ops_per_second = h.ops_per_second
+            env.status_report.fsyncs = h.storage.log.stats()["fsyncs"]
+
+    # ---------------------------------------------------------------- timers
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += TICK_SECONDS
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            for h in self.hosts.values():
+                h.tick()
+
+    async def _maintenance(self) -> None:
+        """Bounds each replica's log: once it holds more than compact_after_entries
+        entries, the engine is flushed (so its applied index is durable) and the
+        log is compacted up to it (S5). A member further behind than that gets a
+        snapshot."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(MAINTENANCE_SECONDS)
+            for h in list(self.hosts.values()):
+                lg = h.replica.log
+                if lg.last_index - lg.base.index <= self.compact_after_entries:
+                    continue
+                if h.storage.db.applied_index < lg.applied_index:
+                    await loop.run_in_executor(self._io, h.storage.db.flush)
+                h.compact_due = True
+                h.tick()
+
+
+def _peer_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == NODE_METADATA_KEY:
+            return value
+    return "?"
+
+
+class _ReplicationService(replication_pb2_grpc.ReplicationServicer):
+    def __init__(self, node: Node):
+        self.node = node
+
+    async def Exchange(self, request_iterator, context):  # noqa: N802 - gRPC's name
+        n = 0
+        async for batch in request_iterator:
+            n += 1
+            for env in batch.envelopes:
+                try:
+                    self.node.deliver(env)
+                except ValueError as exc:
+                    log.warning("bad envelope from node %s: %s", _peer_id(context), exc)
+        return replication_pb2.ExchangeSummary(batches=n)
+
+
+class _DataService(data_pb2_grpc.DataServicer):
+    """The leader-facing data plane (server/proto/data.proto)."""
+
+    def __init__(self, node: Node):
+        self.node = node
+
+    async def Write(self, request_iterator, context):  # noqa: N802 - gRPC's name
+        async for out in self._answer(request_iterator, self._submit_write, _fill_write, data_pb2.WriteBatchResponse):
+            yield out
+
+    async def Read(self, request_iterator, context):  # noqa: N802
+        async for out in self._answer(request_iterator, self._submit_read, _fill_read, data_pb2.ReadBatchResponse):
+            yield out
+
+    @staticmethod
+    async def _answer(request_iterator, submit, fill, response_type):
+        """Answers a stream of request batches with a stream of response
+        batches: each response batch holds every answer ready by the time the
+        previous one was sent, in request order (writes commit in that order)."""
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def read_requests() -> None:
+            try:
+                async for batch in request_iterator:
+                    for req in batch.requests:
+                        queue.put_nowait((req.id, submit(req)))
+            finally:
+                queue.put_nowait(None)
+
+        reader = asyncio.get_running_loop().create_task(read_requests())
+        try:
+            while True:
+                first = await queue.get()
+                if first is None:
+                    break
+                items = [first]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                done = [i for i in items if i is not None]
+                if done:
+                    out = response_type()
+                    for req_id, fut in done:
+                        fill(out.responses.add(), req_id, await fut)
+                    yield out
+                if len(done) != len(items):
+                    break
+        finally:
+            reader.cancel()
+
+    def _submit_write(self, req: data_pb2.WriteRequest) -> asyncio.Future:
+        h = self.node.hosts.get(req.rg)
+        fut = asyncio.get_running_loop().create_future()
+        if h is None:
+            fut.set_result(data_pb2.UNKNOWN_GROUP)
+        elif not write_batch.validate(req.batch) or write_batch.count(req.batch) == 0:
+            fut.set_result(data_pb2.INVALID_ARGUMENT)
+        else:
+            return h.submit_write(req.batch)
+        return fut
+
+    def _submit_read(self, req: data_pb2.ReadRequest) -> asyncio.Future:
+        h = self.node.hosts.get(req.rg)
+        if h is None:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(data_pb2.UNKNOWN_GROUP)
+            return fut
+        return h.submit_read(lambda: h.get(req.table_id, req.key))
+
+    async def Scan(self, request, context):  # noqa: N802
+        h = self.node.hosts.get(request.rg)
+        if h is None:
+            return data_pb2.ScanResponse(code=data_pb2.UNKNOWN_GROUP, message=f"no replica of rg {request.rg} here")
+        limit = request.limit or None
+        fetch = None if limit is None else limit + 1
+
+        def scan():
+            db = h.storage.db
+            name = table_name(request.table_id)
+            if name not in db.tables():
+                return []
+            return list(db.scan(name, request.start or None, request.end or None, fetch,
+                                keys_only=request.keys_only))
+
+        result: Result = await h.submit_read(scan)
+        out = data_pb2.ScanResponse(code=_DATA_CODE[result.outcome], epoch=result.epoch, leader=result.leader or 0)
+        if result.outcome is Outcome.OK:
+            rows = result.value
+            if limit is not None and len(rows) > limit:
+                rows = rows[:limit]
+                out.more = True
+            out.keys.extend(k for k, _, _ in rows)
+            if not request.keys_only:
+                out.values.extend(v for _, v, _ in rows)
+            out.seqs.extend(s for _, _, s in rows)
+        return out
+
+
+def _fill_write(out: data_pb2.WriteResponse, req_id: int, result) -> None:
+    out.id = req_id
+    if not isinstance(result, Result):   # rejected before reaching a replica
+        out.code = result
+        out.message = ("no replica of that rg on this node" if result == data_pb2.UNKNOWN_GROUP
+                       else "batch is not a well-formed, non-empty write batch")
+        return
+    out.code = _DATA_CODE[result.outcome]
+    out.epoch = result.epoch
+    out.leader = result.leader or 0
+    if result.outcome is Outcome.OK:
+        out.index, out.seqs = result.value
+
+
+def _fill_read(out: data_pb2.ReadResponse, req_id: int, result) -> None:
+    out.id = req_id
+    if not isinstance(result, Result):
+        out.code = result
+        out.message = "no replica of that rg on this node"
+        return
+    out.code = _DATA_CODE[result.outcome]
+    out.epoch = result.epoch
+    out.leader = result.leader or 0
+    if result.outcome is Outcome.OK and result.value is not None:
+        out.found = True
+        out.value = result.value.value
+        out.seq = result.value.seq

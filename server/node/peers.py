@@ -1,0 +1,104 @@
+"""PeerLinks: one long-lived outbound stream from this node to each peer node.
+
+Purpose: replication messages leave a node only through here. Per peer, a
+queue and a sender task: every time the stream is ready for more, the task
+takes EVERYTHING queued for that peer (all RGs) and sends it as one
+EnvelopeBatch, so the number of stream messages follows the load, not the
+number of protocol messages.
+
+Loss is fine: the protocol tolerates dropped messages (retransmits, probes,
+heartbeats), so a broken stream drops what it had queued and the task
+reconnects with backoff; a queue that grows past MAX_QUEUED (the peer is
+down) drops the oldest messages. Answers come back on the peer's own stream
+to us (server/node/node.py, Exchange).
+
+Every stream carries this node's id in the gRPC metadata `x-quorumkv-node`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+import grpc
+
+from server.node import codec
+from server.proto import replication_pb2 as pb
+from server.proto import replication_pb2_grpc as pb_grpc
+from server.replication.messages import Message
+
+log = logging.getLogger(__name__)
+
+NODE_METADATA_KEY = "x-quorumkv-node"
+MAX_QUEUED = 10_000
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+class PeerLink:
+    def __init__(self, node_id: int, peer_id: int, address: str):
+        self.node_id = node_id
+        self.peer_id = peer_id
+        self.address = address
+        self._queue: deque[tuple[int, Message]] = deque()
+        self._has_data = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._closed = False
+        self.sent_batches = 0
+        self.dropped = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"peer{self.peer_id}")
+
+    def send(self, rg: int, msg: Message) -> None:
+        if len(self._queue) >= MAX_QUEUED:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append((rg, msg))
+        self._has_data.set()
+
+    async def _batches(self):
+        while not self._closed:
+            await self._has_data.wait()
+            self._has_data.clear()
+            if not self._queue:
+                continue
+            batch = pb.EnvelopeBatch()
+            add = batch.envelopes.add
+            q = self._queue
+            while q:
+                rg, msg = q.popleft()
+                codec.encode(rg, msg, add())
+            self.sent_batches += 1
+            yield batch
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while not self._closed:
+            channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            try:
+                stub = pb_grpc.ReplicationStub(channel)
+                await stub.Exchange(self._batches(), metadata=((NODE_METADATA_KEY, str(self.node_id)),))
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                log.debug("stream to node %d (%s) ended: %s", self.peer_id, self.address, exc.code())
+            finally:
+                await channel.close(grace=None)
+            self._queue.clear()   # lost with the stream; the protocol resends what matters
+            if self._closed:
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    async def close(self) -> None:
+        self._closed = True
+        self._has_data.set()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,202 @@
+"""ReplicaStorage: everything one replica keeps on disk, and the crash-safe moves between states.
+
+Purpose: the disk side of the Ready contract (server/replication/README.md)
+for one replica: the replicated log (server/node/log_store.py, which is the
+write-ahead log: the engine runs with wal=False), the engine DB holding the
+range's data with its applied index, and snapshot staging and install.
+
+Layout of a replica directory:
+
+    <dir>/log/              LogStore segments: entries, promised epoch, commit hint
+    <dir>/db/               the engine DB (tables named t<id>, ids cluster-wide)
+    <dir>/db.installing/    a snapshot being installed (see install_snapshot)
+    <dir>/snapshot.staging  received snapshot chunks, framed like the WAL
+
+Why one engine DB per replica (not one per node with a keyspace per replica):
+the engine's applied index is per DB, a snapshot install replaces the whole
+DB by a directory rename, and dropping a replica is removing a directory.
+The price is a memtable and a background thread per replica, so the write
+buffer is sized per replica (ENGINE_OPTIONS) and a node hosts tens, not
+thousands, of replicas; sharing one log and one engine across replicas, as
+TiKV and CockroachDB do, is the way past that (ARCHITECTURE.md, "Not yet").
+
+Snapshot chunks: each chunk is one write batch (engine/_native/write_batch.pyx)
+of at most CHUNK_BYTES of records, tables identified by their ids; the last
+chunk carries the snapshot index as its applied index. Staging is not
+fsynced: a follower that restarts mid-transfer asks for chunk 0 again (rule
+S3), so only the install must be atomic, and it is:
+
+  1. build the new DB in db.installing from the staged chunks and flush it
+     (the engine makes it durable, with applied index = snapshot index);
+  2. LogStore.persist(snapshot=position): the log is now empty above it;
+  3. rename db -> db.old, db.installing -> db, fsync the directory, remove db.old.
+
+On open, a db.installing is finished (step 3) if the log's base is at or past
+its applied index (the crash came after step 2), and removed otherwise.
+
+Thread-safety: persist() and install run in the node's I/O thread while the
+event loop reads the DB; the DB is thread-safe, and the loop never touches
+the log store while a persist is in flight (one Ready outstanding).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+
+from engine import DB
+from engine._native import wal_frame, write_batch
+from engine.env import DEFAULT_ENV
+from engine.wal import LogWriter, read_log
+from server.node.log_store import LogStore
+from server.replication.messages import Entry, EntryKind, LogPosition
+from server.replication.ready import DurableState, HardState, StagedChunk
+
+CHUNK_BYTES = 1 << 20
+ENGINE_OPTIONS = dict(wal=False, sync="never", write_buffer_size=16 << 20, block_cache_bytes=32 << 20)
+
+
+def table_name(table_id: int) -> str:
+    return f"t{table_id}"
+
+
+class ReplicaStorage:
+    def __init__(self, directory: str, node_id: int, engine_options: dict | None = None):
+        self.directory = directory
+        self.node_id = node_id
+        self.engine_options = dict(ENGINE_OPTIONS, **(engine_options or {}), node_id=node_id)
+        os.makedirs(directory, exist_ok=True)
+        self.log = LogStore.open(DEFAULT_ENV, os.path.join(directory, "log"))
+        self._recover_install()
+        self.db = DB.open(self._db_path, **self.engine_options)
+        self._tables: set[int] = {int(name[1:]) for name in self.db.tables()}
+        self._staging: LogWriter | None = None
+        self._staging_for: LogPosition | None = None
+
+    @property
+    def _db_path(self) -> str:
+        return os.path.join(self.directory, "db")
+
+    def durable_state(self) -> DurableState:
+        return self.log.durable_state(self.db.applied_index)
+
+    # ------------------------------------------------------------ Ready step 2
+    def persist(self, chunks: Sequence[StagedChunk], snapshot: LogPosition | None,
+                entries: Sequence[Entry], hard_state: HardState | None) -> None:
+        """Step 2 of the Ready contract, in its order. Runs in the I/O thread."""
+        for chunk in chunks:
+            self._stage(chunk)
+        if snapshot is not None:
+            self._install_snapshot(snapshot)
+        if entries or hard_state is not None:
+            self.log.persist(hard_state, entries)
+
+    def _stage(self, chunk: StagedChunk) -> None:
+        path = os.path.join(self.directory, "snapshot.staging")
+        if chunk.offset == 0 or self._staging_for != chunk.snapshot:
+            if self._staging is not None:
+                self._staging.close()
+            if os.path.exists(path):
+                os.remove(path)
+            self._staging = LogWriter(DEFAULT_ENV, path)
+            self._staging_for = chunk.snapshot
+        assert self._staging is not None
+        self._staging.add(wal_frame.WRITE_BATCH, [chunk.data], False)
+
+    def _install_snapshot(self, snapshot: LogPosition) -> None:
+        staging = os.path.join(self.directory, "snapshot.staging")
+        if self._staging is None or self._staging_for != snapshot:
+            raise RuntimeError(f"install of snapshot {snapshot} without its staged chunks")
+        self._staging.sync()
+        self._staging.close()
+        self._staging = None
+        installing = os.path.join(self.directory, "db.installing")
+        shutil.rmtree(installing, ignore_errors=True)
+        with DB.open(installing, **self.engine_options) as new_db:
+            created: set[int] = set()
+            for _offset, _ftype, payload in read_log(DEFAULT_ENV, staging).frames:
+                if not write_batch.validate(payload):
+                    raise ValueError(f"snapshot {snapshot}: malformed chunk")
+                for tid in write_batch.table_ids(payload):
+                    if tid not in created:
+                        new_db.create_table(table_name(tid), table_id=tid)
+                        created.add(tid)
+                if write_batch.count(payload):
+                    new_db.write_encoded(payload)
+            new_db.write_encoded(write_batch.encode_many([], applied_index=snapshot.index))
+            new_db.flush()
+            if new_db.applied_index != snapshot.index:
+                raise RuntimeError(f"snapshot {snapshot}: engine applied index {new_db.applied_index} after flush")
+        self.log.persist(None, (), snapshot)                      # step 2: the point of no return
+        self.db.close()
+        self._swap_in(installing)
+        os.remove(staging)
+        self.db = DB.open(self._db_path, **self.engine_options)
+        self._tables = {int(name[1:]) for name in self.db.tables()}
+
+    def _swap_in(self, installing: str) -> None:
+        old = self._db_path + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        if os.path.exists(self._db_path):
+            os.rename(self._db_path, old)
+        os.rename(installing, self._db_path)
+        DEFAULT_ENV.sync_dir(self.directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _recover_install(self) -> None:
+        installing = os.path.join(self.directory, "db.installing")
+        if not os.path.exists(installing):
+            return
+        try:
+            with DB.open(installing, **self.engine_options) as d:
+                staged_index = d.applied_index
+        except Exception:  # an install that crashed before its flush: never reached step 2
+            staged_index = None
+        if staged_index is not None and self.log.base.index >= staged_index > 0:
+            self._swap_in(installing)
+        else:
+            shutil.rmtree(installing)
+
+    # ------------------------------------------------------------ Ready step 4
+    def apply(self, entries: Sequence[Entry]) -> None:
+        """Applies committed entries in order. NOOPs change no data; their index
+        becomes the engine's applied index with the next write or snapshot, and
+        replaying a NOOP is harmless."""
+        db = self.db
+        for e in entries:
+            if e.kind is not EntryKind.WRITE:
+                continue
+            for tid in write_batch.table_ids(e.payload):
+                if tid not in self._tables:
+                    db.create_table(table_name(tid), table_id=tid)
+                    self._tables.add(tid)
+            db.write_encoded(e.payload)
+
+    # -------------------------------------------------------- snapshot source
+    def snapshot_chunks(self, applied_index: int) -> Iterator[bytes]:
+        """Chunks of a snapshot of the applied state taken now (S2), which is
+        the state at `applied_index` (the replica's): a generator over a pinned
+        DB snapshot; the caller keeps the chunks it sent for resends."""
+        db = self.db
+        snap = db.snapshot()
+        try:
+            records: list[tuple[int, int, bytes, bytes | None, bytes]] = []
+            size = 0
+            for name in db.tables():
+                tid = int(name[1:])
+                for key, value, seq in db.scan(name, snapshot=snap):
+                    records.append((write_batch.VALUE, tid, key, value, seq))
+                    size += len(key) + len(value) + 24
+                    if size >= CHUNK_BYTES:
+                        yield write_batch.encode_many(records)
+                        records, size = [], 0
+            yield write_batch.encode_many(records, applied_index=applied_index)
+        finally:
+            snap.release()
+
+    def close(self) -> None:
+        if self._staging is not None:
+            self._staging.close()
+            self._staging = None
+        self.db.close()
+        self.log.close()
