@@ -15,6 +15,10 @@ Points (grep for failpoints.hit to see where each sits):
   manifest.after_append       an edit is durable in the MANIFEST, not yet installed
   manifest.before_current     a new MANIFEST is written, CURRENT still names the old one
   obsolete.mid_delete         between deletions of obsolete files
+  snapshot.before_log         (server/node/replica_storage.py) the new DB is built and
+                              durable, the replica's log does not name the snapshot yet
+  snapshot.after_log          the log names the snapshot, the new DB is not in place
+  snapshot.mid_swap           the old DB is renamed away, the new one not yet renamed in
 """
 from __future__ import annotations
 

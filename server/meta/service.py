@@ -33,7 +33,7 @@ from server.meta.group_leadership import GroupLeadership
 from server.meta.store import MetaStore
 from server.node import codec
 from server.node.peers import CHANNEL_OPTIONS
-from server.proto import meta_pb2, meta_pb2_grpc
+from server.proto import meta_pb2, meta_pb2_grpc, replication_pb2
 from server.replication.errors import InvariantViolation
 from server.replication.messages import Config, Message, StatusReport
 
@@ -67,7 +67,7 @@ class MetaServer:
         self.directory_version = 1
         self.groups: dict[int, GroupLeadership] = {}
         self.members: dict[int, tuple[int, ...]] = {}
-        self.reports: dict[tuple[int, int], StatusReport] = {}   # (rg, node) -> last report
+        self.reports: dict[tuple[int, int], replication_pb2.StatusReport] = {}   # (rg, node) -> last report
         for key, rec in self.store.items("group"):
             self._load_group(int(key), rec)
         self._server: grpc.aio.Server | None = None
@@ -155,8 +155,7 @@ class MetaServer:
             if gl is None:
                 continue
             if isinstance(msg, StatusReport):
-                self.reports[(rg, msg.sender)] = (msg, env.status_report.size_bytes,
-                                                  env.status_report.ops_per_second)
+                self.reports[(rg, msg.sender)] = env.status_report   # with the node-side figures
             try:
                 gl.step(msg)
             except InvariantViolation as exc:   # a node names an epoch we never issued: our store was lost?
@@ -218,10 +217,7 @@ class MetaServer:
                                 alive=s is not None and now - s.last_heartbeat < self.options.leader_timeout_seconds)
             rep = self.reports.get((rg, m))
             if rep is not None:
-                report, size, ops = rep
-                codec.status_to_pb(report, ns.report)
-                ns.report.size_bytes = size
-                ns.report.ops_per_second = ops
+                ns.report.CopyFrom(rep)
         return g
 
 

@@ -503,13 +503,10 @@ class LogStore:
         if new_segment:
             records.append(self._header())
         records.append(_PAIR.pack(RecordKind.BASE, epoch, index))
-        old = self._base
-        self._base = LogPosition(epoch, index)
-        self._delete_obsolete()
-        self._base = old
         self._write(records, new_segment)
         del self._entries[:index - self._base.index]
         self._base = LogPosition(epoch, index)
+        self._delete_obsolete()
 
     def close(self) -> None:
         """Closes the open segment and releases the directory. Idempotent."""
@@ -590,7 +587,7 @@ class LogStore:
         the durable base, never the newest one; stops at a failed removal
         (the next compaction retries)."""
         segments = self._segments
-        while len(segments) > 1 and segments[0].max_index <= self._base.index:
+        while len(segments) > 1:
             if not self._remove(segments[0].path):
                 return
             segments.pop(0)

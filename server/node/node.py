@@ -165,6 +165,7 @@ class Node:
             env.status_report.size_bytes = h.storage.db.stats().get("live_bytes", 0)
             env.status_report.ops_per_second = h.ops_per_second
             env.status_report.fsyncs = h.storage.log.stats()["fsyncs"]
+            env.status_report.snapshots_installed = h.storage.snapshots_installed
 
     # ---------------------------------------------------------------- timers
     async def _ticker(self) -> None:

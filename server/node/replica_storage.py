@@ -44,7 +44,7 @@ import os
 import shutil
 from collections.abc import Iterator, Sequence
 
-from engine import DB
+from engine import DB, failpoints
 from engine._native import wal_frame, write_batch
 from engine.env import DEFAULT_ENV
 from engine.wal import LogWriter, read_log
@@ -72,6 +72,7 @@ class ReplicaStorage:
         self._tables: set[int] = {int(name[1:]) for name in self.db.tables()}
         self._staging: LogWriter | None = None
         self._staging_for: LogPosition | None = None
+        self.snapshots_installed = 0
 
     @property
     def _db_path(self) -> str:
@@ -127,23 +128,28 @@ class ReplicaStorage:
             new_db.flush()
             if new_db.applied_index != snapshot.index:
                 raise RuntimeError(f"snapshot {snapshot}: engine applied index {new_db.applied_index} after flush")
+        failpoints.hit("snapshot.before_log")
         self.log.persist(None, (), snapshot)                      # step 2: the point of no return
+        failpoints.hit("snapshot.after_log")
         self.db.close()
         self._swap_in(installing)
         os.remove(staging)
         self.db = DB.open(self._db_path, **self.engine_options)
         self._tables = {int(name[1:]) for name in self.db.tables()}
+        self.snapshots_installed += 1
 
     def _swap_in(self, installing: str) -> None:
         old = self._db_path + ".old"
         shutil.rmtree(old, ignore_errors=True)
         if os.path.exists(self._db_path):
             os.rename(self._db_path, old)
+        failpoints.hit("snapshot.mid_swap")
         os.rename(installing, self._db_path)
         DEFAULT_ENV.sync_dir(self.directory)
         shutil.rmtree(old, ignore_errors=True)
 
     def _recover_install(self) -> None:
+        shutil.rmtree(self._db_path + ".old", ignore_errors=True)   # a swap that crashed before its cleanup
         installing = os.path.join(self.directory, "db.installing")
         if not os.path.exists(installing):
             return

@@ -129,6 +129,7 @@ def test_leader_kill9_new_leader_serves_within_2s_no_acked_write_lost(cluster):
             assert await w.write_many(new_leader, 200, 1) == 1
             elapsed = time.monotonic() - killed_at
             assert new_leader != leader and new_epoch > epoch
+            print(f"new leader served {elapsed:.3f} s after the kill -9")
             assert elapsed < 2.0, f"new leader served {elapsed:.2f} s after the kill"
             await w.verify(new_leader)
             cluster.restart(cluster.nodes[leader])
@@ -188,8 +189,8 @@ def test_paused_old_leader_answers_neither_writes_nor_reads(cluster):
                 cluster.resume(old)
                 write = await asyncio.wait_for(stale.write(RG, _batch(b"key-00000001", b"stale")), 10)
                 read = await asyncio.wait_for(stale.read(RG, TABLE, b"key-00000060"), 10)
-                assert write.code != data_pb2.OK, write
-                assert read.code != data_pb2.OK, read
+                assert write.code in (data_pb2.NOT_LEADER, data_pb2.OUTCOME_UNKNOWN), write
+                assert read.code in (data_pb2.NOT_LEADER, data_pb2.TIMEOUT), read
             finally:
                 await stale.close()
             await w.verify(new_leader)
@@ -218,6 +219,7 @@ def test_wiped_follower_catches_up_from_a_snapshot(cluster):
                 rep = next(r for r in g.replicas if r.node_id == follower)
                 lead = next(r for r in g.replicas if r.node_id == leader)
                 if rep.alive and rep.report.applied_index >= lead.report.commit_index > 0:
+                    assert rep.report.snapshots_installed >= 1, "caught up from the log: the test missed its point"
                     break
                 assert time.monotonic() < deadline, f"follower did not catch up: {g}"
                 await asyncio.sleep(0.05)

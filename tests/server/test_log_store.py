@@ -787,3 +787,20 @@ def test_random_workloads_with_power_loss_after_random_calls():
     store.close()
     with LogStore.open(env, DIR, segment_bytes=2048) as store:
         assert state_of(store) == model.state()
+
+
+def test_a_stale_copy_of_a_segment_is_detected_by_the_next_header():
+    # Segment 1 loses its last calls (a stale copy, e.g. a lost write);
+    # segment 2 holds only a hard state, so no entry shows the hole: its
+    # header does (it says the log ended at 5 with promised epoch 2).
+    env = MemEnv()
+    with LogStore.open(env, DIR) as store:
+        store.persist(HardState(1, 0), entries(1, 1, 3))
+        stale = env.read_file(f"{DIR}/000001.rlog")
+        store.persist(HardState(2, 3), entries(2, 4, 5))
+    with LogStore.open(env, DIR) as store:
+        store.persist(HardState(2, 5), [])
+    assert segments(env) == ["000001.rlog", "000002.rlog"]
+    with pytest.raises(CorruptionError, match="disagrees") as exc:
+        LogStore.open(clone(env, replace={"000001.rlog": stale}), DIR)
+    assert exc.value.path == f"{DIR}/000002.rlog" and exc.value.offset == 0
