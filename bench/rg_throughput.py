@@ -135,21 +135,30 @@ def run_quorumkv(clients_list: list[int], duration_s: float, runs: int) -> dict[
             leader, _ = cluster.wait_for_leader(RG)
             address = cluster.nodes[leader].address
             pids = [cluster.meta.pid] + [n.pid for n in cluster.nodes.values()]
-            for run in range(runs):
-                for op in ("put", "get"):
-                    for clients in clients_list:
-                        f0 = _fsyncs(cluster)
-                        res = asyncio.run(_quorumkv_load(address, clients, duration_s, op, run * 1000 + clients,
-                                                         lambda: _proc_cpu_seconds(pids)))
-                        # status reports trail by one heartbeat: wait for the last fsyncs to show
-                        time.sleep(0.3)
-                        s = res.summary()
-                        s["fsyncs_per_write"] = (_fsyncs(cluster) - f0) / res.ops if op == "put" and res.ops else None
-                        out.setdefault((op, clients), []).append(s)
-                        print(f"  quorumkv run {run + 1} {op:>3} clients={clients:>3}: {s['ops_per_s']:>9,.0f}/s "
-                              f"p50={s['p50_ms']:.2f} p99={s['p99_ms']:.2f} p99.9={s['p999_ms']:.2f} ms "
-                              f"errors={s['errors']} fsyncs/write={s['fsyncs_per_write']}", flush=True)
+
+            async def all_runs() -> None:   # one event loop for every run: grpc.aio binds to the first one
+                for run in range(runs):
+                    for op in ("put", "get"):
+                        for clients in clients_list:
+                            f0 = _fsyncs(cluster)
+                            res = await _quorumkv_load(address, clients, duration_s, op, run * 1000 + clients,
+                                                       lambda: _proc_cpu_seconds(pids))
+                            await asyncio.sleep(0.3)   # status reports trail by a heartbeat: let the fsyncs show
+                            s = res.summary()
+                            s["fsyncs_per_write"] = ((_fsyncs(cluster) - f0) / res.ops
+                                                     if op == "put" and res.ops else None)
+                            out.setdefault((op, clients), []).append(s)
+                            _print_row("quorumkv", run, op, clients, s)
+
+            asyncio.run(all_runs())
     return out
+
+
+def _print_row(system: str, run: int, op: str, clients: int, s: dict) -> None:
+    extra = f" fsyncs/write={s['fsyncs_per_write']:.3f}" if s.get("fsyncs_per_write") is not None else ""
+    print(f"  {system:<8} run {run + 1} {op:>3} clients={clients:>3}: {s['ops_per_s']:>9,.0f}/s "
+          f"p50={s['p50_ms']:.2f} p99={s['p99_ms']:.2f} p99.9={s['p999_ms']:.2f} ms errors={s['errors']} "
+          f"client_cpu={s['client_cpu_s']:.1f}s server_cpu={s['server_cpu_s']:.1f}s{extra}", flush=True)
 
 
 def run_etcd(clients_list: list[int], duration_s: float, runs: int) -> dict[tuple[str, int], list[dict]]:
@@ -158,16 +167,17 @@ def run_etcd(clients_list: list[int], duration_s: float, runs: int) -> dict[tupl
 
     out: dict[tuple[str, int], list[dict]] = {}
     with EtcdCluster(members=3) as etcd:
-        for run in range(runs):
-            for op, etcd_op in (("put", "put"), ("get", "range")):
-                for clients in clients_list:
-                    res = asyncio.run(run_load(etcd.client_endpoints, clients, None, duration_s, 100, etcd_op,
-                                               seed=run * 1000 + clients, server_cpu=etcd.cpu_seconds))
-                    s = res.summary()
-                    out.setdefault((op, clients), []).append(s)
-                    print(f"  etcd     run {run + 1} {op:>3} clients={clients:>3}: {s['ops_per_s']:>9,.0f}/s "
-                          f"p50={s['p50_ms']:.2f} p99={s['p99_ms']:.2f} p99.9={s['p999_ms']:.2f} ms "
-                          f"errors={s['errors']}", flush=True)
+        async def all_runs() -> None:
+            for run in range(runs):
+                for op, etcd_op in (("put", "put"), ("get", "range")):
+                    for clients in clients_list:
+                        res = await run_load(etcd.client_endpoints, clients, None, duration_s, 100, etcd_op,
+                                             seed=run * 1000 + clients, server_cpu=etcd.cpu_seconds)
+                        s = res.summary()
+                        out.setdefault((op, clients), []).append(s)
+                        _print_row("etcd", run, op, clients, s)
+
+        asyncio.run(all_runs())
     return out
 
 

@@ -13,6 +13,9 @@ the same store.
     Meta.CreateGroup  admin: a new RG over the given nodes (idempotent)
     Meta.ListGroups   every RG with epoch, leader, config and the members'
                       last status reports
+    Meta.Watch        the routing table (tables, ranges, RG leaders, node
+                      addresses) now and after every change, to the routers
+    Meta.CreateTable, Meta.DropTable   the catalog (server/meta/catalog.py)
 
 Timing: the MM ticks every `tick_seconds` (50 ms); a leader silent for
 `leader_timeout_seconds` (500 ms) is deposed. An epoch is persisted before
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from server.meta.catalog import Catalog, NoSuchTable, TableExists
 from server.meta.group_leadership import GroupLeadership
 from server.meta.store import MetaStore
 from server.node import codec
@@ -68,6 +72,11 @@ class MetaServer:
         self.groups: dict[int, GroupLeadership] = {}
         self.members: dict[int, tuple[int, ...]] = {}
         self.reports: dict[tuple[int, int], replication_pb2.StatusReport] = {}   # (rg, node) -> last report
+        self.catalog = Catalog(self.store)
+        # Routers compare versions for equality; starting from the clock keeps a
+        # restarted MM's versions distinct from the ones it handed out before.
+        self.routing_version = time.time_ns() // 1000
+        self._routing_changed = asyncio.Event()
         for key, rec in self.store.items("group"):
             self._load_group(int(key), rec)
         self._server: grpc.aio.Server | None = None
@@ -94,7 +103,25 @@ class MetaServer:
         gl = self._new_leadership(rg, tuple(rec["members"]), rec["epoch"], config)
         gl.leader = rec.get("leader")   # confirmed by its next status reports, or deposed
 
+    def routing_changed(self) -> None:
+        self.routing_version += 1
+        self._routing_changed.set()
+        self._routing_changed = asyncio.Event()
+
+    def routing_table(self) -> meta_pb2.RoutingTable:
+        rt = meta_pb2.RoutingTable(version=self.routing_version)
+        for t in sorted(self.catalog.tables.values(), key=lambda t: t.name):
+            tr = rt.tables.add(name=t.name, table_id=t.table_id)
+            for start, rg in t.ranges:
+                tr.ranges.add(start=start, rg=rg)
+        for rg, gl in sorted(self.groups.items()):
+            rt.groups.add(rg=rg, leader=gl.leader or 0, epoch=gl.epoch)
+        for nid, addr in sorted(self.nodes.items()):
+            rt.nodes.add(node_id=nid, address=addr)
+        return rt
+
     def _persist_group(self, rg: int, gl: GroupLeadership) -> None:
+        self.routing_changed()   # a new epoch has no leader yet; an appointment names one
         c = gl.config
         self.store.put("group", rg, {"members": list(self.members[rg]), "epoch": gl.epoch, "leader": gl.leader,
                                      "voters": sorted(c.voters), "outgoing": sorted(c.outgoing_voters),
@@ -171,6 +198,7 @@ class MetaServer:
             self.nodes[hb.node_id] = hb.address
             self.store.put("node", hb.node_id, hb.address)
             self.directory_version += 1
+            self.routing_changed()
             for other in self.sessions.values():
                 if other is not s:
                     other.outbox.put_nowait(self._directory())
@@ -264,6 +292,39 @@ class _MetaService(meta_pb2_grpc.MetaServicer):
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return meta_pb2.CreateGroupResponse(group=self.mm.group_state(request.rg))
+
+    async def Watch(self, request, context):  # noqa: N802
+        known = request.known_version
+        while True:
+            changed = self.mm._routing_changed
+            if self.mm.routing_version != known:
+                rt = self.mm.routing_table()
+                known = rt.version
+                yield rt
+            await changed.wait()
+
+    async def CreateTable(self, request, context):  # noqa: N802
+        try:
+            t = self.mm.catalog.create_table(request.name, list(request.split_keys), sorted(self.mm.groups))
+        except TableExists as exc:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except ValueError as exc:
+            code = grpc.StatusCode.UNAVAILABLE if not self.mm.groups else grpc.StatusCode.INVALID_ARGUMENT
+            await context.abort(code, str(exc))
+        self.mm.routing_changed()
+        out = meta_pb2.NewTableResponse()
+        out.table.name, out.table.table_id = t.name, t.table_id
+        for start, rg in t.ranges:
+            out.table.ranges.add(start=start, rg=rg)
+        return out
+
+    async def DropTable(self, request, context):  # noqa: N802
+        try:
+            t = self.mm.catalog.drop_table(request.name)
+        except NoSuchTable:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no table named {request.name!r}")
+        self.mm.routing_changed()
+        return meta_pb2.DropTableResponse(table_id=t.table_id)
 
     async def ListGroups(self, request, context):  # noqa: N802
         return meta_pb2.ListGroupsResponse(groups=[self.mm.group_state(rg) for rg in sorted(self.mm.groups)],

@@ -100,6 +100,11 @@ class DataClient:
         """One write batch (engine/_native/write_batch.pyx format) to the RG's leader on this node."""
         return await self._writes.submit(data_pb2.WriteRequest(id=next(self._ids), rg=rg, batch=batch))
 
+    async def write_request(self, req: data_pb2.WriteRequest) -> data_pb2.WriteResponse:
+        """A WriteRequest with conditions or a request id; its `id` is set here."""
+        req.id = next(self._ids)
+        return await self._writes.submit(req)
+
     async def read(self, rg: int, table_id: int, key: bytes) -> data_pb2.ReadResponse:
         return await self._reads.submit(data_pb2.ReadRequest(id=next(self._ids), rg=rg, table_id=table_id, key=key))
 

@@ -8,12 +8,14 @@ reads them back and durable_state() hands them to the Replica on restart;
 compact() drops a prefix (rule S5).
 
 On-disk format. A directory of segments NNNNNN.rlog (decimal, at least six
-digits, numbered upwards and never reused), each a sequence of frames in the
-engine's log framing (engine/_native/wal_frame.pyx: masked CRC32C u32, length
-u32, type u8, payload) and nothing else. wal_frame accepts only its own frame
-types, so every frame here has type WRITE_BATCH (FRAME_TYPE) and the record
-kinds live inside the payload. One frame holds everything one persist() or
-compact() call writes, so a torn write loses a whole call, never part of one:
+digits, numbered upwards), each a sequence of frames in the engine's log
+framing (engine/_native/wal_frame.pyx: masked CRC32C u32, length u32, type u8,
+payload) and nothing else. wal_frame accepts only its own two frame types
+(adding one means editing wal_frame.pyx), so every frame here has type
+WRITE_BATCH (FRAME_TYPE) and the record kinds live inside the payload; the
+engine never reads a .rlog file, so the shared type is not ambiguous. One
+frame holds everything one persist() or compact() call writes, so a torn
+write loses a whole call, never part of one:
 
     frame payload
     0         1
@@ -74,7 +76,8 @@ Segment rules:
   3. open() repairs the last segment, which stops being the last at the next
      write: a torn tail is cut off by rewriting the valid prefix atomically
      (Env.write_file_atomic, since the Env cannot fsync a truncation), and a
-     segment with no valid frame is removed (and the directory fsynced).
+     segment with no valid frame is removed (and the directory fsynced), its
+     number given to the next segment so that the numbers stay contiguous.
   4. Because of rule 2 the first segment replayed may follow deleted ones; its
      header says which entries those held (base.index+1 .. last index). Later
      BASE, SNAPSHOT or truncating ENTRY records must cover them; if some are
@@ -349,8 +352,8 @@ class LogStore:
         segments: list[_Segment] = []
         for number in live:
             path = self._segment_path(number)
-            log = contents.get(number) or read_log(env, path)
-            if number != live[-1] and log.torn_bytes:
+            log = contents[number] if number in contents else read_log(env, path)
+            if log.torn_bytes and (number != live[-1] or empty_newest is not None):
                 raise CorruptionError("damaged end of a log segment that a newer one follows: "
                                       "acknowledged data is damaged", path, log.valid_bytes)
             seg = _Segment(number, path)
@@ -587,7 +590,7 @@ class LogStore:
         the durable base, never the newest one; stops at a failed removal
         (the next compaction retries)."""
         segments = self._segments
-        while len(segments) > 1:
+        while len(segments) > 1 and segments[0].max_index <= self._base.index:
             if not self._remove(segments[0].path):
                 return
             segments.pop(0)

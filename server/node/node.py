@@ -31,8 +31,9 @@ from engine._native import write_batch
 from server.node import codec
 from server.node.meta_link import MetaLink
 from server.node.peers import CHANNEL_OPTIONS, NODE_METADATA_KEY, PeerLink
-from server.node.replica_host import Outcome, ReplicaHost, Result
+from server.node.replica_host import ReplicaHost
 from server.node.replica_storage import ReplicaStorage, table_name
+from server.node.write_path import Outcome, Result
 from server.proto import data_pb2, data_pb2_grpc, meta_pb2, replication_pb2, replication_pb2_grpc
 from server.replication.messages import METADATA_MANAGER_ID, Message
 from server.replication.options import ReplicaOptions
@@ -43,7 +44,8 @@ TICK_SECONDS = 0.05
 MAINTENANCE_SECONDS = 1.0
 COMPACT_AFTER_ENTRIES = 10_000   # compact a replica's log once it holds this many entries
 _DATA_CODE = {Outcome.OK: data_pb2.OK, Outcome.NOT_LEADER: data_pb2.NOT_LEADER,
-              Outcome.OUTCOME_UNKNOWN: data_pb2.OUTCOME_UNKNOWN, Outcome.TIMEOUT: data_pb2.TIMEOUT}
+              Outcome.OUTCOME_UNKNOWN: data_pb2.OUTCOME_UNKNOWN, Outcome.TIMEOUT: data_pb2.TIMEOUT,
+              Outcome.CONDITION_FAILED: data_pb2.CONDITION_FAILED}
 
 
 class Node:
@@ -269,20 +271,26 @@ class _DataService(data_pb2_grpc.DataServicer):
 
     def _submit_write(self, req: data_pb2.WriteRequest) -> asyncio.Future:
         h = self.node.hosts.get(req.rg)
-        fut = asyncio.get_running_loop().create_future()
+        problem = None
         if h is None:
-            fut.set_result(data_pb2.UNKNOWN_GROUP)
+            problem = (data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}")
         elif not write_batch.validate(req.batch) or write_batch.count(req.batch) == 0:
-            fut.set_result(data_pb2.INVALID_ARGUMENT)
-        else:
-            return h.submit_write(req.batch)
+            problem = (data_pb2.INVALID_ARGUMENT, "batch is not a well-formed, non-empty write batch")
+        elif (req.if_seq or req.if_absent) and write_batch.count(req.batch) != 1:
+            problem = (data_pb2.INVALID_ARGUMENT, "a conditional write holds exactly one record")
+        elif req.if_seq and (len(req.if_seq) != 16 or req.if_absent):
+            problem = (data_pb2.INVALID_ARGUMENT, "if_seq must be 16 bytes and excludes if_absent")
+        if problem is None:
+            return h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(problem)
         return fut
 
     def _submit_read(self, req: data_pb2.ReadRequest) -> asyncio.Future:
         h = self.node.hosts.get(req.rg)
         if h is None:
             fut = asyncio.get_running_loop().create_future()
-            fut.set_result(data_pb2.UNKNOWN_GROUP)
+            fut.set_result((data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}"))
             return fut
         return h.submit_read(lambda: h.get(req.table_id, req.key))
 
@@ -317,23 +325,22 @@ class _DataService(data_pb2_grpc.DataServicer):
 
 def _fill_write(out: data_pb2.WriteResponse, req_id: int, result) -> None:
     out.id = req_id
-    if not isinstance(result, Result):   # rejected before reaching a replica
-        out.code = result
-        out.message = ("no replica of that rg on this node" if result == data_pb2.UNKNOWN_GROUP
-                       else "batch is not a well-formed, non-empty write batch")
+    if not isinstance(result, Result):   # rejected before reaching a replica: (code, message)
+        out.code, out.message = result
         return
     out.code = _DATA_CODE[result.outcome]
     out.epoch = result.epoch
     out.leader = result.leader or 0
     if result.outcome is Outcome.OK:
         out.index, out.seqs = result.value
+    elif result.outcome is Outcome.CONDITION_FAILED:
+        out.seqs = result.value   # the record's current seq, b"" if it has none
 
 
 def _fill_read(out: data_pb2.ReadResponse, req_id: int, result) -> None:
     out.id = req_id
     if not isinstance(result, Result):
-        out.code = result
-        out.message = "no replica of that rg on this node"
+        out.code, out.message = result
         return
     out.code = _DATA_CODE[result.outcome]
     out.epoch = result.epoch

@@ -4,29 +4,11 @@ Purpose: the I/O around the sans-I/O protocol core (server/replication/): it
 feeds the replica messages, ticks and client work, and carries out each
 Ready in the order server/replication/README.md ("The Ready contract") gives.
 
-Batching (the reason for most of this file's shape):
-  - Writes that arrive while the loop is busy (typically during the previous
-    fsync) become ONE log entry: their write batches are merged in C with the
-    sequencer rule applied (write_batch.merge_stamped), so one fsync on each
-    member and one Append per follower carry all of them.
-  - Reads that arrive together share one ReadIndex confirmation round.
-  - The fsync runs in the node's I/O thread; meanwhile the loop keeps
-    stepping messages and collecting the next batch.
-
-Client outcomes (rule C3 and E5):
-  OK               the entry holding the write was applied with the epoch it
-                   was proposed in; the answer carries the stored seqs.
-  NOT_LEADER       this replica does not lead, or another entry committed at
-                   that index: the write definitely did not happen.
-  OUTCOME_UNKNOWN  the replica stepped down with the write in its log: it may
-                   still commit under the new leader (the request id lets the
-                   router's retry be deduplicated, issue 4).
-
-Sequencer rule: each record is stored with max(its seq, previous seq + 1),
-where "previous" is the last seq this replica proposed or saw in its log, so
-seqs increase in log order even across routers with different clocks (the
-README's "Not covered yet" note: the last *proposed* seq, because batches are
-pipelined).
+Work per loop round: client writes go to WritePath (write_path.py: batching
+into one entry per round, the sequencer rule, conditions, deduplication,
+answers); reads that arrived together share one ReadIndex confirmation
+round; the fsync runs in the node's I/O thread while the loop keeps stepping
+messages and collecting the next round's work.
 
 Thread-safety: everything runs on the event loop except ReplicaStorage.persist,
 which runs in the I/O executor while the loop keeps going; the replica and
@@ -39,49 +21,17 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 
-from engine._native import write_batch
 from engine.errors import TableNotFoundError
 from server.node.replica_storage import ReplicaStorage, table_name
-from server.replication.errors import NotLeaderError
-from server.replication.messages import EntryKind, Message, Role, StatusReport
+from server.node.write_path import Outcome, Result, WritePath
+from server.replication.messages import Message, Role, StatusReport
 from server.replication.options import ReplicaOptions
 from server.replication.ready import ReadFailure, Ready, SnapshotRequest
 from server.replication.replica import Replica
 
 log = logging.getLogger(__name__)
-
-ZERO_SEQ = bytes(16)
-MAX_ENTRY_BYTES = 4 << 20   # pending writes beyond this go into further entries of the same proposal
-
-
-class Outcome(IntEnum):
-    """Mirrors quorumkv.v1.Code of server/proto/data.proto."""
-
-    OK = 1
-    NOT_LEADER = 2
-    OUTCOME_UNKNOWN = 5
-    TIMEOUT = 6
-
-
-@dataclass(slots=True)
-class Result:
-    outcome: Outcome
-    epoch: int
-    leader: int | None
-    value: Any = None       # writes: (index, seqs); reads: what the read function returned
-
-
-@dataclass(slots=True)
-class _Waiting:
-    epoch: int
-    futures: list[asyncio.Future] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    counts: list[int] = field(default_factory=list)
-
 
 class ReplicaHost:
     def __init__(self, rg: int, node_id: int, storage: ReplicaStorage, options: ReplicaOptions,
@@ -93,21 +43,16 @@ class ReplicaHost:
         self._send = send
         self._io = io
         self.replica = Replica(node_id, storage.durable_state(), options)
-        lg = self.replica.log
-        tail = lg.entries(lg.first_index, lg.last_index) if lg.last_index >= lg.first_index else []
-        self._last_seq = max([storage.db.last_seq] + [write_batch.max_seq(e.payload) for e in tail
-                                                      if e.kind is EntryKind.WRITE])
+        self.writes = WritePath(node_id, self.replica, storage)
         self.compact_due = False   # set by the node after engine flushes; done between Readys
-        self._pending_writes: list[tuple[bytes, asyncio.Future]] = []
         self._pending_reads: list[tuple[Callable[[], Any], asyncio.Future]] = []
-        self._waiting: dict[int, _Waiting] = {}          # log index -> our clients' writes in that entry
         self._read_groups: dict[int, list[tuple[Callable[[], Any], asyncio.Future]]] = {}
         self._read_token = 0
         self._snapshots: dict[int, tuple[int, Any, list[bytes]]] = {}  # member -> (index, chunk iterator, chunks)
         self._wake = asyncio.Event()
         self._closed = False
         self._task: asyncio.Task | None = None
-        self._ops = 0
+        self._ops_seen = 0
         self._ops_window_start = time.monotonic()
         self.ops_per_second = 0.0
         self._wake.set()   # the first Ready replays committed entries above the engine's applied index
@@ -124,11 +69,11 @@ class ReplicaHost:
         self.replica.tick()
         self._wake.set()
 
-    def submit_write(self, rep: bytes) -> asyncio.Future:
+    def submit_write(self, rep: bytes, request_id: int = 0, if_seq: bytes = b"",
+                     if_absent: bool = False) -> asyncio.Future:
         """A client's write batch (seqs set by the router). Resolves to a Result
-        whose value is (log index, concatenated stored seqs)."""
-        fut = asyncio.get_running_loop().create_future()
-        self._pending_writes.append((rep, fut))
+        (write_path.py) whose value is (log index, concatenated stored seqs)."""
+        fut = self.writes.submit(rep, request_id, if_seq, if_absent)
         self._wake.set()
         return fut
 
@@ -164,14 +109,10 @@ class ReplicaHost:
             while r.has_ready() and not self._closed:
                 rd = r.ready()
                 if rd.soft_state is not None and rd.soft_state.role is Role.FOLLOWER:
-                    self._fail_waiting(Outcome.OUTCOME_UNKNOWN)
+                    self.writes.fail_all(Outcome.OUTCOME_UNKNOWN)
                 for m in rd.messages:
                     self._send(m.recipient, m)
-                for e in rd.entries:
-                    if e.kind is EntryKind.WRITE:
-                        s = write_batch.max_seq(e.payload)
-                        if s > self._last_seq:
-                            self._last_seq = s
+                self.writes.observe(rd.entries)
                 if rd.must_persist():
                     await loop.run_in_executor(self._io, self.storage.persist, rd.snapshot_chunks, rd.snapshot,
                                                rd.entries, rd.hard_state)
@@ -188,17 +129,10 @@ class ReplicaHost:
 
     def _take_client_work(self) -> None:
         r = self.replica
-        leading = r.role is not Role.FOLLOWER
-        if self._pending_writes:
-            pending, self._pending_writes = self._pending_writes, []
-            if leading:
-                self._propose(pending)
-            else:
-                for _, fut in pending:
-                    self._resolve(fut, Result(Outcome.NOT_LEADER, r.epoch, r.leader_id))
+        self.writes.propose_pending()
         if self._pending_reads:
             pending_reads, self._pending_reads = self._pending_reads, []
-            if leading:
+            if r.role is not Role.FOLLOWER:
                 self._read_token += 1
                 self._read_groups[self._read_token] = pending_reads
                 r.read_index(self._read_token)
@@ -206,59 +140,16 @@ class ReplicaHost:
                 for _, fut in pending_reads:
                     self._resolve(fut, Result(Outcome.NOT_LEADER, r.epoch, r.leader_id))
 
-    def _propose(self, pending: list[tuple[bytes, asyncio.Future]]) -> None:
-        r = self.replica
-        groups: list[list[tuple[bytes, asyncio.Future]]] = [[]]
-        size = 0
-        for item in pending:
-            if size and size + len(item[0]) > MAX_ENTRY_BYTES:
-                groups.append([])
-                size = 0
-            groups[-1].append(item)
-            size += len(item[0])
-        first = r.log.last_index + 1
-        payloads: list[bytes] = []
-        waiting: list[_Waiting] = []
-        for i, group in enumerate(groups):
-            reps = [rep for rep, _ in group]
-            merged, self._last_seq, offsets = write_batch.merge_stamped(reps, self._last_seq, first + i)
-            payloads.append(merged)
-            w = _Waiting(0, [f for _, f in group], offsets, [write_batch.count(rep) for rep in reps])
-            waiting.append(w)
-        try:
-            p = r.propose(payloads)
-        except NotLeaderError:
-            for _, fut in pending:
-                self._resolve(fut, Result(Outcome.NOT_LEADER, r.epoch, r.leader_id))
-            return
-        assert p.first_index == first
-        for i, w in enumerate(waiting):
-            w.epoch = p.epoch
-            self._waiting[first + i] = w
-
     def _apply(self, rd: Ready) -> None:
-        entries = rd.committed_entries
-        if not entries:
+        if not rd.committed_entries:
             return
-        self.storage.apply(entries)
+        before = self.writes.applied_records
+        self.writes.apply(rd.committed_entries)
+        self._ops_seen += self.writes.applied_records - before
         now = time.monotonic()
-        for e in entries:
-            w = self._waiting.pop(e.index, None)
-            if e.kind is EntryKind.WRITE:
-                self._ops += write_batch.count(e.payload)
-            if w is None:
-                continue
-            if w.epoch == e.epoch:
-                stored = write_batch.seqs(e.payload, 0, write_batch.count(e.payload))   # one walk, then slices
-                for fut, off, n in zip(w.futures, w.offsets, w.counts):
-                    self._resolve(fut, Result(Outcome.OK, e.epoch, self.node_id,
-                                              (e.index, stored[16 * off:16 * (off + n)])))
-            else:
-                for fut in w.futures:
-                    self._resolve(fut, Result(Outcome.NOT_LEADER, self.replica.epoch, self.replica.leader_id))
         if now - self._ops_window_start >= 1.0:
-            self.ops_per_second = self._ops / (now - self._ops_window_start)
-            self._ops, self._ops_window_start = 0, now
+            self.ops_per_second = self._ops_seen / (now - self._ops_window_start)
+            self._ops_seen, self._ops_window_start = 0, now
 
     def _serve_reads(self, rd: Ready) -> None:
         r = self.replica
@@ -309,13 +200,6 @@ class ReplicaHost:
         self._wake.set()
 
     # ------------------------------------------------------------- helpers
-    def _fail_waiting(self, outcome: Outcome) -> None:
-        r = self.replica
-        for w in self._waiting.values():
-            for fut in w.futures:
-                self._resolve(fut, Result(outcome, r.epoch, r.leader_id))
-        self._waiting.clear()
-
     @staticmethod
     def _resolve(fut: asyncio.Future, result: Result) -> None:
         if not fut.done():
@@ -335,9 +219,7 @@ class ReplicaHost:
         self._wake.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-        self._fail_waiting(Outcome.OUTCOME_UNKNOWN)
-        for _, fut in self._pending_writes:
-            self._resolve(fut, Result(Outcome.NOT_LEADER, self.replica.epoch, None))
+        self.writes.fail_all(Outcome.OUTCOME_UNKNOWN)
         for group in self._read_groups.values():
             for _, fut in group:
                 self._resolve(fut, Result(Outcome.NOT_LEADER, self.replica.epoch, None))

@@ -49,7 +49,7 @@ from engine._native import wal_frame, write_batch
 from engine.env import DEFAULT_ENV
 from engine.wal import LogWriter, read_log
 from server.node.log_store import LogStore
-from server.replication.messages import Entry, EntryKind, LogPosition
+from server.replication.messages import Entry, LogPosition
 from server.replication.ready import DurableState, HardState, StagedChunk
 
 CHUNK_BYTES = 1 << 20
@@ -164,19 +164,24 @@ class ReplicaStorage:
             shutil.rmtree(installing)
 
     # ------------------------------------------------------------ Ready step 4
-    def apply(self, entries: Sequence[Entry]) -> None:
-        """Applies committed entries in order. NOOPs change no data; their index
-        becomes the engine's applied index with the next write or snapshot, and
-        replaying a NOOP is harmless."""
+    def apply(self, reps: Sequence[bytes]) -> None:
+        """Applies the write batches of committed WRITE entries, in log order
+        (server/node/entry_payload.py: the node strips the request list).
+        NOOPs change no data; their index becomes the engine's applied index
+        with the next write or snapshot, and replaying a NOOP is harmless."""
         db = self.db
-        for e in entries:
-            if e.kind is not EntryKind.WRITE:
-                continue
-            for tid in write_batch.table_ids(e.payload):
+        for rep in reps:
+            for tid in write_batch.table_ids(rep):
                 if tid not in self._tables:
                     db.create_table(table_name(tid), table_id=tid)
                     self._tables.add(tid)
-            db.write_encoded(e.payload)
+            db.write_encoded(rep)
+
+    def get_entry(self, table_id: int, key: bytes):
+        """The newest version of a key, tombstones included (engine Entry), or None."""
+        if table_id not in self._tables:
+            return None
+        return self.db.get_entry(table_name(table_id), key)
 
     # -------------------------------------------------------- snapshot source
     def snapshot_chunks(self, applied_index: int) -> Iterator[bytes]:

@@ -17,6 +17,7 @@ class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_UNKNOWN: _ClassVar[Code]
     TIMEOUT: _ClassVar[Code]
     UNAVAILABLE: _ClassVar[Code]
+    CONDITION_FAILED: _ClassVar[Code]
 CODE_UNSPECIFIED: Code
 OK: Code
 NOT_LEADER: Code
@@ -25,16 +26,23 @@ INVALID_ARGUMENT: Code
 OUTCOME_UNKNOWN: Code
 TIMEOUT: Code
 UNAVAILABLE: Code
+CONDITION_FAILED: Code
 
 class WriteRequest(_message.Message):
-    __slots__ = ("id", "rg", "batch")
+    __slots__ = ("id", "rg", "batch", "request_id", "if_seq", "if_absent")
     ID_FIELD_NUMBER: _ClassVar[int]
     RG_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    IF_SEQ_FIELD_NUMBER: _ClassVar[int]
+    IF_ABSENT_FIELD_NUMBER: _ClassVar[int]
     id: int
     rg: int
     batch: bytes
-    def __init__(self, id: _Optional[int] = ..., rg: _Optional[int] = ..., batch: _Optional[bytes] = ...) -> None: ...
+    request_id: int
+    if_seq: bytes
+    if_absent: bool
+    def __init__(self, id: _Optional[int] = ..., rg: _Optional[int] = ..., batch: _Optional[bytes] = ..., request_id: _Optional[int] = ..., if_seq: _Optional[bytes] = ..., if_absent: _Optional[bool] = ...) -> None: ...
 
 class WriteResponse(_message.Message):
     __slots__ = ("id", "code", "message", "seqs", "epoch", "leader", "index")

@@ -100,3 +100,75 @@ class ListGroupsResponse(_message.Message):
     groups: _containers.RepeatedCompositeFieldContainer[GroupState]
     version: int
     def __init__(self, groups: _Optional[_Iterable[_Union[GroupState, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class RangeRoute(_message.Message):
+    __slots__ = ("start", "rg")
+    START_FIELD_NUMBER: _ClassVar[int]
+    RG_FIELD_NUMBER: _ClassVar[int]
+    start: bytes
+    rg: int
+    def __init__(self, start: _Optional[bytes] = ..., rg: _Optional[int] = ...) -> None: ...
+
+class TableRoute(_message.Message):
+    __slots__ = ("name", "table_id", "ranges")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    RANGES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    table_id: int
+    ranges: _containers.RepeatedCompositeFieldContainer[RangeRoute]
+    def __init__(self, name: _Optional[str] = ..., table_id: _Optional[int] = ..., ranges: _Optional[_Iterable[_Union[RangeRoute, _Mapping]]] = ...) -> None: ...
+
+class GroupRoute(_message.Message):
+    __slots__ = ("rg", "leader", "epoch")
+    RG_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    rg: int
+    leader: int
+    epoch: int
+    def __init__(self, rg: _Optional[int] = ..., leader: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class RoutingTable(_message.Message):
+    __slots__ = ("version", "tables", "groups", "nodes")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    tables: _containers.RepeatedCompositeFieldContainer[TableRoute]
+    groups: _containers.RepeatedCompositeFieldContainer[GroupRoute]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeAddress]
+    def __init__(self, version: _Optional[int] = ..., tables: _Optional[_Iterable[_Union[TableRoute, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[GroupRoute, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeAddress, _Mapping]]] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("known_version",)
+    KNOWN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    known_version: int
+    def __init__(self, known_version: _Optional[int] = ...) -> None: ...
+
+class NewTableRequest(_message.Message):
+    __slots__ = ("name", "split_keys")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_KEYS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    split_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, name: _Optional[str] = ..., split_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class NewTableResponse(_message.Message):
+    __slots__ = ("table",)
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    table: TableRoute
+    def __init__(self, table: _Optional[_Union[TableRoute, _Mapping]] = ...) -> None: ...
+
+class DropTableRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DropTableResponse(_message.Message):
+    __slots__ = ("table_id",)
+    TABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    table_id: int
+    def __init__(self, table_id: _Optional[int] = ...) -> None: ...

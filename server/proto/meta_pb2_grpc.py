@@ -49,6 +49,21 @@ class MetaStub:
                 request_serializer=server_dot_proto_dot_meta__pb2.ListGroupsRequest.SerializeToString,
                 response_deserializer=server_dot_proto_dot_meta__pb2.ListGroupsResponse.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/quorumkv.v1.Meta/Watch',
+                request_serializer=server_dot_proto_dot_meta__pb2.WatchRequest.SerializeToString,
+                response_deserializer=server_dot_proto_dot_meta__pb2.RoutingTable.FromString,
+                _registered_method=True)
+        self.CreateTable = channel.unary_unary(
+                '/quorumkv.v1.Meta/CreateTable',
+                request_serializer=server_dot_proto_dot_meta__pb2.NewTableRequest.SerializeToString,
+                response_deserializer=server_dot_proto_dot_meta__pb2.NewTableResponse.FromString,
+                _registered_method=True)
+        self.DropTable = channel.unary_unary(
+                '/quorumkv.v1.Meta/DropTable',
+                request_serializer=server_dot_proto_dot_meta__pb2.DropTableRequest.SerializeToString,
+                response_deserializer=server_dot_proto_dot_meta__pb2.DropTableResponse.FromString,
+                _registered_method=True)
 
 
 class MetaServicer:
@@ -72,6 +87,26 @@ class MetaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """The whole routing table now and after every change, with its version:
+        request managers never poll.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTable(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropTable(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +124,21 @@ def add_MetaServicer_to_server(servicer, server):
                     servicer.ListGroups,
                     request_deserializer=server_dot_proto_dot_meta__pb2.ListGroupsRequest.FromString,
                     response_serializer=server_dot_proto_dot_meta__pb2.ListGroupsResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=server_dot_proto_dot_meta__pb2.WatchRequest.FromString,
+                    response_serializer=server_dot_proto_dot_meta__pb2.RoutingTable.SerializeToString,
+            ),
+            'CreateTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTable,
+                    request_deserializer=server_dot_proto_dot_meta__pb2.NewTableRequest.FromString,
+                    response_serializer=server_dot_proto_dot_meta__pb2.NewTableResponse.SerializeToString,
+            ),
+            'DropTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropTable,
+                    request_deserializer=server_dot_proto_dot_meta__pb2.DropTableRequest.FromString,
+                    response_serializer=server_dot_proto_dot_meta__pb2.DropTableResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +222,87 @@ class Meta:
             '/quorumkv.v1.Meta/ListGroups',
             server_dot_proto_dot_meta__pb2.ListGroupsRequest.SerializeToString,
             server_dot_proto_dot_meta__pb2.ListGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/quorumkv.v1.Meta/Watch',
+            server_dot_proto_dot_meta__pb2.WatchRequest.SerializeToString,
+            server_dot_proto_dot_meta__pb2.RoutingTable.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumkv.v1.Meta/CreateTable',
+            server_dot_proto_dot_meta__pb2.NewTableRequest.SerializeToString,
+            server_dot_proto_dot_meta__pb2.NewTableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumkv.v1.Meta/DropTable',
+            server_dot_proto_dot_meta__pb2.DropTableRequest.SerializeToString,
+            server_dot_proto_dot_meta__pb2.DropTableResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from engine._native import write_batch
+from server.node import entry_payload
 from server.node.replica_storage import ReplicaStorage
 from server.replication.messages import Entry, EntryKind, LogPosition
 from server.replication.ready import HardState, StagedChunk
@@ -16,21 +17,25 @@ def seq(i: int) -> bytes:
 
 
 def entries(first: int, n: int, value: bytes) -> list[Entry]:
-    return [Entry(1, i, EntryKind.WRITE,
-                  write_batch.encode_one(write_batch.VALUE, 7, b"key-%04d" % i, value, seq(i), applied_index=i))
+    return [Entry(1, i, EntryKind.WRITE, entry_payload.encode([], write_batch.encode_one(
+                  write_batch.VALUE, 7, b"key-%04d" % i, value, seq(i), applied_index=i)))
             for i in range(first, first + n)]
+
+
+def apply(storage: ReplicaStorage, es: list[Entry]) -> None:
+    storage.apply([entry_payload.rep_of(e.payload) for e in es])
 
 
 def main(source_dir: str, target_dir: str) -> None:
     source = ReplicaStorage(source_dir, node_id=1)
     es = entries(1, 50, b"new")
     source.log.persist(HardState(1, 50), es)
-    source.apply(es)
+    apply(source, es)
     chunks = list(source.snapshot_chunks(50))
     target = ReplicaStorage(target_dir, node_id=2)
     old = entries(1, 10, b"old")
     target.log.persist(HardState(1, 10), old)
-    target.apply(old)
+    apply(target, old)
     target.db.flush()
     print("PREPARED", flush=True)
     staged = [StagedChunk(LogPosition(1, 50), i, c, i == len(chunks) - 1) for i, c in enumerate(chunks)]

@@ -610,13 +610,34 @@ def test_bit_flip_in_a_middle_segment_is_corruption_naming_file_and_offset():
                 LogStore.open(e, DIR)
 
 
-def test_a_cut_end_of_a_middle_segment_is_corruption():
+@pytest.mark.parametrize("newer", ["segments", "one-empty-segment"])
+def test_a_cut_end_of_a_segment_a_newer_one_follows_is_corruption(newer):
+    # Segments are fsynced before a newer one is started, so a torn end
+    # there is damage, even when the newer one is empty (created, then the
+    # power failed before its first write was synced).
     env, names, _ = make_segmented_log()
-    victim = names[1]
+    victim = names[1] if newer == "segments" else names[-1]
     data = env.read_file(f"{DIR}/{victim}")
+    e = clone(env, replace={victim: data[:-3]})
+    if newer == "one-empty-segment":
+        e.open_writable(f"{DIR}/{int(victim[:-5]) + 1:06d}.rlog").close()
+        e.sync_dir(DIR)
     with pytest.raises(CorruptionError) as exc:
-        LogStore.open(clone(env, replace={victim: data[:-3]}), DIR)
+        LogStore.open(e, DIR)
     assert exc.value.path == f"{DIR}/{victim}" and exc.value.offset == frame_spans(data)[-1][0]
+
+
+def test_an_empty_newest_segment_is_removed_and_its_number_reused():
+    env, names, want = make_segmented_log()
+    empty = f"{int(names[-1][:-5]) + 1:06d}.rlog"
+    env.open_writable(f"{DIR}/{empty}").close()
+    env.sync_dir(DIR)
+    with LogStore.open(env, DIR, segment_bytes=SMALL) as store:
+        assert state_of(store) == want and empty not in segments(env)
+        store.persist(None, [Entry(5, store.last_index + 1, EntryKind.NOOP)])
+    assert segments(env)[-1] == empty
+    with LogStore.open(env, DIR) as store:
+        assert store.last_index == len(want[1]) + 1
 
 
 @pytest.mark.parametrize("which", ["first", "middle"])
@@ -744,6 +765,21 @@ class LogStoreMachine(RuleBasedStateMachine):
             self.model = before if got == before.state() else after
         finally:
             self.env.clear_faults()
+
+    @rule(data=st.data())
+    def torn_last_call(self, data):
+        # A call whose write reached the disk only in part: cut the last
+        # segment inside the call's frame; the reopened log is as before it.
+        m = self.model
+        new = [Entry(8, m.last_index + 1, EntryKind.WRITE, b"t" * data.draw(st.integers(0, 200)))]
+        self.store.persist(HardState(8, m.hard_state.commit_index), new)
+        self.store.close()
+        last = f"{DIR}/{segments(self.env)[-1]}"
+        start, end = frame_spans(self.env.read_file(last))[-1]
+        cut = data.draw(st.integers(start, end - 1), label="cut")
+        self.env.truncate(last, cut)
+        self._reopen()
+        assert self.store.stats()["torn_tail_bytes"] == cut - start
 
     @invariant()
     def store_matches_model(self):

@@ -1,0 +1,258 @@
+"""WritePath: a replica's client writes, from arrival to answer.
+
+Purpose: the leader-side half of ReplicaHost (replica_host.py): batches the
+writes that arrive together into log entries, applies the sequencer rule,
+evaluates conditional writes, deduplicates retried requests, and answers each
+client when its entry is applied.
+
+Batching: every write pending when the host loop comes round (typically
+everything that arrived during the previous fsync) becomes ONE entry: the
+client batches are merged and stamped in C (write_batch.merge_stamped), so
+one fsync per member and one Append per follower carry all of them.
+
+Sequencer rule: each record is stored with max(its seq, previous + 1), where
+"previous" is the last seq this replica proposed or saw in its log (the last
+*proposed*, because entries are pipelined), so seqs increase in log order
+even across routers whose clocks differ.
+
+Conditional writes (if_seq / if_absent, one record each) are checked against
+the state in log order: they wait until every entry this leader proposed is
+applied (new plain writes are held back meanwhile, so they cannot starve),
+are then checked against the engine (and against the conditional writes
+accepted just before them in the same round), and the accepted ones are
+proposed at once, ahead of the held-back writes. Every replica applies the
+same entries, so the outcome is the leader's check, made exactly once.
+
+Deduplication: a write may carry a request id (entry_payload.py puts the ids
+in the log). Every replica remembers the ids it applied, with their stored
+seqs, in a window of DEDUP_WINDOW requests; a retry of an applied id is
+answered from there, a retry of an id still in flight waits for the same
+entry. Ids applied before a node restarted, beyond its replayed log, are
+forgotten: the window is "since this replica started, plus the replayed log".
+
+Outcomes (rule C3 and E5 of server/replication/README.md):
+  OK               applied in the epoch it was proposed in; value (index, seqs)
+  NOT_LEADER       this replica does not lead, or another entry committed at
+                   the index: the write definitely did not happen
+  OUTCOME_UNKNOWN  the replica stepped down with the write in its log
+  CONDITION_FAILED the condition did not hold; value: the current seq (or b"")
+
+Thread-safety: the host's event loop only.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from engine._native import write_batch
+from server.node import entry_payload
+from server.node.replica_storage import ReplicaStorage
+from server.replication.errors import NotLeaderError
+from server.replication.messages import Entry, EntryKind, Role
+from server.replication.replica import Replica
+
+MAX_ENTRY_BYTES = 4 << 20   # pending writes beyond this go into further entries of the same proposal
+DEDUP_WINDOW = 50_000
+
+
+class Outcome(IntEnum):
+    """Mirrors quorumkv.v1.Code of server/proto/data.proto."""
+
+    OK = 1
+    NOT_LEADER = 2
+    OUTCOME_UNKNOWN = 5
+    TIMEOUT = 6
+    CONDITION_FAILED = 8
+
+
+@dataclass(slots=True)
+class Result:
+    outcome: Outcome
+    epoch: int
+    leader: int | None
+    value: Any = None       # writes: (index, seqs); reads: what the read function returned
+
+
+@dataclass(slots=True)
+class _Write:
+    rep: bytes
+    future: asyncio.Future
+    request_id: int = 0
+    if_seq: bytes = b""
+    if_absent: bool = False
+
+
+@dataclass(slots=True)
+class _Waiting:
+    epoch: int
+    writes: list[_Write] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+
+
+class WritePath:
+    def __init__(self, node_id: int, replica: Replica, storage: ReplicaStorage):
+        self.node_id = node_id
+        self.replica = replica
+        self.storage = storage
+        lg = replica.log
+        tail = lg.entries(lg.first_index, lg.last_index) if lg.last_index >= lg.first_index else []
+        self.last_seq = storage.db.last_seq
+        self.observe(tail)
+        self._pending: list[_Write] = []
+        self._conditional: list[_Write] = []
+        self._waiting: dict[int, _Waiting] = {}            # log index -> our clients' writes in that entry
+        self._inflight: dict[int, asyncio.Future] = {}      # request id -> the first attempt's future
+        self._applied: OrderedDict[int, tuple[int, bytes]] = OrderedDict()   # request id -> (index, seqs)
+        self.applied_records = 0
+
+    # ---------------------------------------------------------------- inputs
+    def submit(self, rep: bytes, request_id: int = 0, if_seq: bytes = b"", if_absent: bool = False) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        if request_id:
+            done = self._applied.get(request_id)
+            if done is not None:
+                fut.set_result(Result(Outcome.OK, self.replica.epoch, self.node_id, done))
+                return fut
+            first = self._inflight.get(request_id)
+            if first is not None and not first.done():
+                first.add_done_callback(lambda f: fut.done() or fut.set_result(f.result()))
+                return fut
+            self._inflight[request_id] = fut
+        w = _Write(rep, fut, request_id, if_seq, if_absent)
+        (self._conditional if if_seq or if_absent else self._pending).append(w)
+        return fut
+
+    def observe(self, entries: Sequence[Entry]) -> None:
+        """Entries entering this replica's log: the next stamps go above their seqs."""
+        for e in entries:
+            if e.kind is EntryKind.WRITE:
+                s = write_batch.max_seq(entry_payload.rep_of(e.payload))
+                if s > self.last_seq:
+                    self.last_seq = s
+
+    # ---------------------------------------------------------------- proposing
+    def propose_pending(self) -> None:
+        r = self.replica
+        if not self._pending and not self._conditional:
+            return
+        if r.role is Role.FOLLOWER:
+            self._reject(self._pending + self._conditional, Outcome.NOT_LEADER)
+            self._pending, self._conditional = [], []
+            return
+        writes: list[_Write] = []
+        if self._conditional:
+            if r.role is not Role.LEADER or r.log.applied_index < r.log.last_index:
+                return   # the barrier: wait until everything proposed is applied (holding plain writes too)
+            writes = self._check_conditions(self._conditional)
+            self._conditional = []
+        writes.extend(self._pending)
+        self._pending = []
+        if writes:
+            self._propose(writes)
+
+    def _check_conditions(self, conditional: list[_Write]) -> list[_Write]:
+        accepted: list[_Write] = []
+        changed: dict[tuple[int, bytes], bool] = {}   # accepted this round: key -> live after it
+        for w in conditional:
+            records = write_batch.decode(w.rep)
+            if len(records) != 1:
+                self._resolve(w, Result(Outcome.CONDITION_FAILED, self.replica.epoch, self.node_id, b""))
+                continue
+            kind, tid, key, _value, _seq = records[0]
+            user_key = key[4:]
+            if (tid, user_key) in changed:   # a write accepted just before: its seq is not stamped yet
+                live, current = changed[(tid, user_key)], None
+            else:
+                e = self.storage.get_entry(tid, user_key)
+                live = e is not None and not e.deleted
+                current = e.seq if live else None
+            ok = (not live) if w.if_absent else (live and current == w.if_seq)
+            if ok:
+                accepted.append(w)
+                changed[(tid, user_key)] = kind == write_batch.VALUE
+            else:
+                self._resolve(w, Result(Outcome.CONDITION_FAILED, self.replica.epoch, self.node_id, current or b""))
+        return accepted
+
+    def _propose(self, writes: list[_Write]) -> None:
+        r = self.replica
+        groups: list[list[_Write]] = [[]]
+        size = 0
+        for w in writes:
+            if size and size + len(w.rep) > MAX_ENTRY_BYTES:
+                groups.append([])
+                size = 0
+            groups[-1].append(w)
+            size += len(w.rep)
+        first = r.log.last_index + 1
+        payloads: list[bytes] = []
+        waiting: list[_Waiting] = []
+        last_seq = self.last_seq
+        for i, group in enumerate(groups):
+            merged, last_seq, offsets = write_batch.merge_stamped([w.rep for w in group], last_seq, first + i)
+            ids = [(w.request_id, off, write_batch.count(w.rep)) for w, off in zip(group, offsets) if w.request_id]
+            payloads.append(entry_payload.encode(ids, merged))
+            waiting.append(_Waiting(0, group, offsets))
+        try:
+            p = r.propose(payloads)
+        except NotLeaderError:
+            self._reject(writes, Outcome.NOT_LEADER)
+            return
+        self.last_seq = last_seq
+        for i, w in enumerate(waiting):
+            w.epoch = p.epoch
+            self._waiting[p.first_index + i] = w
+
+    # ---------------------------------------------------------------- applying
+    def apply(self, entries: Sequence[Entry]) -> None:
+        """Committed entries, in log order: into the engine, then the answers."""
+        decoded = [(e, *entry_payload.decode(e.payload)) for e in entries if e.kind is EntryKind.WRITE]
+        self.storage.apply([rep for _, _, rep in decoded])
+        for e, requests, rep in decoded:
+            n = write_batch.count(rep)
+            self.applied_records += n
+            stored = write_batch.seqs(rep, 0, n) if requests or e.index in self._waiting else b""
+            for request_id, first, count in requests:
+                self._applied[request_id] = (e.index, stored[16 * first:16 * (first + count)])
+                self._inflight.pop(request_id, None)
+            while len(self._applied) > DEDUP_WINDOW:
+                self._applied.popitem(last=False)
+            w = self._waiting.pop(e.index, None)
+            if w is None:
+                continue
+            if w.epoch != e.epoch:   # another leader's entry committed at that index: ours never will
+                self._reject(w.writes, Outcome.NOT_LEADER)
+                continue
+            for cw, off in zip(w.writes, w.offsets):
+                n = write_batch.count(cw.rep)
+                self._resolve(cw, Result(Outcome.OK, e.epoch, self.node_id,
+                                         (e.index, stored[16 * off:16 * (off + n)])))
+        for e in entries:   # NOOPs and writes of other epochs at indexes we proposed
+            w = self._waiting.pop(e.index, None)
+            if w is not None:
+                self._reject(w.writes, Outcome.NOT_LEADER)
+
+    # ---------------------------------------------------------------- failing
+    def fail_all(self, outcome: Outcome) -> None:
+        """Stepping down: writes in the log have an unknown outcome; writes not
+        yet proposed definitely did not happen."""
+        for w in self._waiting.values():
+            self._reject(w.writes, outcome)
+        self._waiting.clear()
+        self._reject(self._pending + self._conditional, Outcome.NOT_LEADER)
+        self._pending, self._conditional = [], []
+
+    def _reject(self, writes: list[_Write], outcome: Outcome) -> None:
+        r = self.replica
+        for w in writes:
+            self._resolve(w, Result(outcome, r.epoch, r.leader_id))
+
+    def _resolve(self, w: _Write, result: Result) -> None:
+        if w.request_id and self._inflight.get(w.request_id) is w.future:
+            del self._inflight[w.request_id]
+        if not w.future.done():
+            w.future.set_result(result)

@@ -1,0 +1,330 @@
+"""Router: the request manager (`quorumkv router`), quorumkv's public gRPC API.
+
+Purpose: validates each request, finds the (table, key)'s replication group
+(RG) and its leader in its copy of the metadata (routing.py, kept current by
+the metadata manager's watch stream), and forwards the operation to that
+leader over the node's batching Data streams (server/node/data_client.py).
+Stateless: any number run side by side; clients spread over them with gRPC's
+round_robin policy.
+
+Retries, within the request's deadline:
+  no leader yet, "not leader", "unknown group"   wait for the next routing
+      version (or take the leader a node names with a newer epoch) and retry
+  TIMEOUT (no quorum confirmed in time)           retry
+  OUTCOME_UNKNOWN (leader stepped down with the write in flight): retried
+      with the same request id, which the new leader answers from the log if
+      the write did commit (the node deduplicates), so a write never applies
+      twice with different outcomes
+At the deadline: UNAVAILABLE with a retry hint (trailing metadata
+"retry-after-ms"), or UNKNOWN for a write whose outcome is still unknown.
+
+Seqs: the router stamps each write with a seq from its own Sequencer (node id
+= the router's id); the leader stores max(seq, previous + 1) (issue 3).
+
+Thread-safety: one asyncio loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from engine._native import write_batch
+from engine._native.sequencer import Sequencer
+from engine.db import TABLE_NAME_PATTERN, TABLE_NAME_RULE
+from server.node.data_client import DataClient, StreamBroken
+from server.node.peers import CHANNEL_OPTIONS
+from server.proto import data_pb2, meta_pb2, meta_pb2_grpc
+from server.router.routing import NoSuchTable, Route, Routing
+
+log = logging.getLogger(__name__)
+
+MAX_KEY = 4096
+MAX_VALUE = 1 << 20
+DEFAULT_DEADLINE = 10.0
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10_000
+RETRY_AFTER_MS = 200
+_TOKEN_VERSION = 1
+
+
+class RouterError(Exception):
+    """A request's failure as a gRPC status code and a message that says what to fix."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after_ms: int = 0):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after_ms = retry_after_ms
+
+
+@dataclass(slots=True)
+class WriteResult:
+    seq: bytes
+
+
+def check_table(table: str) -> None:
+    if not isinstance(table, str) or not TABLE_NAME_PATTERN.match(table):
+        raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, f"table name {table!r} is invalid: use {TABLE_NAME_RULE}")
+
+
+def check_key(key: bytes, what: str = "key") -> None:
+    if not 1 <= len(key) <= MAX_KEY:
+        raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, f"{what} must be 1 to {MAX_KEY} bytes, got {len(key)}")
+
+
+def check_value(value: bytes) -> None:
+    if len(value) > MAX_VALUE:
+        raise RouterError(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"value must be at most {MAX_VALUE} bytes (1 MiB), got {len(value)}")
+
+
+def check_seq(seq: bytes, what: str = "if_seq") -> None:
+    if seq and len(seq) != 16:
+        raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, f"{what} must be 16 bytes, got {len(seq)}")
+
+
+class Router:
+    def __init__(self, router_id: int, meta_addresses: list[str]):
+        self.id = router_id
+        self.meta_addresses = meta_addresses
+        self.routing = Routing()
+        self._changed = asyncio.Event()
+        self._sequencer = Sequencer(router_id)
+        self._clients: dict[str, DataClient] = {}
+        self._watch_task: asyncio.Task | None = None
+        self._meta_channel: grpc.aio.Channel | None = None
+        self._meta_index = 0
+        self.stats = {"writes": 0, "reads": 0, "lists": 0, "retries": 0, "routing_updates": 0}
+
+    # ------------------------------------------------------------- metadata
+    async def start(self) -> None:
+        self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="meta-watch")
+
+    def meta_stub(self) -> meta_pb2_grpc.MetaStub:
+        if self._meta_channel is None:
+            address = self.meta_addresses[self._meta_index % len(self.meta_addresses)]
+            self._meta_channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return meta_pb2_grpc.MetaStub(self._meta_channel)
+
+    async def _watch(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                async for rt in self.meta_stub().Watch(meta_pb2.WatchRequest(known_version=self.routing.version)):
+                    self._install(Routing(rt))
+                    backoff = 0.05
+            except grpc.aio.AioRpcError as exc:
+                log.debug("routing watch ended: %s", exc.code())
+                if self._meta_channel is not None:
+                    await self._meta_channel.close(grace=None)
+                self._meta_channel = None
+                self._meta_index += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    def _install(self, routing: Routing) -> None:
+        self.routing = routing
+        self.stats["routing_updates"] += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _await_change(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+        except TimeoutError:
+            pass
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Until the first routing table arrived (startup)."""
+        deadline = time.monotonic() + timeout
+        while self.routing.version == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no routing table from the metadata manager")
+            await self._await_change(deadline)
+
+    def _client(self, node: int) -> DataClient | None:
+        address = self.routing.nodes.get(node)
+        if address is None:
+            return None
+        c = self._clients.get(address)
+        if c is None:
+            c = self._clients[address] = DataClient(address, sender_id=self.id)
+        return c
+
+    # ------------------------------------------------------------- operations
+    def _route(self, table: str, key: bytes) -> Route:
+        try:
+            return self.routing.route(table, key)
+        except NoSuchTable:
+            raise RouterError(grpc.StatusCode.NOT_FOUND, f"no table named {table!r}") from None
+
+    def _unavailable(self, what: str) -> RouterError:
+        return RouterError(grpc.StatusCode.UNAVAILABLE, f"{what}: no leader answered in time, retry",
+                           RETRY_AFTER_MS)
+
+    def _follow_answer(self, route: Route, leader: int, epoch: int) -> bool:
+        return bool(leader) and self.routing.with_leader(route.rg, leader, epoch)
+
+    async def write(self, table: str, key: bytes, value: bytes | None, *, if_seq: bytes = b"",
+                    if_absent: bool = False, request_id: int = 0, deadline: float) -> bytes:
+        """A put (value not None) or delete; returns the stored seq."""
+        check_table(table)
+        check_key(key)
+        if value is not None:
+            check_value(value)
+        check_seq(if_seq)
+        if if_seq and if_absent:
+            raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, "give if_seq or if_absent, not both")
+        request_id = request_id or random.getrandbits(63) + 1
+        kind = write_batch.VALUE if value is not None else write_batch.DELETE
+        self.stats["writes"] += 1
+        unknown = False
+        while True:
+            route = self._route(table, key)
+            client = self._client(route.leader) if route.leader else None
+            if client is not None:
+                batch = write_batch.encode_one(kind, route.table_id, key, value, self._sequencer.next())
+                req_timeout = max(0.01, deadline - time.monotonic())
+                try:
+                    resp = await asyncio.wait_for(client.write_request(data_pb2.WriteRequest(
+                        rg=route.rg, batch=batch, request_id=request_id, if_seq=if_seq, if_absent=if_absent)),
+                        req_timeout)
+                except (StreamBroken, TimeoutError):
+                    unknown = True   # it may have reached the leader: retry under the same request id
+                else:
+                    code = resp.code
+                    if code == data_pb2.OK:
+                        return resp.seqs[:16]
+                    if code == data_pb2.CONDITION_FAILED:
+                        current = resp.seqs[:16].hex() if resp.seqs else "none"
+                        raise RouterError(grpc.StatusCode.FAILED_PRECONDITION,
+                                          f"condition failed: the record's current seq is {current}")
+                    if code == data_pb2.INVALID_ARGUMENT:
+                        raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, resp.message)
+                    if code == data_pb2.OUTCOME_UNKNOWN:
+                        unknown = True
+                    if self._follow_answer(route, resp.leader, resp.epoch):
+                        self.stats["retries"] += 1
+                        continue
+            if time.monotonic() >= deadline:
+                if unknown:
+                    raise RouterError(grpc.StatusCode.UNKNOWN, "the write's outcome is unknown: its leader changed "
+                                      "while it was in flight; read the key to see whether it was applied")
+                raise self._unavailable(f"table {table!r}")
+            self.stats["retries"] += 1
+            await self._await_change(deadline)
+
+    async def get(self, table: str, key: bytes, *, deadline: float) -> data_pb2.ReadResponse:
+        check_table(table)
+        check_key(key)
+        self.stats["reads"] += 1
+        while True:
+            route = self._route(table, key)
+            client = self._client(route.leader) if route.leader else None
+            if client is not None:
+                try:
+                    resp = await asyncio.wait_for(client.read(route.rg, route.table_id, key),
+                                                  max(0.01, deadline - time.monotonic()))
+                except (StreamBroken, TimeoutError):
+                    resp = None
+                if resp is not None:
+                    if resp.code == data_pb2.OK:
+                        return resp
+                    if self._follow_answer(route, resp.leader, resp.epoch):
+                        continue
+            if time.monotonic() >= deadline:
+                raise self._unavailable(f"table {table!r}")
+            self.stats["retries"] += 1
+            await self._await_change(deadline)
+
+    async def list_page(self, table: str, start: bytes, end: bytes, limit: int, keys_only: bool,
+                        continuation: bytes, *, deadline: float) -> tuple[list, bytes]:
+        """One page of (key, value, seq) in key order across the table's ranges,
+        and the continuation token (empty at the end)."""
+        check_table(table)
+        if start:
+            check_key(start, "start")
+        if end:
+            check_key(end, "end")
+        limit = limit or DEFAULT_PAGE
+        if limit > MAX_PAGE:
+            raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, f"limit must be at most {MAX_PAGE}, got {limit}")
+        self.stats["lists"] += 1
+        try:
+            table_id = self.routing.route(table, b"").table_id
+        except NoSuchTable:
+            raise RouterError(grpc.StatusCode.NOT_FOUND, f"no table named {table!r}") from None
+        if continuation:
+            start = _resume_key(continuation, table_id)
+        rows: list = []
+        cursor = start
+        while len(rows) < limit:
+            route = self._route(table, cursor)
+            scan_end = route.end if route.end is not None else b""
+            if end and (not scan_end or end < scan_end):
+                scan_end = end
+            resp = await self._scan(route, cursor, scan_end, limit - len(rows), keys_only, deadline)
+            values = resp.values if not keys_only else [b""] * len(resp.keys)
+            rows.extend(zip(resp.keys, values, resp.seqs))
+            if resp.more:
+                break
+            if route.end is None or (end and route.end >= end):
+                return rows, b""
+            cursor = route.end
+        if not rows:
+            return rows, b""
+        return rows, _token(table_id, rows[-1][0])
+
+    async def _scan(self, route: Route, start: bytes, end: bytes, limit: int, keys_only: bool,
+                    deadline: float) -> data_pb2.ScanResponse:
+        while True:
+            client = self._client(route.leader) if route.leader else None
+            if client is not None:
+                try:
+                    resp = await client.scan(route.rg, route.table_id, start, end, limit, keys_only,
+                                             timeout=max(0.01, deadline - time.monotonic()))
+                except grpc.aio.AioRpcError:
+                    resp = None
+                if resp is not None:
+                    if resp.code == data_pb2.OK:
+                        return resp
+                    self._follow_answer(route, resp.leader, resp.epoch)
+            if time.monotonic() >= deadline:
+                raise self._unavailable(f"range of rg {route.rg}")
+            await self._await_change(deadline)
+            fresh = self.routing.group(route.rg)
+            if fresh is not None:
+                route = Route(route.table_id, route.rg, fresh[0], fresh[1], route.start, route.end)
+
+    async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            await asyncio.gather(self._watch_task, return_exceptions=True)
+        for c in self._clients.values():
+            await c.close()
+        if self._meta_channel is not None:
+            await self._meta_channel.close(grace=None)
+
+
+def _token(table_id: int, last_key: bytes) -> bytes:
+    return bytes([_TOKEN_VERSION]) + table_id.to_bytes(4, "big") + last_key
+
+
+def _resume_key(token: bytes, table_id: int) -> bytes:
+    """The first key after the token's last key. The token is opaque to clients
+    but checked: a token of another table or version is INVALID_ARGUMENT."""
+    if len(token) < 6 or token[0] != _TOKEN_VERSION:
+        raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, "continuation token is malformed: pass back the "
+                          "token of the previous page unchanged")
+    if int.from_bytes(token[1:5], "big") != table_id:
+        raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, "continuation token belongs to another table "
+                          "(or the table was dropped and created again)")
+    return token[5:] + b"\x00"

@@ -1,0 +1,203 @@
+"""KVService: the gRPC face of the Router (server/proto/kv.proto).
+
+Purpose: maps each RPC to a Router operation, with the request's deadline
+(the client's, capped at DEFAULT_DEADLINE) and RouterError -> gRPC status:
+unary calls abort with the code and message (plus "retry-after-ms" trailing
+metadata on UNAVAILABLE); in the Batch stream each OpResult carries them.
+
+Batch: every op of an incoming OpBatch runs as its own task, so ops for the
+same RG leader meet in that leader's DataClient stream and travel together;
+answers go back in batches as they complete (whatever is done when the
+stream can take more), not in request order.
+
+Thread-safety: one asyncio loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+
+from server.proto import kv_pb2, kv_pb2_grpc, meta_pb2
+from server.router.router import DEFAULT_DEADLINE, Router, RouterError, check_key, check_table
+
+log = logging.getLogger(__name__)
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float:
+    remaining = context.time_remaining()
+    if remaining is None or remaining > DEFAULT_DEADLINE:
+        remaining = DEFAULT_DEADLINE
+    return time.monotonic() + remaining
+
+
+async def _abort(context: grpc.aio.ServicerContext, err: RouterError):
+    if err.retry_after_ms:
+        context.set_trailing_metadata((("retry-after-ms", str(err.retry_after_ms)),))
+    await context.abort(err.code, err.message)
+
+
+class KVService(kv_pb2_grpc.KVServicer):
+    def __init__(self, router: Router):
+        self.router = router
+
+    # ---------------------------------------------------------------- tables
+    async def CreateTable(self, request, context):  # noqa: N802 - gRPC's names
+        try:
+            check_table(request.table)
+            for k in request.split_keys:
+                check_key(k, "split key")
+            resp = await self.router.meta_stub().CreateTable(
+                meta_pb2.NewTableRequest(name=request.table, split_keys=list(request.split_keys)),
+                timeout=context.time_remaining() or DEFAULT_DEADLINE)
+        except RouterError as err:
+            await _abort(context, err)
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(exc.code(), exc.details())
+        await self._until_version_has(request.table, True)
+        return kv_pb2.CreateTableResponse(ranges=len(resp.table.ranges))
+
+    async def DeleteTable(self, request, context):  # noqa: N802
+        try:
+            check_table(request.table)
+            await self.router.meta_stub().DropTable(meta_pb2.DropTableRequest(name=request.table),
+                                                    timeout=context.time_remaining() or DEFAULT_DEADLINE)
+        except RouterError as err:
+            await _abort(context, err)
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(exc.code(), exc.details())
+        await self._until_version_has(request.table, False)
+        return kv_pb2.DeleteTableResponse()
+
+    async def _until_version_has(self, table: str, present: bool) -> None:
+        """Read-your-writes for table changes: this router answers once its own
+        routing copy shows the change (the MM pushes it right after)."""
+        deadline = time.monotonic() + DEFAULT_DEADLINE
+        while self.router.routing.has_table(table) != present and time.monotonic() < deadline:
+            await self.router._await_change(deadline)
+
+    async def ListTables(self, request, context):  # noqa: N802
+        return kv_pb2.ListTablesResponse(tables=self.router.routing.tables())
+
+    # ---------------------------------------------------------------- records
+    async def Put(self, request, context):  # noqa: N802
+        try:
+            seq = await self.router.write(request.table, request.key, request.value, if_seq=request.if_seq,
+                                          if_absent=request.if_absent, request_id=request.request_id,
+                                          deadline=_deadline(context))
+        except RouterError as err:
+            await _abort(context, err)
+        return kv_pb2.PutResponse(seq=seq)
+
+    async def Get(self, request, context):  # noqa: N802
+        try:
+            resp = await self.router.get(request.table, request.key, deadline=_deadline(context))
+        except RouterError as err:
+            await _abort(context, err)
+        return kv_pb2.GetResponse(found=resp.found, value=resp.value, seq=resp.seq)
+
+    async def Delete(self, request, context):  # noqa: N802
+        try:
+            seq = await self.router.write(request.table, request.key, None, if_seq=request.if_seq,
+                                          request_id=request.request_id, deadline=_deadline(context))
+        except RouterError as err:
+            await _abort(context, err)
+        return kv_pb2.DeleteResponse(seq=seq)
+
+    async def List(self, request, context):  # noqa: N802
+        try:
+            rows, token = await self.router.list_page(request.table, request.start, request.end, request.limit,
+                                                      request.keys_only, request.continuation,
+                                                      deadline=_deadline(context))
+        except RouterError as err:
+            await _abort(context, err)
+        return _page(rows, token)
+
+    async def ListStream(self, request, context):  # noqa: N802
+        token = request.continuation
+        while True:
+            try:
+                rows, token = await self.router.list_page(request.table, request.start, request.end, request.limit,
+                                                          request.keys_only, token, deadline=_deadline(context))
+            except RouterError as err:
+                await _abort(context, err)
+            yield _page(rows, token)
+            if not token:
+                return
+
+    # ---------------------------------------------------------------- batches
+    async def Batch(self, request_iterator, context):  # noqa: N802
+        done: asyncio.Queue = asyncio.Queue()
+        tasks: set[asyncio.Task] = set()
+        loop = asyncio.get_running_loop()
+        reading = True
+
+        def finished(t: asyncio.Task) -> None:
+            tasks.discard(t)
+            if not t.cancelled():
+                done.put_nowait(t.result())   # _one never raises: errors are in the result
+
+        async def read_ops() -> None:
+            nonlocal reading
+            try:
+                async for batch in request_iterator:
+                    for op in batch.ops:
+                        t = loop.create_task(self._one(op))
+                        tasks.add(t)
+                        t.add_done_callback(finished)
+            finally:
+                reading = False
+                done.put_nowait(None)
+
+        reader = loop.create_task(read_ops())
+        try:
+            while reading or tasks or not done.empty():
+                first = await done.get()
+                out = kv_pb2.OpResultBatch()
+                items = [first]
+                while not done.empty():
+                    items.append(done.get_nowait())
+                out.results.extend(i for i in items if i is not None)
+                if out.results:
+                    yield out
+        finally:
+            reader.cancel()
+            for t in tasks:
+                t.cancel()
+
+    async def _one(self, op: kv_pb2.Op) -> kv_pb2.OpResult:
+        out = kv_pb2.OpResult(id=op.id)
+        deadline = time.monotonic() + DEFAULT_DEADLINE
+        which = op.WhichOneof("op")
+        try:
+            if which == "put":
+                p = op.put
+                out.seq = await self.router.write(p.table, p.key, p.value, if_seq=p.if_seq, if_absent=p.if_absent,
+                                                  request_id=p.request_id, deadline=deadline)
+            elif which == "delete":
+                d = op.delete
+                out.seq = await self.router.write(d.table, d.key, None, if_seq=d.if_seq, request_id=d.request_id,
+                                                  deadline=deadline)
+            elif which == "get":
+                resp = await self.router.get(op.get.table, op.get.key, deadline=deadline)
+                out.found, out.value, out.seq = resp.found, resp.value, resp.seq
+            else:
+                raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, "op has none of put, get, delete")
+        except RouterError as err:
+            out.code = err.code.value[0]
+            out.message = err.message
+            out.retry_after_ms = err.retry_after_ms
+        except Exception as exc:  # noqa: BLE001 - a bug must still answer its op, not hang it
+            log.exception("op %d failed", op.id)
+            out.code = grpc.StatusCode.INTERNAL.value[0]
+            out.message = f"internal error: {exc}"
+        return out
+
+
+def _page(rows, token: bytes) -> kv_pb2.ListResponse:
+    page = kv_pb2.ListResponse(continuation=token)
+    for k, v, s in rows:
+        page.records.add(key=k, value=v, seq=s)
+    return page
