@@ -90,7 +90,8 @@ async def with_retries(attempt: Callable[[Deadline], Awaitable[T]], deadline: De
             last = exc
             maybe_applied = maybe_applied or (write and isinstance(exc, OutcomeUnknown))
         except DeadlineExceeded as exc:
-            raise _final(exc, write, maybe_applied, retry + 1)
+            err = _final(exc, write, maybe_applied, retry + 1)
+            raise err from err.__cause__
         if closed():
             raise _final(last, write, maybe_applied, retry + 1)
         delay = last.retry_after_ms / 1000.0 if last.retry_after_ms else policy.backoff(retry, rng)

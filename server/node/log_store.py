@@ -304,6 +304,7 @@ class LogStore:
         self._next_number = 1
         self._failure: BaseException | None = None
         self._fsyncs = self._dir_fsyncs = self._bytes_written = self._writes = 0
+        self._unsynced = False   # the last frame written was not fsynced (a commit hint)
         self._segments_created = self._segments_deleted = self._remove_failures = 0
         self._torn_tail_bytes = 0
 
@@ -426,6 +427,22 @@ class LogStore:
                     torn_tail_bytes=self._torn_tail_bytes)
 
     # ------------------------------------------------------------- writing
+    def persist_commit_hint(self, hard_state: HardState) -> None:
+        """Records a new commit index without an fsync. The commit index is a
+        hint (server/replication/README.md, "State": losing it is safe), and
+        fsyncing each advance would put one more fsync on every write's path.
+        The promised epoch is never written this way: a change of it goes
+        through persist(). The bytes become durable with the next persist()."""
+        self._check_writable()
+        if hard_state == self._hard_state:
+            return
+        if hard_state.promised_epoch != self._hard_state.promised_epoch or self._needs_new_segment():
+            self.persist(hard_state, ())
+            return
+        self._write([_VERSION, _PAIR.pack(RecordKind.HARD_STATE, hard_state.promised_epoch, hard_state.commit_index)],
+                    False, sync=False)
+        self._hard_state = hard_state
+
     def persist(self, hard_state: HardState | None, entries: Sequence[Entry],
                 snapshot: LogPosition | None = None) -> None:
         """Makes durable, in this order: `snapshot` (the whole log becomes
@@ -543,9 +560,12 @@ class LogStore:
         return _SEGMENT_START.pack(RecordKind.SEGMENT_START, self._next_number, self._base.epoch, self._base.index,
                                    self.last_index, hs.promised_epoch, hs.commit_index)
 
-    def _write(self, records: list[bytes], new_segment: bool) -> None:
+    def _write(self, records: list[bytes], new_segment: bool, sync: bool = True) -> None:
         """One frame of `records`, one write, one fdatasync (and a directory
-        fsync for a new segment). Any failure poisons the store (invariant 4)."""
+        fsync for a new segment). Any failure poisons the store (invariant 4).
+        sync=False (commit hints only) leaves the frame to the next synced
+        write; a segment is synced before it stops being the last one, so
+        only the last segment can ever end in a torn frame."""
         payload = b"".join(records)
         if len(payload) > wal_frame.MAX_PAYLOAD:
             raise InvalidArgumentError(f"one call may write at most {wal_frame.MAX_PAYLOAD} bytes")
@@ -560,12 +580,17 @@ class LogStore:
                 self._segments.append(_Segment(number, path))
                 self._segments_created += 1
                 if old is not None:
-                    old.close()   # fully synced by the call that last wrote it
+                    if self._unsynced:
+                        old.sync()
+                        self._fsyncs += 1
+                    old.close()
             assert self._file is not None
             self._file.write(framed)
             self._bytes_written += len(framed)
-            self._file.sync()
-            self._fsyncs += 1
+            if sync:
+                self._file.sync()
+                self._fsyncs += 1
+            self._unsynced = not sync
             if new_segment:
                 self._env.sync_dir(self.path)
                 self._dir_fsyncs += 1

@@ -113,11 +113,13 @@ class ReplicaHost:
                 for m in rd.messages:
                     self._send(m.recipient, m)
                 self.writes.observe(rd.entries)
-                if rd.must_persist():
+                if self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state):
                     await loop.run_in_executor(self._io, self.storage.persist, rd.snapshot_chunks, rd.snapshot,
                                                rd.entries, rd.hard_state)
                     if self._closed:
                         return
+                elif rd.hard_state is not None:   # a commit hint: one small write, no fsync, not worth a thread hop
+                    self.storage.persist((), None, (), rd.hard_state)
                 for m in rd.messages_after_persist:
                     self._send(m.recipient, m)
                 self._apply(rd)

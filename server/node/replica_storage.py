@@ -82,6 +82,12 @@ class ReplicaStorage:
         return self.log.durable_state(self.db.applied_index)
 
     # ------------------------------------------------------------ Ready step 2
+    def needs_fsync(self, chunks: Sequence[StagedChunk], snapshot: LogPosition | None,
+                    entries: Sequence[Entry], hard_state: HardState | None) -> bool:
+        """Whether persist() of this would fsync (anything but a commit hint)."""
+        return bool(chunks or snapshot is not None or entries or (
+            hard_state is not None and hard_state.promised_epoch != self.log.promised_epoch))
+
     def persist(self, chunks: Sequence[StagedChunk], snapshot: LogPosition | None,
                 entries: Sequence[Entry], hard_state: HardState | None) -> None:
         """Step 2 of the Ready contract, in its order. Runs in the I/O thread."""
@@ -89,8 +95,10 @@ class ReplicaStorage:
             self._stage(chunk)
         if snapshot is not None:
             self._install_snapshot(snapshot)
-        if entries or hard_state is not None:
+        if entries:
             self.log.persist(hard_state, entries)
+        elif hard_state is not None:
+            self.log.persist_commit_hint(hard_state)   # fsynced only if the promised epoch changed
 
     def _stage(self, chunk: StagedChunk) -> None:
         path = os.path.join(self.directory, "snapshot.staging")

@@ -840,3 +840,41 @@ def test_a_stale_copy_of_a_segment_is_detected_by_the_next_header():
     with pytest.raises(CorruptionError, match="disagrees") as exc:
         LogStore.open(clone(env, replace={"000001.rlog": stale}), DIR)
     assert exc.value.path == f"{DIR}/000002.rlog" and exc.value.offset == 0
+
+
+def test_commit_hints_are_written_without_fsync_and_survive_once_a_later_call_syncs():
+    env = MemEnv()
+    store = LogStore.open(env, DIR, segment_bytes=400)
+    store.persist(HardState(3, 0), entries(3, 1, 5))
+    syncs = store.stats()["fsyncs"]
+    store.persist_commit_hint(HardState(3, 4))
+    assert store.stats()["fsyncs"] == syncs          # a hint costs no fsync
+    store.close()
+    env.crash()
+    reopened = LogStore.open(env, DIR)
+    assert reopened.commit_index in (0, 4) and reopened.last_index == 5   # a lost hint is allowed
+    reopened.persist_commit_hint(HardState(3, 4))
+    reopened.persist(None, entries(3, 6, 6))        # the next synced call covers the hint
+    reopened.close()
+    env.crash()
+    again = LogStore.open(env, DIR)
+    assert (again.commit_index, again.last_index) == (4, 6)
+    # A hint that raises the promised epoch is no hint: it is fsynced.
+    again.persist_commit_hint(HardState(4, 4))
+    again.close()
+    env.crash()
+    assert LogStore.open(env, DIR).promised_epoch == 4
+
+
+def test_a_segment_ending_in_a_hint_is_synced_before_the_next_segment_starts():
+    env = MemEnv()
+    store = LogStore.open(env, DIR, segment_bytes=200)
+    store.persist(HardState(1, 0), entries(1, 1, 3, size=100))   # past segment_bytes: the next call rolls
+    store.persist_commit_hint(HardState(1, 2))                  # needs a new segment: goes through persist
+    store.persist(None, entries(1, 4, 4, size=100))
+    store.persist_commit_hint(HardState(1, 3))                  # room in the segment? if not, persisted
+    store.persist(None, entries(1, 5, 8, size=100))             # rolls: the hint's segment is synced first
+    store.close()
+    env.crash()
+    reopened = LogStore.open(env, DIR)                            # no CorruptionError from a torn middle segment
+    assert reopened.last_index == 8 and reopened.commit_index == 3
