@@ -215,6 +215,7 @@ class ReplicaHost:
         if index > r.log.base.index:
             r.compact_log(index)
             self.storage.log.compact(index)
+            log.info("rg %d: log compacted to %d", self.rg, index)
 
     async def close(self) -> None:
         self._closed = True

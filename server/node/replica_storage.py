@@ -40,6 +40,7 @@ the log store while a persist is in flight (one Ready outstanding).
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,8 @@ from engine.wal import LogWriter, read_log
 from server.node.log_store import LogStore
 from server.replication.messages import Entry, LogPosition
 from server.replication.ready import DurableState, HardState, StagedChunk
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
 ENGINE_OPTIONS = dict(wal=False, sync="never", write_buffer_size=16 << 20, block_cache_bytes=32 << 20)
@@ -145,6 +148,7 @@ class ReplicaStorage:
         self.db = DB.open(self._db_path, **self.engine_options)
         self._tables = {int(name[1:]) for name in self.db.tables()}
         self.snapshots_installed += 1
+        log.info("installed snapshot %s", snapshot)
 
     def _swap_in(self, installing: str) -> None:
         old = self._db_path + ".old"
