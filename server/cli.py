@@ -117,6 +117,39 @@ def meta_main(args: argparse.Namespace) -> int:
     return run_service(start, mm.stop)
 
 
+def router_main(args: argparse.Namespace) -> int:
+    import grpc
+
+    from server.node.peers import CHANNEL_OPTIONS
+    from server.proto import kv_pb2_grpc
+    from server.router.router import Router
+    from server.router.service import KVService
+    from server.runtime import configure_logging, run_service
+
+    configure_logging(args.log_level)
+    router = Router(args.id, args.meta.split(","))
+    server = None
+
+    async def start() -> str:
+        nonlocal server
+        await router.start()
+        await router.wait_ready(30)
+        server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        kv_pb2_grpc.add_KVServicer_to_server(KVService(router), server)
+        port = server.add_insecure_port(args.listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {args.listen}")
+        await server.start()
+        return f"router {args.id} {args.listen.rsplit(':', 1)[0]}:{port}"
+
+    async def stop() -> None:
+        if server is not None:
+            await server.stop(grace=1.0)
+        await router.close()
+
+    return run_service(start, stop)
+
+
 def create_group_main(args: argparse.Namespace) -> int:
     import grpc
 
@@ -176,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a leader silent this long is replaced (default 500)")
     meta.add_argument("--log-level", default="INFO")
     meta.set_defaults(func=meta_main)
+
+    router = sub.add_parser("router", help="run a request manager (the public API)")
+    router.add_argument("--id", type=int, required=True,
+                        help="router id: the node id in the seqs it issues (keep it distinct from the nodes')")
+    router.add_argument("--listen", default="127.0.0.1:0", help="host:port of its gRPC server (port 0: any free)")
+    router.add_argument("--meta", required=True, help="metadata manager address(es), comma-separated")
+    router.add_argument("--log-level", default="INFO")
+    router.set_defaults(func=router_main)
 
     cg = sub.add_parser("create-group", help="create a replication group")
     cg.add_argument("--meta", required=True, help="metadata manager address")

@@ -25,6 +25,7 @@ import grpc
 from server.proto import meta_pb2, meta_pb2_grpc
 
 READY_TIMEOUT = 30.0
+ROUTER_ID_BASE = 1000
 
 
 @dataclass
@@ -54,6 +55,7 @@ class LocalCluster:
                                          *(meta_args or [])], os.path.join(base_dir, "meta.log"))
         self.node_args = list(node_args or [])
         self.nodes: dict[int, RoleProcess] = {}
+        self.routers: dict[int, RoleProcess] = {}
         self._node_count = nodes
         self._meta_port: int | None = None
 
@@ -104,6 +106,20 @@ class LocalCluster:
         self._spawn(role)
         return role
 
+    def add_router(self, router_id: int) -> RoleProcess:
+        """A request manager; its seqs carry router_id, so it is kept apart
+        from node ids (ROUTER_ID_BASE + n)."""
+        role = RoleProcess(f"router{router_id}", ["router", "--id", str(router_id), "--listen", "127.0.0.1:0",
+                                                  "--meta", self.meta.address],
+                           os.path.join(self.base_dir, f"router{router_id}.log"))
+        self.routers[router_id] = role
+        self._spawn(role)
+        return role
+
+    @property
+    def router_addresses(self) -> str:
+        return ",".join(r.address for r in self.routers.values() if r.running())
+
     def restart(self, role: RoleProcess) -> None:
         """Starts a stopped or killed role again, on the same port, with the same data."""
         if role.running():
@@ -142,7 +158,7 @@ class LocalCluster:
             p.wait(10)
 
     def close(self) -> None:
-        for role in list(self.nodes.values()) + [self.meta]:
+        for role in list(self.routers.values()) + list(self.nodes.values()) + [self.meta]:
             self._kill(role)
             if role.proc is not None and role.proc.stdout is not None:
                 role.proc.stdout.close()

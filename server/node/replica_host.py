@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -60,6 +61,18 @@ class ReplicaHost:
     # ------------------------------------------------------------- inputs
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"rg{self.rg}")
+        self._task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task) -> None:
+        """Fail-stop: a replica whose loop died must not linger. Its node would
+        go on heartbeating the MM as if the replica were healthy, while it
+        neither replicates nor answers. Exiting makes the failure what the
+        protocol already handles: a crashed node, restarted from its disk."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.critical("rg %d: replica loop failed; stopping the node", self.rg, exc_info=task.exception())
+        logging.shutdown()
+        os._exit(70)
 
     def step(self, msg: Message) -> None:
         self.replica.step(msg)

@@ -158,12 +158,7 @@ class WritePath:
         accepted: list[_Write] = []
         changed: dict[tuple[int, bytes], bool] = {}   # accepted this round: key -> live after it
         for w in conditional:
-            records = write_batch.decode(w.rep)
-            if len(records) != 1:
-                self._resolve(w, Result(Outcome.CONDITION_FAILED, self.replica.epoch, self.node_id, b""))
-                continue
-            kind, tid, key, _value, _seq = records[0]
-            user_key = key[4:]
+            (kind, tid, user_key, _value, _seq), = write_batch.decode(w.rep)   # one record: checked on arrival
             if (tid, user_key) in changed:   # a write accepted just before: its seq is not stamped yet
                 live, current = changed[(tid, user_key)], None
             else:
