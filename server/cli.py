@@ -6,6 +6,12 @@ Subcommands so far:
                 cluster exists).
   node          one storage node: replicas of replication groups (server/node)
   meta          the metadata manager (server/meta)
+  router        a request manager: the public API (server/router)
+  up            a whole local cluster, with a live status table (server/cluster_cli.py)
+  status        tables, groups, leaders, epochs, lag, sizes, ops/s
+  put, get, delete, list, create-table, drop-table, tables
+                client commands through the SDK; they find the local
+                cluster by default (--routers or QUORUMKV_ROUTERS to override)
   create-group  asks the metadata manager for a new replication group
   groups        lists the replication groups: epoch, leader, members' state
 """
@@ -223,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     cg.add_argument("rg", type=int, help="replication group id")
     cg.add_argument("members", help="node ids, comma-separated (1, 3 or 5 of them)")
     cg.set_defaults(func=create_group_main)
+
+    from server.cluster_cli import add_parsers
+    add_parsers(sub)
 
     gs = sub.add_parser("groups", help="list replication groups")
     gs.add_argument("--meta", required=True, help="metadata manager address")

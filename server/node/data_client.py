@@ -18,7 +18,8 @@ import itertools
 
 import grpc
 
-from server.node.peers import CHANNEL_OPTIONS, NODE_METADATA_KEY
+from server.node.peers import CHANNEL_OPTIONS
+from server.node_identity import NODE_METADATA_KEY
 from server.proto import data_pb2, data_pb2_grpc
 
 

@@ -25,7 +25,8 @@ from typing import Protocol
 import grpc
 
 from server.node import codec
-from server.node.peers import CHANNEL_OPTIONS, NODE_METADATA_KEY
+from server.node.peers import CHANNEL_OPTIONS
+from server.node_identity import NODE_METADATA_KEY
 from server.proto import meta_pb2, meta_pb2_grpc
 from server.replication.messages import Message
 

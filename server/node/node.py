@@ -30,10 +30,11 @@ import grpc
 from engine._native import write_batch
 from server.node import codec
 from server.node.meta_link import MetaLink
-from server.node.peers import CHANNEL_OPTIONS, NODE_METADATA_KEY, PeerLink
+from server.node.peers import CHANNEL_OPTIONS, PeerLink
 from server.node.replica_host import ReplicaHost
 from server.node.replica_storage import ReplicaStorage, table_name
 from server.node.write_path import Outcome, Result
+from server.node_identity import NODE_METADATA_KEY, RequireNodeId
 from server.proto import data_pb2, data_pb2_grpc, meta_pb2, replication_pb2, replication_pb2_grpc
 from server.replication.messages import METADATA_MANAGER_ID, Message
 from server.replication.options import ReplicaOptions
@@ -76,7 +77,8 @@ class Node:
         for name in sorted(os.listdir(self.data_dir)):
             if name.startswith("rg-"):
                 self._host(int(name[3:]))
-        server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[
+            RequireNodeId(["/quorumkv.v1.Replication/", "/quorumkv.v1.Data/"])])
         replication_pb2_grpc.add_ReplicationServicer_to_server(_ReplicationService(self), server)
         data_pb2_grpc.add_DataServicer_to_server(_DataService(self), server)
         self.port = server.add_insecure_port(self.listen)

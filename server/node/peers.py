@@ -23,13 +23,13 @@ from collections import deque
 import grpc
 
 from server.node import codec
+from server.node_identity import NODE_METADATA_KEY
 from server.proto import replication_pb2 as pb
 from server.proto import replication_pb2_grpc as pb_grpc
 from server.replication.messages import Message
 
 log = logging.getLogger(__name__)
 
-NODE_METADATA_KEY = "x-quorumkv-node"
 MAX_QUEUED = 10_000
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 << 20),

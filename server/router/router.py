@@ -38,6 +38,7 @@ from engine._native.sequencer import Sequencer
 from engine.db import TABLE_NAME_PATTERN, TABLE_NAME_RULE
 from server.node.data_client import DataClient, StreamBroken
 from server.node.peers import CHANNEL_OPTIONS
+from server.node_identity import NODE_METADATA_KEY
 from server.proto import data_pb2, meta_pb2, meta_pb2_grpc
 from server.router.routing import NoSuchTable, Route, Routing
 
@@ -99,6 +100,7 @@ class Router:
         self._watch_task: asyncio.Task | None = None
         self._meta_channel: grpc.aio.Channel | None = None
         self._meta_index = 0
+        self.metadata = ((NODE_METADATA_KEY, str(router_id)),)   # on every call to other cluster processes
         self.stats = {"writes": 0, "reads": 0, "lists": 0, "retries": 0, "routing_updates": 0}
 
     # ------------------------------------------------------------- metadata
@@ -115,7 +117,8 @@ class Router:
         backoff = 0.05
         while True:
             try:
-                async for rt in self.meta_stub().Watch(meta_pb2.WatchRequest(known_version=self.routing.version)):
+                async for rt in self.meta_stub().Watch(meta_pb2.WatchRequest(known_version=self.routing.version),
+                                                       metadata=self.metadata):
                     self._install(Routing(rt))
                     backoff = 0.05
             except grpc.aio.AioRpcError as exc:

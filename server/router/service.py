@@ -51,7 +51,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                 check_key(k, "split key")
             resp = await self.router.meta_stub().CreateTable(
                 meta_pb2.NewTableRequest(name=request.table, split_keys=list(request.split_keys)),
-                timeout=context.time_remaining() or DEFAULT_DEADLINE)
+                timeout=context.time_remaining() or DEFAULT_DEADLINE, metadata=self.router.metadata)
         except RouterError as err:
             await _abort(context, err)
         except grpc.aio.AioRpcError as exc:
@@ -63,7 +63,8 @@ class KVService(kv_pb2_grpc.KVServicer):
         try:
             check_table(request.table)
             await self.router.meta_stub().DropTable(meta_pb2.DropTableRequest(name=request.table),
-                                                    timeout=context.time_remaining() or DEFAULT_DEADLINE)
+                                                    timeout=context.time_remaining() or DEFAULT_DEADLINE,
+                                                    metadata=self.router.metadata)
         except RouterError as err:
             await _abort(context, err)
         except grpc.aio.AioRpcError as exc:

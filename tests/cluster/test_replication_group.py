@@ -13,13 +13,14 @@ import os
 import shutil
 import time
 
+import grpc
 import pytest
 
 from engine import DB
 from engine._native import sequencer, write_batch
 from server.local_cluster import LocalCluster
 from server.node.data_client import DataClient, StreamBroken
-from server.proto import data_pb2
+from server.proto import data_pb2, data_pb2_grpc
 
 RG = 1
 TABLE = 5
@@ -109,6 +110,12 @@ def test_writes_commit_on_a_majority_and_read_back_in_order(cluster):
             scan = await w.client(leader).scan(RG, TABLE, b"key-", b"key-~", limit=50)
             assert scan.code == data_pb2.OK and scan.more
             assert list(scan.keys) == sorted(w.acked)[:50]
+            # Cluster-internal services refuse callers that do not say who they are.
+            async with grpc.aio.insecure_channel(cluster.nodes[leader].address) as ch:
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await data_pb2_grpc.DataStub(ch).Scan(data_pb2.ScanRequest(rg=RG, table_id=TABLE), timeout=5)
+                assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert "x-quorumkv-node" in err.value.details()
         finally:
             await w.close()
 
