@@ -6,7 +6,9 @@ pushes (server/proto/meta.proto, Meta.Watch).
 
 Sizing (issue 4: at most 30 bytes per RG and per table beyond the bytes of the
 keys themselves; 1,000 to 10,000 RGs in the design): no Python object per
-table, range or RG. Everything lives in numpy arrays and byte blobs:
+table, range or RG. Everything lives in typed arrays (the `array` module:
+compact like numpy's, and faster to index one element at a time, which is
+what binary searches do) and byte blobs:
 
     tables   names: one blob of the sorted names + u32 end offsets   4 B + name
              table_id u32, first range u32                            8 B
@@ -24,9 +26,10 @@ the router swaps in a new Routing for every update from the MM.
 """
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass
-
-import numpy as np
+from itertools import accumulate
 
 from server.proto import meta_pb2
 
@@ -38,15 +41,14 @@ class _SortedBlobs:
 
     def __init__(self, items: list[bytes]):
         self.blob = b"".join(items)
-        self.ends = np.cumsum([len(x) for x in items], dtype=np.uint64).astype(np.uint32) if items else \
-            np.zeros(0, dtype=np.uint32)
+        self.ends = array("I", accumulate(len(x) for x in items))
 
     def __len__(self) -> int:
         return len(self.ends)
 
     def __getitem__(self, i: int) -> bytes:
-        lo = int(self.ends[i - 1]) if i > 0 else 0
-        return self.blob[lo:int(self.ends[i])]
+        lo = self.ends[i - 1] if i > 0 else 0
+        return self.blob[lo:self.ends[i]]
 
     def bisect_right(self, key: bytes, lo: int, hi: int) -> int:
         """First index in [lo, hi) whose item is > key (items sorted in that span)."""
@@ -59,7 +61,7 @@ class _SortedBlobs:
         return lo
 
     def nbytes(self) -> int:
-        return len(self.blob) + self.ends.nbytes
+        return len(self.blob) + self.ends.itemsize * len(self.ends)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,7 @@ class Routing:
         self.version = rt.version
         tables = sorted(rt.tables, key=lambda t: t.name)
         self._names = _SortedBlobs([t.name.encode() for t in tables])
-        self._table_ids = np.array([t.table_id for t in tables], dtype=np.uint32)
+        self._table_ids = array("I", (t.table_id for t in tables))
         starts: list[bytes] = []
         rgs: list[int] = []
         first = []
@@ -92,13 +94,13 @@ class Routing:
                 starts.append(r.start)
                 rgs.append(r.rg)
         first.append(len(starts))
-        self._first_range = np.array(first, dtype=np.uint32)
+        self._first_range = array("I", first)
         self._starts = _SortedBlobs(starts)
         groups = sorted(rt.groups, key=lambda g: g.rg)
-        self._rg_ids = np.array([g.rg for g in groups], dtype=np.uint64)
-        self._leaders = np.array([g.leader for g in groups], dtype=np.uint32)
-        self._epochs = np.array([g.epoch for g in groups], dtype=np.uint64)
-        self._range_group = np.searchsorted(self._rg_ids, np.array(rgs, dtype=np.uint64)).astype(np.uint32)
+        self._rg_ids = array("Q", (g.rg for g in groups))
+        self._leaders = array("I", (g.leader for g in groups))
+        self._epochs = array("Q", (g.epoch for g in groups))
+        self._range_group = array("I", (bisect_left(self._rg_ids, rg) for rg in rgs))
         self.nodes = {n.node_id: n.address for n in rt.nodes}
 
     # ---------------------------------------------------------------- lookups
@@ -120,34 +122,34 @@ class Routing:
         return [self._names[i].decode() for i in range(len(self._names))]
 
     def _route(self, t: int, r: int) -> Route:
-        last = int(self._first_range[t + 1]) - 1
-        g = int(self._range_group[r])
-        return Route(int(self._table_ids[t]), int(self._rg_ids[g]), int(self._leaders[g]), int(self._epochs[g]),
+        last = self._first_range[t + 1] - 1
+        g = self._range_group[r]
+        return Route(self._table_ids[t], self._rg_ids[g], self._leaders[g], self._epochs[g],
                      self._starts[r], self._starts[r + 1] if r < last else None)
 
     def route(self, table: str, key: bytes) -> Route:
         """The range holding `key`. Raises NoSuchTable."""
         t = self._table_index(table)
-        lo, hi = int(self._first_range[t]), int(self._first_range[t + 1])
+        lo, hi = self._first_range[t], self._first_range[t + 1]
         r = self._starts.bisect_right(key, lo, hi) - 1
         return self._route(t, max(r, lo))
 
     def ranges(self, table: str) -> list[Route]:
         t = self._table_index(table)
-        return [self._route(t, r) for r in range(int(self._first_range[t]), int(self._first_range[t + 1]))]
+        return [self._route(t, r) for r in range(self._first_range[t], self._first_range[t + 1])]
 
     def group(self, rg: int) -> tuple[int, int] | None:
         """(leader, epoch) of an RG, or None if unknown."""
-        g = int(np.searchsorted(self._rg_ids, rg))
-        if g >= len(self._rg_ids) or int(self._rg_ids[g]) != rg:
+        g = bisect_left(self._rg_ids, rg)
+        if g >= len(self._rg_ids) or self._rg_ids[g] != rg:
             return None
-        return int(self._leaders[g]), int(self._epochs[g])
+        return self._leaders[g], self._epochs[g]
 
     def with_leader(self, rg: int, leader: int, epoch: int) -> bool:
         """Records a leader a node named in an answer ("not leader, try N"),
         if its epoch is newer than what this copy knows. Returns whether it was."""
-        g = int(np.searchsorted(self._rg_ids, rg))
-        if g >= len(self._rg_ids) or int(self._rg_ids[g]) != rg or epoch <= int(self._epochs[g]):
+        g = bisect_left(self._rg_ids, rg)
+        if g >= len(self._rg_ids) or self._rg_ids[g] != rg or epoch <= self._epochs[g]:
             return False
         self._leaders[g] = leader
         self._epochs[g] = epoch
@@ -156,4 +158,4 @@ class Routing:
     def nbytes(self) -> int:
         """Bytes of routing state (what issue 4 bounds), node directory excluded."""
         arrays = (self._table_ids, self._first_range, self._rg_ids, self._leaders, self._epochs, self._range_group)
-        return self._names.nbytes() + self._starts.nbytes() + sum(a.nbytes for a in arrays)
+        return self._names.nbytes() + self._starts.nbytes() + sum(a.itemsize * len(a) for a in arrays)
