@@ -1,0 +1,173 @@
+"""The whole cluster end to end (issue 4): metadata manager, 3 nodes, 2 groups,
+2 routers as real processes; the SDK and the CLI as a user runs them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import quorumkv
+from server.local_cluster import ROUTER_ID_BASE, LocalCluster
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = LocalCluster(str(tmp_path_factory.mktemp("e2e") / "cluster"), nodes=3)
+    try:
+        c.start()
+        c.create_group(1, [1, 2, 3])
+        c.create_group(2, [1, 2, 3])
+        c.wait_for_leader(1)
+        c.wait_for_leader(2)
+        c.add_router(ROUTER_ID_BASE + 1)
+        c.add_router(ROUTER_ID_BASE + 2)
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def client(cluster):
+    with quorumkv.Client(cluster.router_addresses, timeout=10) as c:
+        yield c
+
+
+def test_the_seeds_example_through_the_sdk(client):
+    client.create_table("stocks")
+    for key, price in ((b"b", b"100"), (b"a", b"120"), (b"c", b"135")):
+        client.put("stocks", key, price)
+    rec = client.get("stocks", b"a")
+    assert rec.value == b"120" and len(rec.seq) == 16
+    assert [(r.key, r.value) for r in client.list("stocks")] == [(b"a", b"120"), (b"b", b"100"), (b"c", b"135")]
+    assert "stocks" in client.tables()
+    with pytest.raises(quorumkv.TableExists):
+        client.create_table("stocks")
+
+
+def test_the_data_plane_walk_across_two_groups(cluster, client):
+    """Seed section 6: a table whose ranges live in different groups; writes,
+    reads and an ordered list across both."""
+    client.create_table("walk", split_keys=[b"m"])
+    groups = {g.rg: g for g in (cluster.group(1), cluster.group(2))}
+    keys = [b"%c%03d" % (c, i) for c in b"agmz" for i in range(50)]
+    seqs = client.put_many("walk", [(k, k[::-1]) for k in keys])
+    assert len(seqs) == len(keys) and len(set(seqs)) == len(keys)
+    assert [r.value for r in client.get_many("walk", keys)] == [k[::-1] for k in keys]
+    assert [r.key for r in client.list("walk", page_size=7)] == sorted(keys)
+    assert [r.key for r in client.list("walk", start=b"g010", end=b"m005")] == \
+        sorted(k for k in keys if b"g010" <= k < b"m005")
+    # Both groups hold part of the table: their applied indexes moved.
+    after = {rg: cluster.group(rg) for rg in groups}
+    for rg in groups:
+        leader_report = next(r.report for r in after[rg].replicas if r.node_id == after[rg].leader)
+        assert leader_report.applied_index > 2, f"rg {rg} holds none of the table"
+
+
+def test_conditional_writes_and_deletes(client):
+    client.create_table("cond")
+    seq = client.put("cond", b"k", b"1", if_absent=True)
+    with pytest.raises(quorumkv.ConditionFailed):
+        client.put("cond", b"k", b"2", if_absent=True)
+    seq2 = client.put("cond", b"k", b"2", if_seq=seq)
+    assert seq2 > seq
+    with pytest.raises(quorumkv.ConditionFailed):
+        client.put("cond", b"k", b"3", if_seq=seq)
+    with pytest.raises(quorumkv.ConditionFailed):
+        client.delete("cond", b"k", if_seq=seq)
+    client.delete("cond", b"k", if_seq=seq2)
+    assert client.get("cond", b"k") is None
+    client.put("cond", b"k", b"4", if_absent=True)   # absent again after the delete
+
+
+def test_bad_input_gets_clear_errors(client):
+    with pytest.raises(quorumkv.InvalidArgument, match="table name"):
+        client.put("no spaces", b"k", b"v")
+    client.create_table("bad")
+    with pytest.raises(quorumkv.InvalidArgument, match="1 to 4096"):
+        client.put("bad", b"", b"v")
+    with pytest.raises(quorumkv.InvalidArgument, match="1 MiB"):
+        client.put("bad", b"k", b"x" * ((1 << 20) + 1))
+    with pytest.raises(quorumkv.TableNotFound):
+        client.get("missing", b"k")
+    assert client.get("bad", b"k") is None        # nothing was written by the failed calls
+
+
+def test_the_cli_finds_the_local_cluster(cluster, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "routers").write_text(cluster.router_addresses + "\n")
+    env = dict(os.environ, QUORUMKV_DATA=str(data), PYTHONPATH=ROOT)
+    env.pop("QUORUMKV_ROUTERS", None)
+
+    def cli(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "server.cli", *args], env=env, capture_output=True, text=True,
+                             timeout=60, cwd=str(tmp_path))
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    cli("create-table", "clistocks")
+    cli("put", "clistocks", "b", "100")
+    cli("put", "clistocks", "a", "120")
+    assert cli("get", "clistocks", "a").startswith("120")
+    assert cli("list", "clistocks").splitlines() == ["a 120", "b 100"]
+    assert "clistocks" in cli("tables").split()
+
+
+def test_leader_kill9_under_load_short_unavailability_and_no_acknowledged_write_lost(cluster, client):
+    client.create_table("load")
+    leader, epoch = cluster.wait_for_leader(1)
+    acked: dict[bytes, bytes] = {}
+    errors: list[tuple[float, str]] = []
+    ack_times: list[float] = []
+    stop = threading.Event()
+    progress = threading.Condition()
+
+    def writer(w: int) -> None:
+        i = 0
+        deadline = time.monotonic() + 30      # bounded: stops by itself
+        while not stop.is_set() and time.monotonic() < deadline and i < 5000:
+            key = b"w%d-%06d" % (w, i)
+            try:
+                seq = client.put("load", key, key, timeout=5)
+            except quorumkv.QuorumKVError as exc:
+                with progress:
+                    errors.append((time.monotonic(), type(exc).__name__))
+            else:
+                with progress:
+                    acked[key] = seq
+                    ack_times.append(time.monotonic())
+                    progress.notify_all()
+            i += 1
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    with progress:
+        assert progress.wait_for(lambda: len(acked) >= 200, timeout=30)
+    killed = cluster.nodes[leader]
+    cluster.kill9(killed)
+    killed_at = time.monotonic()
+    cluster.wait_for_leader(1, timeout=10, not_epoch=epoch)
+    with progress:
+        n = len(acked)
+        assert progress.wait_for(lambda: len(acked) >= n + 200, timeout=30), "writes did not resume"
+    recovered = time.monotonic() - killed_at
+    # The unavailability window: the longest stretch without any acknowledged write around the kill.
+    times = sorted(t for t in ack_times if t > killed_at - 1)
+    window = max(b - a for a, b in zip(times, times[1:]))
+    stop.set()
+    for t in threads:
+        t.join(30)
+    cluster.restart(killed)
+    print(f"\nleader kill -9: no write acknowledged for {window:.2f} s at most; 200 more after {recovered:.2f} s; "
+          f"{len(errors)} failed calls ({sorted(set(e for _, e in errors))}); {len(acked)} acknowledged")
+    got = client.get_many("load", list(acked))
+    lost = [k for k, r in zip(acked, got) if r is None or r.seq != acked[k]]
+    assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:3]}"
+    assert window < 3.0, f"writes stalled for {window:.2f} s"
