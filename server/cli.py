@@ -126,7 +126,7 @@ def meta_main(args: argparse.Namespace) -> int:
 def router_main(args: argparse.Namespace) -> int:
     import grpc
 
-    from server.node.peers import CHANNEL_OPTIONS
+    from server.node.peers import SERVER_OPTIONS
     from server.proto import kv_pb2_grpc
     from server.router.router import Router
     from server.router.service import KVService
@@ -140,7 +140,7 @@ def router_main(args: argparse.Namespace) -> int:
         nonlocal server
         await router.start()
         await router.wait_ready(30)
-        server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         kv_pb2_grpc.add_KVServicer_to_server(KVService(router), server)
         port = server.add_insecure_port(args.listen)
         if port == 0:

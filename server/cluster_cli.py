@@ -5,7 +5,8 @@ directory (server/local_cluster.py): the metadata manager, the storage nodes
 (--nodes, default 3, plus --spares that join no group: the controller's pool,
 issue 5), --groups replication groups over the first 3 (or 5) nodes, and
 --routers request managers. It records the routers' addresses in
-<data>/routers (the CLI's client commands and the SDK read it), prints them,
+<data>/routers (the CLI's client commands and the SDK read it) and the
+metadata manager's in <data>/meta.address (`status` reads it), prints them,
 then shows a live status table until Ctrl-C, which stops every process it
 started. --demo runs a short load through the SDK first (the seed's example,
 then bounded batches of puts, gets and a list) and prints its figures;
@@ -29,6 +30,10 @@ ROLES = {0: "-", 1: "follower", 2: "electing", 3: "leader"}
 
 def routers_file(data_dir: str) -> str:
     return os.path.join(data_dir, "routers")
+
+
+def meta_file(data_dir: str) -> str:
+    return os.path.join(data_dir, "meta.address")
 
 
 def render_status(meta_address: str) -> str:
@@ -67,7 +72,7 @@ def _demo(routers: str, records: int) -> None:
         print(f"  get(stocks, a) = {rec.value.decode()}  seq={rec.seq.hex()}")
         print("  list(stocks) =", [(r.key.decode(), r.value.decode()) for r in c.list("stocks")])
         if "demo" not in c.tables():
-            c.create_table("demo", split_keys=[b"k5"])
+            c.create_table("demo", split_keys=[b"k%07d" % (records // 2)])
         value = b"v" * 100
         keys = [b"k%07d" % i for i in range(records)]
         t = time.perf_counter()
@@ -114,7 +119,7 @@ def up_main(args: argparse.Namespace) -> int:
         routers = cluster.router_addresses
         with open(routers_file(data), "w") as f:
             f.write(routers + "\n")
-        with open(os.path.join(data, "meta"), "w") as f:
+        with open(meta_file(data), "w") as f:
             f.write(cluster.meta.address + "\n")
         print(f"quorumkv is up in {time.monotonic() - t0:.1f} s: metadata manager {cluster.meta.address}, "
               f"{args.nodes} nodes + {args.spares} spares, {args.groups} groups of {replicas}")
@@ -133,7 +138,7 @@ def up_main(args: argparse.Namespace) -> int:
     finally:
         print("stopping...", flush=True)
         cluster.close()
-        for name in (routers_file(data), os.path.join(data, "meta")):
+        for name in (routers_file(data), meta_file(data)):
             try:
                 os.remove(name)
             except FileNotFoundError:
@@ -147,7 +152,7 @@ def _data_dir(args: argparse.Namespace) -> str:
 def status_main(args: argparse.Namespace) -> int:
     meta = args.meta
     if meta is None:
-        path = os.path.join(_data_dir(args), "meta")
+        path = meta_file(_data_dir(args))
         if not os.path.exists(path):
             print(f"error: no local cluster found ({path} is missing): start one with `quorumkv up` "
                   "or pass --meta", file=sys.stderr)

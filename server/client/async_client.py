@@ -142,7 +142,10 @@ class AsyncClient:
 
     async def put_many(self, table: str, items: Iterable[tuple[BytesLike, BytesLike]], *,
                        timeout: float | None = None) -> list[bytes]:
-        """Put every (key, value); returns their seqs in input order. Not atomic (contract 4)."""
+        """Put every (key, value); returns their seqs in input order. Not atomic (contract 4).
+
+        All ops are queued at once and share one deadline: give very large
+        inputs in chunks (say 10,000 items per call)."""
         reqs = [self._put_request(table, k, v, None, False) for k, v in items]
         results = await _all([self._send("put", r, write=True, timeout=timeout) for r in reqs])
         return [r.seq for r in results]

@@ -25,8 +25,10 @@ Contract:
                         fix (UNIMPLEMENTED, PERMISSION_DENIED, ...), per errors.error_for.
   2. An op whose caller gave up (timeout, cancellation) before it was sent is
      never sent.
-  3. An op is marked `sent` when the sender hands it to gRPC; from then on its
-     outcome is the server's.
+  3. An op is marked `sent` when the sender hands it to gRPC, which happens
+     only once the call has a transport (its headers went out): an op queued
+     on a call that never connected fails as unsent (Unavailable). From then
+     on its outcome is the server's.
 
 Thread-safety: none; everything runs on the event loop of the first call.
 """
@@ -83,6 +85,7 @@ class _StreamCall:
         self.ids = itertools.count(1)
         self.dead = False
         self.owner = owner
+        self.call: grpc.aio.StreamStreamCall | None = None
         self.task = asyncio.get_running_loop().create_task(self._run(stub), name="quorumkv-batch-stream")
 
     def enqueue(self, op: kv_pb2.Op, size: int, write: bool) -> _Pending:
@@ -99,6 +102,10 @@ class _StreamCall:
         self.waiting.pop(pending.op.id, None)
 
     async def _batches(self):
+        try:                                         # (gRPC starts this generator after self.call is set)
+            await self.call.wait_for_connection()    # no op counts as sent before the call has a transport
+        except grpc.aio.AioRpcError:
+            return                                   # the reader sees the status and fails the ops, unsent
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
@@ -121,7 +128,7 @@ class _StreamCall:
     async def _run(self, stub: kv_pb2_grpc.KVStub) -> None:
         call = None
         try:
-            call = stub.Batch(self._batches())
+            call = self.call = stub.Batch(self._batches())
             async for out in call:
                 for result in out.results:
                     pending = self.waiting.pop(result.id, None)

@@ -14,7 +14,10 @@ Contract:
      when it gave one, else a backoff of `min(max_backoff, initial_backoff *
      multiplier**n)`, half of it fixed and half uniformly random (jitter).
   3. No attempt starts after the deadline: when the wait would end at or past
-     it, the last error is raised at once (with a note saying so).
+     it, the last error is raised at once (with a note saying so). When the
+     deadline passes during a retry, the error that caused the retry is
+     raised, not DeadlineExceeded: DeadlineExceeded means the first attempt
+     itself got no answer in time.
   4. A write that may have been applied by an earlier attempt never ends in
      `Unavailable` or `DeadlineExceeded`: those become `OutcomeUnknown`
      (errors.py, contract 2). Attempts themselves report a sent write whose
@@ -83,14 +86,19 @@ async def with_retries(attempt: Callable[[Deadline], Awaitable[T]], deadline: De
     """Run `attempt(deadline)` until it returns, retrying per the contract above."""
     retry = 0
     maybe_applied = False
+    last: QuorumKVError | None = None
     while True:
         try:
             return await attempt(deadline)
         except (Unavailable, OutcomeUnknown) as exc:
             last = exc
             maybe_applied = maybe_applied or (write and isinstance(exc, OutcomeUnknown))
-        except DeadlineExceeded as exc:
-            err = _final(exc, write, maybe_applied, retry + 1)
+        except DeadlineExceeded:
+            if last is None:
+                raise
+            # The deadline cut a retry short: the reason the call failed is the error before it.
+            err = _final(last, write, maybe_applied, retry + 1)
+            err.add_note(f"quorumkv: gave up after {retry + 1} attempt(s): the last one ran out of deadline")
             raise err from err.__cause__
         if closed():
             raise _final(last, write, maybe_applied, retry + 1)

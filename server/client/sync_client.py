@@ -19,7 +19,8 @@ Contract:
   2. Every call blocks the calling thread until the AsyncClient call returns
      or raises; its exception is raised in the caller's thread.
   3. Calls made after `close()`, and calls from the Client's own loop thread
-     (they would deadlock), raise without being sent.
+     (they would deadlock), raise without being sent; calls in flight when
+     `close()` runs raise QuorumKVError (or the error their op got) at once.
   4. `list` returns an iterator that fetches a page when the previous one is
      used up; its arguments are checked when `list` is called.
   5. put_many / get_many take their whole input in the calling thread, then
@@ -30,6 +31,7 @@ Thread-safety: safe for any number of threads.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import weakref
 from collections.abc import Coroutine, Iterable, Iterator, Sequence
@@ -60,6 +62,7 @@ class Client:
         self._thread.start()
         self._lock = threading.Lock()        # orders call submissions against close()
         self._closed = False
+        self._in_flight: set[concurrent.futures.Future] = set()
         self._finalizer = weakref.finalize(self, _stop_loop, self._loop, self._thread)
 
     @property
@@ -117,14 +120,18 @@ class Client:
 
     def close(self) -> None:
         """Close the AsyncClient (ops in flight fail) and end the loop thread. Idempotent."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("Client.close() called from the client's own event-loop thread")
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("Client.close() called from the client's own event-loop thread")
         try:
             asyncio.run_coroutine_threadsafe(self._async.close(), self._loop).result()
+            with self._lock:
+                in_flight = list(self._in_flight)
+            for future in in_flight:         # e.g. asleep between retries: their threads must not wait forever
+                future.cancel()
             asyncio.run_coroutine_threadsafe(self._loop.shutdown_asyncgens(), self._loop).result()
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -150,8 +157,17 @@ class Client:
                     raise QuorumKVError("the client is closed")
                 raise RuntimeError("a Client call from the client's own event-loop thread would deadlock")
             future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+            self._in_flight.add(future)
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            if self._closed:
+                raise QuorumKVError("the client was closed with this call in flight (a write's outcome is "
+                                    "unknown)") from None
+            raise
         except BaseException:
             future.cancel()          # a KeyboardInterrupt in the caller: stop the op too
             raise
+        finally:
+            with self._lock:
+                self._in_flight.discard(future)

@@ -36,7 +36,7 @@ from server.meta.catalog import Catalog, NoSuchTable, TableExists
 from server.meta.group_leadership import GroupLeadership
 from server.meta.store import MetaStore
 from server.node import codec
-from server.node.peers import CHANNEL_OPTIONS
+from server.node.peers import SERVER_OPTIONS
 from server.node_identity import RequireNodeId
 from server.proto import meta_pb2, meta_pb2_grpc, replication_pb2
 from server.replication.errors import InvariantViolation
@@ -216,7 +216,7 @@ class MetaServer:
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[
             RequireNodeId(["/quorumkv.v1.Meta/Heartbeat"])])   # admin calls (CLI, tests) need no node id
         meta_pb2_grpc.add_MetaServicer_to_server(_MetaService(self), server)
         self.port = server.add_insecure_port(self.listen)

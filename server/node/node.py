@@ -30,7 +30,7 @@ import grpc
 from engine._native import write_batch
 from server.node import codec
 from server.node.meta_link import MetaLink
-from server.node.peers import CHANNEL_OPTIONS, PeerLink
+from server.node.peers import SERVER_OPTIONS, PeerLink
 from server.node.replica_host import ReplicaHost
 from server.node.replica_storage import ReplicaStorage, table_name
 from server.node.write_path import Outcome, Result
@@ -77,7 +77,7 @@ class Node:
         for name in sorted(os.listdir(self.data_dir)):
             if name.startswith("rg-"):
                 self._host(int(name[3:]))
-        server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[
             RequireNodeId(["/quorumkv.v1.Replication/", "/quorumkv.v1.Data/"])])
         replication_pb2_grpc.add_ReplicationServicer_to_server(_ReplicationService(self), server)
         data_pb2_grpc.add_DataServicer_to_server(_DataService(self), server)
@@ -166,7 +166,7 @@ class Node:
     def status_envelopes(self, heartbeat: meta_pb2.NodeHeartbeat) -> None:
         for rg, h in self.hosts.items():
             env = codec.encode(rg, h.status_report(), heartbeat.envelopes.add())
-            env.status_report.size_bytes = h.storage.db.stats().get("live_bytes", 0)
+            env.status_report.size_bytes = h.storage.size_bytes()
             env.status_report.ops_per_second = h.ops_per_second
             env.status_report.fsyncs = h.storage.log.stats()["fsyncs"]
             env.status_report.snapshots_installed = h.storage.snapshots_installed

@@ -34,8 +34,18 @@ MAX_QUEUED = 10_000
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_time_ms", 10_000),          # long-lived streams notice a dead peer
     ("grpc.http2.max_pings_without_data", 0),
+]
+# Servers accept those keepalive pings (and the SDK's, every 30 s): gRPC's
+# default answers a client pinging more often than every 5 minutes with
+# GOAWAY "too many pings", which would cut every long-lived stream.
+SERVER_OPTIONS = [
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
 ]
 
 

@@ -189,6 +189,11 @@ class ReplicaStorage:
                     self._tables.add(tid)
             db.write_encoded(rep)
 
+    def size_bytes(self) -> int:
+        """The range's data: SSTables plus memtable (for status reports)."""
+        st = self.db.stats()
+        return sum(level["bytes"] for level in st["levels"]) + st["memtable_bytes"]
+
     def get_entry(self, table_id: int, key: bytes):
         """The newest version of a key, tombstones included (engine Entry), or None."""
         if table_id not in self._tables:
