@@ -100,11 +100,12 @@ def node_main(args: argparse.Namespace) -> int:
     from server.runtime import configure_logging, run_service
 
     configure_logging(args.log_level)
-    node = Node(args.id, args.listen, args.data, args.meta.split(","), compact_after_entries=args.compact_after_entries)
+    node = Node(args.id, args.listen, args.data, args.meta.split(","), compact_after_entries=args.compact_after_entries,
+                metrics_listen=args.metrics_listen or None)
 
     async def start() -> str:
         await node.start()
-        return f"node {node.id} {node.address}"
+        return f"node {node.id} metrics={node.metrics_port or 0} {node.address}"
 
     return run_service(start, node.stop)
 
@@ -127,7 +128,9 @@ def router_main(args: argparse.Namespace) -> int:
     import grpc
 
     from server.node.peers import SERVER_OPTIONS
+    from server.observability import add_health, register, set_serving, start_metrics
     from server.proto import kv_pb2_grpc
+    from server.router.metrics import RouterCollector
     from server.router.router import Router
     from server.router.service import KVService
     from server.runtime import configure_logging, run_service
@@ -142,11 +145,17 @@ def router_main(args: argparse.Namespace) -> int:
         await router.wait_ready(30)
         server = grpc.aio.server(options=SERVER_OPTIONS)
         kv_pb2_grpc.add_KVServicer_to_server(KVService(router), server)
+        health = add_health(server, ["quorumkv.v1.KV"])
         port = server.add_insecure_port(args.listen)
         if port == 0:
             raise OSError(f"cannot listen on {args.listen}")
         await server.start()
-        return f"router {args.id} {args.listen.rsplit(':', 1)[0]}:{port}"
+        await set_serving(health, ["quorumkv.v1.KV"], True)
+        metrics_port = 0
+        if args.metrics_listen:
+            register(RouterCollector(router))
+            metrics_port = start_metrics(args.metrics_listen)
+        return f"router {args.id} metrics={metrics_port} {args.listen.rsplit(':', 1)[0]}:{port}"
 
     async def stop() -> None:
         if server is not None:
@@ -205,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--meta", required=True, help="metadata manager address(es), comma-separated")
     node.add_argument("--compact-after-entries", type=int, default=10_000,
                       help="flush and compact a replica's log past this many entries (default 10,000)")
+    node.add_argument("--metrics-listen", default="127.0.0.1:0",
+                      help="host:port of the Prometheus endpoint (port 0: any free; empty: none)")
     node.add_argument("--log-level", default="INFO")
     node.set_defaults(func=node_main)
 
@@ -221,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="router id: the node id in the seqs it issues (keep it distinct from the nodes')")
     router.add_argument("--listen", default="127.0.0.1:0", help="host:port of its gRPC server (port 0: any free)")
     router.add_argument("--meta", required=True, help="metadata manager address(es), comma-separated")
+    router.add_argument("--metrics-listen", default="127.0.0.1:0",
+                        help="host:port of the Prometheus endpoint (port 0: any free; empty: none)")
     router.add_argument("--log-level", default="INFO")
     router.set_defaults(func=router_main)
 

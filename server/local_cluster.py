@@ -35,6 +35,7 @@ class RoleProcess:
     log_path: str
     proc: subprocess.Popen | None = None
     address: str = ""
+    metrics_port: int = 0      # its Prometheus endpoint on 127.0.0.1 (0: none)
     history: list[int] = field(default_factory=list)   # every PID this role had
 
     @property
@@ -82,6 +83,9 @@ class LocalCluster:
                 buf += chunk
                 for line in buf.decode(errors="replace").splitlines():
                     if line.startswith("READY "):
+                        for word in line.split():
+                            if word.startswith("metrics="):
+                                role.metrics_port = int(word[8:])
                         return line.split()[-1]
             elif proc.poll() is not None:
                 break

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -30,17 +31,20 @@ import grpc
 from engine._native import write_batch
 from server.node import codec
 from server.node.meta_link import MetaLink
+from server.node.metrics import CLIENT_LATENCY, CLIENT_OPS, NodeCollector
 from server.node.peers import SERVER_OPTIONS, PeerLink
 from server.node.replica_host import ReplicaHost
 from server.node.replica_storage import ReplicaStorage, table_name
 from server.node.write_path import Outcome, Result
 from server.node_identity import NODE_METADATA_KEY, RequireNodeId
+from server.observability import add_health, register, set_serving, start_metrics
 from server.proto import data_pb2, data_pb2_grpc, meta_pb2, replication_pb2, replication_pb2_grpc
 from server.replication.messages import METADATA_MANAGER_ID, Message
 from server.replication.options import ReplicaOptions
 
 log = logging.getLogger(__name__)
 
+HEALTH_SERVICES = ["quorumkv.v1.Replication", "quorumkv.v1.Data"]
 TICK_SECONDS = 0.05
 MAINTENANCE_SECONDS = 1.0
 COMPACT_AFTER_ENTRIES = 10_000   # compact a replica's log once it holds this many entries
@@ -52,7 +56,7 @@ _DATA_CODE = {Outcome.OK: data_pb2.OK, Outcome.NOT_LEADER: data_pb2.NOT_LEADER,
 class Node:
     def __init__(self, node_id: int, listen: str, data_dir: str, meta_addresses: list[str],
                  options: ReplicaOptions | None = None, advertise: str | None = None,
-                 compact_after_entries: int = COMPACT_AFTER_ENTRIES):
+                 compact_after_entries: int = COMPACT_AFTER_ENTRIES, metrics_listen: str | None = None):
         if node_id <= 0:
             raise ValueError("node ids are positive (0 is the metadata manager)")
         self.id = node_id
@@ -61,6 +65,9 @@ class Node:
         self.data_dir = data_dir
         self.options = options or ReplicaOptions()
         self.compact_after_entries = compact_after_entries
+        self.metrics_listen = metrics_listen
+        self.metrics_port: int | None = None
+        self._health = None
         self.hosts: dict[int, ReplicaHost] = {}
         self.directory: dict[int, str] = {}
         self._directory_version = -1
@@ -81,6 +88,7 @@ class Node:
             RequireNodeId(["/quorumkv.v1.Replication/", "/quorumkv.v1.Data/"])])
         replication_pb2_grpc.add_ReplicationServicer_to_server(_ReplicationService(self), server)
         data_pb2_grpc.add_DataServicer_to_server(_DataService(self), server)
+        self._health = add_health(server, HEALTH_SERVICES)
         self.port = server.add_insecure_port(self.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.listen}")
@@ -89,6 +97,10 @@ class Node:
             self.address = self.meta.address = f"{host}:{self.port}"
         await server.start()
         self._server = server
+        await set_serving(self._health, HEALTH_SERVICES, True)
+        if self.metrics_listen is not None:
+            register(NodeCollector(self))
+            self.metrics_port = start_metrics(self.metrics_listen)
         self.meta.start()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._ticker(), name="ticker"),
@@ -96,6 +108,8 @@ class Node:
         log.info("node %d serving on %s (data %s)", self.id, self.address, self.data_dir)
 
     async def stop(self) -> None:
+        if self._health is not None:
+            await set_serving(self._health, HEALTH_SERVICES, False)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -283,7 +297,7 @@ class _DataService(data_pb2_grpc.DataServicer):
         elif req.if_seq and (len(req.if_seq) != 16 or req.if_absent):
             problem = (data_pb2.INVALID_ARGUMENT, "if_seq must be 16 bytes and excludes if_absent")
         if problem is None:
-            return h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent)
+            return _timed(h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent), "write")
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(problem)
         return fut
@@ -294,7 +308,7 @@ class _DataService(data_pb2_grpc.DataServicer):
             fut = asyncio.get_running_loop().create_future()
             fut.set_result((data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}"))
             return fut
-        return h.submit_read(lambda: h.get(req.table_id, req.key))
+        return _timed(h.submit_read(lambda: h.get(req.table_id, req.key)), "read")
 
     async def Scan(self, request, context):  # noqa: N802
         h = self.node.hosts.get(request.rg)
@@ -323,6 +337,21 @@ class _DataService(data_pb2_grpc.DataServicer):
                 out.values.extend(v for _, v, _ in rows)
             out.seqs.extend(s for _, _, s in rows)
         return out
+
+
+def _timed(fut: asyncio.Future, op: str) -> asyncio.Future:
+    """Counts the answer by code and records its latency (one callback per request)."""
+    t0 = time.perf_counter()
+
+    def done(f: asyncio.Future) -> None:
+        if f.cancelled():
+            return
+        CLIENT_LATENCY.labels(op).observe(time.perf_counter() - t0)
+        r = f.result() if f.exception() is None else None
+        CLIENT_OPS.labels(op, r.outcome.name if isinstance(r, Result) else "ERROR").inc()
+
+    fut.add_done_callback(done)
+    return fut
 
 
 def _fill_write(out: data_pb2.WriteResponse, req_id: int, result) -> None:

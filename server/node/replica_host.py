@@ -46,6 +46,7 @@ class ReplicaHost:
         self.replica = Replica(node_id, storage.durable_state(), options)
         self.writes = WritePath(node_id, self.replica, storage)
         self.compact_due = False   # set by the node after engine flushes; done between Readys
+        self.leader_changes = 0    # times this replica became LEADER (metrics)
         self._pending_reads: list[tuple[Callable[[], Any], asyncio.Future]] = []
         self._read_groups: dict[int, list[tuple[Callable[[], Any], asyncio.Future]]] = {}
         self._read_token = 0
@@ -121,8 +122,11 @@ class ReplicaHost:
             self._take_client_work()
             while r.has_ready() and not self._closed:
                 rd = r.ready()
-                if rd.soft_state is not None and rd.soft_state.role is Role.FOLLOWER:
-                    self.writes.fail_all(Outcome.OUTCOME_UNKNOWN)
+                if rd.soft_state is not None:
+                    if rd.soft_state.role is Role.FOLLOWER:
+                        self.writes.fail_all(Outcome.OUTCOME_UNKNOWN)
+                    elif rd.soft_state.role is Role.LEADER:
+                        self.leader_changes += 1
                 for m in rd.messages:
                     self._send(m.recipient, m)
                 self.writes.observe(rd.entries)

@@ -21,9 +21,11 @@ import time
 import grpc
 
 from server.proto import kv_pb2, kv_pb2_grpc, meta_pb2
+from server.router.metrics import LATENCY, OPS, measured
 from server.router.router import DEFAULT_DEADLINE, Router, RouterError, check_key, check_table
 
 log = logging.getLogger(__name__)
+_CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float:
@@ -85,33 +87,37 @@ class KVService(kv_pb2_grpc.KVServicer):
     # ---------------------------------------------------------------- records
     async def Put(self, request, context):  # noqa: N802
         try:
-            seq = await self.router.write(request.table, request.key, request.value, if_seq=request.if_seq,
-                                          if_absent=request.if_absent, request_id=request.request_id,
-                                          deadline=_deadline(context))
+            with measured("put"):
+                seq = await self.router.write(request.table, request.key, request.value, if_seq=request.if_seq,
+                                              if_absent=request.if_absent, request_id=request.request_id,
+                                              deadline=_deadline(context))
         except RouterError as err:
             await _abort(context, err)
         return kv_pb2.PutResponse(seq=seq)
 
     async def Get(self, request, context):  # noqa: N802
         try:
-            resp = await self.router.get(request.table, request.key, deadline=_deadline(context))
+            with measured("get"):
+                resp = await self.router.get(request.table, request.key, deadline=_deadline(context))
         except RouterError as err:
             await _abort(context, err)
         return kv_pb2.GetResponse(found=resp.found, value=resp.value, seq=resp.seq)
 
     async def Delete(self, request, context):  # noqa: N802
         try:
-            seq = await self.router.write(request.table, request.key, None, if_seq=request.if_seq,
-                                          request_id=request.request_id, deadline=_deadline(context))
+            with measured("delete"):
+                seq = await self.router.write(request.table, request.key, None, if_seq=request.if_seq,
+                                              request_id=request.request_id, deadline=_deadline(context))
         except RouterError as err:
             await _abort(context, err)
         return kv_pb2.DeleteResponse(seq=seq)
 
     async def List(self, request, context):  # noqa: N802
         try:
-            rows, token = await self.router.list_page(request.table, request.start, request.end, request.limit,
-                                                      request.keys_only, request.continuation,
-                                                      deadline=_deadline(context))
+            with measured("list"):
+                rows, token = await self.router.list_page(request.table, request.start, request.end, request.limit,
+                                                          request.keys_only, request.continuation,
+                                                          deadline=_deadline(context))
         except RouterError as err:
             await _abort(context, err)
         return _page(rows, token)
@@ -172,6 +178,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         out = kv_pb2.OpResult(id=op.id)
         deadline = time.monotonic() + DEFAULT_DEADLINE
         which = op.WhichOneof("op")
+        t0 = time.perf_counter()
         try:
             if which == "put":
                 p = op.put
@@ -194,6 +201,8 @@ class KVService(kv_pb2_grpc.KVServicer):
             log.exception("op %d failed", op.id)
             out.code = grpc.StatusCode.INTERNAL.value[0]
             out.message = f"internal error: {exc}"
+        LATENCY.labels(which or "none").observe(time.perf_counter() - t0)
+        OPS.labels(which or "none", _CODE_NAMES.get(out.code, str(out.code))).inc()
         return out
 
 

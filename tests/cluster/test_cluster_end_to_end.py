@@ -171,3 +171,27 @@ def test_leader_kill9_under_load_short_unavailability_and_no_acknowledged_write_
     lost = [k for k, r in zip(acked, got) if r is None or r.seq != acked[k]]
     assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:3]}"
     assert window < 3.0, f"writes stalled for {window:.2f} s"
+
+
+def test_every_process_serves_health_and_metrics(cluster, client):
+    import urllib.request
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    client.create_table("observed")
+    client.put_many("observed", [(b"k%d" % i, b"v") for i in range(20)])   # ops spread over both routers' streams
+    client.get("observed", b"k1")
+    for role in [*cluster.nodes.values(), *cluster.routers.values()]:
+        with grpc.insecure_channel(role.address) as ch:
+            status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.SERVING, role.name
+        assert role.metrics_port, role.name
+        text = urllib.request.urlopen(f"http://127.0.0.1:{role.metrics_port}/metrics", timeout=5).read().decode()
+        if role.name.startswith("router"):
+            assert 'quorumkv_router_ops_total{code="OK",op="put"}' in text
+            assert "quorumkv_router_latency_seconds_bucket" in text
+        else:
+            for name in ("quorumkv_node_fsyncs_total", "quorumkv_node_replica_role", "quorumkv_node_log_lag_entries",
+                         "quorumkv_node_engine_compactions_total", "quorumkv_node_leader_changes_total"):
+                assert name in text, (role.name, name)

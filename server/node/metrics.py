@@ -1,0 +1,62 @@
+"""The node's Prometheus metrics (server/observability.py).
+
+Read at scrape time from state that exists anyway (per replica: role, epoch,
+commit and applied index, log fsyncs, engine flushes and compactions, leader
+changes, snapshots installed), plus one latency histogram and one counter of
+client operations filled on the data path.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from server.observability import LATENCY_BUCKETS
+
+if TYPE_CHECKING:
+    from server.node.node import Node
+
+CLIENT_OPS = Counter("quorumkv_node_client_ops_total", "Client operations answered by this node",
+                     ["op", "code"])
+CLIENT_LATENCY = Histogram("quorumkv_node_client_latency_seconds",
+                           "From a request's arrival at the node to its answer", ["op"], buckets=LATENCY_BUCKETS)
+
+
+class NodeCollector:
+    def __init__(self, node: Node):
+        self.node = node
+
+    def collect(self):
+        rg = ["rg"]
+        role = GaugeMetricFamily("quorumkv_node_replica_role", "1 follower, 2 electing (NOOP not committed), 3 leader",
+                                 labels=rg)
+        epoch = GaugeMetricFamily("quorumkv_node_replica_epoch", "The replica's epoch", labels=rg)
+        lag = GaugeMetricFamily("quorumkv_node_log_lag_entries", "Committed entries not applied yet", labels=rg)
+        log_entries = GaugeMetricFamily("quorumkv_node_log_entries", "Entries held in the replicated log", labels=rg)
+        fsyncs = CounterMetricFamily("quorumkv_node_fsyncs", "fdatasyncs of the replicated log", labels=rg)
+        applied = CounterMetricFamily("quorumkv_node_records_applied", "Records applied to the engine", labels=rg)
+        flushes = CounterMetricFamily("quorumkv_node_engine_flushes", "Engine memtable flushes", labels=rg)
+        compactions = CounterMetricFamily("quorumkv_node_engine_compactions", "Engine compactions", labels=rg)
+        leader_changes = CounterMetricFamily("quorumkv_node_leader_changes",
+                                             "Times this replica became leader", labels=rg)
+        snapshots = CounterMetricFamily("quorumkv_node_snapshots_installed", "Snapshots installed", labels=rg)
+        size = GaugeMetricFamily("quorumkv_node_data_bytes", "The range's data (SSTables and memtable)", labels=rg)
+        for group, h in sorted(self.node.hosts.items()):
+            label = [str(group)]
+            r = h.replica
+            lg = r.log
+            st = h.storage.db.stats()
+            role.add_metric(label, int(r.role))
+            epoch.add_metric(label, r.epoch)
+            lag.add_metric(label, lg.commit_index - lg.applied_index)
+            log_entries.add_metric(label, lg.last_index - lg.base.index)
+            fsyncs.add_metric(label, h.storage.log.stats()["fsyncs"])
+            applied.add_metric(label, h.writes.applied_records)
+            flushes.add_metric(label, st["flushes"])
+            compactions.add_metric(label, st["compactions"])
+            leader_changes.add_metric(label, h.leader_changes)
+            snapshots.add_metric(label, h.storage.snapshots_installed)
+            size.add_metric(label, sum(level["bytes"] for level in st["levels"]) + st["memtable_bytes"])
+        yield from (role, epoch, lag, log_entries, fsyncs, applied, flushes, compactions, leader_changes, snapshots,
+                    size)
