@@ -33,7 +33,7 @@ from server.node import codec
 from server.node.meta_link import MetaLink
 from server.node.metrics import CLIENT_LATENCY, CLIENT_OPS, NodeCollector
 from server.node.peers import SERVER_OPTIONS, PeerLink
-from server.node.replica_host import ReplicaHost
+from server.node.replica_host import COMPACT_FORCE, ReplicaHost
 from server.node.replica_storage import ReplicaStorage, table_name
 from server.node.write_path import Outcome, Result
 from server.node_identity import NODE_METADATA_KEY, RequireNodeId
@@ -48,6 +48,7 @@ HEALTH_SERVICES = ["quorumkv.v1.Replication", "quorumkv.v1.Data"]
 TICK_SECONDS = 0.05
 MAINTENANCE_SECONDS = 1.0
 COMPACT_AFTER_ENTRIES = 10_000   # compact a replica's log once it holds this many entries
+RETAIN_FACTOR = 4                # ... but keep entries a member lacks until it holds this many times that
 _DATA_CODE = {Outcome.OK: data_pb2.OK, Outcome.NOT_LEADER: data_pb2.NOT_LEADER,
               Outcome.OUTCOME_UNKNOWN: data_pb2.OUTCOME_UNKNOWN, Outcome.TIMEOUT: data_pb2.TIMEOUT,
               Outcome.CONDITION_FAILED: data_pb2.CONDITION_FAILED}
@@ -198,18 +199,20 @@ class Node:
     async def _maintenance(self) -> None:
         """Bounds each replica's log: once it holds more than compact_after_entries
         entries, the engine is flushed (so its applied index is durable) and the
-        log is compacted up to it (S5). A member further behind than that gets a
+        log is compacted up to it (S5), keeping what a member still lacks until
+        the log holds RETAIN_FACTOR times that; a member further behind gets a
         snapshot."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(MAINTENANCE_SECONDS)
             for h in list(self.hosts.values()):
                 lg = h.replica.log
-                if lg.last_index - lg.base.index <= self.compact_after_entries:
+                held = lg.last_index - lg.base.index
+                if held <= self.compact_after_entries:
                     continue
                 if h.storage.db.applied_index < lg.applied_index:
                     await loop.run_in_executor(self._io, h.storage.db.flush)
-                h.compact_due = True
+                h.compact_due = COMPACT_FORCE if held > RETAIN_FACTOR * self.compact_after_entries else True
                 h.tick()
 
 

@@ -33,6 +33,7 @@ from server.replication.ready import ReadFailure, Ready, SnapshotRequest
 from server.replication.replica import Replica
 
 log = logging.getLogger(__name__)
+COMPACT_FORCE = "force"   # compact_due value: compact past members that lag (see _compact_log)
 
 class ReplicaHost:
     def __init__(self, rg: int, node_id: int, storage: ReplicaStorage, options: ReplicaOptions,
@@ -45,7 +46,7 @@ class ReplicaHost:
         self._io = io
         self.replica = Replica(node_id, storage.durable_state(), options)
         self.writes = WritePath(node_id, self.replica, storage)
-        self.compact_due = False   # set by the node after engine flushes; done between Readys
+        self.compact_due: bool | str = False   # set by the node after engine flushes; done between Readys
         self.leader_changes = 0    # times this replica became LEADER (metrics)
         self._pending_reads: list[tuple[Callable[[], Any], asyncio.Future]] = []
         self._read_groups: dict[int, list[tuple[Callable[[], Any], asyncio.Future]]] = {}
@@ -117,8 +118,8 @@ class ReplicaHost:
             await self._wake.wait()
             self._wake.clear()
             if self.compact_due:
-                self.compact_due = False
                 self._compact_log()
+                self.compact_due = False
             self._take_client_work()
             while r.has_ready() and not self._closed:
                 rd = r.ready()
@@ -225,10 +226,16 @@ class ReplicaHost:
             fut.set_result(result)
 
     def _compact_log(self) -> None:
-        """Drops log entries the engine holds durably (S5); a follower further
-        behind than that gets a snapshot. Runs between Readys (no persist in flight)."""
+        """Drops log entries the engine holds durably (S5). Retention: a leader
+        keeps what some member still lacks (it can catch up from the log,
+        cheaper than a snapshot) unless the log has grown past
+        RETAIN_FACTOR times the compaction threshold (a member that far
+        behind gets a snapshot). Runs between Readys (no persist in flight)."""
         r = self.replica
         index = min(self.storage.db.applied_index, r.log.stable_index, r.log.applied_index)
+        members = r.progress()
+        if members and self.compact_due != COMPACT_FORCE:
+            index = min(index, min(p.match for p in members.values()))
         if index > r.log.base.index:
             r.compact_log(index)
             self.storage.log.compact(index)

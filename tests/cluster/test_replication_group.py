@@ -28,7 +28,7 @@ TABLE = 5
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = LocalCluster(str(tmp_path / "cluster"), nodes=3, node_args=["--compact-after-entries", "200"])
+    c = LocalCluster(str(tmp_path / "cluster"), nodes=3, node_args=["--compact-after-entries", "100"])
     try:
         c.start()
         c.create_group(RG, [1, 2, 3])
@@ -217,7 +217,8 @@ def test_wiped_follower_catches_up_from_a_snapshot(cluster):
             assert await w.write_many(leader, 0, 100) == 100
             cluster.kill9(cluster.nodes[follower])
             shutil.rmtree(os.path.join(cluster.base_dir, f"node{follower}"))
-            # Past the leader's retained log (compact-after-entries 200): only a snapshot can catch up.
+            # Past what the leader retains for a lagging member (4 x compact-after-entries 100): only a
+            # snapshot can catch up.
             assert await w.write_many(leader, 100, 600, concurrency=1) == 600
             cluster.restart(cluster.nodes[follower])
             deadline = time.monotonic() + 20
