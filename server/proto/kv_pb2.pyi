@@ -133,16 +133,18 @@ class ListResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., continuation: _Optional[bytes] = ...) -> None: ...
 
 class Op(_message.Message):
-    __slots__ = ("id", "put", "get", "delete")
+    __slots__ = ("id", "timeout_ms", "put", "get", "delete")
     ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
     id: int
+    timeout_ms: int
     put: PutRequest
     get: GetRequest
     delete: DeleteRequest
-    def __init__(self, id: _Optional[int] = ..., put: _Optional[_Union[PutRequest, _Mapping]] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., put: _Optional[_Union[PutRequest, _Mapping]] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ...) -> None: ...
 
 class OpResult(_message.Message):
     __slots__ = ("id", "code", "message", "seq", "found", "value", "retry_after_ms")

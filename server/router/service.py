@@ -176,7 +176,8 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     async def _one(self, op: kv_pb2.Op) -> kv_pb2.OpResult:
         out = kv_pb2.OpResult(id=op.id)
-        deadline = time.monotonic() + DEFAULT_DEADLINE
+        budget = op.timeout_ms / 1000 if op.timeout_ms else DEFAULT_DEADLINE
+        deadline = time.monotonic() + min(budget, DEFAULT_DEADLINE)
         which = op.WhichOneof("op")
         t0 = time.perf_counter()
         try:
