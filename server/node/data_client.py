@@ -114,6 +114,10 @@ class DataClient:
         return await self._stub.Scan(data_pb2.ScanRequest(rg=rg, table_id=table_id, start=start, end=end, limit=limit,
                                                           keys_only=keys_only), metadata=self._md, timeout=timeout)
 
+    async def drop_table(self, rg: int, table_id: int, timeout: float | None = None) -> data_pb2.GroupDropTableResponse:
+        return await self._stub.DropTable(data_pb2.GroupDropTableRequest(rg=rg, table_id=table_id),
+                                          metadata=self._md, timeout=timeout)
+
     @property
     def batches_sent(self) -> int:
         return self._writes.batches_sent + self._reads.batches_sent

@@ -1,4 +1,7 @@
-"""The payload of a WRITE log entry: the clients' request ids, then one engine write batch.
+"""The payload of a WRITE log entry: the clients' request ids and one engine
+write batch, or a table drop.
+
+Writes (type 1):
 
     0         1         5
     +---------+---------+------------------------------+----------------------+
@@ -9,6 +12,15 @@
   request   a client request whose records are rep's records first ..
             first + count - 1; id 0 is not recorded (no deduplication asked).
   rep       the merged, stamped write batch every replica applies as is.
+
+Table drop (type 2): every replica drops the table from its engine (its
+space is reclaimed; the id is never reused, server/meta/catalog.py).
+
+    0          1
+    +----------+-----------+
+    | type = 2 | table id  |
+    | u8       | u32 LE    |
+    +----------+-----------+
 
 Why the ids are in the log: a router retries a write whose outcome it does
 not know (its leader stepped down) under the same request id; whichever member
@@ -21,8 +33,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-VERSION = 1
+VERSION = 1        # the type byte of a write payload
+DROP_TABLE = 2
 _HEADER = struct.Struct("<BI")
+_DROP = struct.Struct("<BI")
 _REQUEST = struct.Struct("<QII")
 
 
@@ -32,6 +46,17 @@ def encode(requests: Sequence[tuple[int, int, int]], rep: bytes) -> bytes:
     parts.extend(_REQUEST.pack(*r) for r in requests)
     parts.append(rep)
     return b"".join(parts)
+
+
+def encode_drop(table_id: int) -> bytes:
+    return _DROP.pack(DROP_TABLE, table_id)
+
+
+def dropped_table(payload: bytes) -> int | None:
+    """The table id of a drop payload, None for a write payload."""
+    if payload[:1] == b"\x02" and len(payload) == _DROP.size:
+        return _DROP.unpack(payload)[1]
+    return None
 
 
 def decode(payload: bytes) -> tuple[list[tuple[int, int, int]], bytes]:

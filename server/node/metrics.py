@@ -42,6 +42,7 @@ class NodeCollector:
                                              "Times this replica became leader", labels=rg)
         snapshots = CounterMetricFamily("quorumkv_node_snapshots_installed", "Snapshots installed", labels=rg)
         size = GaugeMetricFamily("quorumkv_node_data_bytes", "The range's data (SSTables and memtable)", labels=rg)
+        tables = GaugeMetricFamily("quorumkv_node_tables", "Tables with data in the replica's engine", labels=rg)
         for group, h in sorted(self.node.hosts.items()):
             label = [str(group)]
             r = h.replica
@@ -58,5 +59,6 @@ class NodeCollector:
             leader_changes.add_metric(label, h.leader_changes)
             snapshots.add_metric(label, h.storage.snapshots_installed)
             size.add_metric(label, sum(level["bytes"] for level in st["levels"]) + st["memtable_bytes"])
+            tables.add_metric(label, len(h.storage.db.tables()))
         yield from (role, epoch, lag, log_entries, fsyncs, applied, flushes, compactions, leader_changes, snapshots,
-                    size)
+                    size, tables)

@@ -39,7 +39,7 @@ from server.node.write_path import Outcome, Result
 from server.node_identity import NODE_METADATA_KEY, RequireNodeId
 from server.observability import add_health, register, set_serving, start_metrics
 from server.proto import data_pb2, data_pb2_grpc, meta_pb2, replication_pb2, replication_pb2_grpc
-from server.replication.messages import METADATA_MANAGER_ID, Message
+from server.replication.messages import METADATA_MANAGER_ID, Message, Role
 from server.replication.options import ReplicaOptions
 
 log = logging.getLogger(__name__)
@@ -312,6 +312,18 @@ class _DataService(data_pb2_grpc.DataServicer):
             fut.set_result((data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}"))
             return fut
         return _timed(h.submit_read(lambda: h.get(req.table_id, req.key)), "read")
+
+    async def DropTable(self, request, context):  # noqa: N802
+        h = self.node.hosts.get(request.rg)
+        if h is None:
+            return data_pb2.GroupDropTableResponse(code=data_pb2.UNKNOWN_GROUP,
+                                                   message=f"no replica of rg {request.rg} here")
+        if h.replica.role is not Role.LEADER:
+            return data_pb2.GroupDropTableResponse(code=data_pb2.NOT_LEADER, epoch=h.replica.epoch,
+                                                   leader=h.replica.leader_id or 0)
+        result: Result = await h.submit_drop(request.table_id)
+        return data_pb2.GroupDropTableResponse(code=_DATA_CODE[result.outcome], epoch=result.epoch,
+                                               leader=result.leader or 0)
 
     async def Scan(self, request, context):  # noqa: N802
         h = self.node.hosts.get(request.rg)

@@ -92,6 +92,12 @@ class ReplicaHost:
         self._wake.set()
         return fut
 
+    def submit_drop(self, table_id: int) -> asyncio.Future:
+        """Drops a table on every replica (a log entry); resolves when applied here."""
+        fut = self.writes.propose_drop(table_id)
+        self._wake.set()
+        return fut
+
     def submit_read(self, read: Callable[[], Any]) -> asyncio.Future:
         """A linearizable read: `read()` runs against the engine once a
         ReadIndex round confirmed this replica still leads."""

@@ -48,6 +48,7 @@ from collections.abc import Iterator, Sequence
 from engine import DB, failpoints
 from engine._native import wal_frame, write_batch
 from engine.env import DEFAULT_ENV
+from engine.errors import TableExistsError
 from engine.wal import LogWriter, read_log
 from server.node.log_store import LogStore
 from server.replication.messages import Entry, LogPosition
@@ -61,6 +62,14 @@ ENGINE_OPTIONS = dict(wal=False, sync="never", write_buffer_size=16 << 20, block
 
 def table_name(table_id: int) -> str:
     return f"t{table_id}"
+
+
+def _without_tables(rep: bytes, table_ids: list[int]) -> bytes:
+    """The batch minus the records of dropped tables (rare: a write that raced
+    its table's drop), keeping the applied index. Every replica filters the
+    same way, so they stay identical."""
+    keep = [r for r in write_batch.decode(rep) if r[1] not in table_ids]
+    return write_batch.encode_many(keep, applied_index=write_batch.applied_index(rep))
 
 
 class ReplicaStorage:
@@ -183,11 +192,24 @@ class ReplicaStorage:
         with the next write or snapshot, and replaying a NOOP is harmless."""
         db = self.db
         for rep in reps:
+            dropped = []
             for tid in write_batch.table_ids(rep):
                 if tid not in self._tables:
-                    db.create_table(table_name(tid), table_id=tid)
+                    try:
+                        db.create_table(table_name(tid), table_id=tid)
+                    except TableExistsError:   # dropped before this write committed: it is void
+                        dropped.append(tid)
+                        continue
                     self._tables.add(tid)
+            if dropped:
+                rep = _without_tables(rep, dropped)
             db.write_encoded(rep)
+
+    def drop_table(self, table_id: int) -> None:
+        """Drops a table's data (a committed drop entry); a no-op if absent."""
+        if table_id in self._tables:
+            self.db.drop_table(table_name(table_id))
+            self._tables.discard(table_id)
 
     def size_bytes(self) -> int:
         """The range's data: SSTables plus memtable (for status reports)."""

@@ -129,7 +129,7 @@ class WritePath:
     def observe(self, entries: Sequence[Entry]) -> None:
         """Entries entering this replica's log: the next stamps go above their seqs."""
         for e in entries:
-            if e.kind is EntryKind.WRITE:
+            if e.kind is EntryKind.WRITE and entry_payload.dropped_table(e.payload) is None:
                 s = write_batch.max_seq(entry_payload.rep_of(e.payload))
                 if s > self.last_seq:
                     self.last_seq = s
@@ -205,8 +205,42 @@ class WritePath:
     # ---------------------------------------------------------------- applying
     def apply(self, entries: Sequence[Entry]) -> None:
         """Committed entries, in log order: into the engine, then the answers."""
-        decoded = [(e, *entry_payload.decode(e.payload)) for e in entries if e.kind is EntryKind.WRITE]
+        decoded = []
+        for e in entries:
+            if e.kind is not EntryKind.WRITE:
+                continue
+            dropped = entry_payload.dropped_table(e.payload)
+            if dropped is None:
+                decoded.append((e, *entry_payload.decode(e.payload)))
+                continue
+            self.storage.apply([rep for _, _, rep in decoded])   # everything before the drop, in order
+            self._answer(decoded)
+            decoded = []
+            self.storage.drop_table(dropped)
+            w = self._waiting.pop(e.index, None)
+            if w is not None:
+                for cw in w.writes:
+                    self._resolve(cw, Result(Outcome.OK if w.epoch == e.epoch else Outcome.NOT_LEADER,
+                                             self.replica.epoch, self.node_id, (e.index, b"")))
         self.storage.apply([rep for _, _, rep in decoded])
+        self._answer(decoded)
+        for e in entries:   # NOOPs and writes of other epochs at indexes we proposed
+            w = self._waiting.pop(e.index, None)
+            if w is not None:
+                self._reject(w.writes, Outcome.NOT_LEADER)
+
+    def propose_drop(self, table_id: int) -> asyncio.Future:
+        """Proposes dropping a table on every replica; resolves when applied."""
+        fut = asyncio.get_running_loop().create_future()
+        try:
+            p = self.replica.propose([entry_payload.encode_drop(table_id)])
+        except NotLeaderError:
+            fut.set_result(Result(Outcome.NOT_LEADER, self.replica.epoch, self.replica.leader_id))
+            return fut
+        self._waiting[p.first_index] = _Waiting(p.epoch, [_Write(b"", fut)], [0])
+        return fut
+
+    def _answer(self, decoded: list[tuple[Entry, list[tuple[int, int, int]], bytes]]) -> None:
         for e, requests, rep in decoded:
             n = write_batch.count(rep)
             self.applied_records += n
@@ -226,10 +260,6 @@ class WritePath:
                 n = write_batch.count(cw.rep)
                 self._resolve(cw, Result(Outcome.OK, e.epoch, self.node_id,
                                          (e.index, stored[16 * off:16 * (off + n)])))
-        for e in entries:   # NOOPs and writes of other epochs at indexes we proposed
-            w = self._waiting.pop(e.index, None)
-            if w is not None:
-                self._reject(w.writes, Outcome.NOT_LEADER)
 
     # ---------------------------------------------------------------- failing
     def fail_all(self, outcome: Outcome) -> None:

@@ -130,6 +130,26 @@ class ScanResponse(_message.Message):
     leader: int
     def __init__(self, code: _Optional[_Union[Code, str]] = ..., message: _Optional[str] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., seqs: _Optional[_Iterable[bytes]] = ..., more: _Optional[bool] = ..., epoch: _Optional[int] = ..., leader: _Optional[int] = ...) -> None: ...
 
+class GroupDropTableRequest(_message.Message):
+    __slots__ = ("rg", "table_id")
+    RG_FIELD_NUMBER: _ClassVar[int]
+    TABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    rg: int
+    table_id: int
+    def __init__(self, rg: _Optional[int] = ..., table_id: _Optional[int] = ...) -> None: ...
+
+class GroupDropTableResponse(_message.Message):
+    __slots__ = ("code", "message", "epoch", "leader")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    code: Code
+    message: str
+    epoch: int
+    leader: int
+    def __init__(self, code: _Optional[_Union[Code, str]] = ..., message: _Optional[str] = ..., epoch: _Optional[int] = ..., leader: _Optional[int] = ...) -> None: ...
+
 class WriteBatchRequest(_message.Message):
     __slots__ = ("requests",)
     REQUESTS_FIELD_NUMBER: _ClassVar[int]

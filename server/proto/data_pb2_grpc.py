@@ -49,6 +49,11 @@ class DataStub:
                 request_serializer=server_dot_proto_dot_data__pb2.ScanRequest.SerializeToString,
                 response_deserializer=server_dot_proto_dot_data__pb2.ScanResponse.FromString,
                 _registered_method=True)
+        self.DropTable = channel.unary_unary(
+                '/quorumkv.v1.Data/DropTable',
+                request_serializer=server_dot_proto_dot_data__pb2.GroupDropTableRequest.SerializeToString,
+                response_deserializer=server_dot_proto_dot_data__pb2.GroupDropTableResponse.FromString,
+                _registered_method=True)
 
 
 class DataServicer:
@@ -72,6 +77,12 @@ class DataServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DropTable(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +100,11 @@ def add_DataServicer_to_server(servicer, server):
                     servicer.Scan,
                     request_deserializer=server_dot_proto_dot_data__pb2.ScanRequest.FromString,
                     response_serializer=server_dot_proto_dot_data__pb2.ScanResponse.SerializeToString,
+            ),
+            'DropTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropTable,
+                    request_deserializer=server_dot_proto_dot_data__pb2.GroupDropTableRequest.FromString,
+                    response_serializer=server_dot_proto_dot_data__pb2.GroupDropTableResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +188,33 @@ class Data:
             '/quorumkv.v1.Data/Scan',
             server_dot_proto_dot_data__pb2.ScanRequest.SerializeToString,
             server_dot_proto_dot_data__pb2.ScanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumkv.v1.Data/DropTable',
+            server_dot_proto_dot_data__pb2.GroupDropTableRequest.SerializeToString,
+            server_dot_proto_dot_data__pb2.GroupDropTableResponse.FromString,
             options,
             channel_credentials,
             insecure,

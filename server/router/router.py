@@ -307,6 +307,31 @@ class Router:
             if fresh is not None:
                 route = Route(route.table_id, route.rg, fresh[0], fresh[1], route.start, route.end)
 
+    async def drop_table_data(self, table_id: int, rgs: set[int], deadline: float) -> set[int]:
+        """After the MM dropped a table: drops its data in every group that held
+        a range of it (one log entry each, server/node/entry_payload.py).
+        Returns the groups not done by the deadline (their space stays used
+        until a later drop; the table id is never reused, so nothing shows)."""
+        left = set(rgs)
+        while left:
+            for rg in sorted(left):
+                g = self.routing.group(rg)
+                client = self._client(g[0]) if g and g[0] else None
+                if client is None:
+                    continue
+                try:
+                    resp = await client.drop_table(rg, table_id, timeout=max(0.01, deadline - time.monotonic()))
+                except grpc.aio.AioRpcError:
+                    continue
+                if resp.code in (data_pb2.OK, data_pb2.UNKNOWN_GROUP):
+                    left.discard(rg)
+                else:
+                    self.routing.with_leader(rg, resp.leader, resp.epoch)
+            if not left or time.monotonic() >= deadline:
+                break
+            await self._await_change(deadline)
+        return left
+
     async def close(self) -> None:
         if self._watch_task is not None:
             self._watch_task.cancel()

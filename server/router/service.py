@@ -23,6 +23,7 @@ import grpc
 from server.proto import kv_pb2, kv_pb2_grpc, meta_pb2
 from server.router.metrics import LATENCY, OPS, measured
 from server.router.router import DEFAULT_DEADLINE, Router, RouterError, check_key, check_table
+from server.router.routing import NoSuchTable
 
 log = logging.getLogger(__name__)
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
@@ -64,6 +65,10 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def DeleteTable(self, request, context):  # noqa: N802
         try:
             check_table(request.table)
+            try:
+                held = self.router.routing.ranges(request.table)
+            except NoSuchTable:
+                held = []
             await self.router.meta_stub().DropTable(meta_pb2.DropTableRequest(name=request.table),
                                                     timeout=context.time_remaining() or DEFAULT_DEADLINE,
                                                     metadata=self.router.metadata)
@@ -72,6 +77,10 @@ class KVService(kv_pb2_grpc.KVServicer):
         except grpc.aio.AioRpcError as exc:
             await context.abort(exc.code(), exc.details())
         await self._until_version_has(request.table, False)
+        if held:   # then free its space in the groups that held it
+            left = await self.router.drop_table_data(held[0].table_id, {r.rg for r in held}, _deadline(context))
+            if left:
+                log.warning("table %r dropped; its data in groups %s is not freed yet", request.table, sorted(left))
         return kv_pb2.DeleteTableResponse()
 
     async def _until_version_has(self, table: str, present: bool) -> None:

@@ -195,3 +195,48 @@ def test_every_process_serves_health_and_metrics(cluster, client):
             for name in ("quorumkv_node_fsyncs_total", "quorumkv_node_replica_role", "quorumkv_node_log_lag_entries",
                          "quorumkv_node_engine_compactions_total", "quorumkv_node_leader_changes_total"):
                 assert name in text, (role.name, name)
+
+
+def _engine_tables(cluster) -> dict[tuple[str, str], float]:
+    """quorumkv_node_tables per (node, rg), from every node's metrics."""
+    import urllib.request
+
+    out = {}
+    for node in cluster.nodes.values():
+        text = urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics", timeout=5).read().decode()
+        for line in text.splitlines():
+            if line.startswith("quorumkv_node_tables{"):
+                rg = line.split('rg="')[1].split('"')[0]
+                out[(node.name, rg)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _settled_tables(cluster) -> dict[str, float]:
+    """Per rg, the engine table count once all three replicas agree (followers
+    apply a heartbeat after the leader). Another process's state: polled."""
+    deadline = time.monotonic() + 10
+    while True:
+        counts = _engine_tables(cluster)
+        per_rg: dict[str, set[float]] = {}
+        for (_node, rg), n in counts.items():
+            per_rg.setdefault(rg, set()).add(n)
+        if all(len(v) == 1 for v in per_rg.values()):
+            return {rg: v.pop() for rg, v in per_rg.items()}
+        assert time.monotonic() < deadline, counts
+        time.sleep(0.05)
+
+
+def test_drop_table_frees_its_data_in_every_group(cluster, client):
+    client.create_table("doomed", split_keys=[b"m"])
+    client.put_many("doomed", [(b"%c%04d" % (c, i), b"x" * 1000) for c in b"am" for i in range(300)])
+    before = _settled_tables(cluster)
+    client.drop_table("doomed")
+    assert "doomed" not in client.tables()
+    with pytest.raises(quorumkv.TableNotFound):
+        client.get("doomed", b"a0001")
+    # Every replica of both groups dropped the table from its engine (one log entry per group).
+    assert _settled_tables(cluster) == {rg: n - 1 for rg, n in before.items()}
+    client.create_table("doomed")                    # the name is free again, with a new id: empty
+    assert list(client.list("doomed")) == []
+    client.put("doomed", b"k", b"v")
+    assert client.get("doomed", b"k").value == b"v"
