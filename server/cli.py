@@ -5,7 +5,8 @@ Subcommands so far:
                 engine and prints what it measured (the main job until the
                 cluster exists).
   node          one storage node: replicas of replication groups (server/node)
-  meta          the metadata manager (server/meta)
+  meta          the metadata manager (server/meta); `meta backup` and
+                `meta restore` save and restore its state
   router        a request manager: the public API (server/router)
   up            a whole local cluster, with a live status table (server/cluster_cli.py)
   status        tables, groups, leaders, epochs, lag, sizes, ops/s
@@ -111,17 +112,97 @@ def node_main(args: argparse.Namespace) -> int:
 
 
 def meta_main(args: argparse.Namespace) -> int:
+    """Runs the metadata manager: embedded (active at once) or etcd (active while it holds the lease)."""
     from server.meta.service import MetaOptions, MetaServer
     from server.runtime import configure_logging, run_service
 
+    if args.backend == "embedded" and not args.data:
+        print("error: the embedded backend needs --data DIR", file=sys.stderr)
+        return 2
+    if args.backend == "etcd" and not args.etcd:
+        print("error: the etcd backend needs --etcd HOST:PORT[,HOST:PORT...]", file=sys.stderr)
+        return 2
     configure_logging(args.log_level)
-    mm = MetaServer(args.data, args.listen, MetaOptions(leader_timeout_seconds=args.leader_timeout_ms / 1000))
+    mm = MetaServer(args.listen, MetaOptions(leader_timeout_seconds=args.leader_timeout_ms / 1000))
+    runner = None
 
     async def start() -> str:
+        nonlocal runner
+        if args.backend == "embedded":
+            from server.meta.store import MetaStore
+            mm.activate(MetaStore(args.data))
+            await mm.start()
+            return f"meta {mm.address}"
+        from server.meta.etcd_client import EtcdClient
+        from server.meta.etcd_runner import EtcdRunner
         await mm.start()
-        return f"meta {args.listen.rsplit(':', 1)[0]}:{mm.port}"
+        runner = EtcdRunner(mm, EtcdClient(args.etcd.split(",")), args.cluster_name, args.advertise or mm.address,
+                            args.lease_ttl)
+        runner.start()
+        return f"meta {mm.address}"
 
-    return run_service(start, mm.stop)
+    async def stop() -> None:
+        if runner is not None:
+            await runner.stop()
+        await mm.stop()
+
+    return run_service(start, stop)
+
+
+def meta_backup_main(args: argparse.Namespace) -> int:
+    """Asks the active metadata manager (the first of --meta that answers) for its state; writes it to --out."""
+    import grpc
+
+    from server.meta import backup
+    from server.proto import meta_pb2, meta_pb2_grpc
+
+    errors = []
+    for address in args.meta.split(","):
+        with grpc.insecure_channel(address) as ch:
+            try:
+                doc = meta_pb2_grpc.MetaStub(ch).Backup(meta_pb2.BackupRequest(), timeout=args.timeout).document
+            except grpc.RpcError as exc:
+                errors.append(f"{address}: {exc.details()}")
+                continue
+        records = backup.decode(doc)
+        backup.write_file_durably(args.out, doc)
+        print(f"backup of {len(records)} records from {address} written to {args.out}")
+        return 0
+    print("error: no metadata manager gave a backup:\n  " + "\n  ".join(errors), file=sys.stderr)
+    return 1
+
+
+def meta_restore_main(args: argparse.Namespace) -> int:
+    """Offline restore of a backup: into a new embedded store directory, or into etcd."""
+    from server.meta import backup
+    from server.meta.backend import MetaStoreError
+
+    try:
+        with open(args.in_path, "rb") as f:
+            records = backup.decode(f.read())
+        if args.backend == "embedded":
+            if not args.data:
+                print("error: restore into the embedded backend needs --data DIR", file=sys.stderr)
+                return 2
+            backup.restore_embedded(args.data, records, force=args.force)
+            where = args.data
+        else:
+            if not args.etcd:
+                print("error: restore into etcd needs --etcd HOST:PORT[,HOST:PORT...]", file=sys.stderr)
+                return 2
+            from server.meta.etcd_client import EtcdClient
+            from server.meta.etcd_store import EtcdStore, cluster_prefix
+            client = EtcdClient(args.etcd.split(","))
+            try:
+                EtcdStore.restore(client, cluster_prefix(args.cluster_name), records, force=args.force)
+            finally:
+                client.close()
+            where = f"etcd {args.etcd} under {cluster_prefix(args.cluster_name).decode()}"
+    except (OSError, ValueError, MetaStoreError) as exc:   # BackupError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored {len(records)} records into {where}")
+    return 0
 
 
 def router_main(args: argparse.Namespace) -> int:
@@ -219,13 +300,42 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--log-level", default="INFO")
     node.set_defaults(func=node_main)
 
-    meta = sub.add_parser("meta", help="run the metadata manager")
+    meta = sub.add_parser("meta", help="run the metadata manager (or: meta backup, meta restore)",
+                          description="Without a subcommand: runs the metadata manager. With the etcd backend "
+                                      "run several, all with the same --etcd and --cluster-name: one is active, "
+                                      "the others stand by and take over when its etcd lease expires.")
     meta.add_argument("--listen", default="127.0.0.1:0", help="host:port of its gRPC server (port 0: any free)")
-    meta.add_argument("--data", required=True, help="data directory")
+    meta.add_argument("--data", help="data directory (embedded backend; required there)")
+    meta.add_argument("--backend", choices=("embedded", "etcd"), default="embedded",
+                      help="where the state lives: its own fsynced log in --data (default), or an etcd cluster")
+    meta.add_argument("--etcd", help="etcd client endpoints, host:port, comma-separated (etcd backend)")
+    meta.add_argument("--cluster-name", default="default",
+                      help="the cluster's keys live under /quorumkv/NAME/ in etcd (default: default)")
+    meta.add_argument("--lease-ttl", type=int, default=5,
+                      help="seconds: a dead active MM is replaced after about this long (etcd backend; "
+                           "default 5, etcd's minimum is 2)")
+    meta.add_argument("--advertise", help="address the other MMs name to callers while this one is active "
+                                          "(etcd backend; default: the listen host and port)")
     meta.add_argument("--leader-timeout-ms", type=int, default=500,
                       help="a leader silent this long is replaced (default 500)")
     meta.add_argument("--log-level", default="INFO")
     meta.set_defaults(func=meta_main)
+    meta_sub = meta.add_subparsers(dest="meta_command", metavar="{backup,restore}")
+    mb = meta_sub.add_parser("backup", help="write the active metadata manager's state to a file (online)")
+    mb.add_argument("--meta", required=True, help="metadata manager address(es), comma-separated: the active "
+                                                  "one answers")
+    mb.add_argument("--out", required=True, help="backup file to write")
+    mb.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
+    mb.set_defaults(func=meta_backup_main)
+    mr = meta_sub.add_parser("restore", help="write a backup into a new store (offline: no MM running on it)")
+    mr.add_argument("--in", dest="in_path", required=True, help="backup file (from meta backup)")
+    mr.add_argument("--backend", choices=("embedded", "etcd"), default="embedded")
+    mr.add_argument("--data", help="embedded: the new store's directory (must be empty unless --force)")
+    mr.add_argument("--etcd", help="etcd: client endpoints, comma-separated")
+    mr.add_argument("--cluster-name", default="default", help="etcd: restore under /quorumkv/NAME/")
+    mr.add_argument("--force", action="store_true",
+                    help="replace what is there (embedded: the store's files; etcd: the records under the prefix)")
+    mr.set_defaults(func=meta_restore_main)
 
     router = sub.add_parser("router", help="run a request manager (the public API)")
     router.add_argument("--id", type=int, required=True,

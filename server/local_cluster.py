@@ -9,6 +9,11 @@ directory; a process is ready when it prints "READY ..." (server/runtime.py),
 which is awaited, never slept on. Only processes this object started are ever
 signalled, by their PIDs; `close()` ends them all (SIGTERM, then SIGKILL after
 a grace period) and the caller's context manager removes the directory.
+
+Several metadata managers (`metas=2` with `meta_args` naming the etcd
+backend): all start before the nodes and routers, which get every MM's
+address; `meta_stub()` and the helpers built on it talk to whichever MM
+answers as the active one.
 """
 from __future__ import annotations
 
@@ -48,12 +53,16 @@ class RoleProcess:
 
 class LocalCluster:
     def __init__(self, base_dir: str, nodes: int = 3, env: dict[str, str] | None = None,
-                 node_args: list[str] | None = None, meta_args: list[str] | None = None):
+                 node_args: list[str] | None = None, meta_args: list[str] | None = None, metas: int = 1):
         self.base_dir = base_dir
         self.env = dict(os.environ, **(env or {}))
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.meta = RoleProcess("meta", ["meta", "--listen", "127.0.0.1:0", "--data", os.path.join(base_dir, "meta"),
                                          *(meta_args or [])], os.path.join(base_dir, "meta.log"))
+        self.metas = [self.meta] + [
+            RoleProcess(f"meta{i}", ["meta", "--listen", "127.0.0.1:0", "--data", os.path.join(base_dir, f"meta{i}"),
+                                     *(meta_args or [])], os.path.join(base_dir, f"meta{i}.log"))
+            for i in range(2, metas + 1)]
         self.node_args = list(node_args or [])
         self.nodes: dict[int, RoleProcess] = {}
         self.routers: dict[int, RoleProcess] = {}
@@ -96,7 +105,8 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         os.makedirs(self.base_dir, exist_ok=True)
-        self._spawn(self.meta)
+        for meta in self.metas:
+            self._spawn(meta)
         for i in range(1, self._node_count + 1):
             self.add_node(i)
         return self
@@ -104,7 +114,7 @@ class LocalCluster:
     def add_node(self, node_id: int) -> RoleProcess:
         role = RoleProcess(f"node{node_id}", ["node", "--id", str(node_id), "--listen", "127.0.0.1:0", "--data",
                                               os.path.join(self.base_dir, f"node{node_id}"), "--meta",
-                                              self.meta.address, *self.node_args],
+                                              self.meta_addresses, *self.node_args],
                            os.path.join(self.base_dir, f"node{node_id}.log"))
         self.nodes[node_id] = role
         self._spawn(role)
@@ -114,11 +124,16 @@ class LocalCluster:
         """A request manager; its seqs carry router_id, so it is kept apart
         from node ids (ROUTER_ID_BASE + n)."""
         role = RoleProcess(f"router{router_id}", ["router", "--id", str(router_id), "--listen", "127.0.0.1:0",
-                                                  "--meta", self.meta.address],
+                                                  "--meta", self.meta_addresses],
                            os.path.join(self.base_dir, f"router{router_id}.log"))
         self.routers[router_id] = role
         self._spawn(role)
         return role
+
+    @property
+    def meta_addresses(self) -> str:
+        """Every MM's address, comma-separated (one MM: its address)."""
+        return ",".join(m.address for m in self.metas)
 
     @property
     def router_addresses(self) -> str:
@@ -162,7 +177,7 @@ class LocalCluster:
             p.wait(10)
 
     def close(self) -> None:
-        for role in list(self.routers.values()) + list(self.nodes.values()) + [self.meta]:
+        for role in list(self.routers.values()) + list(self.nodes.values()) + self.metas:
             self._kill(role)
             if role.proc is not None and role.proc.stdout is not None:
                 role.proc.stdout.close()
@@ -175,8 +190,27 @@ class LocalCluster:
 
     # ---------------------------------------------------------------- metadata
     def meta_stub(self) -> tuple[grpc.Channel, meta_pb2_grpc.MetaStub]:
-        ch = grpc.insecure_channel(self.meta.address)
+        """A stub of the MM (of the active one, when there are several)."""
+        ch = grpc.insecure_channel(self.meta.address if len(self.metas) == 1 else self.active_meta().address)
         return ch, meta_pb2_grpc.MetaStub(ch)
+
+    def active_meta(self, timeout: float = 15.0) -> RoleProcess:
+        """The running MM that answers ListGroups (standbys refuse with UNAVAILABLE); polls,
+        since which one is active is another process's state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for m in self.metas:
+                if not m.running():
+                    continue
+                with grpc.insecure_channel(m.address) as ch:
+                    try:
+                        meta_pb2_grpc.MetaStub(ch).ListGroups(meta_pb2.ListGroupsRequest(), timeout=2)
+                        return m
+                    except grpc.RpcError:
+                        pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no active metadata manager after {timeout} s")
+            time.sleep(0.05)
 
     def create_group(self, rg: int, members: list[int]) -> None:
         ch, stub = self.meta_stub()

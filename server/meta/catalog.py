@@ -1,7 +1,7 @@
 """Catalog: the tables, their key ranges and the replication group (RG) of each range.
 
 Purpose: the data half of the metadata manager's state (design section 4),
-kept in the MetaStore: one record per table,
+kept in the MetaBackend (server/meta/backend.py): one record per table,
 
     table/<name> = {"id": table id, "ranges": [[start key hex, rg], ...]}
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.db import TABLE_NAME_PATTERN, TABLE_NAME_RULE
-from server.meta.store import MetaStore
+from server.meta.backend import MetaBackend
 
 MAX_KEY = 4096
 
@@ -42,7 +42,7 @@ class Table:
 
 
 class Catalog:
-    def __init__(self, store: MetaStore):
+    def __init__(self, store: MetaBackend):
         self.store = store
         self.tables: dict[str, Table] = {}
         for name, rec in store.items("table"):

@@ -1,11 +1,11 @@
 """MetaServer: the `quorumkv meta` process (design section 4).
 
 Purpose: holds the nodes and the replication groups (members, epoch, leader)
-in a MetaStore, watches node liveness through their heartbeat streams, and
-runs each group's leadership (server/meta/group_leadership.py): a new group
-and a group whose leader stops reporting get a new epoch, promises from a
-quorum, and an appointed leader. Tables and key ranges (issue 4) build on
-the same store.
+in a MetaBackend (server/meta/backend.py: the embedded MetaStore or etcd),
+watches node liveness through their heartbeat streams, and runs each group's
+leadership (server/meta/group_leadership.py): a new group and a group whose
+leader stops reporting get a new epoch, promises from a quorum, and an
+appointed leader. Tables and key ranges (issue 4) build on the same store.
 
     Meta.Heartbeat    one bidi stream per node: heartbeats and answers in,
                       commands out (directory, replicas to host, promise
@@ -16,6 +16,18 @@ the same store.
     Meta.Watch        the routing table (tables, ranges, RG leaders, node
                       addresses) now and after every change, to the routers
     Meta.CreateTable, Meta.DropTable   the catalog (server/meta/catalog.py)
+    Meta.Backup       the whole state as one document (server/meta/backup.py)
+
+Active and standby (explicit state: `active`): the server listens from
+`start()`, but acts only between `activate(store)`, which loads every record
+from the store, and `deactivate(reason)`, which ends every stream and drops
+the in-memory state. The embedded backend activates at once and for good;
+with etcd, server/meta/etcd_runner.py activates on winning the election and
+deactivates on losing it. While inactive every RPC fails with UNAVAILABLE
+naming the active MM when known, so nodes (MetaLink) and routers move on to
+the next address they were given. A store write that fails (StoreFenced:
+another MM took over; StoreUnavailable: outcome unknown) deactivates at once
+and calls `on_store_failure`, before any message depending on it leaves.
 
 Timing: the MM ticks every `tick_seconds` (50 ms); a leader silent for
 `leader_timeout_seconds` (500 ms) is deposed. An epoch is persisted before
@@ -28,13 +40,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
 
+from server.meta.backend import MetaBackend, MetaStoreError
 from server.meta.catalog import Catalog, NoSuchTable, TableExists
 from server.meta.group_leadership import GroupLeadership
-from server.meta.store import MetaStore
 from server.node import codec
 from server.node.peers import SERVER_OPTIONS
 from server.node_identity import RequireNodeId
@@ -62,26 +75,79 @@ class _NodeSession:
 
 
 class MetaServer:
-    def __init__(self, data_dir: str, listen: str, options: MetaOptions | None = None):
+    def __init__(self, listen: str, options: MetaOptions | None = None):
         self.options = options or MetaOptions()
-        self.store = MetaStore(data_dir)
         self.listen = listen
         self.port: int | None = None
-        self.sessions: dict[int, _NodeSession] = {}
-        self.nodes: dict[int, str] = {int(k): v for k, v in self.store.items("node")}
-        self.directory_version = 1
-        self.groups: dict[int, GroupLeadership] = {}
-        self.members: dict[int, tuple[int, ...]] = {}
-        self.reports: dict[tuple[int, int], replication_pb2.StatusReport] = {}   # (rg, node) -> last report
-        self.catalog = Catalog(self.store)
+        self.active = False
+        self.store: MetaBackend | None = None
+        self.standby_reason = "starting"
+        self.active_hint: Callable[[], str | None] = lambda: None     # the active MM's address, if known
+        self.on_store_failure: Callable[[MetaStoreError], None] | None = None
+        self._reset_state()
         # Routers compare versions for equality; starting from the clock keeps a
         # restarted MM's versions distinct from the ones it handed out before.
         self.routing_version = time.time_ns() // 1000
         self._routing_changed = asyncio.Event()
-        for key, rec in self.store.items("group"):
-            self._load_group(int(key), rec)
         self._server: grpc.aio.Server | None = None
         self._tick_task: asyncio.Task | None = None
+
+    def _reset_state(self) -> None:
+        self.sessions: dict[int, _NodeSession] = {}
+        self.nodes: dict[int, str] = {}
+        self.directory_version = 1
+        self.groups: dict[int, GroupLeadership] = {}
+        self.members: dict[int, tuple[int, ...]] = {}
+        self.reports: dict[tuple[int, int], replication_pb2.StatusReport] = {}   # (rg, node) -> last report
+        self.catalog: Catalog | None = None
+
+    # ---------------------------------------------------------- active/standby
+    def activate(self, store: MetaBackend) -> None:
+        """Loads the whole state from `store` and starts acting. Requires: inactive, on the loop."""
+        assert not self.active
+        self._reset_state()
+        self.store = store
+        self.nodes = {int(k): v for k, v in store.items("node")}
+        self.catalog = Catalog(store)
+        for key, rec in store.items("group"):
+            self._load_group(int(key), rec)
+        self.active = True
+        self.routing_version = max(self.routing_version + 1, time.time_ns() // 1000)
+        self._tick_task = asyncio.get_running_loop().create_task(self._ticker(), name="meta-ticker")
+        log.info("active: %d nodes, %d groups, %d tables", len(self.nodes), len(self.groups),
+                 len(self.catalog.tables))
+
+    def deactivate(self, reason: str) -> None:
+        """Stops acting: ends every node stream and routing watch (their callers go on to
+        another MM), drops the in-memory state (the store holds it) and closes the store."""
+        if not self.active:
+            return
+        log.warning("standing by: %s", reason)
+        self.active = False
+        self.standby_reason = reason
+        if self._tick_task is not None:
+            self._tick_task.cancel()   # possibly the running task itself: it stops at its next await
+            self._tick_task = None
+        for s in self.sessions.values():
+            s.outbox.put_nowait(None)
+        self._routing_changed.set()    # watches wake up, see inactive, and end
+        self._routing_changed = asyncio.Event()
+        store, self.store = self.store, None
+        self._reset_state()
+        if store is not None:
+            store.close()
+
+    def store_failed(self, exc: MetaStoreError) -> None:
+        """A write did not go through: stop acting on state the store may not hold."""
+        log.error("metadata store: %s", exc)
+        self.deactivate(f"store write failed: {exc}")
+        if self.on_store_failure is not None:
+            self.on_store_failure(exc)
+
+    def standby_message(self) -> str:
+        hint = self.active_hint()
+        where = f"the active one is at {hint}" if hint else "no active one is known yet"
+        return f"standby metadata manager ({self.standby_reason}); {where}"
 
     # ---------------------------------------------------------------- groups
     def _ticks(self, seconds: float) -> int:
@@ -162,13 +228,20 @@ class MetaServer:
     async def _ticker(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        while True:
+        while self.active:
             next_at += self.options.tick_seconds
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            for gl in self.groups.values():
-                if gl.change is None and gl.leader is None:
-                    gl.start_epoch()
-                gl.tick()
+            # Ticks the loop missed (it was blocked: a slow fsync or etcd round trip) are
+            # skipped, not run back to back: the MM stalled, the leaders did not go silent.
+            next_at = max(next_at, loop.time())
+            await asyncio.sleep(next_at - loop.time())
+            try:
+                for gl in list(self.groups.values()):
+                    if gl.change is None and gl.leader is None:
+                        gl.start_epoch()
+                    gl.tick()
+            except MetaStoreError as exc:
+                self.store_failed(exc)
+                return
 
     # ---------------------------------------------------------------- nodes
     def on_heartbeat(self, s: _NodeSession, hb: meta_pb2.NodeHeartbeat) -> None:
@@ -216,6 +289,7 @@ class MetaServer:
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        """Listens; serves once activated (see the module docstring)."""
         server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[
             RequireNodeId(["/quorumkv.v1.Meta/Heartbeat"])])   # admin calls (CLI, tests) need no node id
         meta_pb2_grpc.add_MetaServicer_to_server(_MetaService(self), server)
@@ -224,17 +298,18 @@ class MetaServer:
             raise OSError(f"cannot listen on {self.listen}")
         await server.start()
         self._server = server
-        self._tick_task = asyncio.get_running_loop().create_task(self._ticker(), name="meta-ticker")
+
+    @property
+    def address(self) -> str:
+        return f"{self.listen.rsplit(':', 1)[0]}:{self.port}"
 
     async def stop(self) -> None:
-        if self._tick_task is not None:
-            self._tick_task.cancel()
-            await asyncio.gather(self._tick_task, return_exceptions=True)
-        for s in self.sessions.values():
-            s.outbox.put_nowait(None)
+        task = self._tick_task
+        self.deactivate("stopping")
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
         if self._server is not None:
             await self._server.stop(grace=0.5)
-        self.store.close()
 
     def group_state(self, rg: int) -> meta_pb2.GroupState:
         gl = self.groups[rg]
@@ -252,21 +327,42 @@ class MetaServer:
 
 
 class _MetaService(meta_pb2_grpc.MetaServicer):
+    """The RPC edge: refuses every call while the MM is inactive, maps store failures
+    (which deactivate it) and catalog errors to gRPC codes."""
+
     def __init__(self, mm: MetaServer):
         self.mm = mm
 
+    async def _require_active(self, context) -> None:
+        if not self.mm.active:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self.mm.standby_message())
+
+    async def _store_failed(self, exc: MetaStoreError, context) -> None:
+        self.mm.store_failed(exc)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, self.mm.standby_message())
+
     async def Heartbeat(self, request_iterator, context):  # noqa: N802 - gRPC's name
+        await self._require_active(context)
         incoming = request_iterator.__aiter__()
         first = await anext(incoming, None)
         if first is None:
             return
-        s = self.mm.register(first)
-        self.mm.on_heartbeat(s, first)
+        await self._require_active(context)
+        try:
+            s = self.mm.register(first)
+            self.mm.on_heartbeat(s, first)
+        except MetaStoreError as exc:
+            await self._store_failed(exc, context)
+        mm = self.mm
 
         async def pump() -> None:
             try:
                 async for hb in incoming:
-                    self.mm.on_heartbeat(s, hb)
+                    if not mm.active or mm.sessions.get(s.node_id) is not s:
+                        break
+                    mm.on_heartbeat(s, hb)
+            except MetaStoreError as exc:
+                mm.store_failed(exc)
             finally:
                 s.outbox.put_nowait(None)
 
@@ -287,18 +383,25 @@ class _MetaService(meta_pb2_grpc.MetaServicer):
             reader.cancel()
             if self.mm.sessions.get(s.node_id) is s:
                 del self.mm.sessions[s.node_id]
+        await self._require_active(context)   # deactivated: end with UNAVAILABLE, the node moves on
 
     async def CreateGroup(self, request, context):  # noqa: N802
+        await self._require_active(context)
         try:
             self.mm.create_group(request.rg, list(request.members))
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except MetaStoreError as exc:
+            await self._store_failed(exc, context)
         return meta_pb2.CreateGroupResponse(group=self.mm.group_state(request.rg))
 
     async def Watch(self, request, context):  # noqa: N802
+        await self._require_active(context)
         known = request.known_version
         while True:
             changed = self.mm._routing_changed
+            if not self.mm.active:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, self.mm.standby_message())
             if self.mm.routing_version != known:
                 rt = self.mm.routing_table()
                 known = rt.version
@@ -306,6 +409,7 @@ class _MetaService(meta_pb2_grpc.MetaServicer):
             await changed.wait()
 
     async def CreateTable(self, request, context):  # noqa: N802
+        await self._require_active(context)
         try:
             t = self.mm.catalog.create_table(request.name, list(request.split_keys), sorted(self.mm.groups))
         except TableExists as exc:
@@ -313,6 +417,8 @@ class _MetaService(meta_pb2_grpc.MetaServicer):
         except ValueError as exc:
             code = grpc.StatusCode.UNAVAILABLE if not self.mm.groups else grpc.StatusCode.INVALID_ARGUMENT
             await context.abort(code, str(exc))
+        except MetaStoreError as exc:
+            await self._store_failed(exc, context)
         self.mm.routing_changed()
         out = meta_pb2.NewTableResponse()
         out.table.name, out.table.table_id = t.name, t.table_id
@@ -321,13 +427,22 @@ class _MetaService(meta_pb2_grpc.MetaServicer):
         return out
 
     async def DropTable(self, request, context):  # noqa: N802
+        await self._require_active(context)
         try:
             t = self.mm.catalog.drop_table(request.name)
         except NoSuchTable:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no table named {request.name!r}")
+        except MetaStoreError as exc:
+            await self._store_failed(exc, context)
         self.mm.routing_changed()
         return meta_pb2.DropTableResponse(table_id=t.table_id)
 
     async def ListGroups(self, request, context):  # noqa: N802
+        await self._require_active(context)
         return meta_pb2.ListGroupsResponse(groups=[self.mm.group_state(rg) for rg in sorted(self.mm.groups)],
                                            version=self.mm.directory_version)
+
+    async def Backup(self, request, context):  # noqa: N802
+        await self._require_active(context)
+        assert self.mm.store is not None
+        return meta_pb2.BackupResponse(document=self.mm.store.backup())

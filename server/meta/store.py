@@ -2,7 +2,8 @@
 
 Purpose: the MM's small, critical state (design section 4: back it up on
 every change) as a map of records, each change appended and fsynced before
-the MM acts on it.
+the MM acts on it. Implements MetaBackend (server/meta/backend.py); the etcd
+backend (etcd_store.py) keeps the same records in etcd instead.
 
 On-disk layout in the MM's data directory:
 
@@ -13,9 +14,21 @@ On-disk layout in the MM's data directory:
                     (write, fsync, rename, fsync dir) every SNAPSHOT_EVERY
                     changes; meta.log then starts over empty
 
+Durability per change: put() appends one frame and fsyncs it before it
+returns (a new meta.log's directory entry is fsynced too), so every change
+the MM acted on survives a crash or power loss. Periodic snapshots bound the
+log and the replay: every SNAPSHOT_EVERY changes, and at every open (the
+replayed state goes into a fresh snapshot before the log starts over, since
+opening a log file for writing truncates it).
+
 Replay: snapshot, then the log, with the WAL's rules (engine/wal.py
 read_log): a torn tail is dropped, damage before valid frames raises
-CorruptionError. A change is acknowledged (put() returns) only once fsynced.
+CorruptionError. A crash between a snapshot's rename and the log's reset
+replays changes the snapshot already holds; each frame sets a whole record,
+so that is harmless.
+
+Backup: `backup()` gives the document of server/meta/backup.py; `write_new`
+makes a store from one (`quorumkv meta restore`).
 
 Thread-safety: none; the MM's loop owns it.
 """
@@ -28,6 +41,7 @@ from typing import Any
 from engine._native import wal_frame
 from engine.env import DEFAULT_ENV, Env
 from engine.wal import LogWriter, read_log
+from server.meta import backup as backup_format
 
 SNAPSHOT_EVERY = 1000
 
@@ -42,18 +56,33 @@ class MetaStore:
         self.records: dict[str, Any] = {}
         if env.exists(self._snapshot_path):
             self.records = json.loads(env.read_file(self._snapshot_path))["records"]
+        replayed = 0
         if env.exists(self._log_path):
             contents = read_log(env, self._log_path)
             for _offset, _ftype, payload in contents.frames:
                 self._apply(json.loads(payload))
-            if contents.torn_bytes:
-                env.truncate(self._log_path, contents.valid_bytes)
+                replayed += 1
+        if replayed:
+            # Opening the log for writing truncates it: what it held goes into the snapshot first.
+            env.write_file_atomic(self._snapshot_path, self._snapshot_document())
         created = not env.exists(self._log_path)
         self._writer = LogWriter(env, self._log_path)
         if created:
             env.sync_dir(directory)   # the new file's name must survive a crash too
         self._changes = 0
         self.fsyncs = 0
+
+    @classmethod
+    def write_new(cls, directory: str, records: dict[str, Any], env: Env = DEFAULT_ENV) -> None:
+        """Makes `directory` hold a store of exactly `records` (a restore): the snapshot is
+        written atomically, then any old log is removed. Requires: no MetaStore is open on it."""
+        env.mkdirs(directory)
+        snapshot = os.path.join(directory, "meta.snapshot")
+        env.write_file_atomic(snapshot, json.dumps({"records": records}).encode())
+        log = os.path.join(directory, "meta.log")
+        if env.exists(log):
+            env.remove(log)
+            env.sync_dir(directory)
 
     def get(self, kind: str, key: str | int) -> Any:
         return self.records.get(f"{kind}/{key}")
@@ -79,8 +108,11 @@ class MetaStore:
         else:
             self.records[name] = change["value"]
 
+    def _snapshot_document(self) -> bytes:
+        return json.dumps({"records": self.records}).encode()
+
     def _snapshot(self) -> None:
-        self.env.write_file_atomic(self._snapshot_path, json.dumps({"records": self.records}).encode())
+        self.env.write_file_atomic(self._snapshot_path, self._snapshot_document())
         self._writer.close()
         self.env.remove(self._log_path)
         self._writer = LogWriter(self.env, self._log_path)
@@ -88,8 +120,8 @@ class MetaStore:
         self._changes = 0
 
     def backup(self) -> bytes:
-        """The whole state as one JSON document (quorumkv meta backup)."""
-        return json.dumps({"records": self.records}, sort_keys=True).encode()
+        """The whole state as one backup document (server/meta/backup.py)."""
+        return backup_format.encode(self.records)
 
     def close(self) -> None:
         self._writer.close()

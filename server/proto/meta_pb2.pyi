@@ -172,3 +172,13 @@ class DropTableResponse(_message.Message):
     TABLE_ID_FIELD_NUMBER: _ClassVar[int]
     table_id: int
     def __init__(self, table_id: _Optional[int] = ...) -> None: ...
+
+class BackupRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BackupResponse(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: bytes
+    def __init__(self, document: _Optional[bytes] = ...) -> None: ...

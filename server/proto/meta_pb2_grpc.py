@@ -64,6 +64,11 @@ class MetaStub:
                 request_serializer=server_dot_proto_dot_meta__pb2.DropTableRequest.SerializeToString,
                 response_deserializer=server_dot_proto_dot_meta__pb2.DropTableResponse.FromString,
                 _registered_method=True)
+        self.Backup = channel.unary_unary(
+                '/quorumkv.v1.Meta/Backup',
+                request_serializer=server_dot_proto_dot_meta__pb2.BackupRequest.SerializeToString,
+                response_deserializer=server_dot_proto_dot_meta__pb2.BackupResponse.FromString,
+                _registered_method=True)
 
 
 class MetaServicer:
@@ -107,6 +112,12 @@ class MetaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +150,11 @@ def add_MetaServicer_to_server(servicer, server):
                     servicer.DropTable,
                     request_deserializer=server_dot_proto_dot_meta__pb2.DropTableRequest.FromString,
                     response_serializer=server_dot_proto_dot_meta__pb2.DropTableResponse.SerializeToString,
+            ),
+            'Backup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=server_dot_proto_dot_meta__pb2.BackupRequest.FromString,
+                    response_serializer=server_dot_proto_dot_meta__pb2.BackupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -303,6 +319,33 @@ class Meta:
             '/quorumkv.v1.Meta/DropTable',
             server_dot_proto_dot_meta__pb2.DropTableRequest.SerializeToString,
             server_dot_proto_dot_meta__pb2.DropTableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorumkv.v1.Meta/Backup',
+            server_dot_proto_dot_meta__pb2.BackupRequest.SerializeToString,
+            server_dot_proto_dot_meta__pb2.BackupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,193 @@
+"""EtcdStore: the metadata manager's records kept in an etcd cluster (the etcd backend).
+
+Purpose: for users who need the metadata manager (MM) itself highly
+available (issue 4): the state lives in etcd, several `quorumkv meta --backend
+etcd` processes run, one of them active (etcd_election.py), and whichever
+becomes active loads the state from etcd and carries on. Implements
+MetaBackend (server/meta/backend.py).
+
+etcd client: our own, over a subset of etcd's v3 API generated from
+server/proto/etcd_v3.proto; etcd_client.py says why the PyPI clients were
+not used (etcd3-async-client lacks transactions and leases and does not import
+cleanly; aetcd talks to a single endpoint; etcd3 pins protobuf 3).
+
+Layout in etcd, under the cluster's prefix P = "/quorumkv/<cluster name>/":
+
+    P + "leader"            the active MM's address (UTF-8 host:port), attached
+                            to its lease (etcd_election.py)
+    P + "records/<kind>/<key>"
+                            one record: its JSON value, UTF-8 (backend.py names
+                            the kinds); no key: no record
+
+Writes: every put is one Txn:
+
+    compare  mod_revision(record key) == the revision this MM last saw of it
+                                          (0: it saw none: the key must not exist)
+             create_revision(P + "leader") == the revision at which this MM's
+                                          campaign created the leader key
+    success  put (or delete) the record
+    failure  range P + "leader"          (to name the holder in the error)
+
+The first compare is the compare-and-swap: a record changed by anyone else
+since we loaded it is never overwritten. The second is the fence: once this
+MM's lease expired (paused, partitioned, slow) the leader key is gone or
+re-created by another MM at a higher revision, so every write of the stale
+MM fails (StoreFenced), however late it arrives. A Txn commits through etcd's
+raft log on a quorum of members before it returns: durable on every change.
+
+Loading: one linearizable range read of P + "records/" (paged, at one
+revision) after winning the campaign, so it sees every write of every
+earlier MM, and remembers each record's mod_revision for the compares above.
+
+Restore: `EtcdStore.restore` writes a backup's records (backup.py) under the
+prefix, refusing when records or a leader key are there unless forced;
+batches of TXN_OPS puts (etcd's default --max-txn-ops is 128).
+
+Thread-safety: none; the MM's loop owns it. Calls block the loop for one
+etcd round trip (a few ms), as the embedded store blocks it for an fsync.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from server.meta import backup as backup_format
+from server.meta.backend import StoreFenced, StoreUnavailable
+from server.meta.etcd_client import EtcdClient, EtcdError, compare_create, compare_mod, op_delete, op_put, op_range
+
+TXN_OPS = 100
+
+
+def cluster_prefix(cluster_name: str) -> bytes:
+    if not cluster_name or "/" in cluster_name:
+        raise ValueError(f"cluster name {cluster_name!r} must be non-empty and without '/'")
+    return f"/quorumkv/{cluster_name}/".encode()
+
+
+def leader_key(prefix: bytes) -> bytes:
+    return prefix + b"leader"
+
+
+def records_prefix(prefix: bytes) -> bytes:
+    return prefix + b"records/"
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What a write must find to go through: the leader key as this MM's campaign created it."""
+    key: bytes
+    create_revision: int
+
+
+class EtcdStore:
+    def __init__(self, client: EtcdClient, prefix: bytes, fence: Fence | None):
+        """An empty store; `load()` reads the records. `fence` None writes without leadership
+        (tests, tools); the MM always passes its campaign's Fence."""
+        self.client = client
+        self.prefix = prefix
+        self.fence = fence
+        self.records: dict[str, Any] = {}
+        self._revisions: dict[str, int] = {}    # record name -> mod_revision this store last saw
+        self.revision = 0                       # etcd revision of the load, then of our latest write
+        self.writes = 0
+
+    @classmethod
+    def open(cls, client: EtcdClient, prefix: bytes, fence: Fence | None) -> EtcdStore:
+        """A store loaded from etcd. Raises StoreUnavailable when etcd does not answer."""
+        store = cls(client, prefix, fence)
+        store.load()
+        return store
+
+    def load(self) -> None:
+        rp = records_prefix(self.prefix)
+        try:
+            kvs, self.revision = self.client.range_prefix(rp)
+        except EtcdError as exc:
+            raise StoreUnavailable(str(exc)) from None
+        self.records = {kv.key[len(rp):].decode(): json.loads(kv.value) for kv in kvs}
+        self._revisions = {kv.key[len(rp):].decode(): kv.mod_revision for kv in kvs}
+
+    # ----------------------------------------------------------- MetaBackend
+    def get(self, kind: str, key: str | int) -> Any:
+        return self.records.get(f"{kind}/{key}")
+
+    def items(self, kind: str) -> list[tuple[str, Any]]:
+        prefix = kind + "/"
+        return [(k[len(prefix):], v) for k, v in self.records.items() if k.startswith(prefix)]
+
+    def put(self, kind: str, key: str | int, value: Any) -> None:
+        """Durably sets (value None: deletes) one record through a fenced compare-and-swap Txn.
+        Raises StoreFenced when the leader key or the record is not as this store last saw it
+        (nothing written), StoreUnavailable when etcd did not answer (outcome unknown)."""
+        name = f"{kind}/{key}"
+        if value is None and name not in self.records:
+            return
+        ek = records_prefix(self.prefix) + name.encode()
+        compare = [compare_mod(ek, self._revisions.get(name, 0))]
+        if self.fence is not None:
+            compare.append(compare_create(self.fence.key, self.fence.create_revision))
+        op = op_delete(ek) if value is None else op_put(ek, json.dumps(value, separators=(",", ":")).encode())
+        try:
+            resp = self.client.txn(compare, [op], [op_range(self.fence.key if self.fence else ek)])
+        except EtcdError as exc:
+            raise StoreUnavailable(f"write of {name} not confirmed: {exc}") from None
+        if not resp.succeeded:
+            raise StoreFenced(self._refusal(name, resp))
+        self.revision = resp.header.revision
+        self.writes += 1
+        if value is None:
+            self.records.pop(name, None)
+            self._revisions.pop(name, None)
+        else:
+            self.records[name] = value
+            self._revisions[name] = resp.header.revision
+
+    def _refusal(self, name: str, resp) -> str:
+        kvs = resp.responses[0].response_range.kvs if resp.responses else []
+        if self.fence is None:
+            return f"record {name} was changed by another writer (etcd revision {kvs[0].mod_revision if kvs else 0})"
+        if not kvs:
+            return f"write of {name} refused: this metadata manager's leadership ended (no leader key)"
+        if kvs[0].create_revision != self.fence.create_revision:
+            return (f"write of {name} refused: the metadata manager at {kvs[0].value.decode(errors='replace')} "
+                    f"took over (leader key created at revision {kvs[0].create_revision}, "
+                    f"ours at {self.fence.create_revision})")
+        return f"write of {name} refused: record changed by another writer"
+
+    def backup(self) -> bytes:
+        return backup_format.encode(self.records)
+
+    def close(self) -> None:
+        """The client belongs to the caller; nothing else to release."""
+
+    # --------------------------------------------------------------- restore
+    @staticmethod
+    def restore(client: EtcdClient, prefix: bytes, records: dict[str, Any], force: bool = False) -> int:
+        """Writes `records` (a backup's, backup.py) under `prefix`; returns how many.
+        Raises backup.BackupError when records exist under the prefix or an MM holds the
+        leader key, unless `force` (then the old records are deleted first). Requires:
+        no MM writes meanwhile (stop them: a forced restore under an active MM makes its
+        next write fail its compare-and-swap, and it reloads)."""
+        rp = records_prefix(prefix)
+        try:
+            existing, _ = client.range_prefix(rp)
+            holder = client.get(leader_key(prefix))
+            if not force:
+                if holder is not None:
+                    raise backup_format.BackupError(
+                        f"a metadata manager is active at {holder.value.decode(errors='replace')}: "
+                        "stop it first (or use --force)")
+                if existing:
+                    raise backup_format.BackupError(
+                        f"{len(existing)} records already exist under {prefix.decode()} (use --force to replace them)")
+            if existing:
+                client.delete_prefix(rp)
+            names = sorted(records)
+            for lo in range(0, len(names), TXN_OPS):
+                ops = [op_put(rp + n.encode(), json.dumps(records[n], separators=(",", ":")).encode())
+                       for n in names[lo:lo + TXN_OPS]]
+                client.txn([], ops)
+        except EtcdError as exc:
+            raise StoreUnavailable(str(exc)) from None
+        return len(names)
