@@ -57,6 +57,8 @@ from server.replication.messages import Config, Message, StatusReport
 
 log = logging.getLogger(__name__)
 
+KEEPALIVE_SECONDS = 0.5   # an idle Heartbeat or Watch stream gets a keepalive this often (meta.proto)
+
 
 @dataclass
 class MetaOptions:
@@ -369,7 +371,11 @@ class _MetaService(meta_pb2_grpc.MetaServicer):
         reader = asyncio.get_running_loop().create_task(pump())
         try:
             while True:
-                cmd = await s.outbox.get()
+                try:
+                    cmd = await asyncio.wait_for(s.outbox.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield meta_pb2.MetaCommand()   # keepalive (meta.proto)
+                    continue
                 if cmd is None:
                     break
                 while not s.outbox.empty():   # everything queued leaves as one message
@@ -406,7 +412,10 @@ class _MetaService(meta_pb2_grpc.MetaServicer):
                 rt = self.mm.routing_table()
                 known = rt.version
                 yield rt
-            await changed.wait()
+            try:
+                await asyncio.wait_for(changed.wait(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield meta_pb2.RoutingTable(version=known, keepalive=True)
 
     async def CreateTable(self, request, context):  # noqa: N802
         await self._require_active(context)

@@ -33,6 +33,7 @@ from server.replication.messages import Message
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 0.1
+LINK_TIMEOUT_SECONDS = 2.0   # no command, not even a keepalive, for this long: the MM is gone
 
 
 class MetaLinkHandler(Protocol):
@@ -87,7 +88,17 @@ class MetaLink:
             try:
                 stub = meta_pb2_grpc.MetaStub(channel)
                 call = stub.Heartbeat(self._heartbeats(), metadata=((NODE_METADATA_KEY, str(self.node_id)),))
-                async for command in call:
+                commands = call.__aiter__()
+                while True:
+                    try:   # the MM sends at least a keepalive every 0.5 s (meta.proto)
+                        command = await asyncio.wait_for(anext(commands), LINK_TIMEOUT_SECONDS)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        log.warning("metadata manager %s silent for %.1f s: trying the next address", address,
+                                    LINK_TIMEOUT_SECONDS)
+                        call.cancel()
+                        break
                     if not self.connected:
                         self.connected = True
                         backoff = 0.05

@@ -130,16 +130,18 @@ class GroupRoute(_message.Message):
     def __init__(self, rg: _Optional[int] = ..., leader: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class RoutingTable(_message.Message):
-    __slots__ = ("version", "tables", "groups", "nodes")
+    __slots__ = ("version", "keepalive", "tables", "groups", "nodes")
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    KEEPALIVE_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     version: int
+    keepalive: bool
     tables: _containers.RepeatedCompositeFieldContainer[TableRoute]
     groups: _containers.RepeatedCompositeFieldContainer[GroupRoute]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeAddress]
-    def __init__(self, version: _Optional[int] = ..., tables: _Optional[_Iterable[_Union[TableRoute, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[GroupRoute, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeAddress, _Mapping]]] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., keepalive: _Optional[bool] = ..., tables: _Optional[_Iterable[_Union[TableRoute, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[GroupRoute, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeAddress, _Mapping]]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("known_version",)

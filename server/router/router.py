@@ -50,6 +50,7 @@ DEFAULT_DEADLINE = 10.0
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000
 RETRY_AFTER_MS = 200
+WATCH_TIMEOUT = 2.0     # no routing message, not even a keepalive, for this long: next MM address
 _TOKEN_VERSION = 1
 
 
@@ -117,16 +118,27 @@ class Router:
         backoff = 0.05
         while True:
             try:
-                async for rt in self.meta_stub().Watch(meta_pb2.WatchRequest(known_version=self.routing.version),
-                                                       metadata=self.metadata):
-                    self._install(Routing(rt))
+                call = self.meta_stub().Watch(meta_pb2.WatchRequest(known_version=self.routing.version),
+                                              metadata=self.metadata)
+                updates = call.__aiter__()
+                while True:
+                    try:   # the MM sends at least a keepalive every 0.5 s (meta.proto)
+                        rt = await asyncio.wait_for(anext(updates), WATCH_TIMEOUT)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        log.warning("routing watch silent for %.1f s: trying the next MM address", WATCH_TIMEOUT)
+                        call.cancel()
+                        break
                     backoff = 0.05
+                    if not rt.keepalive:
+                        self._install(Routing(rt))
             except grpc.aio.AioRpcError as exc:
                 log.debug("routing watch ended: %s", exc.code())
-                if self._meta_channel is not None:
-                    await self._meta_channel.close(grace=None)
-                self._meta_channel = None
-                self._meta_index += 1
+            if self._meta_channel is not None:
+                await self._meta_channel.close(grace=None)
+            self._meta_channel = None
+            self._meta_index += 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 

@@ -203,6 +203,9 @@ def test_etcd_backend_failover_between_two_mms(etcd3, tmp_path):
         # its writes would fail the fence), its streams end, and the nodes move on.
         c.pause(standby)
         paused = _wait(lambda: _answers(active.address), LEASE_TTL + 10, "take-over from a paused MM")
+        # While the old one is still paused, nodes notice (keepalive on their MM link) and move to
+        # the new active MM: the group keeps a leader and takes writes.
+        _write(c, table, b"b2", b"101")
         c.resume(standby)
         _wait(lambda: not _answers(standby.address), 5, "the resumed MM standing down")
         c.wait_for_leader(RG, timeout=30)
