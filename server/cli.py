@@ -128,18 +128,24 @@ def meta_main(args: argparse.Namespace) -> int:
 
     async def start() -> str:
         nonlocal runner
+        metrics = 0
+        if args.metrics_listen:
+            from server.meta.metrics import MetaCollector
+            from server.observability import register, start_metrics
+            register(MetaCollector(mm))
+            metrics = start_metrics(args.metrics_listen)
         if args.backend == "embedded":
             from server.meta.store import MetaStore
             mm.activate(MetaStore(args.data))
             await mm.start()
-            return f"meta {mm.address}"
+            return f"meta metrics={metrics} {mm.address}"
         from server.meta.etcd_client import EtcdClient
         from server.meta.etcd_runner import EtcdRunner
         await mm.start()
         runner = EtcdRunner(mm, EtcdClient(args.etcd.split(",")), args.cluster_name, args.advertise or mm.address,
                             args.lease_ttl)
         runner.start()
-        return f"meta {mm.address}"
+        return f"meta metrics={metrics} {mm.address}"
 
     async def stop() -> None:
         if runner is not None:
@@ -318,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(etcd backend; default: the listen host and port)")
     meta.add_argument("--leader-timeout-ms", type=int, default=500,
                       help="a leader silent this long is replaced (default 500)")
+    meta.add_argument("--metrics-listen", default="127.0.0.1:0",
+                      help="host:port of the Prometheus endpoint (port 0: any free; empty: none)")
     meta.add_argument("--log-level", default="INFO")
     meta.set_defaults(func=meta_main)
     meta_sub = meta.add_subparsers(dest="meta_command", metavar="{backup,restore}")

@@ -51,12 +51,14 @@ from server.meta.group_leadership import GroupLeadership
 from server.node import codec
 from server.node.peers import SERVER_OPTIONS
 from server.node_identity import RequireNodeId
+from server.observability import add_health, set_serving
 from server.proto import meta_pb2, meta_pb2_grpc, replication_pb2
 from server.replication.errors import InvariantViolation
 from server.replication.messages import Config, Message, StatusReport
 
 log = logging.getLogger(__name__)
 
+HEALTH_SERVICES = ["quorumkv.v1.Meta"]
 KEEPALIVE_SECONDS = 0.5   # an idle Heartbeat or Watch stream gets a keepalive this often (meta.proto)
 
 
@@ -102,6 +104,7 @@ class MetaServer:
         self.members: dict[int, tuple[int, ...]] = {}
         self.reports: dict[tuple[int, int], replication_pb2.StatusReport] = {}   # (rg, node) -> last report
         self.catalog: Catalog | None = None
+        self.health = None
 
     # ---------------------------------------------------------- active/standby
     def activate(self, store: MetaBackend) -> None:
@@ -118,6 +121,7 @@ class MetaServer:
         self._tick_task = asyncio.get_running_loop().create_task(self._ticker(), name="meta-ticker")
         log.info("active: %d nodes, %d groups, %d tables", len(self.nodes), len(self.groups),
                  len(self.catalog.tables))
+        self._report_health()
 
     def deactivate(self, reason: str) -> None:
         """Stops acting: ends every node stream and routing watch (their callers go on to
@@ -138,6 +142,12 @@ class MetaServer:
         self._reset_state()
         if store is not None:
             store.close()
+        self._report_health()
+
+    def _report_health(self) -> None:
+        """SERVING while active, NOT_SERVING on standby (health checks find the active MM)."""
+        if self.health is not None:
+            asyncio.get_running_loop().create_task(set_serving(self.health, HEALTH_SERVICES, self.active))
 
     def store_failed(self, exc: MetaStoreError) -> None:
         """A write did not go through: stop acting on state the store may not hold."""
@@ -295,11 +305,13 @@ class MetaServer:
         server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[
             RequireNodeId(["/quorumkv.v1.Meta/Heartbeat"])])   # admin calls (CLI, tests) need no node id
         meta_pb2_grpc.add_MetaServicer_to_server(_MetaService(self), server)
+        self.health = add_health(server, HEALTH_SERVICES)
         self.port = server.add_insecure_port(self.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.listen}")
         await server.start()
         self._server = server
+        await set_serving(self.health, HEALTH_SERVICES, self.active)
 
     @property
     def address(self) -> str:

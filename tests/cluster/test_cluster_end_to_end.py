@@ -182,7 +182,7 @@ def test_every_process_serves_health_and_metrics(cluster, client):
     client.create_table("observed")
     client.put_many("observed", [(b"k%d" % i, b"v") for i in range(20)])   # ops spread over both routers' streams
     client.get("observed", b"k1")
-    for role in [*cluster.nodes.values(), *cluster.routers.values()]:
+    for role in [*cluster.nodes.values(), *cluster.routers.values(), cluster.meta]:
         with grpc.insecure_channel(role.address) as ch:
             status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
         assert status == health_pb2.HealthCheckResponse.SERVING, role.name
@@ -191,6 +191,9 @@ def test_every_process_serves_health_and_metrics(cluster, client):
         if role.name.startswith("router"):
             assert 'quorumkv_router_ops_total{code="OK",op="put"}' in text
             assert "quorumkv_router_latency_seconds_bucket" in text
+        elif role is cluster.meta:
+            assert "quorumkv_meta_active 1.0" in text and "quorumkv_meta_groups 2.0" in text
+            assert "quorumkv_meta_leader_changes_total" in text
         else:
             for name in ("quorumkv_node_fsyncs_total", "quorumkv_node_replica_role", "quorumkv_node_log_lag_entries",
                          "quorumkv_node_engine_compactions_total", "quorumkv_node_leader_changes_total"):
