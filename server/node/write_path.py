@@ -27,8 +27,9 @@ Deduplication: a write may carry a request id (entry_payload.py puts the ids
 in the log). Every replica remembers the ids it applied, with their stored
 seqs, in a window of DEDUP_WINDOW requests; a retry of an applied id is
 answered from there, a retry of an id still in flight waits for the same
-entry. Ids applied before a node restarted, beyond its replayed log, are
-forgotten: the window is "since this replica started, plus the replayed log".
+entry. After a restart the window is rebuilt from the committed entries
+still in the log, so it reaches back to the last log compaction (at least
+compact_after_entries entries, server/node/node.py).
 
 Outcomes (rule C3 and E5 of server/replication/README.md):
   OK               applied in the epoch it was proposed in; value (index, seqs)
@@ -102,11 +103,17 @@ class WritePath:
         tail = lg.entries(lg.first_index, lg.last_index) if lg.last_index >= lg.first_index else []
         self.last_seq = storage.db.last_seq
         self.observe(tail)
+        self._applied: OrderedDict[int, tuple[int, bytes]] = OrderedDict()   # request id -> (index, seqs)
+        # The dedup window after a restart: committed entries still in the log
+        # that the engine already holds (those above its applied index are
+        # replayed through apply() and recorded there).
+        for e in tail:
+            if e.index <= lg.applied_index:
+                self._record_requests(e)
         self._pending: list[_Write] = []
         self._conditional: list[_Write] = []
         self._waiting: dict[int, _Waiting] = {}            # log index -> our clients' writes in that entry
         self._inflight: dict[int, asyncio.Future] = {}      # request id -> the first attempt's future
-        self._applied: OrderedDict[int, tuple[int, bytes]] = OrderedDict()   # request id -> (index, seqs)
         self.applied_records = 0
 
     # ---------------------------------------------------------------- inputs
@@ -125,6 +132,17 @@ class WritePath:
         w = _Write(rep, fut, request_id, if_seq, if_absent)
         (self._conditional if if_seq or if_absent else self._pending).append(w)
         return fut
+
+    def _record_requests(self, e: Entry) -> None:
+        if e.kind is not EntryKind.WRITE or entry_payload.dropped_table(e.payload) is not None:
+            return
+        requests, rep = entry_payload.decode(e.payload)
+        if requests:
+            stored = write_batch.seqs(rep, 0, write_batch.count(rep))
+            for request_id, first, count in requests:
+                self._applied[request_id] = (e.index, stored[16 * first:16 * (first + count)])
+            while len(self._applied) > DEDUP_WINDOW:
+                self._applied.popitem(last=False)
 
     def observe(self, entries: Sequence[Entry]) -> None:
         """Entries entering this replica's log: the next stamps go above their seqs."""
