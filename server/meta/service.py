@@ -88,6 +88,7 @@ class MetaServer:
         self.standby_reason = "starting"
         self.active_hint: Callable[[], str | None] = lambda: None     # the active MM's address, if known
         self.on_store_failure: Callable[[MetaStoreError], None] | None = None
+        self.health = None   # the gRPC health servicer, once started
         self._reset_state()
         # Routers compare versions for equality; starting from the clock keeps a
         # restarted MM's versions distinct from the ones it handed out before.
@@ -104,7 +105,7 @@ class MetaServer:
         self.members: dict[int, tuple[int, ...]] = {}
         self.reports: dict[tuple[int, int], replication_pb2.StatusReport] = {}   # (rg, node) -> last report
         self.catalog: Catalog | None = None
-        self.health = None
+        self.established: set[int] = set()   # groups that have had a leader (ReplicaAssignment.established)
 
     # ---------------------------------------------------------- active/standby
     def activate(self, store: MetaBackend) -> None:
@@ -181,6 +182,8 @@ class MetaServer:
                         frozenset(rec.get("learners", ())))
         gl = self._new_leadership(rg, tuple(rec["members"]), rec["epoch"], config)
         gl.leader = rec.get("leader")   # confirmed by its next status reports, or deposed
+        if rec.get("established") or gl.leader is not None:
+            self.established.add(rg)
 
     def routing_changed(self) -> None:
         self.routing_version += 1
@@ -202,9 +205,11 @@ class MetaServer:
     def _persist_group(self, rg: int, gl: GroupLeadership) -> None:
         self.routing_changed()   # a new epoch has no leader yet; an appointment names one
         c = gl.config
+        if gl.leader is not None:
+            self.established.add(rg)
         self.store.put("group", rg, {"members": list(self.members[rg]), "epoch": gl.epoch, "leader": gl.leader,
                                      "voters": sorted(c.voters), "outgoing": sorted(c.outgoing_voters),
-                                     "learners": sorted(c.learners)})
+                                     "learners": sorted(c.learners), "established": rg in self.established})
 
     def create_group(self, rg: int, members: list[int]) -> GroupLeadership:
         if rg <= 0:
@@ -225,7 +230,7 @@ class MetaServer:
         return gl
 
     def _assignment(self, rg: int) -> meta_pb2.ReplicaAssignment:
-        a = meta_pb2.ReplicaAssignment(rg=rg)
+        a = meta_pb2.ReplicaAssignment(rg=rg, established=rg in self.established)
         codec.config_to_pb(self.groups[rg].config, a.config)
         return a
 

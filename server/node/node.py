@@ -124,11 +124,17 @@ class Node:
         self._io.shutdown(wait=True)
 
     # ---------------------------------------------------------------- replicas
-    def _host(self, rg: int) -> ReplicaHost:
+    def _host(self, rg: int, established: bool = False) -> ReplicaHost:
+        """The replica of `rg`, created if needed. A replica of an established
+        group (one that has had a leader) with no data on this disk lost it:
+        it rejoins without a vote until it caught up (ReplicaHost.recovering)."""
         h = self.hosts.get(rg)
         if h is None:
-            storage = ReplicaStorage(os.path.join(self.data_dir, f"rg-{rg}"), self.id)
-            h = ReplicaHost(rg, self.id, storage, self.options, lambda to, m, rg=rg: self.send(rg, to, m), self._io)
+            path = os.path.join(self.data_dir, f"rg-{rg}")
+            amnesiac = established and not os.path.exists(path)
+            storage = ReplicaStorage(path, self.id)
+            h = ReplicaHost(rg, self.id, storage, self.options, lambda to, m, rg=rg: self.send(rg, to, m), self._io,
+                            recovering=amnesiac)
             self.hosts[rg] = h
             h.start()
         return h
@@ -172,7 +178,7 @@ class Node:
                     asyncio.get_running_loop().create_task(link.close())
             self.directory = new
         for a in command.host:
-            self._host(a.rg)
+            self._host(a.rg, a.established)
         for rg in command.drop:
             asyncio.get_running_loop().create_task(self._drop(rg))
         for env in command.envelopes:

@@ -27,7 +27,7 @@ from typing import Any
 from engine.errors import TableNotFoundError
 from server.node.replica_storage import ReplicaStorage, table_name
 from server.node.write_path import Outcome, Result, WritePath
-from server.replication.messages import Message, Role, StatusReport
+from server.replication.messages import Append, Message, PromiseRequest, Role, SnapshotChunk, StatusReport
 from server.replication.options import ReplicaOptions
 from server.replication.ready import ReadFailure, Ready, SnapshotRequest
 from server.replication.replica import Replica
@@ -37,7 +37,7 @@ COMPACT_FORCE = "force"   # compact_due value: compact past members that lag (se
 
 class ReplicaHost:
     def __init__(self, rg: int, node_id: int, storage: ReplicaStorage, options: ReplicaOptions,
-                 send: Callable[[int, Message], None], io: Executor):
+                 send: Callable[[int, Message], None], io: Executor, recovering: bool = False):
         self.rg = rg
         self.node_id = node_id
         self.storage = storage
@@ -48,6 +48,16 @@ class ReplicaHost:
         self.writes = WritePath(node_id, self.replica, storage)
         self.compact_due: bool | str = False   # set by the node after engine flushes; done between Readys
         self.leader_changes = 0    # times this replica became LEADER (metrics)
+        # A member whose data is gone (wiped disk) must not promise: with an empty
+        # log it could complete a quorum that lacks entries it had acknowledged.
+        # It answers no PromiseRequest until it applied what a leader had
+        # committed when it came back (the first Append's commit index, or a
+        # snapshot's index).
+        self.recovering = recovering
+        self._recover_target = 0
+        if recovering:
+            log.warning("rg %d: no data on this disk for an established group: rejoining without a vote "
+                        "until caught up", rg)
         self._pending_reads: list[tuple[Callable[[], Any], asyncio.Future]] = []
         self._read_groups: dict[int, list[tuple[Callable[[], Any], asyncio.Future]]] = {}
         self._read_token = 0
@@ -77,8 +87,20 @@ class ReplicaHost:
         os._exit(70)
 
     def step(self, msg: Message) -> None:
+        if self.recovering:
+            if isinstance(msg, PromiseRequest):
+                return   # no vote yet (see __init__); the MM retries, or elects among the others
+            if isinstance(msg, Append):
+                self._recover_target = max(self._recover_target, msg.commit_index)
+            elif isinstance(msg, SnapshotChunk):
+                self._recover_target = max(self._recover_target, msg.snapshot.index)
         self.replica.step(msg)
         self._wake.set()
+
+    def _check_recovered(self) -> None:
+        if self._recover_target and self.replica.log.applied_index >= self._recover_target:
+            self.recovering = False
+            log.warning("rg %d: caught up to %d: voting again", self.rg, self._recover_target)
 
     def tick(self) -> None:
         self.replica.tick()
@@ -151,6 +173,8 @@ class ReplicaHost:
                 for req in rd.snapshot_requests:
                     self._serve_snapshot(req)
                 r.advance(rd)
+                if self.recovering:
+                    self._check_recovered()   # also after a snapshot install (no committed entries)
                 self._take_client_work()
 
     def _take_client_work(self) -> None:
@@ -171,6 +195,8 @@ class ReplicaHost:
             return
         before = self.writes.applied_records
         self.writes.apply(rd.committed_entries)
+        if self.recovering:
+            self._check_recovered()
         self._ops_seen += self.writes.applied_records - before
         now = time.monotonic()
         if now - self._ops_window_start >= 1.0:

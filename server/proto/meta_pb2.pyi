@@ -28,12 +28,14 @@ class NodeAddress(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
 
 class ReplicaAssignment(_message.Message):
-    __slots__ = ("rg", "config")
+    __slots__ = ("rg", "config", "established")
     RG_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    ESTABLISHED_FIELD_NUMBER: _ClassVar[int]
     rg: int
     config: _replication_pb2.Config
-    def __init__(self, rg: _Optional[int] = ..., config: _Optional[_Union[_replication_pb2.Config, _Mapping]] = ...) -> None: ...
+    established: bool
+    def __init__(self, rg: _Optional[int] = ..., config: _Optional[_Union[_replication_pb2.Config, _Mapping]] = ..., established: _Optional[bool] = ...) -> None: ...
 
 class MetaCommand(_message.Message):
     __slots__ = ("directory", "directory_version", "host", "drop", "envelopes")

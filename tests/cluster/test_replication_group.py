@@ -242,3 +242,34 @@ def test_wiped_follower_catches_up_from_a_snapshot(cluster):
             await w.close()
 
     run(go())
+
+
+def test_a_wiped_member_gets_no_vote_until_caught_up(cluster):
+    """The loss a wiped disk could cause without the rule: writes committed on
+    {leader, F} while O was down; F is wiped; O comes back without them; the
+    leader dies. If F (empty) promised, O + F would make a quorum and O, the
+    most up-to-date of the two, would lead without those writes. F refuses to
+    promise until it has caught up, so the group waits for the old leader."""
+    leader, epoch = cluster.wait_for_leader(RG)
+    f, o = [n for n in cluster.nodes if n != leader]
+
+    async def go():
+        w = Writer(cluster)
+        try:
+            assert await w.write_many(leader, 0, 50) == 50
+            cluster.kill9(cluster.nodes[o])
+            assert await w.write_many(leader, 50, 50) == 50        # committed on {leader, f} only
+            cluster.kill9(cluster.nodes[f])
+            shutil.rmtree(os.path.join(cluster.base_dir, f"node{f}"))
+            cluster.restart(cluster.nodes[o])
+            cluster.restart(cluster.nodes[f])                       # empty, and not yet caught up...
+            cluster.kill9(cluster.nodes[leader])                    # ...when the leader dies
+            with pytest.raises(TimeoutError):                       # o + f must not elect a leader
+                cluster.wait_for_leader(RG, timeout=3, not_epoch=epoch)
+            cluster.restart(cluster.nodes[leader])
+            new_leader, _ = cluster.wait_for_leader(RG, timeout=15, not_epoch=epoch)
+            await w.verify(new_leader)                              # all 100, with their seqs
+        finally:
+            await w.close()
+
+    run(go())
