@@ -64,7 +64,9 @@ class Node:
         self.listen = listen
         self.address = advertise or listen
         self.data_dir = data_dir
-        self.options = options or ReplicaOptions()
+        # Followers learn commits with the next Append or heartbeat: half the
+        # messages per write at low load (bench/RESULTS.md); only leaders serve reads.
+        self.options = options or ReplicaOptions(eager_commit=False)
         self.compact_after_entries = compact_after_entries
         self.metrics_listen = metrics_listen
         self.metrics_port: int | None = None

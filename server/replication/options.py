@@ -33,6 +33,12 @@ class ReplicaOptions:
     read_timeout_ticks: int = 100
     """A read not confirmed and served within this many ticks fails with TIMEOUT (R4)."""
 
+    eager_commit: bool = True
+    """A leader tells idle followers a new commit index at once (an empty Append).
+    False: they learn it with the next Append or heartbeat, which halves the
+    messages per write at low load; followers then apply up to a heartbeat later
+    (only the leader serves reads, so no client sees the difference)."""
+
     max_apply_entries: int | None = None
     """At most this many committed entries per Ready (None: all), to bound one apply step."""
 

@@ -83,7 +83,7 @@ class Replicator:
     def send_commit(self, pr: Progress) -> None:
         """Tells a member with a drained pipeline a commit index it has not heard
         (an empty Append: its prev is the member's match, so it cannot be rejected)."""
-        if (pr.state is ProgressState.REPLICATE and not pr.inflight
+        if (self._opts.eager_commit and pr.state is ProgressState.REPLICATE and not pr.inflight
                 and pr.sent_commit < min(self._log.commit_index, pr.match)):
             self._send_append(pr, allow_empty=True)
 
