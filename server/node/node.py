@@ -20,6 +20,7 @@ Thread-safety: everything but the fsyncs runs on the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
@@ -34,7 +35,7 @@ from server.node.meta_link import MetaLink
 from server.node.metrics import CLIENT_LATENCY, CLIENT_OPS, NodeCollector
 from server.node.peers import SERVER_OPTIONS, PeerLink
 from server.node.replica_host import COMPACT_FORCE, ReplicaHost
-from server.node.replica_storage import ReplicaStorage, table_name
+from server.node.replica_storage import ReplicaStorage, mark_recovering, table_name
 from server.node.write_path import Outcome, Result
 from server.node_identity import NODE_METADATA_KEY, RequireNodeId
 from server.observability import add_health, register, set_serving, start_metrics
@@ -133,10 +134,11 @@ class Node:
         h = self.hosts.get(rg)
         if h is None:
             path = os.path.join(self.data_dir, f"rg-{rg}")
-            amnesiac = established and not os.path.exists(path)
+            if established and not os.path.exists(path):
+                mark_recovering(path)
             storage = ReplicaStorage(path, self.id)
             h = ReplicaHost(rg, self.id, storage, self.options, lambda to, m, rg=rg: self.send(rg, to, m), self._io,
-                            recovering=amnesiac)
+                            recovering=storage.recovering)
             self.hosts[rg] = h
             h.start()
         return h
@@ -264,35 +266,45 @@ class _DataService(data_pb2_grpc.DataServicer):
     @staticmethod
     async def _answer(request_iterator, submit, fill, response_type):
         """Answers a stream of request batches with a stream of response
-        batches: each response batch holds every answer ready by the time the
-        previous one was sent, in request order (writes commit in that order)."""
-        queue: asyncio.Queue = asyncio.Queue()
+        batches. Answers go back as they complete, not in request order (the
+        client matches them by id), so a write stuck in one group (no quorum)
+        holds up no other group's answers on the same stream; each response
+        batch holds every answer ready when the stream can take more. The
+        submitted futures are watched with callbacks, never awaited, so a
+        stream that dies cancels none of them: the writes go on, and a retry
+        under the same request id finds their outcome."""
+        done: asyncio.Queue = asyncio.Queue()
+        outstanding = 0
+        reading = True
 
         async def read_requests() -> None:
+            nonlocal outstanding, reading
             try:
                 async for batch in request_iterator:
                     for req in batch.requests:
-                        queue.put_nowait((req.id, submit(req)))
+                        fut = submit(req)
+                        outstanding += 1
+                        fut.add_done_callback(functools.partial(_queue_answer, done, req.id))
             finally:
-                queue.put_nowait(None)
+                reading = False
+                done.put_nowait(None)
 
         reader = asyncio.get_running_loop().create_task(read_requests())
         try:
-            while True:
-                first = await queue.get()
-                if first is None:
-                    break
-                items = [first]
-                while not queue.empty():
-                    items.append(queue.get_nowait())
-                done = [i for i in items if i is not None]
-                if done:
-                    out = response_type()
-                    for req_id, fut in done:
-                        fill(out.responses.add(), req_id, await fut)
+            while reading or outstanding:
+                items = [await done.get()]
+                while not done.empty():
+                    items.append(done.get_nowait())
+                out = response_type()
+                for item in items:
+                    if item is None:
+                        continue
+                    req_id, fut = item
+                    outstanding -= 1
+                    if not fut.cancelled():
+                        fill(out.responses.add(), req_id, fut.result())
+                if out.responses:
                     yield out
-                if len(done) != len(items):
-                    break
         finally:
             reader.cancel()
 
@@ -360,6 +372,10 @@ class _DataService(data_pb2_grpc.DataServicer):
                 out.values.extend(v for _, v, _ in rows)
             out.seqs.extend(s for _, _, s in rows)
         return out
+
+
+def _queue_answer(queue: asyncio.Queue, req_id: int, fut: asyncio.Future) -> None:
+    queue.put_nowait((req_id, fut))
 
 
 def _timed(fut: asyncio.Future, op: str) -> asyncio.Future:

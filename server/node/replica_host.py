@@ -99,6 +99,7 @@ class ReplicaHost:
 
     def _check_recovered(self) -> None:
         if self._recover_target and self.replica.log.applied_index >= self._recover_target:
+            self.storage.clear_recovering()
             self.recovering = False
             log.warning("rg %d: caught up to %d: voting again", self.rg, self._recover_target)
 

@@ -11,6 +11,8 @@ Layout of a replica directory:
     <dir>/db/               the engine DB (tables named t<id>, ids cluster-wide)
     <dir>/db.installing/    a snapshot being installed (see install_snapshot)
     <dir>/snapshot.staging  received snapshot chunks, framed like the WAL
+    <dir>/RECOVERING        present while a member that lost its data catches up
+                            (it must not vote: server/replication/README.md)
 
 Why one engine DB per replica (not one per node with a keyspace per replica):
 the engine's applied index is per DB, a snapshot install replaces the whole
@@ -64,6 +66,19 @@ def table_name(table_id: int) -> str:
     return f"t{table_id}"
 
 
+RECOVERING = "RECOVERING"
+
+
+def mark_recovering(directory: str) -> None:
+    """Before a replica that lost its data first opens: the marker is durable
+    before anything else is created, so a crash while catching up cannot make
+    the member forget that it must not vote yet."""
+    os.makedirs(directory, exist_ok=True)
+    DEFAULT_ENV.write_file_atomic(os.path.join(directory, RECOVERING), b"lost its data; catching up\n")
+    DEFAULT_ENV.sync_dir(directory)
+    DEFAULT_ENV.sync_dir(os.path.dirname(directory) or ".")
+
+
 def _without_tables(rep: bytes, table_ids: list[int]) -> bytes:
     """The batch minus the records of dropped tables (rare: a write that raced
     its table's drop), keeping the applied index. Every replica filters the
@@ -85,6 +100,7 @@ class ReplicaStorage:
         self._staging: LogWriter | None = None
         self._staging_for: LogPosition | None = None
         self.snapshots_installed = 0
+        self.recovering = os.path.exists(os.path.join(directory, RECOVERING))
 
     @property
     def _db_path(self) -> str:
@@ -210,6 +226,14 @@ class ReplicaStorage:
         if table_id in self._tables:
             self.db.drop_table(table_name(table_id))
             self._tables.discard(table_id)
+
+    def clear_recovering(self) -> None:
+        """Caught up: the member may vote again (durably)."""
+        path = os.path.join(self.directory, RECOVERING)
+        if os.path.exists(path):
+            os.remove(path)
+            DEFAULT_ENV.sync_dir(self.directory)
+        self.recovering = False
 
     def size_bytes(self) -> int:
         """The range's data: SSTables plus memtable (for status reports)."""

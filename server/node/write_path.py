@@ -94,6 +94,17 @@ class _Waiting:
     offsets: list[int] = field(default_factory=list)
 
 
+def _copy_outcome(first: asyncio.Future, twin: asyncio.Future) -> None:
+    """A retry that joined an attempt in flight gets its outcome (cancellation
+    included: the caller of the first gave up, the retry's caller decides)."""
+    if twin.done():
+        return
+    if first.cancelled():
+        twin.cancel()
+    else:
+        twin.set_result(first.result())
+
+
 class WritePath:
     def __init__(self, node_id: int, replica: Replica, storage: ReplicaStorage):
         self.node_id = node_id
@@ -102,14 +113,17 @@ class WritePath:
         lg = replica.log
         tail = lg.entries(lg.first_index, lg.last_index) if lg.last_index >= lg.first_index else []
         self.last_seq = storage.db.last_seq
-        self.observe(tail)
         self._applied: OrderedDict[int, tuple[int, bytes]] = OrderedDict()   # request id -> (index, seqs)
+        self._logged: dict[int, int] = {}        # request id -> index of a log entry holding it, not applied yet
+        self._ids_at: dict[int, set[int]] = {}   # log index -> request ids seen in entries at that index
+        self._awaiting_log: dict[int, list[_Write]] = {}   # retries of ids in `_logged`: answered when it applies
         # The dedup window after a restart: committed entries still in the log
         # that the engine already holds (those above its applied index are
         # replayed through apply() and recorded there).
         for e in tail:
             if e.index <= lg.applied_index:
                 self._record_requests(e)
+        self.observe(tail)
         self._pending: list[_Write] = []
         self._conditional: list[_Write] = []
         self._waiting: dict[int, _Waiting] = {}            # log index -> our clients' writes in that entry
@@ -126,9 +140,14 @@ class WritePath:
                 return fut
             first = self._inflight.get(request_id)
             if first is not None and not first.done():
-                first.add_done_callback(lambda f: fut.done() or fut.set_result(f.result()))
+                first.add_done_callback(lambda f: _copy_outcome(f, fut))
                 return fut
             self._inflight[request_id] = fut
+            if request_id in self._logged:
+                # In this replica's log, not applied yet (typically: proposed by a
+                # deposed leader, and this one is new): its outcome is that entry's.
+                self._awaiting_log.setdefault(request_id, []).append(_Write(rep, fut, request_id, if_seq, if_absent))
+                return fut
         w = _Write(rep, fut, request_id, if_seq, if_absent)
         (self._conditional if if_seq or if_absent else self._pending).append(w)
         return fut
@@ -145,12 +164,18 @@ class WritePath:
                 self._applied.popitem(last=False)
 
     def observe(self, entries: Sequence[Entry]) -> None:
-        """Entries entering this replica's log: the next stamps go above their seqs."""
+        """Entries entering this replica's log: the next stamps go above their
+        seqs, and their request ids are known to be in the log."""
         for e in entries:
             if e.kind is EntryKind.WRITE and entry_payload.dropped_table(e.payload) is None:
-                s = write_batch.max_seq(entry_payload.rep_of(e.payload))
+                requests, rep = entry_payload.decode(e.payload)
+                s = write_batch.max_seq(rep)
                 if s > self.last_seq:
                     self.last_seq = s
+                for request_id, _first, _count in requests:
+                    if request_id not in self._applied:
+                        self._logged[request_id] = e.index
+                        self._ids_at.setdefault(e.index, set()).add(request_id)
 
     # ---------------------------------------------------------------- proposing
     def propose_pending(self) -> None:
@@ -176,6 +201,10 @@ class WritePath:
         accepted: list[_Write] = []
         changed: dict[tuple[int, bytes], bool] = {}   # accepted this round: key -> live after it
         for w in conditional:
+            done = self._applied.get(w.request_id) if w.request_id else None
+            if done is not None:   # a retry of a write that applied meanwhile: its first outcome
+                self._resolve(w, Result(Outcome.OK, self.replica.epoch, self.node_id, done))
+                continue
             (kind, tid, user_key, _value, _seq), = write_batch.decode(w.rep)   # one record: checked on arrival
             if (tid, user_key) in changed:   # a write accepted just before: its seq is not stamped yet
                 live, current = changed[(tid, user_key)], None
@@ -247,6 +276,24 @@ class WritePath:
             if w is not None:
                 self._reject(w.writes, Outcome.NOT_LEADER)
 
+    def _settle_logged(self, index: int, ids: set[int]) -> None:
+        """After the entry at `index` applied (its request ids recorded): retries
+        waiting for an id it holds get that outcome; ids that some truncated
+        entry at this index held never happened here, so their retries are
+        proposed anew."""
+        for request_id in self._ids_at.pop(index, ()):
+            at = self._logged.get(request_id)
+            if at is not None and at != index:
+                continue   # logged again at a later index: settled when that one applies
+            self._logged.pop(request_id, None)
+            waiting = self._awaiting_log.pop(request_id, [])
+            for w in waiting:
+                if request_id in ids:
+                    self._resolve(w, Result(Outcome.OK, self.replica.epoch, self.node_id,
+                                            self._applied[request_id]))
+                else:
+                    (self._conditional if w.if_seq or w.if_absent else self._pending).append(w)
+
     def propose_drop(self, table_id: int) -> asyncio.Future:
         """Proposes dropping a table on every replica; resolves when applied."""
         fut = asyncio.get_running_loop().create_future()
@@ -266,6 +313,7 @@ class WritePath:
             for request_id, first, count in requests:
                 self._applied[request_id] = (e.index, stored[16 * first:16 * (first + count)])
                 self._inflight.pop(request_id, None)
+            self._settle_logged(e.index, {r[0] for r in requests})
             while len(self._applied) > DEDUP_WINDOW:
                 self._applied.popitem(last=False)
             w = self._waiting.pop(e.index, None)

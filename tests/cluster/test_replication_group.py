@@ -266,6 +266,10 @@ def test_a_wiped_member_gets_no_vote_until_caught_up(cluster):
             cluster.kill9(cluster.nodes[leader])                    # ...when the leader dies
             with pytest.raises(TimeoutError):                       # o + f must not elect a leader
                 cluster.wait_for_leader(RG, timeout=3, not_epoch=epoch)
+            cluster.kill9(cluster.nodes[f])                         # a crash while catching up does not
+            cluster.restart(cluster.nodes[f])                       # make f forget (a durable marker)
+            with pytest.raises(TimeoutError):
+                cluster.wait_for_leader(RG, timeout=3, not_epoch=epoch)
             cluster.restart(cluster.nodes[leader])
             new_leader, _ = cluster.wait_for_leader(RG, timeout=15, not_epoch=epoch)
             await w.verify(new_leader)                              # all 100, with their seqs

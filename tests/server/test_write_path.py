@@ -136,3 +136,51 @@ def test_dedup_survives_a_restart_through_the_log(tmp_path):
         g.close()
 
     run(second_life())
+
+
+def test_a_retry_of_a_write_already_in_the_log_waits_for_that_entry(group):
+    """A new leader holds, unapplied, the entry a deposed leader proposed for
+    request 99; the router's retry of 99 must get that entry's outcome, not a
+    second copy of the write."""
+    from server.node import entry_payload
+    from server.replication.messages import Entry, EntryKind
+
+    async def go():
+        index = group.replica.log.last_index + 1
+        batch = write_batch.encode_one(write_batch.VALUE, TABLE, b"r", b"first", sequencer.encode(9, 0, 5),
+                                       applied_index=index)
+        entry = Entry(group.replica.epoch, index, EntryKind.WRITE, entry_payload.encode([(99, 0, 1)], batch))
+        group.writes.observe([entry])                       # in the log, not applied yet
+        retry = group.writes.submit(rep(b"r", b"second"), request_id=99)
+        group.writes.propose_pending()
+        assert group.replica.log.last_index == index - 1    # nothing proposed for the retry
+        group.writes.apply([entry])                         # the old entry commits and applies
+        assert retry.result().outcome is Outcome.OK
+        assert retry.result().value == (index, sequencer.encode(9, 0, 5))
+        assert group.storage.get_entry(TABLE, b"r").value == b"first"
+
+    run(go())
+
+
+def test_a_retry_whose_logged_entry_was_replaced_is_proposed_again(group):
+    from server.node import entry_payload
+    from server.replication.messages import Entry, EntryKind
+
+    async def go():
+        index = group.replica.log.last_index + 1
+        stale = Entry(group.replica.epoch, index, EntryKind.WRITE, entry_payload.encode(
+            [(55, 0, 1)], write_batch.encode_one(write_batch.VALUE, TABLE, b"s", b"lost", sequencer.encode(9, 0, 5),
+                                                 applied_index=index)))
+        group.writes.observe([stale])                       # then truncated: another entry commits at index
+        retry = group.writes.submit(rep(b"s", b"retried"), request_id=55)
+        other = Entry(group.replica.epoch, index, EntryKind.WRITE, entry_payload.encode(
+            [], write_batch.encode_one(write_batch.VALUE, TABLE, b"o", b"x", sequencer.encode(9, 0, 6),
+                                       applied_index=index)))
+        group.writes.apply([other])
+        assert not retry.done()                             # back in the queue, not answered
+        group.writes.propose_pending()
+        group.drive()
+        assert retry.result().outcome is Outcome.OK
+        assert group.storage.get_entry(TABLE, b"s").value == b"retried"
+
+    run(go())
