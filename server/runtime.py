@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+
+
+def fail_stop(log: logging.Logger, what: str, exc: BaseException | None = None) -> None:
+    """Ends the process at once (exit 70) after logging why. For states a
+    process must not linger in, e.g. a replica loop that died, or a protocol
+    invariant broken: the cluster handles a crashed process, not a zombie."""
+    log.critical("%s: stopping the process", what, exc_info=exc)
+    logging.shutdown()
+    os._exit(70)
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -29,6 +29,7 @@ from server.node.peers import CHANNEL_OPTIONS
 from server.node_identity import NODE_METADATA_KEY
 from server.proto import meta_pb2, meta_pb2_grpc
 from server.replication.messages import Message
+from server.runtime import fail_stop
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,10 @@ class MetaLink:
                     if not self.connected:
                         self.connected = True
                         backoff = 0.05
-                    self.handler.on_meta_command(command)
+                    try:
+                        self.handler.on_meta_command(command)
+                    except Exception as exc:  # noqa: BLE001 - a node that cannot follow its MM must not linger
+                        fail_stop(log, "a command of the metadata manager failed", exc)
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from engine._native import write_batch
+from engine.errors import QuorumKVError
 from server.node import codec
 from server.node.meta_link import MetaLink
 from server.node.metrics import CLIENT_LATENCY, CLIENT_OPS, NodeCollector
@@ -40,8 +41,10 @@ from server.node.write_path import Outcome, Result
 from server.node_identity import NODE_METADATA_KEY, RequireNodeId
 from server.observability import add_health, register, set_serving, start_metrics
 from server.proto import data_pb2, data_pb2_grpc, meta_pb2, replication_pb2, replication_pb2_grpc
+from server.replication.errors import InvariantViolation, ReplicaMisuseError
 from server.replication.messages import METADATA_MANAGER_ID, Message, Role
 from server.replication.options import ReplicaOptions
+from server.runtime import fail_stop
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +166,19 @@ class Node:
         link.send(rg, msg)
 
     def deliver(self, env: replication_pb2.Envelope) -> None:
+        """Steps one message into its replica. A malformed envelope raises
+        ValueError (the sender's fault: callers log and skip it); a message
+        that breaks a protocol invariant stops the node (fail-stop)."""
         rg, msg = codec.decode(env)
         if msg.recipient != self.id:
             log.warning("message for node %d delivered to node %d: dropped", msg.recipient, self.id)
             return
         h = self.hosts.get(rg)
         if h is not None:
-            h.step(msg)
+            try:
+                h.step(msg)
+            except (InvariantViolation, ReplicaMisuseError) as exc:
+                fail_stop(log, f"rg {rg}: {type(msg).__name__} from {msg.sender}", exc)
 
     # ---------------------------------------------------------------- MetaLinkHandler
     def on_meta_command(self, command: meta_pb2.MetaCommand) -> None:
@@ -186,7 +195,10 @@ class Node:
         for rg in command.drop:
             asyncio.get_running_loop().create_task(self._drop(rg))
         for env in command.envelopes:
-            self.deliver(env)
+            try:
+                self.deliver(env)
+            except ValueError as exc:
+                log.warning("bad envelope from the metadata manager: %s", exc)
 
     def status_envelopes(self, heartbeat: meta_pb2.NodeHeartbeat) -> None:
         for rg, h in self.hosts.items():
@@ -221,7 +233,11 @@ class Node:
                 if held <= self.compact_after_entries:
                     continue
                 if h.storage.db.applied_index < lg.applied_index:
-                    await loop.run_in_executor(self._io, h.storage.db.flush)
+                    try:
+                        await loop.run_in_executor(self._io, h.storage.db.flush)
+                    except QuorumKVError as exc:   # e.g. closed by a snapshot install meanwhile: next round
+                        log.warning("rg %d: flush before log compaction failed: %s", h.rg, exc)
+                        continue
                 h.compact_due = COMPACT_FORCE if held > RETAIN_FACTOR * self.compact_after_entries else True
                 h.tick()
 

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
@@ -31,9 +30,37 @@ from server.replication.messages import Append, Message, PromiseRequest, Role, S
 from server.replication.options import ReplicaOptions
 from server.replication.ready import ReadFailure, Ready, SnapshotRequest
 from server.replication.replica import Replica
+from server.runtime import fail_stop
 
 log = logging.getLogger(__name__)
 COMPACT_FORCE = "force"   # compact_due value: compact past members that lag (see _compact_log)
+
+class _SnapshotSource:
+    """One snapshot being sent: its chunk generator (holding a pinned engine
+    snapshot, released when the generator is closed or collected) and the
+    chunks at or after the last one asked for."""
+
+    def __init__(self, index: int, chunks: Iterator[bytes]):
+        self.index = index
+        self._chunks = chunks
+        self._kept: dict[int, bytes] = {0: next(chunks)}   # the first chunk now: pins the state at `index`
+        self._next = 1
+
+    def first_kept(self) -> int:
+        return min(self._kept, default=self._next)
+
+    def chunk(self, offset: int) -> bytes | None:
+        """Chunk `offset` (None past the end); forgets the chunks before it."""
+        for o in [o for o in self._kept if o < offset - 1]:
+            del self._kept[o]
+        while offset >= self._next:
+            data = next(self._chunks, None)
+            if data is None:
+                return None
+            self._kept[self._next] = data
+            self._next += 1
+        return self._kept.get(offset)
+
 
 class ReplicaHost:
     def __init__(self, rg: int, node_id: int, storage: ReplicaStorage, options: ReplicaOptions,
@@ -61,7 +88,7 @@ class ReplicaHost:
         self._pending_reads: list[tuple[Callable[[], Any], asyncio.Future]] = []
         self._read_groups: dict[int, list[tuple[Callable[[], Any], asyncio.Future]]] = {}
         self._read_token = 0
-        self._snapshots: dict[int, tuple[int, Any, list[bytes]]] = {}  # member -> (index, chunk iterator, chunks)
+        self._snapshots: dict[int, _SnapshotSource] = {}   # member -> the snapshot being sent to it
         self._wake = asyncio.Event()
         self._closed = False
         self._task: asyncio.Task | None = None
@@ -82,9 +109,7 @@ class ReplicaHost:
         protocol already handles: a crashed node, restarted from its disk."""
         if task.cancelled() or task.exception() is None:
             return
-        log.critical("rg %d: replica loop failed; stopping the node", self.rg, exc_info=task.exception())
-        logging.shutdown()
-        os._exit(70)
+        fail_stop(log, f"rg {self.rg}: replica loop failed", task.exception())
 
     def step(self, msg: Message) -> None:
         if self.recovering:
@@ -155,6 +180,7 @@ class ReplicaHost:
                 if rd.soft_state is not None:
                     if rd.soft_state.role is Role.FOLLOWER:
                         self.writes.fail_all(Outcome.OUTCOME_UNKNOWN)
+                        self._snapshots.clear()   # closes the sources: their engine snapshots are released
                     elif rd.soft_state.role is Role.LEADER:
                         self.leader_changes += 1
                 for m in rd.messages:
@@ -169,11 +195,15 @@ class ReplicaHost:
                     self.storage.persist((), None, (), rd.hard_state)
                 for m in rd.messages_after_persist:
                     self._send(m.recipient, m)
+                if rd.snapshot is not None:   # the installed data's seqs: the next stamps go above them
+                    self.writes.last_seq = max(self.writes.last_seq, self.storage.db.last_seq)
                 self._apply(rd)
                 self._serve_reads(rd)
+                r.advance(rd)
+                # After advance: the replica's applied index then includes this Ready's
+                # entries, which the pinned engine state of a new snapshot holds.
                 for req in rd.snapshot_requests:
                     self._serve_snapshot(req)
-                r.advance(rd)
                 if self.recovering:
                     self._check_recovered()   # also after a snapshot install (no committed entries)
                 self._take_client_work()
@@ -222,34 +252,31 @@ class ReplicaHost:
                 self._resolve(fut, Result(outcome, fr.epoch, fr.leader_id))
 
     def _serve_snapshot(self, req: SnapshotRequest) -> None:
+        """Chunk `req.offset` of the snapshot being sent to a member. A source
+        keeps its generator (over a pinned engine snapshot) and only the chunks
+        the member may still ask for again: the one it asks for and the next.
+        Asking for an older one means a restart: a new snapshot."""
         r = self.replica
-        held = self._snapshots.get(req.member)
-        if req.snapshot_index is None or held is None or held[0] != req.snapshot_index:
+        src = self._snapshots.get(req.member)
+        if req.snapshot_index is None or src is None or src.index != req.snapshot_index \
+                or req.offset < src.first_kept():
+            self._snapshots.pop(req.member, None)
             if req.snapshot_index is not None:
-                r.abort_snapshot(req.member)     # that snapshot is gone (restarted): start over
+                r.abort_snapshot(req.member)     # that snapshot is gone: start over
+                self._wake.set()
                 return
             index = r.log.applied_index
-            chunks = self.storage.snapshot_chunks(index)
-            held = (index, chunks, [next(chunks)])  # pins the DB state now, at `index`
-            self._snapshots[req.member] = held
-        index, it, sent = held
-        while len(sent) <= req.offset:
-            chunk = next(it, None)
-            if chunk is None:
-                r.abort_snapshot(req.member)
-                return
-            sent.append(chunk)
-        data = sent[req.offset]
-        done = False
-        if req.offset == len(sent) - 1:
-            nxt = next(it, None)
-            if nxt is None:
-                done = True
-            else:
-                sent.append(nxt)
+            src = self._snapshots[req.member] = _SnapshotSource(index, self.storage.snapshot_chunks(index))
+        data = src.chunk(req.offset)
+        if data is None:
+            self._snapshots.pop(req.member, None)
+            r.abort_snapshot(req.member)
+            self._wake.set()
+            return
+        done = src.chunk(req.offset + 1) is None
         if done:
             self._snapshots.pop(req.member, None)
-        r.snapshot_chunk(req.member, index, req.offset, data, done)
+        r.snapshot_chunk(req.member, src.index, req.offset, data, done)
         self._wake.set()
 
     # ------------------------------------------------------------- helpers
