@@ -71,6 +71,8 @@ class LocalCluster:
 
     # ---------------------------------------------------------------- processes
     def _spawn(self, role: RoleProcess) -> None:
+        if role.proc is not None and role.proc.stdout is not None:
+            role.proc.stdout.close()   # the previous incarnation's pipe
         log = open(role.log_path, "ab")
         role.proc = subprocess.Popen([sys.executable, "-m", "server.cli", *role.args], stdout=subprocess.PIPE,
                                      stderr=log, env=self.env, cwd=os.path.dirname(os.path.dirname(__file__)) or ".")

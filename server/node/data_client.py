@@ -62,23 +62,23 @@ class _Stream:
 
     async def _run(self) -> None:
         call = self._open_call(self._requests())
+        err = StreamBroken("stream closed by the client")   # close() cancelled us
         try:
             async for out in call:
                 for resp in out.responses:
                     fut = self._waiting.pop(resp.id, None)
                     if fut is not None and not fut.done():
                         fut.set_result(resp)
+            err = StreamBroken("stream closed by the server")
         except grpc.aio.AioRpcError as exc:
             err = StreamBroken(f"{exc.code().name}: {exc.details()}")
-        else:
-            err = StreamBroken("stream closed by the server")
         finally:
             call.cancel()
-        waiting, self._waiting = self._waiting, {}
-        self._queue.clear()
-        for fut in waiting.values():
-            if not fut.done():
-                fut.set_exception(err)
+            waiting, self._waiting = self._waiting, {}   # every caller in flight hears of it, whatever ended us
+            self._queue.clear()
+            for fut in waiting.values():
+                if not fut.done():
+                    fut.set_exception(err)
 
     async def close(self) -> None:
         if self._task is not None:

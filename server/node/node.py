@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_SERVICES = ["quorumkv.v1.Replication", "quorumkv.v1.Data"]
 TICK_SECONDS = 0.05
+MAX_SCAN_BYTES = 8 << 20         # a Scan answer stops here (with more=True), far below the 64 MiB message cap
 MAINTENANCE_SECONDS = 1.0
 COMPACT_AFTER_ENTRIES = 10_000   # compact a replica's log once it holds this many entries
 RETAIN_FACTOR = 4                # ... but keep entries a member lacks until it holds this many times that
@@ -83,6 +84,7 @@ class Node:
         self.meta = MetaLink(node_id, self.address, meta_addresses, self)
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task] = []
+        self._loose_tasks: set[asyncio.Task] = set()
         self.port: int | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -165,6 +167,12 @@ class Node:
             link.start()
         link.send(rg, msg)
 
+    def _background(self, coro) -> None:
+        """A task nobody awaits, kept referenced until done (the loop holds only weak references)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._loose_tasks.add(task)
+        task.add_done_callback(self._loose_tasks.discard)
+
     def deliver(self, env: replication_pb2.Envelope) -> None:
         """Steps one message into its replica. A malformed envelope raises
         ValueError (the sender's fault: callers log and skip it); a message
@@ -188,12 +196,12 @@ class Node:
             for nid, link in list(self.peers.items()):
                 if new.get(nid) != link.address:
                     self.peers.pop(nid)
-                    asyncio.get_running_loop().create_task(link.close())
+                    self._background(link.close())
             self.directory = new
         for a in command.host:
             self._host(a.rg, a.established)
         for rg in command.drop:
-            asyncio.get_running_loop().create_task(self._drop(rg))
+            self._background(self._drop(rg))
         for env in command.envelopes:
             try:
                 self.deliver(env)
@@ -373,13 +381,22 @@ class _DataService(data_pb2_grpc.DataServicer):
             name = table_name(request.table_id)
             if name not in db.tables():
                 return []
-            return list(db.scan(name, request.start or None, request.end or None, fetch,
-                                keys_only=request.keys_only))
+            rows, size = [], 0
+            for row in db.scan(name, request.start or None, request.end or None, fetch, keys_only=request.keys_only):
+                rows.append(row)
+                size += len(row[0]) + (len(row[1]) if row[1] is not None else 0) + 16
+                if size >= MAX_SCAN_BYTES:   # a page stops at a byte budget too: answers fit in a message
+                    rows.append(None)
+                    break
+            return rows
 
         result: Result = await h.submit_read(scan)
         out = data_pb2.ScanResponse(code=_DATA_CODE[result.outcome], epoch=result.epoch, leader=result.leader or 0)
         if result.outcome is Outcome.OK:
             rows = result.value
+            if rows and rows[-1] is None:
+                rows = rows[:-1]
+                out.more = True
             if limit is not None and len(rows) > limit:
                 rows = rows[:limit]
                 out.more = True
