@@ -56,7 +56,7 @@ COMPACT_AFTER_ENTRIES = 10_000   # compact a replica's log once it holds this ma
 RETAIN_FACTOR = 4                # ... but keep entries a member lacks until it holds this many times that
 _DATA_CODE = {Outcome.OK: data_pb2.OK, Outcome.NOT_LEADER: data_pb2.NOT_LEADER,
               Outcome.OUTCOME_UNKNOWN: data_pb2.OUTCOME_UNKNOWN, Outcome.TIMEOUT: data_pb2.TIMEOUT,
-              Outcome.CONDITION_FAILED: data_pb2.CONDITION_FAILED}
+              Outcome.CONDITION_FAILED: data_pb2.CONDITION_FAILED, Outcome.TABLE_DROPPED: data_pb2.TABLE_DROPPED}
 
 
 class Node:

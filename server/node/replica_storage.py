@@ -201,12 +201,14 @@ class ReplicaStorage:
             shutil.rmtree(installing)
 
     # ------------------------------------------------------------ Ready step 4
-    def apply(self, reps: Sequence[bytes]) -> None:
+    def apply(self, reps: Sequence[bytes]) -> set[int]:
         """Applies the write batches of committed WRITE entries, in log order
-        (server/node/entry_payload.py: the node strips the request list).
+        (server/node/entry_payload.py: the node strips the request list), and
+        returns the ids of dropped tables whose records were voided.
         NOOPs change no data; their index becomes the engine's applied index
         with the next write or snapshot, and replaying a NOOP is harmless."""
         db = self.db
+        voided: set[int] = set()
         for rep in reps:
             dropped = []
             for tid in write_batch.table_ids(rep):
@@ -219,7 +221,9 @@ class ReplicaStorage:
                     self._tables.add(tid)
             if dropped:
                 rep = _without_tables(rep, dropped)
+                voided.update(dropped)
             db.write_encoded(rep)
+        return voided
 
     def drop_table(self, table_id: int) -> None:
         """Drops a table's data (a committed drop entry); a no-op if absent."""

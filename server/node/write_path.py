@@ -37,6 +37,8 @@ Outcomes (rule C3 and E5 of server/replication/README.md):
                    the index: the write definitely did not happen
   OUTCOME_UNKNOWN  the replica stepped down with the write in its log
   CONDITION_FAILED the condition did not hold; value: the current seq (or b"")
+  TABLE_DROPPED    the write's table was dropped before it committed: voided
+                   on every replica alike
 
 Thread-safety: the host's event loop only.
 """
@@ -68,6 +70,7 @@ class Outcome(IntEnum):
     OUTCOME_UNKNOWN = 5
     TIMEOUT = 6
     CONDITION_FAILED = 8
+    TABLE_DROPPED = 9
 
 
 @dataclass(slots=True)
@@ -260,8 +263,8 @@ class WritePath:
             if dropped is None:
                 decoded.append((e, *entry_payload.decode(e.payload)))
                 continue
-            self.storage.apply([rep for _, _, rep in decoded])   # everything before the drop, in order
-            self._answer(decoded)
+            voided = self.storage.apply([rep for _, _, rep in decoded])   # everything before the drop, in order
+            self._answer(decoded, voided)
             decoded = []
             self.storage.drop_table(dropped)
             w = self._waiting.pop(e.index, None)
@@ -269,8 +272,8 @@ class WritePath:
                 for cw in w.writes:
                     self._resolve(cw, Result(Outcome.OK if w.epoch == e.epoch else Outcome.NOT_LEADER,
                                              self.replica.epoch, self.node_id, (e.index, b"")))
-        self.storage.apply([rep for _, _, rep in decoded])
-        self._answer(decoded)
+        voided = self.storage.apply([rep for _, _, rep in decoded])
+        self._answer(decoded, voided)
         for e in entries:   # NOOPs and writes of other epochs at indexes we proposed
             w = self._waiting.pop(e.index, None)
             if w is not None:
@@ -305,7 +308,7 @@ class WritePath:
         self._waiting[p.first_index] = _Waiting(p.epoch, [_Write(b"", fut)], [0])
         return fut
 
-    def _answer(self, decoded: list[tuple[Entry, list[tuple[int, int, int]], bytes]]) -> None:
+    def _answer(self, decoded: list[tuple[Entry, list[tuple[int, int, int]], bytes]], voided: set[int]) -> None:
         for e, requests, rep in decoded:
             n = write_batch.count(rep)
             self.applied_records += n
@@ -324,6 +327,9 @@ class WritePath:
                 continue
             for cw, off in zip(w.writes, w.offsets):
                 n = write_batch.count(cw.rep)
+                if voided and voided.intersection(write_batch.table_ids(cw.rep)):
+                    self._resolve(cw, Result(Outcome.TABLE_DROPPED, e.epoch, self.node_id))
+                    continue
                 self._resolve(cw, Result(Outcome.OK, e.epoch, self.node_id,
                                          (e.index, stored[16 * off:16 * (off + n)])))
 

@@ -18,6 +18,7 @@ class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TIMEOUT: _ClassVar[Code]
     UNAVAILABLE: _ClassVar[Code]
     CONDITION_FAILED: _ClassVar[Code]
+    TABLE_DROPPED: _ClassVar[Code]
 CODE_UNSPECIFIED: Code
 OK: Code
 NOT_LEADER: Code
@@ -27,6 +28,7 @@ OUTCOME_UNKNOWN: Code
 TIMEOUT: Code
 UNAVAILABLE: Code
 CONDITION_FAILED: Code
+TABLE_DROPPED: Code
 
 class WriteRequest(_message.Message):
     __slots__ = ("id", "rg", "batch", "request_id", "if_seq", "if_absent")

@@ -224,6 +224,9 @@ class Router:
                                           f"condition failed: the record's current seq is {current}")
                     if code == data_pb2.INVALID_ARGUMENT:
                         raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, resp.message)
+                    if code == data_pb2.TABLE_DROPPED:
+                        raise RouterError(grpc.StatusCode.NOT_FOUND, f"table {table!r} was dropped before the "
+                                          "write committed: it was not applied")
                     if code == data_pb2.OUTCOME_UNKNOWN:
                         unknown = True
                     if self._follow_answer(route, resp.leader, resp.epoch):

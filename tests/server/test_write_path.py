@@ -184,3 +184,18 @@ def test_a_retry_whose_logged_entry_was_replaced_is_proposed_again(group):
         assert group.storage.get_entry(TABLE, b"s").value == b"retried"
 
     run(go())
+
+
+def test_a_write_that_commits_after_its_tables_drop_is_voided_not_acknowledged(group):
+    async def go():
+        first = group.writes.submit(rep(b"t"))
+        group.drive()
+        assert first.result().outcome is Outcome.OK
+        dropped = group.writes.propose_drop(TABLE)          # the drop entry first...
+        late = group.writes.submit(rep(b"late"))            # ...then a write from a stale router
+        group.drive()
+        assert dropped.result().outcome is Outcome.OK
+        assert late.result().outcome is Outcome.TABLE_DROPPED
+        assert group.storage.get_entry(TABLE, b"late") is None and group.storage.get_entry(TABLE, b"t") is None
+
+    run(go())
