@@ -98,6 +98,7 @@ class Router:
         self._changed = asyncio.Event()
         self._sequencer = Sequencer(router_id)
         self._clients: dict[str, DataClient] = {}
+        self._closing: set[asyncio.Task] = set()
         self._watch_task: asyncio.Task | None = None
         self._meta_channel: grpc.aio.Channel | None = None
         self._meta_index = 0
@@ -144,6 +145,11 @@ class Router:
 
     def _install(self, routing: Routing) -> None:
         self.routing = routing
+        live = set(routing.nodes.values())
+        for address in [a for a in self._clients if a not in live]:   # a node moved or left: close its streams
+            self._closing.add(asyncio.get_running_loop().create_task(self._clients.pop(address).close()))
+            for t in [t for t in self._closing if t.done()]:
+                self._closing.discard(t)
         self.stats["routing_updates"] += 1
         self._changed.set()
         self._changed = asyncio.Event()
