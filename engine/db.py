@@ -307,6 +307,12 @@ class DB:
             self._bg_work_requested = True
             self._bg_cv.notify_all()
 
+    def dropped_table_ids(self) -> set[int]:
+        """Ids of dropped tables: never handed out again (create_table refuses
+        them), so a late write for one can be told apart from a new table."""
+        with self._mutex:
+            return set(self._versions.dropped_tables)
+
     def tables(self) -> list[str]:
         with self._mutex:
             return sorted(self._versions.tables)

@@ -22,9 +22,14 @@ buffer is sized per replica (ENGINE_OPTIONS) and a node hosts tens, not
 thousands, of replicas; sharing one log and one engine across replicas, as
 TiKV and CockroachDB do, is the way past that (ARCHITECTURE.md, "Not yet").
 
-Snapshot chunks: each chunk is one write batch (engine/_native/write_batch.pyx)
-of at most CHUNK_BYTES of records, tables identified by their ids; the last
-chunk carries the snapshot index as its applied index. Staging is not
+Snapshot chunks: a kind byte, then the body:
+
+    1 RECORDS   one write batch (engine/_native/write_batch.pyx) of at most
+                CHUNK_BYTES of records, tables identified by their ids; the
+                last chunk carries the snapshot index as its applied index
+    2 DROPPED   the ids of dropped tables (u32 LE each): the first chunk, so
+                the installed engine refuses them too and a write that raced a
+                drop is voided on this member as on the others Staging is not
 fsynced: a follower that restarts mid-transfer asks for chunk 0 again (rule
 S3), so only the install must be atomic, and it is:
 
@@ -45,6 +50,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import struct
 from collections.abc import Iterator, Sequence
 
 from engine import DB, failpoints
@@ -59,6 +65,8 @@ from server.replication.ready import DurableState, HardState, StagedChunk
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
+CHUNK_RECORDS = b"\x01"
+CHUNK_DROPPED = b"\x02"
 ENGINE_OPTIONS = dict(wal=False, sync="never", write_buffer_size=16 << 20, block_cache_bytes=32 << 20)
 
 
@@ -151,8 +159,14 @@ class ReplicaStorage:
         shutil.rmtree(installing, ignore_errors=True)
         with DB.open(installing, **self.engine_options) as new_db:
             created: set[int] = set()
-            for _offset, _ftype, payload in read_log(DEFAULT_ENV, staging).frames:
-                if not write_batch.validate(payload):
+            for _offset, _ftype, chunk in read_log(DEFAULT_ENV, staging).frames:
+                kind, payload = chunk[:1], chunk[1:]
+                if kind == CHUNK_DROPPED and len(payload) % 4 == 0:
+                    for (tid,) in struct.iter_unpack("<I", payload):
+                        new_db.create_table(table_name(tid), table_id=tid)
+                        new_db.drop_table(table_name(tid))
+                    continue
+                if kind != CHUNK_RECORDS or not write_batch.validate(payload):
                     raise ValueError(f"snapshot {snapshot}: malformed chunk")
                 for tid in write_batch.table_ids(payload):
                     if tid not in created:
@@ -257,7 +271,9 @@ class ReplicaStorage:
         DB snapshot; the caller keeps the chunks it sent for resends."""
         db = self.db
         snap = db.snapshot()
+        dropped = db.dropped_table_ids()
         try:
+            yield CHUNK_DROPPED + b"".join(struct.pack("<I", tid) for tid in sorted(dropped))
             records: list[tuple[int, int, bytes, bytes | None, bytes]] = []
             size = 0
             for name in db.tables():
@@ -266,9 +282,9 @@ class ReplicaStorage:
                     records.append((write_batch.VALUE, tid, key, value, seq))
                     size += len(key) + len(value) + 24
                     if size >= CHUNK_BYTES:
-                        yield write_batch.encode_many(records)
+                        yield CHUNK_RECORDS + write_batch.encode_many(records)
                         records, size = [], 0
-            yield write_batch.encode_many(records, applied_index=applied_index)
+            yield CHUNK_RECORDS + write_batch.encode_many(records, applied_index=applied_index)
         finally:
             snap.release()
 

@@ -31,6 +31,8 @@ def main(source_dir: str, target_dir: str) -> None:
     es = entries(1, 50, b"new")
     source.log.persist(HardState(1, 50), es)
     apply(source, es)
+    source.apply([write_batch.encode_one(write_batch.VALUE, 8, b"gone", b"x", seq(99))])
+    source.drop_table(8)                               # the snapshot carries the dropped id
     chunks = list(source.snapshot_chunks(50))
     target = ReplicaStorage(target_dir, node_id=2)
     old = entries(1, 10, b"old")

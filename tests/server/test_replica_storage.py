@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from engine._native import write_batch
 from server.node.replica_storage import ReplicaStorage
 
 CHILD = os.path.join(os.path.dirname(__file__), "replica_storage_child.py")
@@ -38,6 +39,8 @@ def test_install_replaces_data_and_log(tmp_path):
         assert (st.base.epoch, st.base.index, st.entries, st.applied_index) == (1, 50, [], 50)
         assert s.db.last_seq >= (51).to_bytes(8, "big") + bytes(8)
         assert not os.path.exists(tmp_path / "target" / "snapshot.staging")
+        # The source's dropped table stays dropped here: a write that raced its drop is voided alike.
+        assert s.apply([write_batch.encode_one(write_batch.VALUE, 8, b"late", b"x", bytes(15) + b"\x01")]) == {8}
     finally:
         s.close()
 
