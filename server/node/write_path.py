@@ -340,6 +340,9 @@ class WritePath:
         for w in self._waiting.values():
             self._reject(w.writes, outcome)
         self._waiting.clear()
+        for waiting in self._awaiting_log.values():   # retries of entries in the log: as unknown as those
+            self._reject(waiting, outcome)
+        self._awaiting_log.clear()
         self._reject(self._pending + self._conditional, Outcome.NOT_LEADER)
         self._pending, self._conditional = [], []
 
