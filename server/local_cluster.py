@@ -179,8 +179,22 @@ class LocalCluster:
             p.wait(10)
 
     def close(self) -> None:
+        """Stops every role: routers first (no new client work), then nodes and
+        MMs together; each gets SIGTERM and a grace period, SIGKILL after it.
+        The signals go out before any wait, so the graceful stops overlap."""
+        for tier in (list(self.routers.values()), list(self.nodes.values()) + self.metas):
+            running = [r for r in tier if r.proc is not None and r.proc.poll() is None]
+            for role in running:
+                role.proc.send_signal(signal.SIGCONT)   # a paused process cannot act on SIGTERM
+                role.proc.terminate()
+            deadline = time.monotonic() + 5.0
+            for role in running:
+                try:
+                    role.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    role.proc.kill()
+                    role.proc.wait(10)
         for role in list(self.routers.values()) + list(self.nodes.values()) + self.metas:
-            self._kill(role)
             if role.proc is not None and role.proc.stdout is not None:
                 role.proc.stdout.close()
 
