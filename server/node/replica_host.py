@@ -7,12 +7,13 @@ Ready in the order server/replication/README.md ("The Ready contract") gives.
 Work per loop round: client writes go to WritePath (write_path.py: batching
 into one entry per round, the sequencer rule, conditions, deduplication,
 answers); reads that arrived together share one ReadIndex confirmation
-round; the fsync runs in the node's I/O thread while the loop keeps stepping
-messages and collecting the next round's work.
+round; a leader's fsync runs in the node's I/O thread while the loop keeps
+stepping messages and sending Appends, a follower's runs inline (see "The
+node" in server/replication/README.md).
 
-Thread-safety: everything runs on the event loop except ReplicaStorage.persist,
-which runs in the I/O executor while the loop keeps going; the replica and
-the waiters are touched only on the loop.
+Thread-safety: everything runs on the event loop except a leader's (and any
+snapshot's) ReplicaStorage.persist, which runs in the I/O executor while the
+loop keeps going; the replica and the waiters are touched only on the loop.
 """
 from __future__ import annotations
 
@@ -186,15 +187,28 @@ class ReplicaHost:
                 for m in rd.messages:
                     self._send(m.recipient, m)
                 self.writes.observe(rd.entries)
-                if self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state):
+                if not self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state):
+                    if rd.hard_state is not None:   # a commit hint: one small write, no fsync, not worth a thread hop
+                        self.storage.persist((), None, (), rd.hard_state)
+                elif r.role is Role.FOLLOWER and not rd.snapshot_chunks and rd.snapshot is None:
+                    # A follower's acknowledgement waits for this fsync and its loop has
+                    # nothing else to do meanwhile: fsyncing here saves the two thread
+                    # hand-offs (each a GIL wait on a busy machine) on every write's
+                    # critical path. Snapshot work (larger) still goes to the I/O thread.
+                    self.storage.persist((), None, rd.entries, rd.hard_state)
+                else:
                     await loop.run_in_executor(self._io, self.storage.persist, rd.snapshot_chunks, rd.snapshot,
                                                rd.entries, rd.hard_state)
                     if self._closed:
                         return
-                elif rd.hard_state is not None:   # a commit hint: one small write, no fsync, not worth a thread hop
-                    self.storage.persist((), None, (), rd.hard_state)
                 for m in rd.messages_after_persist:
                     self._send(m.recipient, m)
+                if rd.messages_after_persist and rd.committed_entries:
+                    # Let the peer links put the acknowledgements on the wire before
+                    # this round applies (the leader waits for them, not for our apply).
+                    await asyncio.sleep(0)
+                    if self._closed:
+                        return
                 if rd.snapshot is not None:   # the installed data's seqs: the next stamps go above them
                     self.writes.last_seq = max(self.writes.last_seq, self.storage.db.last_seq)
                 self._apply(rd)
