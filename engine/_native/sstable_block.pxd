@@ -31,6 +31,7 @@ cdef class BlockBuilder:
     cdef int add(self, const uint8_t *key, size_t kn, uint64_t lsn, uint8_t kind,
                  const uint8_t *seq, const uint8_t *value, size_t vn) except -1 nogil
     cdef size_t estimated_size(self) noexcept nogil
+    cdef size_t finish_into(self, uint8_t *out) noexcept nogil
     cdef bytes finish(self)
     cdef void reset(self) noexcept nogil
 

@@ -141,17 +141,23 @@ cdef class BlockBuilder:
     cdef size_t estimated_size(self) noexcept nogil:
         return self._size + 4 * self._n_restarts + 4
 
-    cdef bytes finish(self):
-        """The payload; the builder is reset for the next block."""
+    cdef size_t finish_into(self, uint8_t *out) noexcept nogil:
+        """Writes the payload (estimated_size() bytes) to `out` and returns its
+        size; the builder is reset for the next block. Needs no GIL, so the
+        table builder can queue finished blocks in its own buffer."""
         cdef size_t total = self.estimated_size()
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
-        cdef uint8_t *p = <uint8_t *>PyBytes_AS_STRING(out)
-        memcpy(p, self._buf, self._size)
+        memcpy(out, self._buf, self._size)
         cdef size_t i
         for i in range(self._n_restarts):
-            put_u32_le(p + self._size + 4 * i, self._restarts[i])
-        put_u32_le(p + total - 4, <uint32_t>self._n_restarts)
+            put_u32_le(out + self._size + 4 * i, self._restarts[i])
+        put_u32_le(out + total - 4, <uint32_t>self._n_restarts)
         self.reset()
+        return total
+
+    cdef bytes finish(self):
+        """The payload; the builder is reset for the next block."""
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, self.estimated_size())
+        self.finish_into(<uint8_t *>PyBytes_AS_STRING(out))
         return out
 
     # Python surface, for tests and the index block.
