@@ -74,8 +74,13 @@ TABLE_NAME_RULE = "1 to 128 characters from A-Z a-z 0-9 _ . -, not starting with
 MAX_KEY = write_batch.MAX_KEY
 MAX_VALUE = write_batch.MAX_VALUE
 _MAX_LSN = 2**64 - 1
+# Scans build records in native chunks. A chunk's objects (a tuple and three
+# bytes, about 300 B a record) are freed only when the caller has moved past
+# the whole chunk, so the chunk must fit in the L2 cache: at 4,096 records
+# (1.2 MB) every free was a cache miss and a full scan ran at 0.9M records/s;
+# at 128 to 512 records, 1.7M/s (1M-key table, same process, alternating).
 _SCAN_FIRST_CHUNK = 64
-_SCAN_MAX_CHUNK = 4096
+_SCAN_MAX_CHUNK = 256
 
 
 def _prefix(tid: int) -> bytes:
