@@ -43,12 +43,22 @@ cdef extern from *:
     void _prefetch "qkv_prefetch"(const void *p) noexcept nogil
 
 
-cdef inline SkipNode **_next(SkipNode *node) noexcept nogil:
-    return <SkipNode **>(<uint8_t *>node + sizeof(SkipNode))
+cdef inline SkipLink *_links(SkipNode *node) noexcept nogil:
+    return <SkipLink *>(<uint8_t *>node + sizeof(SkipNode))
 
 
 cdef inline uint8_t *_key(SkipNode *node) noexcept nogil:
-    return <uint8_t *>node + sizeof(SkipNode) + node.height * sizeof(SkipNode *)
+    return <uint8_t *>node + sizeof(SkipNode) + node.height * sizeof(SkipLink)
+
+
+cdef inline uint64_t _word(SkipNode *node) noexcept nogil:
+    """The node's first 8 internal key bytes as a big-endian integer (SkipLink.word)."""
+    return (<uint64_t>node.head << 32) | (node.prefix >> 32)
+
+
+cdef inline void _link_to(SkipLink *link, SkipNode *node) noexcept nogil:
+    link.next = node
+    link.word = _word(node)
 
 
 cdef inline uint8_t *_seq(SkipNode *node) noexcept nogil:
@@ -82,6 +92,15 @@ cdef inline void _probe(KeyProbe *p, const uint8_t *key, size_t n, uint64_t lsn)
     p.prefix = prefix
 
 
+cdef inline int _link_cmp(SkipLink *link, KeyProbe *p) noexcept nogil:
+    """_node_cmp(link.next, p), reading link.next only when the link's
+    copy of its first 8 key bytes ties with the probe's."""
+    cdef uint64_t w = (<uint64_t>p.head << 32) | (p.prefix >> 32)
+    if link.word != w:
+        return -1 if link.word < w else 1
+    return _node_cmp(link.next, p)
+
+
 cdef inline int _node_cmp(SkipNode *node, KeyProbe *p) noexcept nogil:
     """<0 when node sorts before the probe in internal order. Zero-padded
     big-endian prefixes order like the keys whenever they differ."""
@@ -105,7 +124,7 @@ cdef class Memtable:
         memset(self._max_seq, 0, 16)
         self._height = 1
         self._rng = 0x9E3779B97F4A7C15ULL
-        cdef size_t head_size = sizeof(SkipNode) + SKIPLIST_MAX_HEIGHT * sizeof(SkipNode *)
+        cdef size_t head_size = sizeof(SkipNode) + SKIPLIST_MAX_HEIGHT * sizeof(SkipLink)
         self._head = <SkipNode *>self._allocate(head_size)
         memset(self._head, 0, head_size)
         self._head.height = SKIPLIST_MAX_HEIGHT
@@ -175,18 +194,18 @@ cdef class Memtable:
     cdef SkipNode *_find_ge(self, const uint8_t *key, size_t n, uint64_t lsn, SkipNode **prev) noexcept nogil:
         cdef SkipNode *x = self._head
         cdef int level = self._height - 1
-        cdef SkipNode *nxt
+        cdef SkipLink *link
         cdef KeyProbe probe
         _probe(&probe, key, n, lsn)
         while True:
-            nxt = _next(x)[level]
-            if nxt != NULL and _node_cmp(nxt, &probe) < 0:
-                x = nxt
+            link = &_links(x)[level]
+            if link.next != NULL and _link_cmp(link, &probe) < 0:
+                x = link.next
             else:
                 if prev != NULL:
                     prev[level] = x
                 if level == 0:
-                    return nxt
+                    return link.next
                 level -= 1
 
     cdef SkipNode *_find_lt(self, const uint8_t *key, size_t n, uint64_t lsn) noexcept nogil:
@@ -201,7 +220,7 @@ cdef class Memtable:
         cdef int level = self._height - 1
         cdef SkipNode *nxt
         while True:
-            nxt = _next(x)[level]
+            nxt = _links(x)[level].next
             if nxt != NULL:
                 x = nxt
             else:
@@ -220,7 +239,7 @@ cdef class Memtable:
                 prev[i] = self._head
             self._height = height
         cdef SkipNode *node = <SkipNode *>self._allocate(
-            sizeof(SkipNode) + height * sizeof(SkipNode *) + kn + 16 + vn)
+            sizeof(SkipNode) + height * sizeof(SkipLink) + kn + 16 + vn)
         cdef KeyProbe probe
         _probe(&probe, key, kn, lsn)
         node.head = probe.head
@@ -235,8 +254,8 @@ cdef class Memtable:
         if vn:
             memcpy(_value(node), value, vn)
         for i in range(height):
-            _next(node)[i] = _next(prev[i])[i]
-            _next(prev[i])[i] = node
+            _links(node)[i] = _links(prev[i])[i]
+            _link_to(&_links(prev[i])[i], node)
         self.count += 1
         if lsn > self.max_lsn:
             self.max_lsn = lsn
@@ -314,7 +333,7 @@ cdef class MemtableCursor(Cursor):
         # Nodes sit wherever their insert put them: walking in key order is
         # a cache (and TLB) miss per node. Start fetching the next node now,
         # so the miss overlaps the work done on this one.
-        cdef SkipNode *nxt = _next(n)[0]
+        cdef SkipNode *nxt = _links(n)[0].next
         if nxt != NULL:
             _prefetch(nxt)
             _prefetch(<uint8_t *>nxt + 64)
@@ -329,7 +348,7 @@ cdef class MemtableCursor(Cursor):
         self.value_len = n.value_len
 
     cdef void seek_first(self) noexcept nogil:
-        self._node = _next(self._mem._head)[0]
+        self._node = _links(self._mem._head)[0].next
         self._load()
 
     cdef void seek_last(self) noexcept nogil:
@@ -346,7 +365,7 @@ cdef class MemtableCursor(Cursor):
 
     cdef void next(self) noexcept nogil:
         if self._node != NULL:
-            self._node = _next(self._node)[0]
+            self._node = _links(self._node)[0].next
         self._load()
 
     cdef void prev(self) noexcept nogil:
