@@ -36,7 +36,7 @@ from typing import Iterator
 from engine import failpoints
 from engine._native import merge, wal_frame, write_batch
 from engine._native.block_cache import BlockCache
-from engine._native.commit import commit_unsynced
+from engine._native.commit import UnsyncedFront
 from engine._native.sequencer import Sequencer
 from engine._native.skiplist import Memtable
 from engine._native.table_cursor import LevelCursor
@@ -147,8 +147,23 @@ class WriteBatch:
         return len(self._ops)
 
 
+def _front_field(name: str) -> property:
+    """A DB attribute kept in its UnsyncedFront (engine/_native/commit.pyx),
+    where the native write fast path reads and moves it."""
+    return property(lambda db: getattr(db._front, name), lambda db, value: setattr(db._front, name, value))
+
+
 class DB:
     """An open database; see the module docstring. Use DB.open()."""
+
+    _open_for_writes = _front_field("open_for_writes")   # not closed and no background error
+    _last_lsn = _front_field("last_lsn")
+    _visible_lsn = _front_field("visible_lsn")
+    _mem_applied_index = _front_field("mem_applied_index")
+    _writes = _front_field("writes")
+    _records_written = _front_field("records_written")
+    _wal_bytes = _front_field("wal_bytes")
+    _wal = _front_field("wal")   # the newest WAL segment's LogWriter, or None without a WAL
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -165,7 +180,8 @@ class DB:
         env.mkdirs(self.path)
         self._lock_handle = env.lock(os.path.join(self.path, "LOCK"))
         self._closed = False
-        self._open_for_writes = True   # not closed and no background error: the write fast path's one check
+        self._front = front = UnsyncedFront()
+        self._open_for_writes = True
         self._mutex = threading.Lock()
         self._bg_cv = threading.Condition(self._mutex)
         self._queue = WriteQueue(self._mutex)
@@ -188,6 +204,11 @@ class DB:
         self._max_group_bytes = options.max_group_bytes
         self._batch_wait_s = options.batch_wait_us / 1e6 if options.sync == SYNC_BATCH else 0.0
         self._sync_wal = options.wal and options.sync != SYNC_NEVER
+        front.mutex, front.queued, front.sequencer = self._mutex, self._queued, self._sequencer
+        front.on_error, front.slow_write = self._set_bg_error, self._write
+        front.enabled = not self._sync_wal
+        front.write_buffer_size, front.wal_segment_bytes = options.write_buffer_size, options.wal_segment_bytes
+        self._wal = None
         self._writes = self._records_written = 0
         self._wal_bytes = self._wal_syncs = self._wal_records_synced = 0
         try:
@@ -261,6 +282,7 @@ class DB:
         self._imm_log_number = self._log_number
         self._written_applied_index = applied
         self._sv = _SuperVersion(Memtable(), None, vs.current)
+        self._front.mem = self._sv.mem
         self._prefixes = {name: _prefix(tid) for name, tid in vs.tables.items()}
         self._tids = dict(vs.tables)
         self._delete_obsolete_files()
@@ -332,12 +354,20 @@ class DB:
     def put(self, table: str, key: bytes, value: bytes, seq: bytes | None = None,
             applied_index: int | None = None) -> bytes:
         """Writes key=value with seq (a fresh one when None); returns the seq."""
+        if seq is None and applied_index is None and type(table) is str:
+            tid = self._tids.get(table)
+            if tid is not None:   # the common case: one native call (UnsyncedFront.put)
+                return self._front.put(write_batch.VALUE, tid, key, value)
         return self._write_one(write_batch.VALUE, table, key, value, seq, applied_index)
 
     def delete(self, table: str, key: bytes, seq: bytes | None = None,
                applied_index: int | None = None) -> bytes:
         """Writes a tombstone for key that keeps its seq; deleting a missing
         key is not an error. Returns the seq."""
+        if seq is None and applied_index is None and type(table) is str:
+            tid = self._tids.get(table)
+            if tid is not None:
+                return self._front.put(write_batch.DELETE, tid, key, None)
         return self._write_one(write_batch.DELETE, table, key, None, seq, applied_index)
 
     def _write_one(self, kind: int, table: str, key: bytes, value: bytes | None, seq: bytes | None,
@@ -377,38 +407,11 @@ class DB:
         self._sequencer.observe(seq)
 
     def _write(self, rep: bytes, count: int, applied_index: int | None) -> None:
-        # The hot path of every write: keep it short (attribute lookups and
-        # calls cost here); rarely needed work lives in _make_room_for_write.
-        if not self._sync_wal:
-            with self._mutex:
-                wal = self._wal
-                mem = self._sv.mem
-                if (not self._queued and self._open_for_writes and mem.memory < self._write_buffer_size
-                        and (wal is None or wal.size < self._wal_segment_bytes)):
-                    # Unsynced and no one queued: nothing to group with, so
-                    # commit right here, inside this one critical section.
-                    lsn = self._last_lsn + 1
-                    try:
-                        if wal is None:
-                            mem.apply_batch(rep, lsn)
-                        elif wal.fd >= 0:
-                            n = commit_unsynced(rep, lsn, mem, wal.fd)   # write() and insert in C
-                            wal.size += n
-                            self._wal_bytes += n
-                        else:
-                            framed = wal_frame.encode_wal_group([rep], [lsn])
-                            wal.append_framed(framed, False)
-                            self._wal_bytes += len(framed)
-                            mem.apply_batch(rep, lsn)
-                    except BaseException as exc:
-                        self._set_bg_error(exc)
-                        raise
-                    self._last_lsn = self._visible_lsn = lsn + count - 1
-                    self._writes += 1
-                    self._records_written += count
-                    if applied_index is not None and applied_index > self._mem_applied_index:
-                        self._mem_applied_index = applied_index
-                    return
+        # Unsynced, no one queued, room for it: nothing to group with, so the
+        # native fast path commits it in one critical section (write() and
+        # memtable insert in C). Otherwise the group-commit path below.
+        if self._front.commit(rep, count, applied_index):
+            return
         w = Writer(rep, count, applied_index)
         queue = self._queue
         with self._mutex:
@@ -561,6 +564,7 @@ class DB:
         sv = self._sv
         self._sv = _SuperVersion(changes.get("mem", sv.mem), changes.get("imm", sv.imm),
                                  changes.get("version", sv.version))
+        self._front.mem = self._sv.mem
 
     # ------------------------------------------------------------------ reads
     def get(self, table: str, key: bytes, snapshot: Snapshot | None = None) -> Record | None:
