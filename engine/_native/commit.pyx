@@ -5,7 +5,7 @@ Used by engine/db.py (through UnsyncedFront, below) when nothing needs an
 fsync and no other writer is queued, in place of four Python-level calls
 (frame, LogWriter, file, os.write) and the memtable insert. The frame is the
 one wal_frame.encode_wal_group writes (engine/wal.py specifies the payload).
-Requires of commit_unsynced: the caller holds the DB mutex; fd is the newest
+Requires of _commit: the caller holds the DB mutex; fd is the newest
 WAL segment, opened for appending, with nothing buffered in front of it.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -31,14 +31,10 @@ cdef enum:
     STACK_FRAME = 1024
 
 
-def commit_unsynced(bytes rep not None, uint64_t lsn, Memtable mem not None, int fd) -> int:
+cdef size_t _commit(bytes rep, uint64_t lsn, Memtable mem, int fd) except? 0:
     """Writes rep's WAL frame to fd (when fd >= 0) and applies rep to mem
     with first lsn `lsn`. Returns the bytes written. Raises OSError when the
     write fails, before the memtable is touched."""
-    return _commit(rep, lsn, mem, fd)
-
-
-cdef size_t _commit(bytes rep, uint64_t lsn, Memtable mem, int fd) except? 0:
     cdef size_t rn = <size_t>PyBytes_GET_SIZE(rep)
     cdef const uint8_t *r = <const uint8_t *>PyBytes_AS_STRING(rep)
     cdef size_t total = FRAME_HEADER_SIZE + 8 + rn
