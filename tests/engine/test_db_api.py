@@ -1,6 +1,7 @@
 """The engine's public API: behaviour, errors, and that bad input writes nothing."""
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -10,6 +11,7 @@ from engine import (
     DBClosedError,
     DBLockedError,
     InvalidArgumentError,
+    QuorumKVError,
     TableExistsError,
     TableNotFoundError,
     WriteBatch,
@@ -263,6 +265,32 @@ def test_directory_lock(tmp_path):
         DB.open(path)
     db.close()
     DB.open(path).close()
+
+
+def test_failed_unsynced_write_makes_the_db_read_only(tmp_path):
+    """A WAL write() that fails on the native fast path (UnsyncedFront) raises,
+    turns every later write away, keeps reads going, and a reopen finds every
+    write acknowledged before it and nothing of the failed one."""
+    path = str(tmp_path / "db")
+    db = DB.open(path, sync="never")
+    db.create_table("t")
+    db.put("t", b"a", b"1")
+    read_only = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.dup2(read_only, db._wal.fd)   # the segment's descriptor now refuses writes (EBADF)
+    finally:
+        os.close(read_only)
+    with pytest.raises(OSError):
+        db.put("t", b"b", b"2")
+    with pytest.raises(QuorumKVError, match="read-only after a background error"):
+        db.put("t", b"c", b"3")
+    assert db.get("t", b"a").value == b"1"
+    assert db.get("t", b"b") is None
+    db.close()
+    with DB.open(path) as again:
+        assert again.get("t", b"a").value == b"1"
+        assert again.get("t", b"b") is None
+        again.put("t", b"d", b"4")
 
 
 def test_closed_db_refuses_writes(tmp_path):
