@@ -40,6 +40,7 @@ from array import array
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import server  # noqa: E402,F401 - gRPC's environment (server/grpc_env.py), for both clients, before grpc loads
 from bench.etcd_load import LoadResult  # noqa: E402
 from engine._native import sequencer, write_batch  # noqa: E402
 from server.local_cluster import LocalCluster  # noqa: E402
