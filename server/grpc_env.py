@@ -21,7 +21,6 @@ GRPC_EXPERIMENTS = ",".join(f"-{name}" for name in (
     "event_engine_listener",
     "event_engine_for_all_other_endpoints",
     "event_engine_callback_cq",
-    "event_engine_poller",
 ))
 
 os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
