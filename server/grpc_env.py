@@ -9,8 +9,9 @@ message between its own I/O threads, the aio poller thread and the event
 loop: two extra thread wake-ups per message, on a path whose cost is mostly
 such hand-offs. With the classic poller the thread that polls does the
 socket I/O. Measured with bench/rg_throughput.py, runs alternating
-(bench/RESULTS.md, 10:35 entry): writes/s +25% at one client and +13% at 64,
-linearizable gets +35% and +25%.
+(bench/RESULTS.md, 10:45 entry): writes/s +17% at one client (median of 5
+pairs) and +13% at 64, linearizable gets +35% and +25%. A name this grpcio
+does not know is logged as an error and ignored: keep the list to known ones.
 """
 from __future__ import annotations
 
