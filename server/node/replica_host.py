@@ -7,13 +7,13 @@ Ready in the order server/replication/README.md ("The Ready contract") gives.
 Work per loop round: client writes go to WritePath (write_path.py: batching
 into one entry per round, the sequencer rule, conditions, deduplication,
 answers); reads that arrived together share one ReadIndex confirmation
-round; a leader's fsync runs in the node's I/O thread while the loop keeps
-stepping messages and sending Appends, a follower's runs inline (see "The
-node" in server/replication/README.md).
+round; log fsyncs run inline on the loop, a leader's after its Appends were
+handed to gRPC; snapshot work runs in the node's I/O thread (see "The node"
+in server/replication/README.md).
 
-Thread-safety: everything runs on the event loop except a leader's (and any
-snapshot's) ReplicaStorage.persist, which runs in the I/O executor while the
-loop keeps going; the replica and the waiters are touched only on the loop.
+Thread-safety: everything runs on the event loop except a snapshot's
+ReplicaStorage.persist, which runs in the I/O executor while the loop keeps
+going; the replica and the waiters are touched only on the loop.
 """
 from __future__ import annotations
 
@@ -190,11 +190,18 @@ class ReplicaHost:
                 if not self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state):
                     if rd.hard_state is not None:   # a commit hint: one small write, no fsync, not worth a thread hop
                         self.storage.persist((), None, (), rd.hard_state)
-                elif r.role is Role.FOLLOWER and not rd.snapshot_chunks and rd.snapshot is None:
-                    # A follower's acknowledgement waits for this fsync and its loop has
-                    # nothing else to do meanwhile: fsyncing here saves the two thread
-                    # hand-offs (each a GIL wait on a busy machine) on every write's
-                    # critical path. Snapshot work (larger) still goes to the I/O thread.
+                elif not rd.snapshot_chunks and rd.snapshot is None:
+                    # Log entries are fsynced inline, on every member ("The node" in
+                    # server/replication/README.md): an I/O thread costs two thread
+                    # hand-offs per round, each a wait for the GIL on a busy machine,
+                    # and the loop has nothing better to do than what waits for this
+                    # fsync. A leader first yields once, so the peer links hand this
+                    # round's Appends to gRPC and the followers' fsyncs overlap its own.
+                    # Snapshot work (larger) still goes to the I/O thread.
+                    if rd.messages:
+                        await asyncio.sleep(0)
+                        if self._closed:
+                            return
                     self.storage.persist((), None, rd.entries, rd.hard_state)
                 else:
                     await loop.run_in_executor(self._io, self.storage.persist, rd.snapshot_chunks, rd.snapshot,
