@@ -18,7 +18,7 @@ import itertools
 
 import grpc
 
-from server.node.peers import CHANNEL_OPTIONS
+from server.node.peers import STREAM_CHANNEL_OPTIONS
 from server.node_identity import NODE_METADATA_KEY
 from server.proto import data_pb2, data_pb2_grpc
 
@@ -89,7 +89,7 @@ class _Stream:
 class DataClient:
     def __init__(self, address: str, sender_id: int = 0):
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(address, options=STREAM_CHANNEL_OPTIONS)
         self._stub = data_pb2_grpc.DataStub(self._channel)
         md = ((NODE_METADATA_KEY, str(sender_id)),)
         self._ids = itertools.count(1)

@@ -37,6 +37,12 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),          # long-lived streams notice a dead peer
     ("grpc.http2.max_pings_without_data", 0),
 ]
+# Our own long-lived streams (PeerLink, DataClient) also turn off gRPC's
+# retries: their callers retry at the protocol level (the replication
+# protocol resends, the router retries under its deadline), and the retry
+# filter's per-message work is pure cost on every message of a stream
+# (bench/RESULTS.md, 2026-11-27 entry: about 14% less client CPU per round trip).
+STREAM_CHANNEL_OPTIONS = CHANNEL_OPTIONS + [("grpc.enable_retries", 0)]
 # Servers accept those keepalive pings (and the SDK's, every 30 s): gRPC's
 # default answers a client pinging more often than every 5 minutes with
 # GOAWAY "too many pings", which would cut every long-lived stream.
@@ -89,7 +95,7 @@ class PeerLink:
     async def _run(self) -> None:
         backoff = 0.05
         while not self._closed:
-            channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(self.address, options=STREAM_CHANNEL_OPTIONS)
             try:
                 stub = pb_grpc.ReplicationStub(channel)
                 await stub.Exchange(self._batches(), metadata=((NODE_METADATA_KEY, str(self.node_id)),))
