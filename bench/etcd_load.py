@@ -231,7 +231,9 @@ async def run_load(endpoints: Sequence[str], clients: int, ops: int | None, dura
         raise ValueError("need endpoints, clients >= 1 and duration_s > 0")
     rng = random.Random(seed)
     value = rng.randbytes(value_size)
-    channels = [grpc.aio.insecure_channel(ep) for ep in endpoints]
+    # gRPC's retries off, as on quorumkv's own channels (server/node/peers.py):
+    # the same client-side saving for both systems in a side-by-side run.
+    channels = [grpc.aio.insecure_channel(ep, options=[("grpc.enable_retries", 0)]) for ep in endpoints]
     try:
         await asyncio.wait_for(asyncio.gather(*(ch.channel_ready() for ch in channels)), CONNECT_TIMEOUT_S)
         method = PUT_METHOD if op == "put" else RANGE_METHOD

@@ -280,15 +280,17 @@ class _DataService(data_pb2_grpc.DataServicer):
         self.node = node
 
     async def Write(self, request_iterator, context):  # noqa: N802 - gRPC's name
-        async for out in self._answer(request_iterator, self._submit_write, _fill_write, data_pb2.WriteBatchResponse):
+        async for out in self._answer(request_iterator, self._submit_write, _fill_write, data_pb2.WriteBatchResponse,
+                                      "write"):
             yield out
 
     async def Read(self, request_iterator, context):  # noqa: N802
-        async for out in self._answer(request_iterator, self._submit_read, _fill_read, data_pb2.ReadBatchResponse):
+        async for out in self._answer(request_iterator, self._submit_read, _fill_read, data_pb2.ReadBatchResponse,
+                                      "read"):
             yield out
 
     @staticmethod
-    async def _answer(request_iterator, submit, fill, response_type):
+    async def _answer(request_iterator, submit, fill, response_type, op: str):
         """Answers a stream of request batches with a stream of response
         batches. Answers go back as they complete, not in request order (the
         client matches them by id), so a write stuck in one group (no quorum)
@@ -308,7 +310,7 @@ class _DataService(data_pb2_grpc.DataServicer):
                     for req in batch.requests:
                         fut = submit(req)
                         outstanding += 1
-                        fut.add_done_callback(functools.partial(_queue_answer, done, req.id))
+                        fut.add_done_callback(functools.partial(_answered, done, req.id, op, time.perf_counter()))
             finally:
                 reading = False
                 done.put_nowait(None)
@@ -344,7 +346,7 @@ class _DataService(data_pb2_grpc.DataServicer):
         elif req.if_seq and (len(req.if_seq) != 16 or req.if_absent):
             problem = (data_pb2.INVALID_ARGUMENT, "if_seq must be 16 bytes and excludes if_absent")
         if problem is None:
-            return _timed(h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent), "write")
+            return h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent)
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(problem)
         return fut
@@ -355,7 +357,7 @@ class _DataService(data_pb2_grpc.DataServicer):
             fut = asyncio.get_running_loop().create_future()
             fut.set_result((data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}"))
             return fut
-        return _timed(h.submit_read(lambda: h.get(req.table_id, req.key)), "read")
+        return h.submit_read(lambda: h.get(req.table_id, req.key))
 
     async def DropTable(self, request, context):  # noqa: N802
         h = self.node.hosts.get(request.rg)
@@ -407,23 +409,25 @@ class _DataService(data_pb2_grpc.DataServicer):
         return out
 
 
-def _queue_answer(queue: asyncio.Queue, req_id: int, fut: asyncio.Future) -> None:
+def _answered(queue: asyncio.Queue, req_id: int, op: str, t0: float, fut: asyncio.Future) -> None:
+    """A request's future is done: count it by outcome, record its latency and
+    queue its answer (one callback per request: each one is a loop round)."""
+    if not fut.cancelled():
+        r = fut.result() if fut.exception() is None else None
+        if isinstance(r, Result) or r is None:   # not a (code, message) rejection before any replica
+            _latency_metric(op).observe(time.perf_counter() - t0)
+            _ops_metric(op, r.outcome.name if r is not None else "ERROR").inc()
     queue.put_nowait((req_id, fut))
 
 
-def _timed(fut: asyncio.Future, op: str) -> asyncio.Future:
-    """Counts the answer by code and records its latency (one callback per request)."""
-    t0 = time.perf_counter()
+@functools.cache
+def _latency_metric(op: str):
+    return CLIENT_LATENCY.labels(op)   # the labelled child, looked up once (labels() takes a lock)
 
-    def done(f: asyncio.Future) -> None:
-        if f.cancelled():
-            return
-        CLIENT_LATENCY.labels(op).observe(time.perf_counter() - t0)
-        r = f.result() if f.exception() is None else None
-        CLIENT_OPS.labels(op, r.outcome.name if isinstance(r, Result) else "ERROR").inc()
 
-    fut.add_done_callback(done)
-    return fut
+@functools.cache
+def _ops_metric(op: str, outcome: str):
+    return CLIENT_OPS.labels(op, outcome)
 
 
 def _fill_write(out: data_pb2.WriteResponse, req_id: int, result) -> None:
