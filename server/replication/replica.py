@@ -238,12 +238,15 @@ class Replica:
         if self._outstanding is not None:
             return False
         log = self._log
+        persisted, soft = self._persisted, self._reported_soft
+        # Field by field, not HardState/SoftState objects: this runs several times per write.
         return bool(self._msgs or self._msgs_after_persist or self._staged or self._pending_snapshot
                     or self._failed_reads or self._snapshot_requests
                     or log.stable_index < log.last_index
                     or log.applied_index < log.commit_index
-                    or HardState(self._promised_epoch, log.commit_index) != self._persisted
-                    or self._soft_state() != self._reported_soft
+                    or self._promised_epoch != persisted.promised_epoch or log.commit_index != persisted.commit_index
+                    or self._role is not soft.role or self._promised_epoch != soft.epoch
+                    or self._leader_id != soft.leader_id
                     or (self._replicator is not None and (self._reads_waiting() or self._replicator.snapshot_wanted())))
 
     def ready(self) -> Ready:
@@ -294,8 +297,8 @@ class Replica:
             last = rd.committed_entries[-1].index
             if last > self._log.applied_index:  # else a snapshot overtook them
                 self._log.applied_to(last)
-        if self._replicator is not None:
-            self._maybe_commit()  # our own entries may now be durable
+        if rd.entries and self._replicator is not None:
+            self._maybe_commit()  # our own entries are now durable: they may complete a quorum
         self._check()
 
     # ========================================================== role handlers

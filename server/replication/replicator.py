@@ -89,6 +89,8 @@ class Replicator:
 
     def _send_append(self, pr: Progress, allow_empty: bool) -> bool:
         log = self._log
+        if not allow_empty and pr.next == log.last_index + 1:
+            return False   # nothing new for this member (the common case after an ack): skip the lookups
         prev_index = pr.next - 1
         prev_epoch = log.epoch_at(prev_index)
         if prev_epoch is None:
