@@ -327,7 +327,13 @@ class _DataService(data_pb2_grpc.DataServicer):
                         continue
                     req_id, fut = item
                     outstanding -= 1
-                    if not fut.cancelled():
+                    if fut.cancelled():
+                        continue
+                    if fut.exception() is not None:   # e.g. an engine error in a read: this request only
+                        log.error("request %d failed here: %r", req_id, fut.exception())
+                        fill(out.responses.add(), req_id,
+                             (data_pb2.UNAVAILABLE, f"this node could not serve it: {fut.exception()}; retry"))
+                    else:
                         fill(out.responses.add(), req_id, fut.result())
                 if out.responses:
                     yield out

@@ -1,0 +1,69 @@
+"""The Data service's answer pipeline (server/node/node.py, _DataService._answer):
+answers go back as their futures complete, each in a response batch, and a
+request whose future fails is answered UNAVAILABLE without ending the stream."""
+from __future__ import annotations
+
+import asyncio
+
+from server.node.node import _DataService, _fill_read
+from server.node.write_path import Outcome, Result
+from server.proto import data_pb2
+
+
+async def _requests(batches):
+    for b in batches:
+        yield b
+
+
+def _read_batch(*ids: int) -> data_pb2.ReadBatchRequest:
+    return data_pb2.ReadBatchRequest(requests=[data_pb2.ReadRequest(id=i, rg=1, table_id=1, key=b"k") for i in ids])
+
+
+async def _answers(batches, submit) -> list[data_pb2.ReadResponse]:
+    out = []
+    async for resp in _DataService._answer(_requests(batches), submit, _fill_read, data_pb2.ReadBatchResponse, "read"):
+        out.extend(resp.responses)
+    return out
+
+
+def test_a_failed_request_is_answered_unavailable_and_the_stream_goes_on():
+    async def run():
+        loop = asyncio.get_running_loop()
+
+        def submit(req):
+            fut = loop.create_future()
+            if req.id == 2:
+                loop.call_soon(fut.set_exception, OSError("disk read failed"))
+            else:
+                loop.call_soon(fut.set_result, Result(Outcome.OK, 7, 1, None))
+            return fut
+
+        return await _answers([_read_batch(1, 2), _read_batch(3)], submit)
+
+    answers = {a.id: a for a in asyncio.run(run())}
+    assert sorted(answers) == [1, 2, 3]
+    assert answers[1].code == data_pb2.OK and answers[3].code == data_pb2.OK and answers[3].epoch == 7
+    assert answers[2].code == data_pb2.UNAVAILABLE
+    assert "disk read failed" in answers[2].message
+
+
+def test_answers_leave_as_they_complete_not_in_request_order():
+    async def run():
+        loop = asyncio.get_running_loop()
+        first = loop.create_future()
+        order = []
+
+        def submit(req):
+            if req.id == 1:
+                return first   # completes only after the second
+            fut = loop.create_future()
+            fut.set_result(Result(Outcome.OK, 1, 1, None))
+            loop.call_soon(lambda: loop.call_soon(first.set_result, Result(Outcome.NOT_LEADER, 2, 3)))
+            return fut
+
+        async for resp in _DataService._answer(_requests([_read_batch(1, 2)]), submit, _fill_read,
+                                               data_pb2.ReadBatchResponse, "read"):
+            order.extend((r.id, r.code) for r in resp.responses)
+        return order
+
+    assert asyncio.run(run()) == [(2, data_pb2.OK), (1, data_pb2.NOT_LEADER)]
