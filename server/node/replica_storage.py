@@ -41,9 +41,10 @@ S3), so only the install must be atomic, and it is:
 On open, a db.installing is finished (step 3) if the log's base is at or past
 its applied index (the crash came after step 2), and removed otherwise.
 
-Thread-safety: persist() and install run in the node's I/O thread while the
-event loop reads the DB; the DB is thread-safe, and the loop never touches
-the log store while a persist is in flight (one Ready outstanding).
+Thread-safety: persist() of log entries runs on the event loop; persist() of
+snapshot chunks and installs runs in the node's I/O thread while the loop
+reads the DB. The DB is thread-safe, and the loop never touches the log store
+while a persist is in flight (one Ready outstanding).
 """
 from __future__ import annotations
 
@@ -126,7 +127,8 @@ class ReplicaStorage:
 
     def persist(self, chunks: Sequence[StagedChunk], snapshot: LogPosition | None,
                 entries: Sequence[Entry], hard_state: HardState | None) -> None:
-        """Step 2 of the Ready contract, in its order. Runs in the I/O thread."""
+        """Step 2 of the Ready contract, in its order. On the event loop for log
+        entries, in the I/O thread for snapshot work (ReplicaHost._run)."""
         for chunk in chunks:
             self._stage(chunk)
         if snapshot is not None:
