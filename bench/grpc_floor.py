@@ -42,7 +42,7 @@ import grpc  # noqa: E402
 
 SERVICE = "floor.Floor"
 OPTIONS = [("grpc.enable_retries", 0)]
-READY_TIMEOUT_S = 20.0
+ANSWER_TIMEOUT_S = 5.0
 
 
 def _identity(b: bytes) -> bytes:
@@ -119,13 +119,12 @@ async def leader(path: str) -> None:
     waiting: dict[int, asyncio.Future] = {}
     next_index = 0
 
-    def count(index: int) -> None:
-        durable[index] = durable.get(index, 0) + 1
-        if durable[index] == 2:
+    def count(index: int) -> None:   # one more copy of entry `index` is durable
+        n = durable[index] = durable.get(index, 0) + 1
+        if n == 2:   # a majority of three: answer
+            waiting.pop(index).set_result(None)
+        elif n == 3:
             del durable[index]
-            fut = waiting.pop(index, None)
-            if fut is not None:
-                fut.set_result(None)
 
     async def exchange(messages, context):   # acknowledgements
         async for data in messages:
@@ -181,7 +180,7 @@ async def _client(port: int, duration_s: float) -> tuple[int, list[float]]:
             t0 = time.perf_counter()
             queue.append(payload)
             ready.set()
-            await answers.__anext__()
+            await asyncio.wait_for(answers.__anext__(), ANSWER_TIMEOUT_S)   # a dead process ends the run
             latencies.append(time.perf_counter() - t0)
     finally:
         call.cancel()
