@@ -7,7 +7,8 @@ Usage (from the repository root):
 Method
 ------
 quorumkv: a metadata manager and three `quorumkv node` processes
-(server/local_cluster.py), one RG over them; every write is durable (fsync
+(server/local_cluster.py), one RG over them (or --groups N of them, all over
+the same three nodes, each node hosting a replica of each); every write is durable (fsync
 of the replicated log) on a majority before it is acknowledged. Each client is
 one asyncio task in this process doing one operation at a time (closed loop):
 a put of a fresh random 16-byte key with a 100-byte value, encoded as one
@@ -47,7 +48,7 @@ from server.local_cluster import LocalCluster  # noqa: E402
 from server.node.data_client import DataClient, StreamBroken  # noqa: E402
 from server.proto import data_pb2  # noqa: E402
 
-RG = 1
+FIRST_RG = 1
 TABLE = 1
 KEY_SIZE = 16
 READ_POOL = 1000
@@ -66,25 +67,29 @@ def _proc_cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def _fsyncs(cluster: LocalCluster) -> int:
-    return sum(r.report.fsyncs for r in cluster.group(RG).replicas)
+def _fsyncs(cluster: LocalCluster, groups: list[int]) -> int:
+    return sum(r.report.fsyncs for rg in groups for r in cluster.group(rg).replicas)
 
 
-async def _quorumkv_load(address: str, clients: int, duration_s: float, op: str, seed: int,
+async def _quorumkv_load(leaders: dict[int, str], clients: int, duration_s: float, op: str, seed: int,
                          server_cpu) -> LoadResult:
+    """`clients` closed-loop clients per group; `leaders`: rg -> its leader's address."""
     rng = random.Random(seed)
     value = rng.randbytes(100)
     node_id = 1 << 20
-    client = DataClient(address)
+    data_clients = {rg: DataClient(address) for rg, address in leaders.items()}
+    groups = sorted(leaders)
+    clients *= len(groups)
     try:
         pool: list[bytes] = []
-        if op == "get":
+        if op == "get":   # the same keys written to every group
             pool = [rng.randbytes(KEY_SIZE) for _ in range(READ_POOL)]
-            for i in range(0, READ_POOL, 100):
-                answers = await asyncio.gather(*(client.write(RG, write_batch.encode_one(
-                    write_batch.VALUE, TABLE, k, value, sequencer.encode(time.time_ns(), 0, node_id)))
-                    for k in pool[i:i + 100]))
-                assert all(a.code == data_pb2.OK for a in answers), answers[0]
+            for rg, client in data_clients.items():
+                for i in range(0, READ_POOL, 100):
+                    answers = await asyncio.gather(*(client.write(rg, write_batch.encode_one(
+                        write_batch.VALUE, TABLE, k, value, sequencer.encode(time.time_ns(), 0, node_id)))
+                        for k in pool[i:i + 100]))
+                    assert all(a.code == data_pb2.OK for a in answers), answers[0]
         lats = [array("q") for _ in range(clients)]
         errors = [0] * clients
         perf = time.perf_counter_ns
@@ -94,16 +99,18 @@ async def _quorumkv_load(address: str, clients: int, duration_s: float, op: str,
             nonlocal seq_counter
             r = random.Random(rng.getrandbits(64))
             lat = lats[i]
+            rg = groups[i % len(groups)]
+            client = data_clients[rg]
             while perf() < deadline_ns:
                 t0 = perf()
                 try:
                     if op == "put":
                         seq_counter += 1
                         seq = sequencer.encode(time.time_ns(), seq_counter & 0xFFFFFFFF, node_id)
-                        resp = await client.write(RG, write_batch.encode_one(
+                        resp = await client.write(rg, write_batch.encode_one(
                             write_batch.VALUE, TABLE, r.randbytes(KEY_SIZE), value, seq))
                     else:
-                        resp = await client.read(RG, TABLE, pool[r.randrange(READ_POOL)])
+                        resp = await client.read(rg, TABLE, pool[r.randrange(READ_POOL)])
                 except StreamBroken:
                     errors[i] += 1
                     continue
@@ -121,32 +128,37 @@ async def _quorumkv_load(address: str, clients: int, duration_s: float, op: str,
         cpu = time.process_time() - cpu0
         server = server_cpu() - server0
     finally:
-        await client.close()
+        for client in data_clients.values():
+            await client.close()
     lat = array("q")
     for a in lats:
         lat.extend(a)
     return LoadResult(op, clients, 1, len(lat), sum(errors), elapsed, cpu, lat, server, driver="quorumkv-stream")
 
 
-def run_quorumkv(clients_list: list[int], duration_s: float, runs: int) -> dict[tuple[str, int], list[dict]]:
+def run_quorumkv(clients_list: list[int], duration_s: float, runs: int,
+                 groups: int = 1) -> dict[tuple[str, int], list[dict]]:
     out: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="qkv-rgbench-") as tmp:
         with LocalCluster(os.path.join(tmp, "c"), nodes=3, node_args=["--log-level", "WARNING"]) as cluster:
-            cluster.create_group(RG, [1, 2, 3])
-            leader, _ = cluster.wait_for_leader(RG)
-            address = cluster.nodes[leader].address
+            rgs = list(range(FIRST_RG, FIRST_RG + groups))
+            leaders = {}
+            for rg in rgs:
+                cluster.create_group(rg, [1, 2, 3])
+                leader, _ = cluster.wait_for_leader(rg)
+                leaders[rg] = cluster.nodes[leader].address
             pids = [cluster.meta.pid] + [n.pid for n in cluster.nodes.values()]
 
             async def all_runs() -> None:   # one event loop for every run: grpc.aio binds to the first one
                 for run in range(runs):
                     for op in ("put", "get"):
                         for clients in clients_list:
-                            f0 = _fsyncs(cluster)
-                            res = await _quorumkv_load(address, clients, duration_s, op, run * 1000 + clients,
+                            f0 = _fsyncs(cluster, rgs)
+                            res = await _quorumkv_load(leaders, clients, duration_s, op, run * 1000 + clients,
                                                        lambda: _proc_cpu_seconds(pids))
                             await asyncio.sleep(0.3)   # status reports trail by a heartbeat: let the fsyncs show
                             s = res.summary()
-                            s["fsyncs_per_write"] = ((_fsyncs(cluster) - f0) / res.ops
+                            s["fsyncs_per_write"] = ((_fsyncs(cluster, rgs) - f0) / res.ops
                                                      if op == "put" and res.ops else None)
                             out.setdefault((op, clients), []).append(s)
                             _print_row("quorumkv", run, op, clients, s)
@@ -193,11 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--no-etcd", action="store_true")
+    p.add_argument("--groups", type=int, default=1,
+                   help="groups over the same 3 nodes, --clients clients each (etcd is one group: needs --no-etcd)")
     args = p.parse_args(argv)
+    if args.groups < 1 or (args.groups > 1 and not args.no_etcd):
+        p.error("--groups must be 1, or more with --no-etcd (etcd has one group to compare with)")
     clients_list = [int(c) for c in args.clients.split(",")]
-    print(f"rg_throughput: {args.runs} runs x {args.duration:.0f} s, clients {clients_list}, "
+    print(f"rg_throughput: {args.runs} runs x {args.duration:.0f} s, clients {clients_list} per group, "
+          f"{args.groups} group(s), "
           f"{os.cpu_count()} cores", flush=True)
-    ours = run_quorumkv(clients_list, args.duration, args.runs)
+    ours = run_quorumkv(clients_list, args.duration, args.runs, args.groups)
     theirs = {} if args.no_etcd else run_etcd(clients_list, args.duration, args.runs)
     print()
     print(f"{'op':>4} {'clients':>7} | {'quorumkv/s':>10} {'p50':>6} {'p99':>6} {'p99.9':>6} {'fsync/w':>7} | "
