@@ -3,13 +3,15 @@
 Usage (from the repository root):
 
     .venv/bin/python bench/rg_throughput.py [--clients 1,16,64] [--duration 10] [--runs 3] [--no-etcd]
+                                            [--groups N (with --no-etcd)]
 
 Method
 ------
 quorumkv: a metadata manager and three `quorumkv node` processes
-(server/local_cluster.py), one RG over them (or --groups N of them, all over
-the same three nodes, each node hosting a replica of each); every write is durable (fsync
-of the replicated log) on a majority before it is acknowledged. Each client is
+(server/local_cluster.py), one RG over them (with --groups N, N groups over
+the same three nodes, each node hosting a replica of each, and --clients
+clients per group); every write is durable (fsync of the replicated log) on a
+majority before it is acknowledged. Each client is
 one asyncio task in this process doing one operation at a time (closed loop):
 a put of a fresh random 16-byte key with a 100-byte value, encoded as one
 write batch, or a linearizable get of a key written before the timed part.
