@@ -115,6 +115,7 @@ from engine.env import Env, FileLock, WritableFile
 from engine.errors import CorruptionError, DBClosedError, InvalidArgumentError, QuorumKVError
 from engine.options import MIB
 from engine.wal import read_log
+from server import timeline
 from server.replication.messages import ZERO_POSITION, Entry, EntryKind, LogPosition
 from server.replication.ready import DurableState, HardState
 
@@ -588,7 +589,11 @@ class LogStore:
             self._file.write(framed)
             self._bytes_written += len(framed)
             if sync:
+                if timeline.ENABLED:
+                    timeline.mark("log.fsync_start")
                 self._file.sync()
+                if timeline.ENABLED:
+                    timeline.mark("log.fsync_end")
                 self._fsyncs += 1
             self._unsynced = not sync
             if new_segment:

@@ -31,6 +31,7 @@ import grpc
 
 from engine._native import write_batch
 from engine.errors import QuorumKVError
+from server import timeline
 from server.node import codec
 from server.node.meta_link import MetaLink
 from server.node.metrics import CLIENT_LATENCY, CLIENT_OPS, NodeCollector
@@ -177,6 +178,8 @@ class Node:
         """Steps one message into its replica. A malformed envelope raises
         ValueError (the sender's fault: callers log and skip it); a message
         that breaks a protocol invariant stops the node (fail-stop)."""
+        if timeline.ENABLED:
+            timeline.mark("exchange.message")
         rg, msg = codec.decode(env)
         if msg.recipient != self.id:
             log.warning("message for node %d delivered to node %d: dropped", msg.recipient, self.id)
@@ -185,6 +188,8 @@ class Node:
         if h is not None:
             try:
                 h.step(msg)
+                if timeline.ENABLED:
+                    timeline.mark("exchange.stepped")
             except (InvariantViolation, ReplicaMisuseError) as exc:
                 fail_stop(log, f"rg {rg}: {type(msg).__name__} from {msg.sender}", exc)
 
@@ -307,6 +312,8 @@ class _DataService(data_pb2_grpc.DataServicer):
             nonlocal outstanding, reading
             try:
                 async for batch in request_iterator:
+                    if timeline.ENABLED:
+                        timeline.mark("data.request")
                     for req in batch.requests:
                         fut = submit(req)
                         outstanding += 1
@@ -336,6 +343,8 @@ class _DataService(data_pb2_grpc.DataServicer):
                     else:
                         fill(out.responses.add(), req_id, fut.result())
                 if out.responses:
+                    if timeline.ENABLED:
+                        timeline.mark("data.response")
                     yield out
         finally:
             reader.cancel()
@@ -423,6 +432,8 @@ def _answered(queue: asyncio.Queue, req_id: int, op: str, t0: float, fut: asynci
         if isinstance(r, Result) or r is None:   # not a (code, message) rejection before any replica
             _latency_metric(op).observe(time.perf_counter() - t0)
             _ops_metric(op, r.outcome.name if r is not None else "ERROR").inc()
+    if timeline.ENABLED:
+        timeline.mark("data.answered")
     queue.put_nowait((req_id, fut))
 
 

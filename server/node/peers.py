@@ -22,6 +22,7 @@ from collections import deque
 
 import grpc
 
+from server import timeline
 from server.node import codec
 from server.node_identity import NODE_METADATA_KEY
 from server.proto import replication_pb2 as pb
@@ -90,6 +91,8 @@ class PeerLink:
                 rg, msg = q.popleft()
                 codec.encode(rg, msg, add())
             self.sent_batches += 1
+            if timeline.ENABLED:
+                timeline.mark("peer.batch")
             yield batch
 
     async def _run(self) -> None:

@@ -25,6 +25,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from engine.errors import TableNotFoundError
+from server import timeline
 from server.node.replica_storage import ReplicaStorage, table_name
 from server.node.write_path import Outcome, Result, WritePath
 from server.replication.messages import Append, Message, PromiseRequest, Role, SnapshotChunk, StatusReport
@@ -171,6 +172,8 @@ class ReplicaHost:
         r = self.replica
         while not self._closed:
             await self._wake.wait()
+            if timeline.ENABLED:
+                timeline.mark("host.woke")
             self._wake.clear()
             if self.compact_due:
                 self._compact_log()
@@ -178,6 +181,8 @@ class ReplicaHost:
             self._take_client_work()
             while r.has_ready() and not self._closed:
                 rd = r.ready()
+                if timeline.ENABLED:
+                    timeline.mark("host.ready")
                 if rd.soft_state is not None:
                     if rd.soft_state.role is Role.FOLLOWER:
                         self.writes.fail_all(Outcome.OUTCOME_UNKNOWN)
@@ -219,8 +224,12 @@ class ReplicaHost:
                 if rd.snapshot is not None:   # the installed data's seqs: the next stamps go above them
                     self.writes.last_seq = max(self.writes.last_seq, self.storage.db.last_seq)
                 self._apply(rd)
+                if timeline.ENABLED and rd.committed_entries:
+                    timeline.mark("host.applied")
                 self._serve_reads(rd)
                 r.advance(rd)
+                if timeline.ENABLED:
+                    timeline.mark("host.advanced")
                 # After advance: the replica's applied index then includes this Ready's
                 # entries, which the pinned engine state of a new snapshot holds.
                 for req in rd.snapshot_requests:
