@@ -20,7 +20,7 @@ writes, so the steps are a guide, not exact sums; the first 10% of the writes
 (warm-up) are left out.
 
 Why: at one client a write's latency is a chain of steps in four processes
-sharing two cores (bench/RESULTS.md, 2026-11-27 15:00 entry); this shows
+sharing two cores (bench/RESULTS.md, 2026-11-27 13:15 entry); this shows
 which links of the chain a change shortens, with less noise than writes/s.
 """
 from __future__ import annotations
