@@ -35,6 +35,7 @@ from server.replication.messages import (
 )
 
 _ENTRY_KINDS = {k.value: k for k in EntryKind}
+_APPEND_RESULTS = {r.value: r for r in AppendResult}
 
 
 def _pos(p: pb.LogPosition) -> LogPosition:
@@ -136,15 +137,20 @@ def encode(rg: int, msg: Message, env: pb.Envelope) -> pb.Envelope:
     return env
 
 
-def _decode_append(env: pb.Envelope, h: dict) -> Message:
+def _append(env: pb.Envelope) -> Append:
     b = env.append
-    return Append(**h, prev=_pos(b.prev), entries=tuple(_entry_from_pb(e) for e in b.entries),
-                  commit_index=b.commit_index)
+    p = b.prev
+    # Positional (in the dataclass's field order): this runs for every Append a follower gets.
+    return Append(env.epoch, env.sender, env.recipient, LogPosition(p.epoch, p.index),
+                  tuple([_entry_from_pb(e) for e in b.entries]), b.commit_index)
 
 
-def _decode_append_ack(env: pb.Envelope, h: dict) -> Message:
+def _append_ack(env: pb.Envelope) -> AppendAck:
     b = env.append_ack
-    return AppendAck(**h, result=AppendResult(b.result), index=b.index, hint_index=b.hint_index)
+    result = _APPEND_RESULTS.get(b.result)
+    if result is None:
+        raise ValueError(f"append_ack for rg {env.rg} has unknown result {b.result}")
+    return AppendAck(env.epoch, env.sender, env.recipient, result, b.index, b.hint_index)
 
 
 def _decode_status(env: pb.Envelope, h: dict) -> Message:
@@ -154,8 +160,8 @@ def _decode_status(env: pb.Envelope, h: dict) -> Message:
 
 
 _DECODERS: dict[str, Callable[[pb.Envelope, dict], Message]] = {
-    "append": _decode_append,
-    "append_ack": _decode_append_ack,
+    "append": lambda env, h: _append(env),
+    "append_ack": lambda env, h: _append_ack(env),
     "heartbeat": lambda env, h: Heartbeat(**h, commit_index=env.heartbeat.commit_index, round=env.heartbeat.round),
     "heartbeat_ack": lambda env, h: HeartbeatAck(**h, round=env.heartbeat_ack.round),
     "promise_request": lambda env, h: PromiseRequest(**h),
@@ -177,6 +183,10 @@ _DECODERS: dict[str, Callable[[pb.Envelope, dict], Message]] = {
 def decode(env: pb.Envelope) -> tuple[int, Message]:
     """(rg, message) of an Envelope. Raises ValueError for an empty or unknown body."""
     which = env.WhichOneof("body")
+    if which == "append_ack":   # the two messages of every write first, without the header dict
+        return env.rg, _append_ack(env)
+    if which == "append":
+        return env.rg, _append(env)
     decoder = _DECODERS.get(which) if which else None
     if decoder is None:
         raise ValueError(f"envelope for rg {env.rg} has no known body ({which!r})")

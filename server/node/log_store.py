@@ -305,7 +305,7 @@ class LogStore:
         self._next_number = 1
         self._failure: BaseException | None = None
         self._fsyncs = self._dir_fsyncs = self._bytes_written = self._writes = 0
-        self._unsynced = False   # the last frame written was not fsynced (a commit hint)
+        self._pending_hint: HardState | None = None   # a commit hint not written yet (persist_commit_hint)
         self._segments_created = self._segments_deleted = self._remove_failures = 0
         self._torn_tail_bytes = 0
 
@@ -429,27 +429,26 @@ class LogStore:
 
     # ------------------------------------------------------------- writing
     def persist_commit_hint(self, hard_state: HardState) -> None:
-        """Records a new commit index without an fsync. The commit index is a
-        hint (server/replication/README.md, "State": losing it is safe), and
-        fsyncing each advance would put one more fsync on every write's path.
-        The promised epoch is never written this way: a change of it goes
-        through persist(). The bytes become durable with the next persist()."""
+        """Records a new commit index, written by the next persist() call
+        (no write of its own). The commit index is a hint
+        (server/replication/README.md, "State": losing it is safe), and a
+        leader advances it once per write: a write() of its own would sit on
+        every write's path, between the quorum's acknowledgement and the
+        answer. A change of the promised epoch is no hint: it is persisted
+        (fsynced) at once."""
         self._check_writable()
-        if hard_state == self._hard_state:
-            return
-        if hard_state.promised_epoch != self._hard_state.promised_epoch or self._needs_new_segment():
+        if hard_state.promised_epoch != self._hard_state.promised_epoch:
             self.persist(hard_state, ())
-            return
-        self._write([_VERSION, _PAIR.pack(RecordKind.HARD_STATE, hard_state.promised_epoch, hard_state.commit_index)],
-                    False, sync=False)
-        self._hard_state = hard_state
+        elif hard_state != self._hard_state:
+            self._pending_hint = hard_state
 
     def persist(self, hard_state: HardState | None, entries: Sequence[Entry],
                 snapshot: LogPosition | None = None) -> None:
         """Makes durable, in this order: `snapshot` (the whole log becomes
         base = snapshot, no entries), `entries` (every stored entry at or
         after entries[0].index is dropped, then they are appended), and
-        `hard_state` (skipped when equal to the durable one).
+        `hard_state` (skipped when equal to the durable one; None: the last
+        commit hint not written yet, if any).
 
         Costs one write() and one fdatasync, plus a directory fsync when it
         starts a new segment (rule 1); nothing at all when there is nothing to
@@ -461,6 +460,9 @@ class LogStore:
         otherwise InvalidArgumentError and nothing is written.
         """
         self._check_writable()
+        if hard_state is None:
+            hard_state = self._pending_hint   # the replica's hard states only grow: a given one is newer
+        self._pending_hint = None
         if hard_state is not None and hard_state == self._hard_state:
             hard_state = None
         if snapshot is None and not entries and hard_state is None:
@@ -561,12 +563,11 @@ class LogStore:
         return _SEGMENT_START.pack(RecordKind.SEGMENT_START, self._next_number, self._base.epoch, self._base.index,
                                    self.last_index, hs.promised_epoch, hs.commit_index)
 
-    def _write(self, records: list[bytes], new_segment: bool, sync: bool = True) -> None:
+    def _write(self, records: list[bytes], new_segment: bool) -> None:
         """One frame of `records`, one write, one fdatasync (and a directory
         fsync for a new segment). Any failure poisons the store (invariant 4).
-        sync=False (commit hints only) leaves the frame to the next synced
-        write; a segment is synced before it stops being the last one, so
-        only the last segment can ever end in a torn frame."""
+        Every frame is synced before the next one is written, so only the
+        last segment can end in a torn frame."""
         payload = b"".join(records)
         if len(payload) > wal_frame.MAX_PAYLOAD:
             raise InvalidArgumentError(f"one call may write at most {wal_frame.MAX_PAYLOAD} bytes")
@@ -581,21 +582,16 @@ class LogStore:
                 self._segments.append(_Segment(number, path))
                 self._segments_created += 1
                 if old is not None:
-                    if self._unsynced:
-                        old.sync()
-                        self._fsyncs += 1
                     old.close()
             assert self._file is not None
             self._file.write(framed)
             self._bytes_written += len(framed)
-            if sync:
-                if timeline.ENABLED:
-                    timeline.mark("log.fsync_start")
-                self._file.sync()
-                if timeline.ENABLED:
-                    timeline.mark("log.fsync_end")
-                self._fsyncs += 1
-            self._unsynced = not sync
+            if timeline.ENABLED:
+                timeline.mark("log.fsync_start")
+            self._file.sync()
+            if timeline.ENABLED:
+                timeline.mark("log.fsync_end")
+            self._fsyncs += 1
             if new_segment:
                 self._env.sync_dir(self.path)
                 self._dir_fsyncs += 1

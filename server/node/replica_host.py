@@ -193,7 +193,7 @@ class ReplicaHost:
                     self._send(m.recipient, m)
                 self.writes.observe(rd.entries)
                 if not self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state):
-                    if rd.hard_state is not None:   # a commit hint: one small write, no fsync, not worth a thread hop
+                    if rd.hard_state is not None:   # a commit hint: kept for the next fsynced write (log_store.py)
                         self.storage.persist((), None, (), rd.hard_state)
                 elif not rd.snapshot_chunks and rd.snapshot is None:
                     # Log entries are fsynced inline, on every member ("The node" in

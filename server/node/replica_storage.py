@@ -136,7 +136,7 @@ class ReplicaStorage:
         if entries:
             self.log.persist(hard_state, entries)
         elif hard_state is not None:
-            self.log.persist_commit_hint(hard_state)   # fsynced only if the promised epoch changed
+            self.log.persist_commit_hint(hard_state)   # written with the next entries, or now if the epoch changed
 
     def _stage(self, chunk: StagedChunk) -> None:
         path = os.path.join(self.directory, "snapshot.staging")

@@ -32,7 +32,7 @@ from server.replication.messages import (
 )
 from server.replication.options import ReplicaOptions
 from server.replication.progress import Progress, ProgressState
-from server.replication.quorum import quorum_value
+from server.replication.quorum import majority, quorum_value
 from server.replication.ready import SnapshotRequest
 
 
@@ -50,10 +50,22 @@ class Replicator:
         learners = config.learners - config.all_voters()
         self.progress: dict[int, Progress] = {m: Progress(m, next_index, m in learners)
                                               for m in sorted(config.members()) if m != leader_id}
+        # quorum_index() runs after every acknowledgement: with one voter set
+        # (no joint change), its inputs are fixed for this leadership.
+        self._simple_quorum = not config.outgoing_voters
+        self._voter_progress = [p for m, p in self.progress.items() if m in config.voters]
+        self._leader_votes = leader_id in config.voters
+        self._quorum_rank = majority(len(config.voters)) - 1
 
     # ------------------------------------------------------------- quorum
     def quorum_index(self) -> int:
         """The highest index a quorum of voters holds durably (C1; learners never count)."""
+        if self._simple_quorum:   # quorum.quorum_value for one voter set, without building a table
+            values = [p.match for p in self._voter_progress]
+            if self._leader_votes:
+                values.append(self._log.stable_index)
+            values.sort(reverse=True)
+            return values[self._quorum_rank]
         matches = {m: p.match for m, p in self.progress.items() if not p.learner}
         matches[self.leader_id] = self._log.stable_index
         return quorum_value(self.config, matches)

@@ -66,3 +66,7 @@ def test_empty_or_unknown_bodies_are_rejected():
     env.append.entries[0].kind = 99
     with pytest.raises(ValueError, match="unknown kind"):
         codec.decode(env)
+    ack = codec.encode(1, AppendAck(**H, result=AppendResult.ACCEPTED, index=3), pb.Envelope())
+    ack.append_ack.result = 99
+    with pytest.raises(ValueError, match="unknown result"):
+        codec.decode(ack)
