@@ -60,6 +60,10 @@ class ReplicatedLog:
             return LogPosition(e.epoch, e.index)
         return self._base
 
+    def last_epoch(self) -> int:
+        """last_position().epoch without building the position (invariant checks run it every step)."""
+        return self._entries[-1].epoch if self._entries else self._base.epoch
+
     def epoch_at(self, index: int) -> int | None:
         """The epoch of the entry at `index`; None when compacted away or past the end."""
         if index == self._base.index:

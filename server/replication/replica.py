@@ -260,27 +260,30 @@ class Replica:
                 self._confirm_reads()  # a single-voter group confirms by itself
             self._snapshot_requests.extend(rep.snapshot_requests())
         log = self._log
-        rd = Ready()
-        hard = HardState(self._promised_epoch, log.commit_index)
-        if hard != self._persisted:
-            rd.hard_state = hard
-        soft = self._soft_state()
-        if soft != self._reported_soft:
-            rd.soft_state = soft
-            self._reported_soft = soft
-        rd.messages = self._msgs.copy()  # the list itself is shared with the Replicator: clear, never rebind
-        self._msgs.clear()
-        rd.messages_after_persist, self._msgs_after_persist = self._msgs_after_persist, []
-        rd.snapshot_chunks, self._staged = self._staged, []
-        rd.snapshot, self._pending_snapshot = self._pending_snapshot, None
-        rd.entries = log.unstable_entries()
-        rd.committed_entries = log.committed_unapplied(self._opts.max_apply_entries)
+        # Runs at least once per write on every member: new objects only for what changed.
+        persisted, reported = self._persisted, self._reported_soft
+        hard = None
+        if self._promised_epoch != persisted.promised_epoch or log.commit_index != persisted.commit_index:
+            hard = HardState(self._promised_epoch, log.commit_index)
+        soft = None
+        if (self._role is not reported.role or self._promised_epoch != reported.epoch
+                or self._leader_id != reported.leader_id):
+            soft = self._reported_soft = self._soft_state()
+        committed = log.committed_unapplied(self._opts.max_apply_entries)
+        reads = []
         if self._role is Role.LEADER:
-            applied = rd.committed_entries[-1].index if rd.committed_entries else log.applied_index
-            rd.reads = [ReadState(r.request_id, r.read_index) for r in self._reads.pop_servable(applied)
-                        if r.read_index is not None]
-        rd.failed_reads, self._failed_reads = self._failed_reads, []
-        rd.snapshot_requests, self._snapshot_requests = self._snapshot_requests, []
+            applied = committed[-1].index if committed else log.applied_index
+            reads = [ReadState(r.request_id, r.read_index) for r in self._reads.pop_servable(applied)
+                     if r.read_index is not None]
+        rd = Ready(soft_state=soft, hard_state=hard,
+                   messages=self._msgs.copy(),  # the list is shared with the Replicator: clear, never rebind
+                   snapshot_chunks=self._staged, snapshot=self._pending_snapshot,
+                   entries=log.unstable_entries(), messages_after_persist=self._msgs_after_persist,
+                   committed_entries=committed, reads=reads, failed_reads=self._failed_reads,
+                   snapshot_requests=self._snapshot_requests)
+        self._msgs.clear()
+        self._msgs_after_persist, self._staged, self._pending_snapshot = [], [], None
+        self._failed_reads, self._snapshot_requests = [], []
         self._outstanding = rd
         return rd
 
@@ -519,7 +522,7 @@ class Replica:
             rep = self._replicator
             if self._leader_id != self.id or rep is None or rep.epoch != self._promised_epoch:
                 raise InvariantViolation(f"3: leader {self.id} with leader_id {self._leader_id}")
-            if log.last_position().epoch != self._promised_epoch:
+            if log.last_epoch() != self._promised_epoch:
                 raise InvariantViolation(f"3: leader's last entry {log.last_position()} not of epoch "
                                          f"{self._promised_epoch}")
         elif self._replicator is not None:

@@ -82,6 +82,8 @@ class Replicator:
 
     def send_appends(self, pr: Progress) -> None:
         """Sends as many Appends as pr's state allows (one probe, or a full pipeline)."""
+        if pr.state is ProgressState.REPLICATE and pr.next > self._log.last_index:
+            return   # nothing new for this member: the common case after an acknowledgement
         while pr.can_send_append(self._opts.max_inflight_appends):
             if not self._send_append(pr, allow_empty=pr.state is ProgressState.PROBE):
                 break
@@ -202,8 +204,10 @@ class Replicator:
         return out
 
     def snapshot_wanted(self) -> bool:
-        return any(pr.state is ProgressState.SNAPSHOT and pr.transfer is not None and not pr.transfer.waiting()
-                   for pr in self.progress.values())
+        for pr in self.progress.values():   # a loop, not any(genexpr): has_ready() asks this on every round
+            if pr.state is ProgressState.SNAPSHOT and pr.transfer is not None and not pr.transfer.waiting():
+                return True
+        return False
 
     def snapshot_chunk(self, member: int, snapshot_index: int, offset: int, data: bytes, done: bool) -> None:
         """Sends the node's chunk, if the transfer still wants exactly it."""
