@@ -38,7 +38,7 @@ from server.node.metrics import CLIENT_LATENCY, CLIENT_OPS, NodeCollector
 from server.node.peers import SERVER_OPTIONS, PeerLink
 from server.node.replica_host import COMPACT_FORCE, ReplicaHost
 from server.node.replica_storage import ReplicaStorage, mark_recovering, table_name
-from server.node.write_path import Outcome, Result
+from server.node.write_path import Listener, Outcome, Result
 from server.node_identity import NODE_METADATA_KEY, RequireNodeId
 from server.observability import add_health, register, set_serving, start_metrics
 from server.proto import data_pb2, data_pb2_grpc, meta_pb2, replication_pb2, replication_pb2_grpc
@@ -301,9 +301,12 @@ class _DataService(data_pb2_grpc.DataServicer):
         client matches them by id), so a write stuck in one group (no quorum)
         holds up no other group's answers on the same stream; each response
         batch holds every answer ready when the stream can take more. The
-        submitted futures are watched with callbacks, never awaited, so a
-        stream that dies cancels none of them: the writes go on, and a retry
-        under the same request id finds their outcome."""
+        submitted futures are watched, never awaited, so a stream that dies
+        cancels none of them: the writes go on, and a retry under the same
+        request id finds their outcome. `submit(req, on_done)` calls
+        on_done(future) once the future is done: writes at once, inside the
+        apply that answered them (write_path.py: one loop round sooner than a
+        done-callback), reads through a done-callback."""
         done: asyncio.Queue = asyncio.Queue()
         outstanding = 0
         reading = True
@@ -315,9 +318,8 @@ class _DataService(data_pb2_grpc.DataServicer):
                     if timeline.ENABLED:
                         timeline.mark("data.request")
                     for req in batch.requests:
-                        fut = submit(req)
                         outstanding += 1
-                        fut.add_done_callback(functools.partial(_answered, done, req.id, op, time.perf_counter()))
+                        submit(req, functools.partial(_answered, done, req.id, op, time.perf_counter()))
             finally:
                 reading = False
                 done.put_nowait(None)
@@ -349,7 +351,7 @@ class _DataService(data_pb2_grpc.DataServicer):
         finally:
             reader.cancel()
 
-    def _submit_write(self, req: data_pb2.WriteRequest) -> asyncio.Future:
+    def _submit_write(self, req: data_pb2.WriteRequest, on_done: Listener) -> None:
         h = self.node.hosts.get(req.rg)
         problem = None
         if h is None:
@@ -361,18 +363,20 @@ class _DataService(data_pb2_grpc.DataServicer):
         elif req.if_seq and (len(req.if_seq) != 16 or req.if_absent):
             problem = (data_pb2.INVALID_ARGUMENT, "if_seq must be 16 bytes and excludes if_absent")
         if problem is None:
-            return h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent)
+            h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent, on_done)
+            return
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(problem)
-        return fut
+        on_done(fut)
 
-    def _submit_read(self, req: data_pb2.ReadRequest) -> asyncio.Future:
+    def _submit_read(self, req: data_pb2.ReadRequest, on_done: Listener) -> None:
         h = self.node.hosts.get(req.rg)
         if h is None:
             fut = asyncio.get_running_loop().create_future()
             fut.set_result((data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}"))
-            return fut
-        return h.submit_read(lambda: h.get(req.table_id, req.key))
+            on_done(fut)
+            return
+        h.submit_read(lambda: h.get(req.table_id, req.key)).add_done_callback(on_done)
 
     async def DropTable(self, request, context):  # noqa: N802
         h = self.node.hosts.get(request.rg)
@@ -426,7 +430,7 @@ class _DataService(data_pb2_grpc.DataServicer):
 
 def _answered(queue: asyncio.Queue, req_id: int, op: str, t0: float, fut: asyncio.Future) -> None:
     """A request's future is done: count it by outcome, record its latency and
-    queue its answer (one callback per request: each one is a loop round)."""
+    queue its answer for the stream."""
     if not fut.cancelled():
         r = fut.result() if fut.exception() is None else None
         if isinstance(r, Result) or r is None:   # not a (code, message) rejection before any replica

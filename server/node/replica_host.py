@@ -27,7 +27,7 @@ from typing import Any
 from engine.errors import TableNotFoundError
 from server import timeline
 from server.node.replica_storage import ReplicaStorage, table_name
-from server.node.write_path import Outcome, Result, WritePath
+from server.node.write_path import Listener, Outcome, Result, WritePath
 from server.replication.messages import Append, Message, PromiseRequest, Role, SnapshotChunk, StatusReport
 from server.replication.options import ReplicaOptions
 from server.replication.ready import ReadFailure, Ready, SnapshotRequest
@@ -135,10 +135,11 @@ class ReplicaHost:
         self._wake.set()
 
     def submit_write(self, rep: bytes, request_id: int = 0, if_seq: bytes = b"",
-                     if_absent: bool = False) -> asyncio.Future:
+                     if_absent: bool = False, on_done: Listener | None = None) -> asyncio.Future:
         """A client's write batch (seqs set by the router). Resolves to a Result
-        (write_path.py) whose value is (log index, concatenated stored seqs)."""
-        fut = self.writes.submit(rep, request_id, if_seq, if_absent)
+        (write_path.py) whose value is (log index, concatenated stored seqs);
+        `on_done` as in WritePath.submit."""
+        fut = self.writes.submit(rep, request_id, if_seq, if_absent, on_done)
         self._wake.set()
         return fut
 

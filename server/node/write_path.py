@@ -45,8 +45,9 @@ Thread-safety: the host's event loop only.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -57,6 +58,8 @@ from server.node.replica_storage import ReplicaStorage
 from server.replication.errors import NotLeaderError
 from server.replication.messages import Entry, EntryKind, Role
 from server.replication.replica import Replica
+
+log = logging.getLogger(__name__)
 
 MAX_ENTRY_BYTES = 4 << 20   # pending writes beyond this go into further entries of the same proposal
 DEDUP_WINDOW = 50_000
@@ -81,6 +84,9 @@ class Result:
     value: Any = None       # writes: (index, seqs); reads: what the read function returned
 
 
+Listener = Callable[[asyncio.Future], None]
+
+
 @dataclass(slots=True)
 class _Write:
     rep: bytes
@@ -88,6 +94,7 @@ class _Write:
     request_id: int = 0
     if_seq: bytes = b""
     if_absent: bool = False
+    on_done: Listener | None = None
 
 
 @dataclass(slots=True)
@@ -97,7 +104,17 @@ class _Waiting:
     offsets: list[int] = field(default_factory=list)
 
 
-def _copy_outcome(first: asyncio.Future, twin: asyncio.Future) -> None:
+def _notify(fut: asyncio.Future, on_done: Listener | None) -> None:
+    """Calls a submitter's listener now that `fut` is done. Its failure is
+    logged, not raised: it must not stop the apply that answered it."""
+    if on_done is not None:
+        try:
+            on_done(fut)
+        except Exception:  # noqa: BLE001 - the listener's bug, not the write's
+            log.exception("write listener failed")
+
+
+def _copy_outcome(first: asyncio.Future, twin: asyncio.Future, on_done: Listener | None) -> None:
     """A retry that joined an attempt in flight gets its outcome (cancellation
     included: the caller of the first gave up, the retry's caller decides)."""
     if twin.done():
@@ -106,6 +123,7 @@ def _copy_outcome(first: asyncio.Future, twin: asyncio.Future) -> None:
         twin.cancel()
     else:
         twin.set_result(first.result())
+    _notify(twin, on_done)
 
 
 class WritePath:
@@ -134,24 +152,31 @@ class WritePath:
         self.applied_records = 0
 
     # ---------------------------------------------------------------- inputs
-    def submit(self, rep: bytes, request_id: int = 0, if_seq: bytes = b"", if_absent: bool = False) -> asyncio.Future:
+    def submit(self, rep: bytes, request_id: int = 0, if_seq: bytes = b"", if_absent: bool = False,
+               on_done: Listener | None = None) -> asyncio.Future:
+        """A client's write; its future resolves to a Result. `on_done(future)`,
+        if given, is called the moment the future is done, inside the call
+        that settled it (typically the apply): one loop round sooner than a
+        done-callback, which asyncio schedules for the next round."""
         fut = asyncio.get_running_loop().create_future()
         if request_id:
             done = self._applied.get(request_id)
             if done is not None:
                 fut.set_result(Result(Outcome.OK, self.replica.epoch, self.node_id, done))
+                _notify(fut, on_done)
                 return fut
             first = self._inflight.get(request_id)
             if first is not None and not first.done():
-                first.add_done_callback(lambda f: _copy_outcome(f, fut))
+                first.add_done_callback(lambda f: _copy_outcome(f, fut, on_done))
                 return fut
             self._inflight[request_id] = fut
             if request_id in self._logged:
                 # In this replica's log, not applied yet (typically: proposed by a
                 # deposed leader, and this one is new): its outcome is that entry's.
-                self._awaiting_log.setdefault(request_id, []).append(_Write(rep, fut, request_id, if_seq, if_absent))
+                self._awaiting_log.setdefault(request_id, []).append(
+                    _Write(rep, fut, request_id, if_seq, if_absent, on_done))
                 return fut
-        w = _Write(rep, fut, request_id, if_seq, if_absent)
+        w = _Write(rep, fut, request_id, if_seq, if_absent, on_done)
         (self._conditional if if_seq or if_absent else self._pending).append(w)
         return fut
 
@@ -356,3 +381,4 @@ class WritePath:
             del self._inflight[w.request_id]
         if not w.future.done():
             w.future.set_result(result)
+            _notify(w.future, w.on_done)

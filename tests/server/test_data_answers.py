@@ -30,13 +30,13 @@ def test_a_failed_request_is_answered_unavailable_and_the_stream_goes_on():
     async def run():
         loop = asyncio.get_running_loop()
 
-        def submit(req):
+        def submit(req, on_done):
             fut = loop.create_future()
+            fut.add_done_callback(on_done)
             if req.id == 2:
                 loop.call_soon(fut.set_exception, OSError("disk read failed"))
             else:
                 loop.call_soon(fut.set_result, Result(Outcome.OK, 7, 1, None))
-            return fut
 
         return await _answers([_read_batch(1, 2), _read_batch(3)], submit)
 
@@ -53,13 +53,14 @@ def test_answers_leave_as_they_complete_not_in_request_order():
         first = loop.create_future()
         order = []
 
-        def submit(req):
+        def submit(req, on_done):
             if req.id == 1:
-                return first   # completes only after the second
+                first.add_done_callback(on_done)   # completes only after the second
+                return
             fut = loop.create_future()
             fut.set_result(Result(Outcome.OK, 1, 1, None))
+            on_done(fut)   # at once, as WritePath does for writes
             loop.call_soon(lambda: loop.call_soon(first.set_result, Result(Outcome.NOT_LEADER, 2, 3)))
-            return fut
 
         async for resp in _DataService._answer(_requests([_read_batch(1, 2)]), submit, _fill_read,
                                                data_pb2.ReadBatchResponse, "read"):

@@ -93,6 +93,28 @@ def test_a_retried_request_id_is_answered_from_the_first_attempt(group):
     run(go())
 
 
+def test_listeners_hear_of_each_outcome_once_inside_the_call_that_settled_it(group):
+    async def go():
+        heard: list[tuple[str, object]] = []
+
+        def listener(name):
+            return lambda fut: heard.append((name, fut.result().outcome))
+
+        group.writes.submit(rep(b"a"), request_id=7, on_done=listener("first"))
+        group.writes.submit(rep(b"a"), request_id=7, on_done=listener("joined"))   # in flight: joins the first
+        group.writes.submit(rep(b"b"), on_done=lambda fut: 1 / 0)   # a broken listener stops nothing
+        group.writes.submit(rep(b"c"), on_done=listener("plain"))
+        group.drive()
+        assert heard == [("first", Outcome.OK), ("plain", Outcome.OK)]   # during the apply, no loop round
+        await asyncio.sleep(0)
+        assert heard[2:] == [("joined", Outcome.OK)]   # the twin follows its first attempt's done-callback
+        group.writes.submit(rep(b"a"), request_id=7, on_done=listener("applied"))   # answered at once
+        assert heard[3:] == [("applied", Outcome.OK)]
+        assert group.storage.get_entry(TABLE, b"c") is not None
+
+    run(go())
+
+
 def test_conditions_are_checked_in_log_order(group):
     async def go():
         put = group.writes.submit(rep(b"c"))
