@@ -304,9 +304,9 @@ class _DataService(data_pb2_grpc.DataServicer):
         submitted futures are watched, never awaited, so a stream that dies
         cancels none of them: the writes go on, and a retry under the same
         request id finds their outcome. `submit(req, on_done)` calls
-        on_done(future) once the future is done: writes at once, inside the
-        apply that answered them (write_path.py: one loop round sooner than a
-        done-callback), reads through a done-callback."""
+        on_done(future) once the future is done, inside the round that
+        settled it (write_path.py, replica_host.py): one loop round sooner
+        than a done-callback."""
         done: asyncio.Queue = asyncio.Queue()
         outstanding = 0
         reading = True
@@ -376,7 +376,7 @@ class _DataService(data_pb2_grpc.DataServicer):
             fut.set_result((data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}"))
             on_done(fut)
             return
-        h.submit_read(lambda: h.get(req.table_id, req.key)).add_done_callback(on_done)
+        h.submit_read(lambda: h.get(req.table_id, req.key), on_done)
 
     async def DropTable(self, request, context):  # noqa: N802
         h = self.node.hosts.get(request.rg)

@@ -27,7 +27,7 @@ from typing import Any
 from engine.errors import TableNotFoundError
 from server import timeline
 from server.node.replica_storage import ReplicaStorage, table_name
-from server.node.write_path import Listener, Outcome, Result, WritePath
+from server.node.write_path import Listener, Outcome, Result, WritePath, notify
 from server.replication.messages import Append, Message, PromiseRequest, Role, SnapshotChunk, StatusReport
 from server.replication.options import ReplicaOptions
 from server.replication.ready import ReadFailure, Ready, SnapshotRequest
@@ -64,6 +64,27 @@ class _SnapshotSource:
         return self._kept.get(offset)
 
 
+class _Read:
+    """A linearizable read waiting for its ReadIndex round."""
+
+    __slots__ = ("read", "future", "on_done")
+
+    def __init__(self, read: Callable[[], Any], future: asyncio.Future, on_done: Listener | None):
+        self.read = read
+        self.future = future
+        self.on_done = on_done
+
+    def settle(self, outcome: Result | BaseException) -> None:
+        """Resolves the future (an exception: the read's own error) unless done, then tells the listener."""
+        if self.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            self.future.set_exception(outcome)
+        else:
+            self.future.set_result(outcome)
+        notify(self.future, self.on_done)
+
+
 class ReplicaHost:
     def __init__(self, rg: int, node_id: int, storage: ReplicaStorage, options: ReplicaOptions,
                  send: Callable[[int, Message], None], io: Executor, recovering: bool = False):
@@ -87,8 +108,8 @@ class ReplicaHost:
         if recovering:
             log.warning("rg %d: no data on this disk for an established group: rejoining without a vote "
                         "until caught up", rg)
-        self._pending_reads: list[tuple[Callable[[], Any], asyncio.Future]] = []
-        self._read_groups: dict[int, list[tuple[Callable[[], Any], asyncio.Future]]] = {}
+        self._pending_reads: list[_Read] = []
+        self._read_groups: dict[int, list[_Read]] = {}
         self._read_token = 0
         self._snapshots: dict[int, _SnapshotSource] = {}   # member -> the snapshot being sent to it
         self._wake = asyncio.Event()
@@ -149,11 +170,12 @@ class ReplicaHost:
         self._wake.set()
         return fut
 
-    def submit_read(self, read: Callable[[], Any]) -> asyncio.Future:
+    def submit_read(self, read: Callable[[], Any], on_done: Listener | None = None) -> asyncio.Future:
         """A linearizable read: `read()` runs against the engine once a
-        ReadIndex round confirmed this replica still leads."""
+        ReadIndex round confirmed this replica still leads. `on_done` as in
+        WritePath.submit: called inside the round that answered it."""
         fut = asyncio.get_running_loop().create_future()
-        self._pending_reads.append((read, fut))
+        self._pending_reads.append(_Read(read, fut, on_done))
         self._wake.set()
         return fut
 
@@ -249,8 +271,8 @@ class ReplicaHost:
                 self._read_groups[self._read_token] = pending_reads
                 r.read_index(self._read_token)
             else:
-                for _, fut in pending_reads:
-                    self._resolve(fut, Result(Outcome.NOT_LEADER, r.epoch, r.leader_id))
+                for pending in pending_reads:
+                    pending.settle(Result(Outcome.NOT_LEADER, r.epoch, r.leader_id))
 
     def _apply(self, rd: Ready) -> None:
         if not rd.committed_entries:
@@ -268,19 +290,19 @@ class ReplicaHost:
     def _serve_reads(self, rd: Ready) -> None:
         r = self.replica
         for rs in rd.reads:
-            for read, fut in self._read_groups.pop(rs.request_id, ()):
-                if fut.done():
+            for pending in self._read_groups.pop(rs.request_id, ()):
+                if pending.future.done():
                     continue
                 try:
-                    value = read()
+                    value = pending.read()
                 except Exception as exc:  # noqa: BLE001 - the read's own error goes to its caller
-                    fut.set_exception(exc)
+                    pending.settle(exc)
                     continue
-                fut.set_result(Result(Outcome.OK, r.epoch, self.node_id, value))
+                pending.settle(Result(Outcome.OK, r.epoch, self.node_id, value))
         for fr in rd.failed_reads:
             outcome = Outcome.TIMEOUT if fr.reason is ReadFailure.TIMEOUT else Outcome.NOT_LEADER
-            for _, fut in self._read_groups.pop(fr.request_id, ()):
-                self._resolve(fut, Result(outcome, fr.epoch, fr.leader_id))
+            for pending in self._read_groups.pop(fr.request_id, ()):
+                pending.settle(Result(outcome, fr.epoch, fr.leader_id))
 
     def _serve_snapshot(self, req: SnapshotRequest) -> None:
         """Chunk `req.offset` of the snapshot being sent to a member. A source
@@ -311,11 +333,6 @@ class ReplicaHost:
         self._wake.set()
 
     # ------------------------------------------------------------- helpers
-    @staticmethod
-    def _resolve(fut: asyncio.Future, result: Result) -> None:
-        if not fut.done():
-            fut.set_result(result)
-
     def _compact_log(self) -> None:
         """Drops log entries the engine holds durably (S5). Retention: a leader
         keeps what some member still lacks (it can catch up from the log,
@@ -339,6 +356,6 @@ class ReplicaHost:
             await asyncio.gather(self._task, return_exceptions=True)
         self.writes.fail_all(Outcome.OUTCOME_UNKNOWN)
         for group in self._read_groups.values():
-            for _, fut in group:
-                self._resolve(fut, Result(Outcome.NOT_LEADER, self.replica.epoch, None))
+            for pending in group:
+                pending.settle(Result(Outcome.NOT_LEADER, self.replica.epoch, None))
         self.storage.close()

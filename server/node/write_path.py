@@ -104,7 +104,7 @@ class _Waiting:
     offsets: list[int] = field(default_factory=list)
 
 
-def _notify(fut: asyncio.Future, on_done: Listener | None) -> None:
+def notify(fut: asyncio.Future, on_done: Listener | None) -> None:
     """Calls a submitter's listener now that `fut` is done. Its failure is
     logged, not raised: it must not stop the apply that answered it."""
     if on_done is not None:
@@ -123,7 +123,7 @@ def _copy_outcome(first: asyncio.Future, twin: asyncio.Future, on_done: Listener
         twin.cancel()
     else:
         twin.set_result(first.result())
-    _notify(twin, on_done)
+    notify(twin, on_done)
 
 
 class WritePath:
@@ -163,7 +163,7 @@ class WritePath:
             done = self._applied.get(request_id)
             if done is not None:
                 fut.set_result(Result(Outcome.OK, self.replica.epoch, self.node_id, done))
-                _notify(fut, on_done)
+                notify(fut, on_done)
                 return fut
             first = self._inflight.get(request_id)
             if first is not None and not first.done():
@@ -381,4 +381,4 @@ class WritePath:
             del self._inflight[w.request_id]
         if not w.future.done():
             w.future.set_result(result)
-            _notify(w.future, w.on_done)
+            notify(w.future, w.on_done)
