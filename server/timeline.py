@@ -14,12 +14,14 @@ and a branch when off:
 
 File format: one line per mark, `<monotonic ns> <name>`.
 
-Thread-safety: the event loop's thread only (one buffered file, no lock).
+Thread-safety: any thread (the log's fsync marks also come from the I/O
+thread during a snapshot install); one lock, taken only when enabled.
 """
 from __future__ import annotations
 
 import atexit
 import os
+import threading
 import time
 from typing import TextIO
 
@@ -28,19 +30,23 @@ DIRECTORY = os.environ.get(ENV_VAR) or None
 ENABLED = DIRECTORY is not None
 
 _out: TextIO | None = None
+_lock = threading.Lock()
 
 
 def mark(name: str) -> None:
     """Records that step `name` happens now. Requires: ENABLED."""
     global _out
-    if _out is None:
-        assert DIRECTORY is not None
-        _out = open(os.path.join(DIRECTORY, f"{os.getpid()}.marks"), "a", buffering=1 << 16)  # noqa: SIM115
-        atexit.register(flush)
-    _out.write(f"{time.monotonic_ns()} {name}\n")
+    now = time.monotonic_ns()
+    with _lock:
+        if _out is None:
+            assert DIRECTORY is not None
+            _out = open(os.path.join(DIRECTORY, f"{os.getpid()}.marks"), "a", buffering=1 << 16)  # noqa: SIM115
+            atexit.register(flush)
+        _out.write(f"{now} {name}\n")
 
 
 def flush() -> None:
     """Writes buffered marks out (at exit, and before a reader looks)."""
-    if _out is not None:
-        _out.flush()
+    with _lock:
+        if _out is not None:
+            _out.flush()

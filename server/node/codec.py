@@ -159,9 +159,8 @@ def _decode_status(env: pb.Envelope, h: dict) -> Message:
                         applied_index=b.applied_index, match=tuple((m.member, m.match_index) for m in b.match))
 
 
+# Append and AppendAck are decoded before this table is consulted (decode()).
 _DECODERS: dict[str, Callable[[pb.Envelope, dict], Message]] = {
-    "append": lambda env, h: _append(env),
-    "append_ack": lambda env, h: _append_ack(env),
     "heartbeat": lambda env, h: Heartbeat(**h, commit_index=env.heartbeat.commit_index, round=env.heartbeat.round),
     "heartbeat_ack": lambda env, h: HeartbeatAck(**h, round=env.heartbeat_ack.round),
     "promise_request": lambda env, h: PromiseRequest(**h),

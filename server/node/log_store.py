@@ -5,7 +5,9 @@ Purpose: the log's part of step 2 of the Ready contract
 (server/replication/README.md): persist() makes a Ready's snapshot position,
 entries and hard state durable with one write() and one fdatasync; open()
 reads them back and durable_state() hands them to the Replica on restart;
-compact() drops a prefix (rule S5).
+compact() drops a prefix (rule S5). A commit hint (persist_commit_hint) is
+only kept in memory, and goes to disk with the next persist(), compact() or
+close().
 
 On-disk format. A directory of segments NNNNNN.rlog (decimal, at least six
 digits, numbered upwards), each a sequence of frames in the engine's log
@@ -86,7 +88,7 @@ Segment rules:
 Invariants:
   1. The in-memory state (base, entries, hard state) is exactly what a replay
      of the directory gives: it changes only after the fsync that made it
-     durable returned.
+     durable returned. (A pending commit hint is not part of it.)
   2. entries are contiguous from base.index + 1.
   3. Segment numbers on disk that matter are contiguous; the newest segment
      is never deleted while the store is open.
@@ -405,10 +407,12 @@ class LogStore:
 
     @property
     def commit_index(self) -> int:
+        """The durable commit index (a pending hint is not counted until written)."""
         return self._hard_state.commit_index
 
     @property
     def hard_state(self) -> HardState:
+        """The durable hard state (without a pending commit hint)."""
         return self._hard_state
 
     def durable_state(self, applied_index: int) -> DurableState:
@@ -462,7 +466,6 @@ class LogStore:
         self._check_writable()
         if hard_state is None:
             hard_state = self._pending_hint   # the replica's hard states only grow: a given one is newer
-        self._pending_hint = None
         if hard_state is not None and hard_state == self._hard_state:
             hard_state = None
         if snapshot is None and not entries and hard_state is None:
@@ -492,6 +495,7 @@ class LogStore:
         if hard_state is not None:
             records.append(_PAIR.pack(RecordKind.HARD_STATE, hard_state.promised_epoch, hard_state.commit_index))
         self._write(records, new_segment)
+        self._pending_hint = None   # written, or older than the hard state just written
         # Durable: the in-memory state follows (invariant 1).
         active = self._segments[-1]
         if snapshot is not None:
@@ -526,13 +530,24 @@ class LogStore:
         if new_segment:
             records.append(self._header())
         records.append(_PAIR.pack(RecordKind.BASE, epoch, index))
+        hint = self._pending_hint   # in the same frame: the durable commit index never trails the new base
+        if hint is not None:
+            records.append(_PAIR.pack(RecordKind.HARD_STATE, hint.promised_epoch, hint.commit_index))
         self._write(records, new_segment)
         del self._entries[:index - self._base.index]
         self._base = LogPosition(epoch, index)
+        if hint is not None:
+            self._hard_state, self._pending_hint = hint, None
         self._delete_obsolete()
 
     def close(self) -> None:
-        """Closes the open segment and releases the directory. Idempotent."""
+        """Writes a pending commit hint (a clean stop keeps the last commit
+        index), closes the open segment and releases the directory. Idempotent."""
+        if self._pending_hint is not None and self._lock is not None and self._failure is None:
+            try:
+                self.persist(None, ())
+            except QuorumKVError:   # a hint may be lost (the store is poisoned and says why on reopen)
+                pass
         if self._file is not None:
             file, self._file = self._file, None
             file.close()

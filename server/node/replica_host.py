@@ -355,7 +355,8 @@ class ReplicaHost:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         self.writes.fail_all(Outcome.OUTCOME_UNKNOWN)
-        for group in self._read_groups.values():
-            for pending in group:
-                pending.settle(Result(Outcome.NOT_LEADER, self.replica.epoch, None))
+        pending_reads, self._pending_reads = self._pending_reads, []
+        for pending in [*pending_reads, *(p for group in self._read_groups.values() for p in group)]:
+            pending.settle(Result(Outcome.NOT_LEADER, self.replica.epoch, None))
+        self._read_groups.clear()
         self.storage.close()

@@ -105,13 +105,14 @@ class _Waiting:
 
 
 def notify(fut: asyncio.Future, on_done: Listener | None) -> None:
-    """Calls a submitter's listener now that `fut` is done. Its failure is
-    logged, not raised: it must not stop the apply that answered it."""
+    """Calls a submitter's listener now that `fut` is done (writes here, reads
+    in replica_host.py). Its failure is logged, not raised: it must not stop
+    the round that answered it."""
     if on_done is not None:
         try:
             on_done(fut)
         except Exception:  # noqa: BLE001 - the listener's bug, not the write's
-            log.exception("write listener failed")
+            log.exception("a request's listener failed")
 
 
 def _copy_outcome(first: asyncio.Future, twin: asyncio.Future, on_done: Listener | None) -> None:
@@ -157,7 +158,9 @@ class WritePath:
         """A client's write; its future resolves to a Result. `on_done(future)`,
         if given, is called the moment the future is done, inside the call
         that settled it (typically the apply): one loop round sooner than a
-        done-callback, which asyncio schedules for the next round."""
+        done-callback, which asyncio schedules for the next round. (A retry
+        that joins an attempt in flight hears a round after that attempt:
+        it follows the first future's done-callback.)"""
         fut = asyncio.get_running_loop().create_future()
         if request_id:
             done = self._applied.get(request_id)

@@ -45,21 +45,40 @@ class Model:
     base: LogPosition = ZERO_POSITION
     log: list[Entry] = field(default_factory=list)
     hard_state: HardState = HardState()
+    hint: HardState | None = None   # a commit hint not written yet
 
     def persist(self, hard_state, new_entries, snapshot=None) -> None:
+        hs = hard_state if hard_state is not None else self.hint
+        if hs == self.hard_state:
+            hs = None
+        if snapshot is None and not new_entries and hs is None:
+            return
         if snapshot is not None:
             self.base, self.log = snapshot, []
         if new_entries:
             del self.log[new_entries[0].index - self.base.index - 1:]
             self.log.extend(new_entries)
-        if hard_state is not None:
-            self.hard_state = hard_state
+        if hs is not None:
+            self.hard_state = hs
+        self.hint = None
+
+    def commit_hint(self, hard_state: HardState) -> None:
+        if hard_state.promised_epoch != self.hard_state.promised_epoch:
+            self.persist(hard_state, [])
+        elif hard_state != self.hard_state:
+            self.hint = hard_state
 
     def compact(self, index: int) -> None:
         if index > self.base.index:
             epoch = self.log[index - self.base.index - 1].epoch
             self.log = [e for e in self.log if e.index > index]
             self.base = LogPosition(epoch, index)
+            if self.hint is not None:
+                self.hard_state, self.hint = self.hint, None
+
+    def close(self) -> None:
+        if self.hint is not None:
+            self.persist(None, [])
 
     @property
     def last_index(self) -> int:
@@ -69,7 +88,7 @@ class Model:
         return self.base, tuple(self.log), self.hard_state
 
     def copy(self) -> Model:
-        return Model(self.base, list(self.log), self.hard_state)
+        return Model(self.base, list(self.log), self.hard_state, self.hint)
 
 
 def state_of(store: LogStore) -> tuple:
@@ -728,6 +747,12 @@ class LogStoreMachine(RuleBasedStateMachine):
         self.store.persist(hard_state, new, snapshot)
         m.persist(hard_state, new, snapshot)
 
+    @rule(data=st.data())
+    def commit_hint(self, data):
+        hard_state = data.draw(st.builds(HardState, st.integers(0, 6), st.integers(0, 50)))
+        self.store.persist_commit_hint(hard_state)
+        self.model.commit_hint(hard_state)
+
     @precondition(lambda self: self.model.last_index > self.model.base.index)
     @rule(data=st.data())
     def compact(self, data):
@@ -738,11 +763,13 @@ class LogStoreMachine(RuleBasedStateMachine):
     @rule()
     def reopen(self):
         self.store.close()
+        self.model.close()
         self._reopen()
 
     @rule()
     def power_loss(self):
         self.env.crash()
+        self.model.hint = None   # only in memory: lost
         self._reopen()
 
     @rule(op=st.sampled_from(["append", "sync", "sync_dir", "open_writable"]), data=st.data())
@@ -763,6 +790,7 @@ class LogStoreMachine(RuleBasedStateMachine):
             got = state_of(self.store)
             assert got in (before.state(), after.state())
             self.model = before if got == before.state() else after
+            self.model.hint = None   # lost with the power
         finally:
             self.env.clear_faults()
 
@@ -778,6 +806,7 @@ class LogStoreMachine(RuleBasedStateMachine):
         start, end = frame_spans(self.env.read_file(last))[-1]
         cut = data.draw(st.integers(start, end - 1), label="cut")
         self.env.truncate(last, cut)
+        self.model.hint = None   # the torn call carried it (or a newer hard state): gone with it
         self._reopen()
         assert self.store.stats()["torn_tail_bytes"] == cut - start
 
@@ -850,10 +879,9 @@ def test_commit_hints_cost_no_io_and_survive_once_a_later_call_syncs():
     store.persist_commit_hint(HardState(3, 4))
     after = store.stats()
     assert (after["fsyncs"], after["writes"]) == (before["fsyncs"], before["writes"])   # kept for the next call
-    store.close()
-    env.crash()
+    env.crash()   # power loss, no close
     reopened = LogStore.open(env, DIR)
-    assert reopened.commit_index in (0, 4) and reopened.last_index == 5   # a lost hint is allowed
+    assert reopened.commit_index == 0 and reopened.last_index == 5   # the hint was only in memory: lost
     reopened.persist_commit_hint(HardState(3, 4))
     reopened.persist(None, entries(3, 6, 6))        # the next synced call covers the hint
     reopened.close()
@@ -867,15 +895,24 @@ def test_commit_hints_cost_no_io_and_survive_once_a_later_call_syncs():
     assert LogStore.open(env, DIR).promised_epoch == 4
 
 
-def test_a_segment_ending_in_a_hint_is_synced_before_the_next_segment_starts():
+def test_a_pending_hint_goes_out_with_the_next_call_of_any_kind():
     env = MemEnv()
     store = LogStore.open(env, DIR, segment_bytes=200)
     store.persist(HardState(1, 0), entries(1, 1, 3, size=100))   # past segment_bytes: the next call rolls
-    store.persist_commit_hint(HardState(1, 2))                  # needs a new segment: goes through persist
-    store.persist(None, entries(1, 4, 4, size=100))
-    store.persist_commit_hint(HardState(1, 3))                  # room in the segment? if not, persisted
-    store.persist(None, entries(1, 5, 8, size=100))             # rolls: the hint's segment is synced first
+    store.persist_commit_hint(HardState(1, 2))
+    store.persist(None, entries(1, 4, 4, size=100))             # a new segment's first frame carries it
+    assert store.commit_index == 2
+    store.persist_commit_hint(HardState(1, 4))
+    store.compact(3)                                            # the base moves, and the hint with it
+    assert (store.base.index, store.commit_index) == (3, 4)
+    store.persist_commit_hint(HardState(1, 4))                  # equal to the durable one: nothing pending
     store.close()
     env.crash()
-    reopened = LogStore.open(env, DIR)                            # no CorruptionError from a torn middle segment
-    assert reopened.last_index == 8 and reopened.commit_index == 3
+    reopened = LogStore.open(env, DIR)
+    assert (reopened.base.index, reopened.last_index, reopened.commit_index) == (3, 4, 4)
+    reopened.persist(None, entries(1, 5, 6))
+    reopened.persist_commit_hint(HardState(1, 6))
+    with pytest.raises(InvalidArgumentError):
+        reopened.persist(None, entries(1, 9, 9))                # refused: the hint stays pending
+    reopened.close()                                            # a clean close writes what is pending
+    assert LogStore.open(env, DIR).commit_index == 6
