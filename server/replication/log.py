@@ -22,7 +22,10 @@ from server.replication.messages import ZERO_POSITION, Entry, LogPosition
 class ReplicatedLog:
     """Entries base.index+1 .. last_index, plus commit/applied/stable marks."""
 
-    __slots__ = ("_base", "_entries", "_stable_index", "commit_index", "applied_index")
+    # last_index and stable_index are attributes (read-only outside this class),
+    # not properties: the leader reads them dozens of times per write. check()
+    # verifies that last_index follows the entries.
+    __slots__ = ("_base", "_entries", "stable_index", "commit_index", "applied_index", "last_index")
 
     def __init__(self, base: LogPosition = ZERO_POSITION, entries: list[Entry] | None = None,
                  commit_index: int = 0, applied_index: int | None = None):
@@ -32,7 +35,8 @@ class ReplicatedLog:
         never past the durable log)."""
         self._base = base
         self._entries: list[Entry] = list(entries or ())
-        self._stable_index = self.last_index
+        self.last_index = base.index + len(self._entries)
+        self.stable_index = self.last_index
         self.applied_index = base.index if applied_index is None else max(applied_index, base.index)
         self.commit_index = max(commit_index, self.applied_index)  # applied entries are committed
         self.check()
@@ -45,14 +49,6 @@ class ReplicatedLog:
     @property
     def first_index(self) -> int:
         return self._base.index + 1
-
-    @property
-    def last_index(self) -> int:
-        return self._base.index + len(self._entries)
-
-    @property
-    def stable_index(self) -> int:
-        return self._stable_index
 
     def last_position(self) -> LogPosition:
         if self._entries:
@@ -98,7 +94,7 @@ class ReplicatedLog:
 
     def unstable_entries(self) -> list[Entry]:
         """Entries not yet durable: what the next Ready asks the node to write."""
-        return self._entries[self._stable_index - self._base.index:]
+        return self._entries[self.stable_index - self._base.index:]
 
     def committed_unapplied(self, max_count: int | None = None) -> list[Entry]:
         """Entries applied_index+1 .. commit_index, in order."""
@@ -132,6 +128,7 @@ class ReplicatedLog:
                 raise InvariantViolation(f"L1: entry {e.epoch}.{e.index} does not follow {last}")
             last = LogPosition(e.epoch, e.index)
         self._entries.extend(entries)
+        self.last_index = self._base.index + len(self._entries)
 
     def accept(self, prev: LogPosition, entries: tuple[Entry, ...] | list[Entry]) -> int | None:
         """L2: a follower takes entries following prev. Returns the last index known
@@ -159,6 +156,7 @@ class ReplicatedLog:
             if have is not None:
                 self._truncate_from(e.index)
             self._entries.extend(entries[i:])
+            self.last_index = self._base.index + len(self._entries)
             return entries[-1].index
         return match
 
@@ -166,8 +164,9 @@ class ReplicatedLog:
         if index <= self.commit_index:
             raise InvariantViolation(f"L3: truncating entry {index} at or below commit index {self.commit_index}")
         del self._entries[index - self._base.index - 1:]
-        if self._stable_index >= index:
-            self._stable_index = index - 1
+        self.last_index = index - 1
+        if self.stable_index >= index:
+            self.stable_index = index - 1
 
     def commit_to(self, index: int) -> bool:
         """Raises the commit index (never lowers it). Returns True if it moved."""
@@ -181,8 +180,8 @@ class ReplicatedLog:
     def stable_to(self, position: LogPosition) -> None:
         """The node made entries up to `position` durable (advance()); ignored if
         the entry at that index has since been replaced."""
-        if self.epoch_at(position.index) == position.epoch and position.index > self._stable_index:
-            self._stable_index = position.index
+        if self.epoch_at(position.index) == position.epoch and position.index > self.stable_index:
+            self.stable_index = position.index
 
     def applied_to(self, index: int) -> None:
         if index < self.applied_index or index > self.commit_index:
@@ -194,9 +193,9 @@ class ReplicatedLog:
         index <= stable_index; a no-op at or below the base."""
         if index <= self._base.index:
             return
-        if index > self.applied_index or index > self._stable_index:
+        if index > self.applied_index or index > self.stable_index:
             raise InvariantViolation(f"S5: compacting to {index} past applied {self.applied_index} "
-                                     f"or stable {self._stable_index}")
+                                     f"or stable {self.stable_index}")
         epoch = self.epoch_at(index)
         assert epoch is not None
         del self._entries[:index - self._base.index]
@@ -213,9 +212,10 @@ class ReplicatedLog:
             raise InvariantViolation(f"S4: restoring snapshot {snapshot} over a log that holds it")
         self._base = snapshot
         self._entries = []
+        self.last_index = snapshot.index
         self.commit_index = snapshot.index
         self.applied_index = snapshot.index
-        self._stable_index = snapshot.index
+        self.stable_index = snapshot.index
 
     # -------------------------------------------------------------- checking
     def check(self) -> None:
@@ -224,10 +224,12 @@ class ReplicatedLog:
         if not (b <= self.applied_index <= self.commit_index <= self.last_index):
             raise InvariantViolation(f"2: base {b} applied {self.applied_index} commit {self.commit_index} "
                                      f"last {self.last_index}")
-        if not (b <= self._stable_index <= self.last_index):
-            raise InvariantViolation(f"3: stable {self._stable_index} outside [{b}, {self.last_index}]")
+        if not (b <= self.stable_index <= self.last_index):
+            raise InvariantViolation(f"3: stable {self.stable_index} outside [{b}, {self.last_index}]")
         if self._entries and self._entries[0].index != b + 1:
             raise InvariantViolation(f"1: first entry {self._entries[0].index} after base {b}")
+        if self.last_index != b + len(self._entries):
+            raise InvariantViolation(f"1: last index {self.last_index} but {len(self._entries)} entries after {b}")
 
     def check_full(self) -> None:
         """Invariant 1 over every entry, O(n): for tests."""

@@ -82,9 +82,9 @@ class Replicator:
 
     def send_appends(self, pr: Progress) -> None:
         """Sends as many Appends as pr's state allows (one probe, or a full pipeline)."""
-        if pr.state is ProgressState.REPLICATE and pr.next > self._log.last_index:
-            return   # nothing new for this member: the common case after an acknowledgement
         while pr.can_send_append(self._opts.max_inflight_appends):
+            if pr.state is ProgressState.REPLICATE and pr.next > self._log.last_index:
+                return   # nothing (more) for this member: the common case, checked before any lookup
             if not self._send_append(pr, allow_empty=pr.state is ProgressState.PROBE):
                 break
             if pr.state is ProgressState.PROBE:
