@@ -303,7 +303,8 @@ class _DataService(data_pb2_grpc.DataServicer):
         batch holds every answer ready when the stream can take more. The
         submitted futures are watched, never awaited, so a stream that dies
         cancels none of them: the writes go on, and a retry under the same
-        request id finds their outcome. `submit(req, on_done)` calls
+        request id finds their outcome. `submit(req, on_done)` returns the
+        ReplicaHost that took the request (started once the batch is in), and calls
         on_done(future) once the future is done, inside the round that
         settled it (write_path.py, replica_host.py): one loop round sooner
         than a done-callback."""
@@ -317,9 +318,14 @@ class _DataService(data_pb2_grpc.DataServicer):
                 async for batch in request_iterator:
                     if timeline.ENABLED:
                         timeline.mark("data.request")
+                    hosts = {}
                     for req in batch.requests:
                         outstanding += 1
-                        submit(req, functools.partial(_answered, done, req.id, op, time.perf_counter()))
+                        h = submit(req, functools.partial(_answered, done, req.id, op, time.perf_counter()))
+                        if h is not None:
+                            hosts[h.rg] = h
+                    for h in hosts.values():   # the whole batch in: propose it now if the replica is idle
+                        h.start_client_work()
             finally:
                 reading = False
                 done.put_nowait(None)
@@ -351,7 +357,8 @@ class _DataService(data_pb2_grpc.DataServicer):
         finally:
             reader.cancel()
 
-    def _submit_write(self, req: data_pb2.WriteRequest, on_done: Listener) -> None:
+    def _submit_write(self, req: data_pb2.WriteRequest, on_done: Listener) -> ReplicaHost | None:
+        """Submits one write; returns the host that took it (None: answered at once)."""
         h = self.node.hosts.get(req.rg)
         problem = None
         if h is None:
@@ -364,19 +371,22 @@ class _DataService(data_pb2_grpc.DataServicer):
             problem = (data_pb2.INVALID_ARGUMENT, "if_seq must be 16 bytes and excludes if_absent")
         if problem is None:
             h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent, on_done)
-            return
+            return h
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(problem)
         on_done(fut)
+        return None
 
-    def _submit_read(self, req: data_pb2.ReadRequest, on_done: Listener) -> None:
+    def _submit_read(self, req: data_pb2.ReadRequest, on_done: Listener) -> ReplicaHost | None:
+        """Submits one linearizable read; returns the host that took it (None: answered at once)."""
         h = self.node.hosts.get(req.rg)
         if h is None:
             fut = asyncio.get_running_loop().create_future()
             fut.set_result((data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}"))
             on_done(fut)
-            return
+            return None
         h.submit_read(lambda: h.get(req.table_id, req.key), on_done)
+        return h
 
     async def DropTable(self, request, context):  # noqa: N802
         h = self.node.hosts.get(request.rg)

@@ -113,6 +113,8 @@ class ReplicaHost:
         self._read_token = 0
         self._snapshots: dict[int, _SnapshotSource] = {}   # member -> the snapshot being sent to it
         self._wake = asyncio.Event()
+        self._busy = False   # a Ready is between ready() and advance()
+        self._handoff: Ready | None = None   # a Ready start_client_work() began, for the loop to carry out
         self._closed = False
         self._task: asyncio.Task | None = None
         self._ops_seen = 0
@@ -190,6 +192,30 @@ class ReplicaHost:
         return self.replica.status_report()
 
     # ------------------------------------------------------------- the loop
+    def start_client_work(self) -> None:
+        """Proposes the writes and starts the read rounds submitted so far, now,
+        if the loop is between Readys: their Appends or heartbeats are queued
+        for the peer links before the caller goes back to gRPC, not a loop
+        round later. The rest of that Ready (fsync, apply) is left to the loop.
+        When the loop is busy (a Ready in progress, typically an fsync), the
+        work waits for it, and everything submitted meanwhile becomes one entry.
+        Called by the Data service once per incoming batch (server/node/node.py)."""
+        if self._busy or self._closed or self._handoff is not None:
+            return
+        try:
+            self._take_client_work()
+            if not self.replica.has_ready():
+                return
+            rd = self.replica.ready()
+            self._busy = True
+            if timeline.ENABLED:
+                timeline.mark("host.ready")
+            self._begin(rd)
+            self._handoff = rd
+        except BaseException as exc:  # noqa: BLE001 - as the loop's task would: the replica must not linger
+            fail_stop(log, f"rg {self.rg}: replica round failed", exc)
+        self._wake.set()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         r = self.replica
@@ -198,68 +224,84 @@ class ReplicaHost:
             if timeline.ENABLED:
                 timeline.mark("host.woke")
             self._wake.clear()
+            if self._handoff is not None:   # begun by start_client_work()
+                rd, self._handoff = self._handoff, None
+                if not await self._carry_out(rd, loop):
+                    return
             if self.compact_due:
                 self._compact_log()
                 self.compact_due = False
             self._take_client_work()
             while r.has_ready() and not self._closed:
                 rd = r.ready()
+                self._busy = True
                 if timeline.ENABLED:
                     timeline.mark("host.ready")
-                if rd.soft_state is not None:
-                    if rd.soft_state.role is Role.FOLLOWER:
-                        self.writes.fail_all(Outcome.OUTCOME_UNKNOWN)
-                        self._snapshots.clear()   # closes the sources: their engine snapshots are released
-                    elif rd.soft_state.role is Role.LEADER:
-                        self.leader_changes += 1
-                for m in rd.messages:
-                    self._send(m.recipient, m)
-                self.writes.observe(rd.entries)
-                if not self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state):
-                    if rd.hard_state is not None:   # a commit hint: kept for the next fsynced write (log_store.py)
-                        self.storage.persist((), None, (), rd.hard_state)
-                elif not rd.snapshot_chunks and rd.snapshot is None:
-                    # Log entries are fsynced inline, on every member ("The node" in
-                    # server/replication/README.md): an I/O thread costs two thread
-                    # hand-offs per round, each a wait for the GIL on a busy machine,
-                    # and the loop has nothing better to do than what waits for this
-                    # fsync. A leader first yields once, so the peer links hand this
-                    # round's Appends to gRPC and the followers' fsyncs overlap its own.
-                    # Snapshot work (larger) still goes to the I/O thread.
-                    if rd.messages:
-                        await asyncio.sleep(0)
-                        if self._closed:
-                            return
-                    self.storage.persist((), None, rd.entries, rd.hard_state)
-                else:
-                    await loop.run_in_executor(self._io, self.storage.persist, rd.snapshot_chunks, rd.snapshot,
-                                               rd.entries, rd.hard_state)
-                    if self._closed:
-                        return
-                for m in rd.messages_after_persist:
-                    self._send(m.recipient, m)
-                if rd.messages_after_persist and rd.committed_entries:
-                    # Let the peer links put the acknowledgements on the wire before
-                    # this round applies (the leader waits for them, not for our apply).
-                    await asyncio.sleep(0)
-                    if self._closed:
-                        return
-                if rd.snapshot is not None:   # the installed data's seqs: the next stamps go above them
-                    self.writes.last_seq = max(self.writes.last_seq, self.storage.db.last_seq)
-                self._apply(rd)
-                if timeline.ENABLED and rd.committed_entries:
-                    timeline.mark("host.applied")
-                self._serve_reads(rd)
-                r.advance(rd)
-                if timeline.ENABLED:
-                    timeline.mark("host.advanced")
-                # After advance: the replica's applied index then includes this Ready's
-                # entries, which the pinned engine state of a new snapshot holds.
-                for req in rd.snapshot_requests:
-                    self._serve_snapshot(req)
-                if self.recovering:
-                    self._check_recovered()   # also after a snapshot install (no committed entries)
+                self._begin(rd)
+                if not await self._carry_out(rd, loop):
+                    return
                 self._take_client_work()
+
+    def _begin(self, rd: Ready) -> None:
+        """Step 1 of the Ready contract: role changes, the messages that need no persist, entries seen."""
+        if rd.soft_state is not None:
+            if rd.soft_state.role is Role.FOLLOWER:
+                self.writes.fail_all(Outcome.OUTCOME_UNKNOWN)
+                self._snapshots.clear()   # closes the sources: their engine snapshots are released
+            elif rd.soft_state.role is Role.LEADER:
+                self.leader_changes += 1
+        for m in rd.messages:
+            self._send(m.recipient, m)
+        self.writes.observe(rd.entries)
+
+    async def _carry_out(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> bool:
+        """Steps 2-6 of a begun Ready. False: the host closed meanwhile."""
+        if not self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state):
+            if rd.hard_state is not None:   # a commit hint: kept for the next fsynced write (log_store.py)
+                self.storage.persist((), None, (), rd.hard_state)
+        elif not rd.snapshot_chunks and rd.snapshot is None:
+            # Log entries are fsynced inline, on every member ("The node" in
+            # server/replication/README.md): an I/O thread costs two thread
+            # hand-offs per round, each a wait for the GIL on a busy machine,
+            # and the loop has nothing better to do than what waits for this
+            # fsync. A leader first yields once, so the peer links hand this
+            # round's Appends to gRPC and the followers' fsyncs overlap its own.
+            # Snapshot work (larger) still goes to the I/O thread.
+            if rd.messages:
+                await asyncio.sleep(0)
+                if self._closed:
+                    return False
+            self.storage.persist((), None, rd.entries, rd.hard_state)
+        else:
+            await loop.run_in_executor(self._io, self.storage.persist, rd.snapshot_chunks, rd.snapshot,
+                                       rd.entries, rd.hard_state)
+            if self._closed:
+                return False
+        for m in rd.messages_after_persist:
+            self._send(m.recipient, m)
+        if rd.messages_after_persist and rd.committed_entries:
+            # Let the peer links put the acknowledgements on the wire before
+            # this round applies (the leader waits for them, not for our apply).
+            await asyncio.sleep(0)
+            if self._closed:
+                return False
+        if rd.snapshot is not None:   # the installed data's seqs: the next stamps go above them
+            self.writes.last_seq = max(self.writes.last_seq, self.storage.db.last_seq)
+        self._apply(rd)
+        if timeline.ENABLED and rd.committed_entries:
+            timeline.mark("host.applied")
+        self._serve_reads(rd)
+        self.replica.advance(rd)
+        if timeline.ENABLED:
+            timeline.mark("host.advanced")
+        # After advance: the replica's applied index then includes this Ready's
+        # entries, which the pinned engine state of a new snapshot holds.
+        for req in rd.snapshot_requests:
+            self._serve_snapshot(req)
+        if self.recovering:
+            self._check_recovered()   # also after a snapshot install (no committed entries)
+        self._busy = False
+        return True
 
     def _take_client_work(self) -> None:
         r = self.replica
