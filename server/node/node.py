@@ -55,6 +55,7 @@ MAX_SCAN_BYTES = 8 << 20         # a Scan answer stops here (with more=True), fa
 MAINTENANCE_SECONDS = 1.0
 COMPACT_AFTER_ENTRIES = 10_000   # compact a replica's log once it holds this many entries
 RETAIN_FACTOR = 4                # ... but keep entries a member lacks until it holds this many times that
+FOLLOWER_APPLY_BATCH = 64        # see ReplicaOptions.follower_apply_batch
 _DATA_CODE = {Outcome.OK: data_pb2.OK, Outcome.NOT_LEADER: data_pb2.NOT_LEADER,
               Outcome.OUTCOME_UNKNOWN: data_pb2.OUTCOME_UNKNOWN, Outcome.TIMEOUT: data_pb2.TIMEOUT,
               Outcome.CONDITION_FAILED: data_pb2.CONDITION_FAILED, Outcome.TABLE_DROPPED: data_pb2.TABLE_DROPPED}
@@ -72,7 +73,8 @@ class Node:
         self.data_dir = data_dir
         # Followers learn commits with the next Append or heartbeat: half the
         # messages per write at low load (bench/RESULTS.md); only leaders serve reads.
-        self.options = options or ReplicaOptions(eager_commit=False)
+        # They apply in batches of up to FOLLOWER_APPLY_BATCH entries (or every tick).
+        self.options = options or ReplicaOptions(eager_commit=False, follower_apply_batch=FOLLOWER_APPLY_BATCH)
         self.compact_after_entries = compact_after_entries
         self.metrics_listen = metrics_listen
         self.metrics_port: int | None = None

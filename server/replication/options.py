@@ -39,11 +39,19 @@ class ReplicaOptions:
     messages per write at low load; followers then apply up to a heartbeat later
     (only the leader serves reads, so no client sees the difference)."""
 
+    follower_apply_batch: int = 1
+    """A follower applies committed entries once this many wait, or at the next
+    tick, whichever comes first (1: at once). Only leaders answer clients, so a
+    follower's apply is not on any request's path; batched, it costs less and
+    stays off the cores while the leader turns acknowledgements into answers
+    (bench/RESULTS.md, 2026-11-27 15:05 entry). A follower that becomes leader
+    applies everything committed in its first Ready."""
+
     max_apply_entries: int | None = None
     """At most this many committed entries per Ready (None: all), to bound one apply step."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_ticks", "retransmit_ticks", "max_inflight_appends", "max_append_entries",
-                     "max_append_bytes", "snapshot_retry_ticks", "read_timeout_ticks"):
+                     "max_append_bytes", "snapshot_retry_ticks", "read_timeout_ticks", "follower_apply_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -109,6 +109,7 @@ class Replica:
         self._reported_soft = SoftState(self._role, self._promised_epoch, None)
         self._outstanding: Ready | None = None
         self._ticks = 0
+        self._apply_due = False   # a tick passed: a follower applies what is committed, however little
         self._heartbeat_elapsed = 0
         self._checked_commit = self._log.commit_index
         self._checked_epoch = self._promised_epoch
@@ -198,6 +199,7 @@ class Replica:
     def tick(self) -> None:
         """One unit of logical time."""
         self._ticks += 1
+        self._apply_due = True
         rep = self._replicator
         if rep is None:
             return
@@ -243,7 +245,7 @@ class Replica:
         return bool(self._msgs or self._msgs_after_persist or self._staged or self._pending_snapshot
                     or self._failed_reads or self._snapshot_requests
                     or log.stable_index < log.last_index
-                    or log.applied_index < log.commit_index
+                    or (log.applied_index < log.commit_index and self._apply_now())
                     or self._promised_epoch != persisted.promised_epoch or log.commit_index != persisted.commit_index
                     or self._role is not soft.role or self._promised_epoch != soft.epoch
                     or self._leader_id != soft.leader_id
@@ -269,7 +271,7 @@ class Replica:
         if (self._role is not reported.role or self._promised_epoch != reported.epoch
                 or self._leader_id != reported.leader_id):
             soft = self._reported_soft = self._soft_state()
-        committed = log.committed_unapplied(self._opts.max_apply_entries)
+        committed = log.committed_unapplied(self._opts.max_apply_entries) if self._apply_now() else []
         reads = []
         if self._role is Role.LEADER:
             applied = committed[-1].index if committed else log.applied_index
@@ -284,6 +286,8 @@ class Replica:
         self._msgs.clear()
         self._msgs_after_persist, self._staged, self._pending_snapshot = [], [], None
         self._failed_reads, self._snapshot_requests = [], []
+        if committed:
+            self._apply_due = False
         self._outstanding = rd
         return rd
 
@@ -505,6 +509,13 @@ class Replica:
         leader = self._leader_id if self._leader_id is not None else self._leader_hint
         self._failed_reads.append(FailedRead(r.request_id, reason, self._promised_epoch,
                                              leader if leader != self.id else None))
+
+    def _apply_now(self) -> bool:
+        """Whether a Ready hands out committed entries now (ReplicaOptions.follower_apply_batch)."""
+        if self._role is not Role.FOLLOWER or self._apply_due:
+            return True
+        log = self._log
+        return log.commit_index - log.applied_index >= self._opts.follower_apply_batch
 
     def _soft_state(self) -> SoftState:
         return SoftState(self._role, self._promised_epoch, self._leader_id)
