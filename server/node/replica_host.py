@@ -9,7 +9,9 @@ into one entry per round, the sequencer rule, conditions, deduplication,
 answers); reads that arrived together share one ReadIndex confirmation
 round; log fsyncs run inline on the loop, a leader's after its Appends were
 handed to gRPC; snapshot work runs in the node's I/O thread (see "The node"
-in server/replication/README.md).
+in server/replication/README.md). start_client_work() lets the Data service
+begin that round itself when the loop is idle (between Readys): the loop
+then carries out the Ready it began.
 
 Thread-safety: everything runs on the event loop except a snapshot's
 ReplicaStorage.persist, which runs in the I/O executor while the loop keeps
