@@ -281,9 +281,9 @@ class ReplicaHost:
                 return False
         for m in rd.messages_after_persist:
             self._send(m.recipient, m)
-        if rd.messages_after_persist and rd.committed_entries:
+        if rd.messages_after_persist:
             # Let the peer links put the acknowledgements on the wire before
-            # this round applies (the leader waits for them, not for our apply).
+            # this round applies and advances (the leader waits for them, not for us).
             await asyncio.sleep(0)
             if self._closed:
                 return False
