@@ -374,18 +374,14 @@ class _DataService(data_pb2_grpc.DataServicer):
         if problem is None:
             h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent, on_done)
             return h
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(problem)
-        on_done(fut)
+        _answer_now(on_done, problem)
         return None
 
     def _submit_read(self, req: data_pb2.ReadRequest, on_done: Listener) -> ReplicaHost | None:
         """Submits one linearizable read; returns the host that took it (None: answered at once)."""
         h = self.node.hosts.get(req.rg)
         if h is None:
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_result((data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}"))
-            on_done(fut)
+            _answer_now(on_done, (data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}"))
             return None
         h.submit_read(lambda: h.get(req.table_id, req.key), on_done)
         return h
@@ -438,6 +434,13 @@ class _DataService(data_pb2_grpc.DataServicer):
                 out.values.extend(v for _, v, _ in rows)
             out.seqs.extend(s for _, _, s in rows)
         return out
+
+
+def _answer_now(on_done: Listener, problem: tuple[int, str]) -> None:
+    """A request refused before any replica took it: its (code, message) answer, through the same listener."""
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result(problem)
+    on_done(fut)
 
 
 def _answered(queue: asyncio.Queue, req_id: int, op: str, t0: float, fut: asyncio.Future) -> None:
