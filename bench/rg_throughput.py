@@ -25,14 +25,22 @@ etcd: the same closed loop against etcd 3.4's KV Put / linearizable Range
 Debian's etcd-server). Its client makes one unary call per operation: that is
 how etcd's API is used, and it is what our batching is measured against.
 
+Both clusters run at once and the measurements alternate: for each run, op
+and client count, quorumkv's and etcd's back to back, who goes first
+alternating by run (run_side_by_side). The machine's speed drifts over
+minutes; alternating keeps that drift out of the ratio.
+
 Reported per row: ops/s, p50/p99/p99.9 latency (ms), fsyncs per write (the
 replicated logs' fsyncs on all three nodes, from their status reports, over
-acknowledged writes), client and server CPU seconds. Medians over --runs.
+acknowledged writes), client and server CPU seconds. Medians over --runs;
+`ratio` is the ratio of the two medians, `paired` the median of the per-run
+ratios of back-to-back measurements.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import statistics
@@ -138,35 +146,66 @@ async def _quorumkv_load(leaders: dict[int, str], clients: int, duration_s: floa
     return LoadResult(op, clients, 1, len(lat), sum(errors), elapsed, cpu, lat, server, driver="quorumkv-stream")
 
 
-def run_quorumkv(clients_list: list[int], duration_s: float, runs: int,
-                 groups: int = 1) -> dict[tuple[str, int], list[dict]]:
-    out: dict[tuple[str, int], list[dict]] = {}
-    with tempfile.TemporaryDirectory(prefix="qkv-rgbench-") as tmp:
-        with LocalCluster(os.path.join(tmp, "c"), nodes=3, node_args=["--log-level", "WARNING"]) as cluster:
-            rgs = list(range(FIRST_RG, FIRST_RG + groups))
-            leaders = {}
-            for rg in rgs:
-                cluster.create_group(rg, [1, 2, 3])
-                leader, _ = cluster.wait_for_leader(rg)
-                leaders[rg] = cluster.nodes[leader].address
-            pids = [cluster.meta.pid] + [n.pid for n in cluster.nodes.values()]
+def run_side_by_side(clients_list: list[int], duration_s: float, runs: int, groups: int = 1,
+                     with_etcd: bool = True) -> tuple[dict[tuple[str, int], list[dict]],
+                                                      dict[tuple[str, int], list[dict]]]:
+    """Both clusters up at once, measurements interleaved: for each run, op
+    and client count, one quorumkv measurement and one etcd measurement back
+    to back (who goes first alternates by run). On this shared machine the
+    speed drifts by tens of percent over minutes; measuring all of one system
+    and then all of the other put that drift into the ratio. Each system is
+    idle (heartbeats only) while the other is measured, so each pays the
+    other's idle cost alike. Returns (ours, etcd's): (op, clients) -> rows."""
+    ours: dict[tuple[str, int], list[dict]] = {}
+    theirs: dict[tuple[str, int], list[dict]] = {}
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="qkv-rgbench-"))
+        cluster = stack.enter_context(LocalCluster(os.path.join(tmp, "c"), nodes=3,
+                                                   node_args=["--log-level", "WARNING"]))
+        rgs = list(range(FIRST_RG, FIRST_RG + groups))
+        leaders = {}
+        for rg in rgs:
+            cluster.create_group(rg, [1, 2, 3])
+            leader, _ = cluster.wait_for_leader(rg)
+            leaders[rg] = cluster.nodes[leader].address
+        pids = [cluster.meta.pid] + [n.pid for n in cluster.nodes.values()]
+        etcd = None
+        if with_etcd:
+            from bench.etcd_cluster import EtcdCluster
+            etcd = stack.enter_context(EtcdCluster(members=3))
 
-            async def all_runs() -> None:   # one event loop for every run: grpc.aio binds to the first one
-                for run in range(runs):
-                    for op in ("put", "get"):
-                        for clients in clients_list:
-                            f0 = _fsyncs(cluster, rgs)
-                            res = await _quorumkv_load(leaders, clients, duration_s, op, run * 1000 + clients,
-                                                       lambda: _proc_cpu_seconds(pids))
-                            await asyncio.sleep(0.3)   # status reports trail by a heartbeat: let the fsyncs show
-                            s = res.summary()
-                            s["fsyncs_per_write"] = ((_fsyncs(cluster, rgs) - f0) / res.ops
-                                                     if op == "put" and res.ops else None)
-                            out.setdefault((op, clients), []).append(s)
-                            _print_row("quorumkv", run, op, clients, s)
+        async def measure_ours(run: int, op: str, clients: int) -> None:
+            f0 = _fsyncs(cluster, rgs)
+            res = await _quorumkv_load(leaders, clients, duration_s, op, run * 1000 + clients,
+                                       lambda: _proc_cpu_seconds(pids))
+            await asyncio.sleep(0.3)   # status reports trail by a heartbeat: let the fsyncs show
+            s = res.summary()
+            s["fsyncs_per_write"] = ((_fsyncs(cluster, rgs) - f0) / res.ops
+                                     if op == "put" and res.ops else None)
+            ours.setdefault((op, clients), []).append(s)
+            _print_row("quorumkv", run, op, clients, s)
 
-            asyncio.run(all_runs())
-    return out
+        async def measure_etcd(run: int, op: str, clients: int) -> None:
+            from bench.etcd_load import run_load
+            res = await run_load(etcd.client_endpoints, clients, None, duration_s, 100,
+                                 "put" if op == "put" else "range", seed=run * 1000 + clients,
+                                 server_cpu=etcd.cpu_seconds)
+            s = res.summary()
+            theirs.setdefault((op, clients), []).append(s)
+            _print_row("etcd", run, op, clients, s)
+
+        async def all_runs() -> None:   # one event loop for every run: grpc.aio binds to the first one
+            for run in range(runs):
+                for op in ("put", "get"):
+                    for clients in clients_list:
+                        order = [measure_ours] + ([measure_etcd] if etcd is not None else [])
+                        if run % 2:
+                            order.reverse()
+                        for measure in order:
+                            await measure(run, op, clients)
+
+        asyncio.run(all_runs())
+    return ours, theirs
 
 
 def _print_row(system: str, run: int, op: str, clients: int, s: dict) -> None:
@@ -176,24 +215,10 @@ def _print_row(system: str, run: int, op: str, clients: int, s: dict) -> None:
           f"client_cpu={s['client_cpu_s']:.1f}s server_cpu={s['server_cpu_s']:.1f}s{extra}", flush=True)
 
 
-def run_etcd(clients_list: list[int], duration_s: float, runs: int) -> dict[tuple[str, int], list[dict]]:
-    from bench.etcd_cluster import EtcdCluster
-    from bench.etcd_load import run_load
-
-    out: dict[tuple[str, int], list[dict]] = {}
-    with EtcdCluster(members=3) as etcd:
-        async def all_runs() -> None:
-            for run in range(runs):
-                for op, etcd_op in (("put", "put"), ("get", "range")):
-                    for clients in clients_list:
-                        res = await run_load(etcd.client_endpoints, clients, None, duration_s, 100, etcd_op,
-                                             seed=run * 1000 + clients, server_cpu=etcd.cpu_seconds)
-                        s = res.summary()
-                        out.setdefault((op, clients), []).append(s)
-                        _print_row("etcd", run, op, clients, s)
-
-        asyncio.run(all_runs())
-    return out
+def _paired_ratio(ours: list[dict], theirs: list[dict]) -> float:
+    """The median over runs of (our ops/s / etcd's ops/s) measured back to back."""
+    ratios = [q["ops_per_s"] / e["ops_per_s"] for q, e in zip(ours, theirs) if e["ops_per_s"] > 0]
+    return statistics.median(ratios) if ratios else float("nan")
 
 
 def _median(rows: list[dict], key: str) -> float:
@@ -216,21 +241,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rg_throughput: {args.runs} runs x {args.duration:.0f} s, clients {clients_list} per group, "
           f"{args.groups} group(s), "
           f"{os.cpu_count()} cores", flush=True)
-    ours = run_quorumkv(clients_list, args.duration, args.runs, args.groups)
-    theirs = {} if args.no_etcd else run_etcd(clients_list, args.duration, args.runs)
+    ours, theirs = run_side_by_side(clients_list, args.duration, args.runs, args.groups, not args.no_etcd)
     print()
     print(f"{'op':>4} {'clients':>7} | {'quorumkv/s':>10} {'p50':>6} {'p99':>6} {'p99.9':>6} {'fsync/w':>7} | "
-          f"{'etcd/s':>8} {'p50':>6} {'p99':>6} {'p99.9':>6} | {'ratio':>6}")
+          f"{'etcd/s':>8} {'p50':>6} {'p99':>6} {'p99.9':>6} | {'ratio':>6} {'paired':>6}")
     for op in ("put", "get"):
         for c in clients_list:
             q = ours[(op, c)]
             e = theirs.get((op, c), [])
             qr, er = _median(q, "ops_per_s"), _median(e, "ops_per_s")
             ratio = qr / er if e and er > 0 else float("nan")
+            paired = _paired_ratio(q, e)
             print(f"{op:>4} {c:>7} | {qr:>10,.0f} {_median(q, 'p50_ms'):>6.2f} {_median(q, 'p99_ms'):>6.2f} "
                   f"{_median(q, 'p999_ms'):>6.2f} {_median(q, 'fsyncs_per_write'):>7.3f} | "
                   f"{er:>8,.0f} {_median(e, 'p50_ms'):>6.2f} {_median(e, 'p99_ms'):>6.2f} "
-                  f"{_median(e, 'p999_ms'):>6.2f} | {ratio:>6.2f}")
+                  f"{_median(e, 'p999_ms'):>6.2f} | {ratio:>6.2f} {paired:>6.2f}")
     return 0
 
 

@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--writes", type=int, default=2000)
     ap.add_argument("--max-seconds", type=float, default=60.0)
+    ap.add_argument("--raw", type=int, default=0, metavar="N",
+                    help="also print every mark of N writes from the middle of the run, in time order")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="qkv-timeline-") as tmp:
         marks_dir = os.path.join(tmp, "marks")
@@ -119,7 +121,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {median:7.0f}  {median - previous:+6.0f}  {process:11} {name:18} {nth:3} "
               f"({100 * share:.0f}% of writes)")
         previous = median
+    if args.raw:
+        _print_raw(client, procs, args.raw)
     return 0
+
+
+def _print_raw(client: list[tuple[int, str]], procs: dict[str, list[tuple[int, str]]], count: int) -> None:
+    """Every mark of `count` consecutive writes from the middle of the run:
+    what per-mark medians hide (a step that ran twice, an unexpected wake)."""
+    sends = [t for t, name in client if name == "client.send"]
+    answers = [t for t, name in client if name == "client.answer"]
+    middle = len(sends) // 2
+    merged = sorted((t, p, name) for p, marks in procs.items() for t, name in marks)
+    times = [t for t, _, _ in merged]
+    for t0, t1 in list(zip(sends, answers))[middle:middle + count]:
+        print(f"write answered in {(t1 - t0) / 1000:.0f} us:")
+        previous = t0
+        for t, p, name in merged[bisect.bisect_left(times, t0):bisect.bisect_right(times, t1)]:
+            print(f"  {(t - t0) / 1000:7.0f}  {(t - previous) / 1000:+6.0f}  {p:11} {name}")
+            previous = t
 
 
 if __name__ == "__main__":
