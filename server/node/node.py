@@ -43,7 +43,7 @@ from server.node_identity import NODE_METADATA_KEY, RequireNodeId
 from server.observability import add_health, register, set_serving, start_metrics
 from server.proto import data_pb2, data_pb2_grpc, meta_pb2, replication_pb2, replication_pb2_grpc
 from server.replication.errors import InvariantViolation, ReplicaMisuseError
-from server.replication.messages import METADATA_MANAGER_ID, Message, Role
+from server.replication.messages import METADATA_MANAGER_ID, AppendAck, HeartbeatAck, Message, Role
 from server.replication.options import ReplicaOptions
 from server.runtime import fail_stop
 
@@ -56,6 +56,9 @@ MAINTENANCE_SECONDS = 1.0
 COMPACT_AFTER_ENTRIES = 10_000   # compact a replica's log once it holds this many entries
 RETAIN_FACTOR = 4                # ... but keep entries a member lacks until it holds this many times that
 FOLLOWER_APPLY_BATCH = 64        # see ReplicaOptions.follower_apply_batch
+# Messages that can complete a quorum on a leader: its replica host carries
+# out the resulting Ready at once (ReplicaHost.acknowledged).
+_ACKNOWLEDGEMENTS = (AppendAck, HeartbeatAck)
 _DATA_CODE = {Outcome.OK: data_pb2.OK, Outcome.NOT_LEADER: data_pb2.NOT_LEADER,
               Outcome.OUTCOME_UNKNOWN: data_pb2.OUTCOME_UNKNOWN, Outcome.TIMEOUT: data_pb2.TIMEOUT,
               Outcome.CONDITION_FAILED: data_pb2.CONDITION_FAILED, Outcome.TABLE_DROPPED: data_pb2.TABLE_DROPPED}
@@ -176,24 +179,52 @@ class Node:
         self._loose_tasks.add(task)
         task.add_done_callback(self._loose_tasks.discard)
 
-    def deliver(self, env: replication_pb2.Envelope) -> None:
+    def deliver_all(self, envelopes, sender: str) -> None:
+        """Steps a batch of messages into their replicas; a malformed envelope
+        is logged and skipped. Replicas that got an acknowledgement then
+        carry out what it completed at once (ReplicaHost.acknowledged): after
+        the whole batch, so the acknowledgements that came together make one
+        Ready."""
+        acknowledged = None
+        for env in envelopes:
+            try:
+                h = self.deliver(env)
+            except ValueError as exc:
+                log.warning("bad envelope from %s: %s", sender, exc)
+                continue
+            if h is not None:
+                if acknowledged is None:
+                    acknowledged = {}
+                acknowledged[h.rg] = h
+        if acknowledged:
+            for h in acknowledged.values():
+                h.acknowledged()
+
+    def deliver(self, env: replication_pb2.Envelope) -> ReplicaHost | None:
         """Steps one message into its replica. A malformed envelope raises
         ValueError (the sender's fault: callers log and skip it); a message
-        that breaks a protocol invariant stops the node (fail-stop)."""
+        that breaks a protocol invariant stops the node (fail-stop). Returns
+        the replica's host if the message was an acknowledgement, which the
+        caller must then tell (ReplicaHost.acknowledged): its loop was not
+        woken for it."""
         if timeline.ENABLED:
             timeline.mark("exchange.message")
         rg, msg = codec.decode(env)
         if msg.recipient != self.id:
             log.warning("message for node %d delivered to node %d: dropped", msg.recipient, self.id)
-            return
+            return None
         h = self.hosts.get(rg)
         if h is not None:
+            ack = type(msg) in _ACKNOWLEDGEMENTS
             try:
-                h.step(msg)
+                h.step(msg, wake=not ack)
                 if timeline.ENABLED:
                     timeline.mark("exchange.stepped")
             except (InvariantViolation, ReplicaMisuseError) as exc:
                 fail_stop(log, f"rg {rg}: {type(msg).__name__} from {msg.sender}", exc)
+            if ack:
+                return h
+        return None
 
     # ---------------------------------------------------------------- MetaLinkHandler
     def on_meta_command(self, command: meta_pb2.MetaCommand) -> None:
@@ -209,11 +240,7 @@ class Node:
             self._host(a.rg, a.established)
         for rg in command.drop:
             self._background(self._drop(rg))
-        for env in command.envelopes:
-            try:
-                self.deliver(env)
-            except ValueError as exc:
-                log.warning("bad envelope from the metadata manager: %s", exc)
+        self.deliver_all(command.envelopes, "the metadata manager")
 
     def status_envelopes(self, heartbeat: meta_pb2.NodeHeartbeat) -> None:
         for rg, h in self.hosts.items():
@@ -270,13 +297,12 @@ class _ReplicationService(replication_pb2_grpc.ReplicationServicer):
 
     async def Exchange(self, request_iterator, context):  # noqa: N802 - gRPC's name
         n = 0
+        sender = None
         async for batch in request_iterator:
             n += 1
-            for env in batch.envelopes:
-                try:
-                    self.node.deliver(env)
-                except ValueError as exc:
-                    log.warning("bad envelope from node %s: %s", _peer_id(context), exc)
+            if sender is None:
+                sender = f"node {_peer_id(context)}"
+            self.node.deliver_all(batch.envelopes, sender)
         return replication_pb2.ExchangeSummary(batches=n)
 
 

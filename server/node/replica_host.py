@@ -11,7 +11,9 @@ round; log fsyncs run inline on the loop, a leader's after its Appends were
 handed to gRPC; snapshot work runs in the node's I/O thread (see "The node"
 in server/replication/README.md). start_client_work() lets the Data service
 begin that round itself when the loop is idle (between Readys): the loop
-then carries out the Ready it began.
+then carries out the Ready it began. acknowledged() does the same for the
+node's Exchange handler after a quorum's acknowledgement; that Ready writes
+nothing to disk, so it is carried out there to the end (apply, answers).
 
 Thread-safety: everything runs on the event loop except a snapshot's
 ReplicaStorage.persist, which runs in the I/O executor while the loop keeps
@@ -138,7 +140,10 @@ class ReplicaHost:
             return
         fail_stop(log, f"rg {self.rg}: replica loop failed", task.exception())
 
-    def step(self, msg: Message) -> None:
+    def step(self, msg: Message, wake: bool = True) -> None:
+        """Steps a peer's message in. wake=False leaves the loop asleep: the
+        caller calls acknowledged() next, which carries out the Ready itself
+        or wakes the loop."""
         if self.recovering:
             if isinstance(msg, PromiseRequest):
                 return   # no vote yet (see __init__); the MM retries, or elects among the others
@@ -147,7 +152,8 @@ class ReplicaHost:
             elif isinstance(msg, SnapshotChunk):
                 self._recover_target = max(self._recover_target, msg.snapshot.index)
         self.replica.step(msg)
-        self._wake.set()
+        if wake:
+            self._wake.set()
 
     def _check_recovered(self) -> None:
         if self._recover_target and self.replica.log.applied_index >= self._recover_target:
@@ -202,6 +208,23 @@ class ReplicaHost:
         When the loop is busy (a Ready in progress, typically an fsync), the
         work waits for it, and everything submitted meanwhile becomes one entry.
         Called by the Data service once per incoming batch (server/node/node.py)."""
+        self.run_now()
+
+    def acknowledged(self) -> None:
+        """An acknowledgement (AppendAck, HeartbeatAck) was stepped in: if it
+        completed a quorum, the committed entries are applied and their writers
+        answered (or the confirmed reads served) now, on the caller's stack,
+        when the loop is between Readys. Such a Ready writes nothing to disk
+        (at most a commit hint, kept in memory: log_store.py), so nothing
+        here waits; the loop would only add a wake-up between the quorum and
+        the answer. Called by Node.deliver_all."""
+        self.run_now()
+
+    def run_now(self) -> None:
+        """Begins the next Ready here if the loop is between Readys (see
+        start_client_work and acknowledged): a Ready that needs no disk
+        write is carried out to the end at once; one that does is handed to
+        the loop, which fsyncs it."""
         if self._busy or self._closed or self._handoff is not None:
             return
         try:
@@ -213,10 +236,24 @@ class ReplicaHost:
             if timeline.ENABLED:
                 timeline.mark("host.ready")
             self._begin(rd)
-            self._handoff = rd
+            if self._needs_loop(rd):
+                self._handoff = rd
+                self._wake.set()
+                return
+            if rd.hard_state is not None:   # a commit hint: kept for the next fsynced write
+                self.storage.persist((), None, (), rd.hard_state)
+            self._finish(rd)
+            if self.replica.has_ready():   # e.g. new Appends this Ready's acks let through
+                self._wake.set()
         except BaseException as exc:  # noqa: BLE001 - as the loop's task would: the replica must not linger
             fail_stop(log, f"rg {self.rg}: replica round failed", exc)
-        self._wake.set()
+
+    def _needs_loop(self, rd: Ready) -> bool:
+        """Whether carrying out `rd` waits for anything (an fsync, snapshot
+        work, acknowledgements to hand to the peer links first)."""
+        return bool(rd.messages_after_persist or rd.snapshot_chunks or rd.snapshot is not None
+                    or rd.snapshot_requests
+                    or self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -287,6 +324,11 @@ class ReplicaHost:
             await asyncio.sleep(0)
             if self._closed:
                 return False
+        self._finish(rd)
+        return True
+
+    def _finish(self, rd: Ready) -> None:
+        """Steps 4-6 of a Ready whose persist is done: apply, answer, advance."""
         if rd.snapshot is not None:   # the installed data's seqs: the next stamps go above them
             self.writes.last_seq = max(self.writes.last_seq, self.storage.db.last_seq)
         self._apply(rd)
@@ -303,7 +345,6 @@ class ReplicaHost:
         if self.recovering:
             self._check_recovered()   # also after a snapshot install (no committed entries)
         self._busy = False
-        return True
 
     def _take_client_work(self) -> None:
         r = self.replica

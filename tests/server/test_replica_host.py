@@ -1,0 +1,113 @@
+"""ReplicaHost (server/node/replica_host.py) carrying out Readys around a real
+log store and engine: a leader of a 3-member group whose followers are played
+by hand (their acknowledgements built from the Appends the host sent).
+
+What is checked here: when an acknowledgement completes a quorum and the loop
+is between Readys, acknowledged() applies the entry and answers its writer
+inside the call, without waking the loop; when the loop is busy, the loop
+carries that work out instead, and nothing is answered twice or lost."""
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from engine._native import sequencer, write_batch
+from server.node.replica_host import ReplicaHost
+from server.node.replica_storage import ReplicaStorage
+from server.node.write_path import Outcome
+from server.replication.messages import Append, AppendAck, Appointment, Config, Message, PromiseRequest, Role
+from server.replication.options import ReplicaOptions
+
+ME, FOLLOWERS, RG, TABLE = 1, (2, 3), 1, 1
+
+
+def _rep(key: bytes) -> bytes:
+    return write_batch.encode_one(write_batch.VALUE, TABLE, key, b"v", sequencer.encode(1, 0, 9))
+
+
+async def _idle(host: ReplicaHost) -> None:
+    """Until the host's loop has carried out everything it was given (bounded)."""
+    for _ in range(10_000):
+        if not host._busy and host._handoff is None and not host._wake.is_set() \
+                and not host.replica.has_ready():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the host's loop did not come to rest")
+
+
+class _Leader:
+    """A started ReplicaHost appointed leader of {1, 2, 3}, its NOOP committed."""
+
+    def __init__(self, directory: str):
+        self.sent: list[Message] = []
+        self.io = ThreadPoolExecutor(1)
+        self.host = ReplicaHost(RG, ME, ReplicaStorage(directory, node_id=ME), ReplicaOptions(),
+                                lambda to, msg: self.sent.append(msg), self.io)
+
+    async def start(self) -> None:
+        h = self.host
+        h.start()
+        h.step(PromiseRequest(epoch=1, sender=0, recipient=ME))
+        await _idle(h)
+        h.step(Appointment(epoch=1, sender=0, recipient=ME, config=Config(frozenset({ME, *FOLLOWERS}))))
+        await _idle(h)
+        self.acknowledge(FOLLOWERS[0])     # its NOOP committed: it serves
+        await _idle(h)
+        assert h.replica.role is Role.LEADER
+
+    def acknowledge(self, member: int) -> None:
+        """`member` acknowledges the last Append the host sent it, as Node.deliver_all steps it."""
+        last = max(m.entries[-1].index for m in self.sent
+                   if isinstance(m, Append) and m.recipient == member and m.entries)
+        self.host.step(AppendAck(epoch=1, sender=member, recipient=ME, index=last), wake=False)
+        self.host.acknowledged()
+
+    async def close(self) -> None:
+        await self.host.close()
+        self.io.shutdown()
+
+
+def test_a_quorum_completed_while_the_loop_rests_is_answered_inside_acknowledged(tmp_path):
+    async def run():
+        leader = _Leader(os.fspath(tmp_path))
+        await leader.start()
+        h = leader.host
+        answers = []
+        h.submit_write(_rep(b"k1"), on_done=lambda f: answers.append(f.result()))
+        h.start_client_work()
+        await _idle(h)                      # the entry is durable here and sent to the follower
+        assert answers == []
+        leader.acknowledge(FOLLOWERS[0])    # with ours: a majority
+        assert [a.outcome for a in answers] == [Outcome.OK]   # no await in between
+        assert not h._wake.is_set()         # and the loop was not woken for it
+        assert h.get(TABLE, b"k1") is not None
+        leader.acknowledge(FOLLOWERS[1])    # the other member's first: it is sent what it lacks, at once
+        assert any(isinstance(m, Append) and m.recipient == FOLLOWERS[1] and m.entries
+                   and m.entries[-1].index == h.replica.log.last_index for m in leader.sent)
+        await _idle(h)
+        assert len(answers) == 1
+        await leader.close()
+
+    asyncio.run(run())
+
+
+def test_an_acknowledgement_during_a_ready_is_left_to_the_loop(tmp_path):
+    async def run():
+        leader = _Leader(os.fspath(tmp_path))
+        await leader.start()
+        h = leader.host
+        answers = []
+        h.submit_write(_rep(b"k1"), on_done=lambda f: answers.append(f.result().outcome))
+        h.start_client_work()
+        await _idle(h)
+        h.submit_write(_rep(b"k2"), on_done=lambda f: answers.append(f.result().outcome))
+        h.start_client_work()               # begun here, handed to the loop (its fsync is to come)
+        assert h._handoff is not None
+        leader.acknowledge(FOLLOWERS[0])    # covers k1 (and k2, whose Append left already)
+        assert answers == []                # the loop's Ready goes first
+        await _idle(h)
+        assert answers == [Outcome.OK, Outcome.OK]
+        await leader.close()
+
+    asyncio.run(run())
