@@ -352,8 +352,13 @@ class _DataService(data_pb2_grpc.DataServicer):
                         h = submit(req, functools.partial(_answered, done, req.id, op, time.perf_counter()))
                         if h is not None:
                             hosts[h.rg] = h
+                    if timeline.ENABLED:
+                        timeline.mark("data.submitted")
                     for h in hosts.values():   # the whole batch in: propose it now if the replica is idle
                         h.start_client_work()
+                    # Let the peer links put those Appends (or heartbeats) on the
+                    # wire before gRPC sets up this stream's next read.
+                    await asyncio.sleep(0)
             finally:
                 reading = False
                 done.put_nowait(None)
@@ -398,7 +403,7 @@ class _DataService(data_pb2_grpc.DataServicer):
         elif req.if_seq and (len(req.if_seq) != 16 or req.if_absent):
             problem = (data_pb2.INVALID_ARGUMENT, "if_seq must be 16 bytes and excludes if_absent")
         if problem is None:
-            h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent, on_done)
+            h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent, on_done, wake=False)
             return h
         _answer_now(on_done, problem)
         return None
@@ -409,7 +414,7 @@ class _DataService(data_pb2_grpc.DataServicer):
         if h is None:
             _answer_now(on_done, (data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}"))
             return None
-        h.submit_read(lambda: h.get(req.table_id, req.key), on_done)
+        h.submit_read(lambda: h.get(req.table_id, req.key), on_done, wake=False)
         return h
 
     async def DropTable(self, request, context):  # noqa: N802

@@ -81,6 +81,8 @@ class PeerLink:
     async def _batches(self):
         while not self._closed:
             await self._has_data.wait()
+            if timeline.ENABLED:
+                timeline.mark("peer.woke")
             self._has_data.clear()
             if not self._queue:
                 continue

@@ -166,12 +166,16 @@ class ReplicaHost:
         self._wake.set()
 
     def submit_write(self, rep: bytes, request_id: int = 0, if_seq: bytes = b"",
-                     if_absent: bool = False, on_done: Listener | None = None) -> asyncio.Future:
+                     if_absent: bool = False, on_done: Listener | None = None,
+                     wake: bool = True) -> asyncio.Future:
         """A client's write batch (seqs set by the router). Resolves to a Result
         (write_path.py) whose value is (log index, concatenated stored seqs);
-        `on_done` as in WritePath.submit."""
+        `on_done` as in WritePath.submit. wake=False: the caller calls
+        start_client_work() once its batch is in (so the loop is not woken
+        first, ahead of the peer links that carry the proposal)."""
         fut = self.writes.submit(rep, request_id, if_seq, if_absent, on_done)
-        self._wake.set()
+        if wake:
+            self._wake.set()
         return fut
 
     def submit_drop(self, table_id: int) -> asyncio.Future:
@@ -180,13 +184,16 @@ class ReplicaHost:
         self._wake.set()
         return fut
 
-    def submit_read(self, read: Callable[[], Any], on_done: Listener | None = None) -> asyncio.Future:
+    def submit_read(self, read: Callable[[], Any], on_done: Listener | None = None,
+                    wake: bool = True) -> asyncio.Future:
         """A linearizable read: `read()` runs against the engine once a
         ReadIndex round confirmed this replica still leads. `on_done` as in
-        WritePath.submit: called inside the round that answered it."""
+        WritePath.submit: called inside the round that answered it. `wake`
+        as in submit_write."""
         fut = asyncio.get_running_loop().create_future()
         self._pending_reads.append(_Read(read, fut, on_done))
-        self._wake.set()
+        if wake:
+            self._wake.set()
         return fut
 
     def get(self, table_id: int, key: bytes):
@@ -243,7 +250,10 @@ class ReplicaHost:
             if rd.hard_state is not None:   # a commit hint: kept for the next fsynced write
                 self.storage.persist((), None, (), rd.hard_state)
             self._finish(rd)
-            if self.replica.has_ready():   # e.g. new Appends this Ready's acks let through
+            # As the loop does after each Ready: conditional writes waiting for
+            # this apply (write_path.py's barrier) are proposed now.
+            self._take_client_work()
+            if self.replica.has_ready():   # that proposal, or Appends this Ready's acks let through
                 self._wake.set()
         except BaseException as exc:  # noqa: BLE001 - as the loop's task would: the replica must not linger
             fail_stop(log, f"rg {self.rg}: replica round failed", exc)

@@ -111,3 +111,29 @@ def test_an_acknowledgement_during_a_ready_is_left_to_the_loop(tmp_path):
         await leader.close()
 
     asyncio.run(run())
+
+
+def test_a_conditional_write_waiting_for_the_apply_is_proposed_when_an_acknowledgement_applies(tmp_path):
+    async def run():
+        leader = _Leader(os.fspath(tmp_path))
+        await leader.start()
+        h = leader.host
+        answers = []
+        h.submit_write(_rep(b"k1"), on_done=lambda f: answers.append(f.result().outcome), wake=False)
+        h.start_client_work()
+        await _idle(h)
+        proposed = h.replica.log.last_index
+        h.submit_write(_rep(b"k2"), if_absent=True, on_done=lambda f: answers.append(f.result().outcome),
+                       wake=False)
+        h.start_client_work()               # k1 is not applied yet: the condition waits (write_path.py)
+        await _idle(h)
+        assert h.replica.log.last_index == proposed
+        leader.acknowledge(FOLLOWERS[0])    # k1 applies here, so k2's condition can be checked now
+        assert answers == [Outcome.OK]
+        await _idle(h)
+        assert h.replica.log.last_index == proposed + 1   # proposed without a tick
+        leader.acknowledge(FOLLOWERS[0])
+        assert answers == [Outcome.OK, Outcome.OK]
+        await leader.close()
+
+    asyncio.run(run())
