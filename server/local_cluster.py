@@ -53,8 +53,12 @@ class RoleProcess:
 
 class LocalCluster:
     def __init__(self, base_dir: str, nodes: int = 3, env: dict[str, str] | None = None,
-                 node_args: list[str] | None = None, meta_args: list[str] | None = None, metas: int = 1):
+                 node_args: list[str] | None = None, meta_args: list[str] | None = None, metas: int = 1,
+                 source_dir: str | None = None):
+        """source_dir: the checkout whose code the processes run (default:
+        this one); bench/ab_one_client.py runs two checkouts side by side."""
         self.base_dir = base_dir
+        self.source_dir = source_dir or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.env = dict(os.environ, **(env or {}))
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.meta = RoleProcess("meta", ["meta", "--listen", "127.0.0.1:0", "--data", os.path.join(base_dir, "meta"),
@@ -75,7 +79,7 @@ class LocalCluster:
             role.proc.stdout.close()   # the previous incarnation's pipe
         log = open(role.log_path, "ab")
         role.proc = subprocess.Popen([sys.executable, "-m", "server.cli", *role.args], stdout=subprocess.PIPE,
-                                     stderr=log, env=self.env, cwd=os.path.dirname(os.path.dirname(__file__)) or ".")
+                                     stderr=log, env=self.env, cwd=self.source_dir)
         log.close()
         role.history.append(role.proc.pid)
         role.address = self._await_ready(role)
