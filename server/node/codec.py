@@ -159,10 +159,8 @@ def _decode_status(env: pb.Envelope, h: dict) -> Message:
                         applied_index=b.applied_index, match=tuple((m.member, m.match_index) for m in b.match))
 
 
-# Append and AppendAck are decoded before this table is consulted (decode()).
+# Append, AppendAck, Heartbeat and HeartbeatAck are decoded before this table is consulted (decode()).
 _DECODERS: dict[str, Callable[[pb.Envelope, dict], Message]] = {
-    "heartbeat": lambda env, h: Heartbeat(**h, commit_index=env.heartbeat.commit_index, round=env.heartbeat.round),
-    "heartbeat_ack": lambda env, h: HeartbeatAck(**h, round=env.heartbeat_ack.round),
     "promise_request": lambda env, h: PromiseRequest(**h),
     "promise_response": lambda env, h: PromiseResponse(**h, last=_pos(env.promise_response.last),
                                                        commit_index=env.promise_response.commit_index),
@@ -182,10 +180,17 @@ _DECODERS: dict[str, Callable[[pb.Envelope, dict], Message]] = {
 def decode(env: pb.Envelope) -> tuple[int, Message]:
     """(rg, message) of an Envelope. Raises ValueError for an empty or unknown body."""
     which = env.WhichOneof("body")
-    if which == "append_ack":   # the two messages of every write first, without the header dict
+    # The messages of every write and every read round first, positionally,
+    # without the header dict (in the dataclasses' field order).
+    if which == "append_ack":
         return env.rg, _append_ack(env)
     if which == "append":
         return env.rg, _append(env)
+    if which == "heartbeat_ack":
+        return env.rg, HeartbeatAck(env.epoch, env.sender, env.recipient, env.heartbeat_ack.round)
+    if which == "heartbeat":
+        b = env.heartbeat
+        return env.rg, Heartbeat(env.epoch, env.sender, env.recipient, b.commit_index, b.round)
     decoder = _DECODERS.get(which) if which else None
     if decoder is None:
         raise ValueError(f"envelope for rg {env.rg} has no known body ({which!r})")

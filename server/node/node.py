@@ -43,7 +43,7 @@ from server.node_identity import NODE_METADATA_KEY, RequireNodeId
 from server.observability import add_health, register, set_serving, start_metrics
 from server.proto import data_pb2, data_pb2_grpc, meta_pb2, replication_pb2, replication_pb2_grpc
 from server.replication.errors import InvariantViolation, ReplicaMisuseError
-from server.replication.messages import METADATA_MANAGER_ID, AppendAck, HeartbeatAck, Message, Role
+from server.replication.messages import METADATA_MANAGER_ID, AppendAck, Heartbeat, HeartbeatAck, Message, Role
 from server.replication.options import ReplicaOptions
 from server.runtime import fail_stop
 
@@ -56,9 +56,12 @@ MAINTENANCE_SECONDS = 1.0
 COMPACT_AFTER_ENTRIES = 10_000   # compact a replica's log once it holds this many entries
 RETAIN_FACTOR = 4                # ... but keep entries a member lacks until it holds this many times that
 FOLLOWER_APPLY_BATCH = 64        # see ReplicaOptions.follower_apply_batch
-# Messages that can complete a quorum on a leader: its replica host carries
-# out the resulting Ready at once (ReplicaHost.acknowledged).
-_ACKNOWLEDGEMENTS = (AppendAck, HeartbeatAck)
+# Messages whose Ready usually writes nothing to disk: the replica host
+# carries it out at once on the Exchange handler's stack
+# (ReplicaHost.acknowledged, called by deliver_all), without a loop wake-up.
+# On a leader, acknowledgements that complete a quorum (apply, answers,
+# served reads); on a follower, a read round's Heartbeat (its HeartbeatAck).
+_TAKEN_AT_ONCE = (AppendAck, HeartbeatAck, Heartbeat)
 _DATA_CODE = {Outcome.OK: data_pb2.OK, Outcome.NOT_LEADER: data_pb2.NOT_LEADER,
               Outcome.OUTCOME_UNKNOWN: data_pb2.OUTCOME_UNKNOWN, Outcome.TIMEOUT: data_pb2.TIMEOUT,
               Outcome.CONDITION_FAILED: data_pb2.CONDITION_FAILED, Outcome.TABLE_DROPPED: data_pb2.TABLE_DROPPED}
@@ -215,7 +218,7 @@ class Node:
             return None
         h = self.hosts.get(rg)
         if h is not None:
-            ack = type(msg) in _ACKNOWLEDGEMENTS
+            ack = type(msg) in _TAKEN_AT_ONCE
             try:
                 h.step(msg, wake=not ack)
                 if timeline.ENABLED:

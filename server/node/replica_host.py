@@ -218,13 +218,15 @@ class ReplicaHost:
         self.run_now()
 
     def acknowledged(self) -> None:
-        """An acknowledgement (AppendAck, HeartbeatAck) was stepped in: if it
-        completed a quorum, the committed entries are applied and their writers
-        answered (or the confirmed reads served) now, on the caller's stack,
-        when the loop is between Readys. Such a Ready writes nothing to disk
-        (at most a commit hint, kept in memory: log_store.py), so nothing
-        here waits; the loop would only add a wake-up between the quorum and
-        the answer. Called by Node.deliver_all."""
+        """An acknowledgement (AppendAck, HeartbeatAck) or a Heartbeat was
+        stepped in: if it completed a quorum, the committed entries are
+        applied and their writers answered (or the confirmed reads served)
+        now, on the caller's stack, when the loop is between Readys; a
+        follower's HeartbeatAck goes to its peer link the same way. Such a
+        Ready writes nothing to disk (at most a commit hint, kept in memory:
+        log_store.py), so nothing here waits; the loop would only add a
+        wake-up. (One that does write, e.g. a higher epoch to persist, is
+        handed to the loop.) Called by Node.deliver_all."""
         self.run_now()
 
     def run_now(self) -> None:
@@ -249,6 +251,8 @@ class ReplicaHost:
                 return
             if rd.hard_state is not None:   # a commit hint: kept for the next fsynced write
                 self.storage.persist((), None, (), rd.hard_state)
+            for m in rd.messages_after_persist:   # e.g. a follower's HeartbeatAck: nothing to wait for
+                self._send(m.recipient, m)
             self._finish(rd)
             # As the loop does after each Ready: conditional writes waiting for
             # this apply (write_path.py's barrier) are proposed now.
@@ -259,10 +263,11 @@ class ReplicaHost:
             fail_stop(log, f"rg {self.rg}: replica round failed", exc)
 
     def _needs_loop(self, rd: Ready) -> bool:
-        """Whether carrying out `rd` waits for anything (an fsync, snapshot
-        work, acknowledgements to hand to the peer links first)."""
-        return bool(rd.messages_after_persist or rd.snapshot_chunks or rd.snapshot is not None
-                    or rd.snapshot_requests
+        """Whether carrying out `rd` waits for anything: an fsync, snapshot
+        work, or acknowledgements that should leave before an apply (the
+        loop yields between them)."""
+        return bool((rd.messages_after_persist and rd.committed_entries) or rd.snapshot_chunks
+                    or rd.snapshot is not None or rd.snapshot_requests
                     or self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state))
 
     async def _run(self) -> None:

@@ -16,7 +16,17 @@ from engine._native import sequencer, write_batch
 from server.node.replica_host import ReplicaHost
 from server.node.replica_storage import ReplicaStorage
 from server.node.write_path import Outcome
-from server.replication.messages import Append, AppendAck, Appointment, Config, Message, PromiseRequest, Role
+from server.replication.messages import (
+    Append,
+    AppendAck,
+    Appointment,
+    Config,
+    Heartbeat,
+    HeartbeatAck,
+    Message,
+    PromiseRequest,
+    Role,
+)
 from server.replication.options import ReplicaOptions
 
 ME, FOLLOWERS, RG, TABLE = 1, (2, 3), 1, 1
@@ -135,5 +145,26 @@ def test_a_conditional_write_waiting_for_the_apply_is_proposed_when_an_acknowled
         leader.acknowledge(FOLLOWERS[0])
         assert answers == [Outcome.OK, Outcome.OK]
         await leader.close()
+
+    asyncio.run(run())
+
+
+def test_a_follower_answers_a_read_rounds_heartbeat_inside_acknowledged(tmp_path):
+    async def run():
+        sent: list[Message] = []
+        io = ThreadPoolExecutor(1)
+        h = ReplicaHost(RG, FOLLOWERS[0], ReplicaStorage(os.fspath(tmp_path), node_id=FOLLOWERS[0]),
+                        ReplicaOptions(), lambda to, msg: sent.append(msg), io)
+        h.start()
+        h.step(Heartbeat(epoch=1, sender=ME, recipient=FOLLOWERS[0], commit_index=0, round=6), wake=False)
+        h.acknowledged()       # a new epoch to persist first: fsynced by the loop
+        await _idle(h)
+        assert [(type(m), m.round) for m in sent] == [(HeartbeatAck, 6)]
+        h.step(Heartbeat(epoch=1, sender=ME, recipient=FOLLOWERS[0], commit_index=0, round=7), wake=False)
+        h.acknowledged()
+        assert [(type(m), m.round, m.recipient) for m in sent[1:]] == [(HeartbeatAck, 7, ME)]   # no await between
+        assert not h._wake.is_set()
+        await h.close()
+        io.shutdown()
 
     asyncio.run(run())
