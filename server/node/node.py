@@ -184,10 +184,10 @@ class Node:
 
     def deliver_all(self, envelopes, sender: str) -> None:
         """Steps a batch of messages into their replicas; a malformed envelope
-        is logged and skipped. Replicas that got an acknowledgement then
-        carry out what it completed at once (ReplicaHost.acknowledged): after
-        the whole batch, so the acknowledgements that came together make one
-        Ready."""
+        is logged and skipped. Replicas that got an acknowledgement (or a
+        follower a Heartbeat: _TAKEN_AT_ONCE) then carry out its Ready at
+        once (ReplicaHost.acknowledged): after the whole batch, so the
+        messages that came together make one Ready."""
         acknowledged = None
         for env in envelopes:
             try:
@@ -207,7 +207,7 @@ class Node:
         """Steps one message into its replica. A malformed envelope raises
         ValueError (the sender's fault: callers log and skip it); a message
         that breaks a protocol invariant stops the node (fail-stop). Returns
-        the replica's host if the message was an acknowledgement, which the
+        the replica's host if the message is one of _TAKEN_AT_ONCE, which the
         caller must then tell (ReplicaHost.acknowledged): its loop was not
         woken for it."""
         if timeline.ENABLED:
@@ -218,14 +218,14 @@ class Node:
             return None
         h = self.hosts.get(rg)
         if h is not None:
-            ack = type(msg) in _TAKEN_AT_ONCE
+            at_once = type(msg) in _TAKEN_AT_ONCE
             try:
-                h.step(msg, wake=not ack)
+                h.step(msg, wake=not at_once)
                 if timeline.ENABLED:
                     timeline.mark("exchange.stepped")
             except (InvariantViolation, ReplicaMisuseError) as exc:
                 fail_stop(log, f"rg {rg}: {type(msg).__name__} from {msg.sender}", exc)
-            if ack:
+            if at_once:
                 return h
         return None
 

@@ -12,8 +12,9 @@ handed to gRPC; snapshot work runs in the node's I/O thread (see "The node"
 in server/replication/README.md). start_client_work() lets the Data service
 begin that round itself when the loop is idle (between Readys): the loop
 then carries out the Ready it began. acknowledged() does the same for the
-node's Exchange handler after a quorum's acknowledgement; that Ready writes
-nothing to disk, so it is carried out there to the end (apply, answers).
+node's Exchange handler after a quorum's acknowledgement (or a follower's
+Heartbeat); that Ready writes nothing to disk, so it is carried out there
+to the end (apply, answers, the HeartbeatAck).
 
 Thread-safety: everything runs on the event loop except a snapshot's
 ReplicaStorage.persist, which runs in the I/O executor while the loop keeps
