@@ -66,6 +66,12 @@ class _Leader:
         await _idle(h)
         assert h.replica.role is Role.LEADER
 
+    def write(self, key: bytes, answers: list, **condition) -> None:
+        """A client's write as the Data service submits it: no wake-up, then start_client_work()."""
+        self.host.submit_write(_rep(key), on_done=lambda f: answers.append(f.result().outcome), wake=False,
+                               **condition)
+        self.host.start_client_work()
+
     def acknowledge(self, member: int) -> None:
         """`member` acknowledges the last Append the host sent it, as Node.deliver_all steps it."""
         last = max(m.entries[-1].index for m in self.sent
@@ -84,12 +90,11 @@ def test_a_quorum_completed_while_the_loop_rests_is_answered_inside_acknowledged
         await leader.start()
         h = leader.host
         answers = []
-        h.submit_write(_rep(b"k1"), on_done=lambda f: answers.append(f.result()))
-        h.start_client_work()
+        leader.write(b"k1", answers)
         await _idle(h)                      # the entry is durable here and sent to the follower
         assert answers == []
         leader.acknowledge(FOLLOWERS[0])    # with ours: a majority
-        assert [a.outcome for a in answers] == [Outcome.OK]   # no await in between
+        assert answers == [Outcome.OK]      # no await in between
         assert not h._wake.is_set()         # and the loop was not woken for it
         assert h.get(TABLE, b"k1") is not None
         leader.acknowledge(FOLLOWERS[1])    # the other member's first: it is sent what it lacks, at once
@@ -108,11 +113,9 @@ def test_an_acknowledgement_during_a_ready_is_left_to_the_loop(tmp_path):
         await leader.start()
         h = leader.host
         answers = []
-        h.submit_write(_rep(b"k1"), on_done=lambda f: answers.append(f.result().outcome))
-        h.start_client_work()
+        leader.write(b"k1", answers)
         await _idle(h)
-        h.submit_write(_rep(b"k2"), on_done=lambda f: answers.append(f.result().outcome))
-        h.start_client_work()               # begun here, handed to the loop (its fsync is to come)
+        leader.write(b"k2", answers)        # begun here, handed to the loop (its fsync is to come)
         assert h._handoff is not None
         leader.acknowledge(FOLLOWERS[0])    # covers k1 (and k2, whose Append left already)
         assert answers == []                # the loop's Ready goes first
@@ -129,13 +132,10 @@ def test_a_conditional_write_waiting_for_the_apply_is_proposed_when_an_acknowled
         await leader.start()
         h = leader.host
         answers = []
-        h.submit_write(_rep(b"k1"), on_done=lambda f: answers.append(f.result().outcome), wake=False)
-        h.start_client_work()
+        leader.write(b"k1", answers)
         await _idle(h)
         proposed = h.replica.log.last_index
-        h.submit_write(_rep(b"k2"), if_absent=True, on_done=lambda f: answers.append(f.result().outcome),
-                       wake=False)
-        h.start_client_work()               # k1 is not applied yet: the condition waits (write_path.py)
+        leader.write(b"k2", answers, if_absent=True)   # k1 is not applied yet: the condition waits (write_path.py)
         await _idle(h)
         assert h.replica.log.last_index == proposed
         leader.acknowledge(FOLLOWERS[0])    # k1 applies here, so k2's condition can be checked now
