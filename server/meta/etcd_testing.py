@@ -218,6 +218,23 @@ class EtcdCluster:
         """'127.0.0.1:port' of every member's client (gRPC) listener."""
         return [f"{HOST}:{m.client_port}" for m in self.members]
 
+    def leader_endpoint(self) -> str:
+        """'127.0.0.1:port' of the member that leads now, from each member's Maintenance.Status
+        (etcd's JSON gateway; ids are uint64 strings there). A benchmark that compares with a
+        system whose clients reach the leader directly sends etcd's load here too: a write sent
+        to an etcd follower is forwarded to the leader and answered after the follower applied
+        it, an extra hop and often an extra round. Raises EtcdClusterError if no member leads."""
+        for m in self.members:
+            req = urllib.request.Request(m.client_url + "/v3/maintenance/status", data=b"{}", method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=2.0) as resp:
+                    status = json.loads(resp.read())
+            except (OSError, urllib.error.URLError, ValueError):
+                continue
+            if status.get("leader") and status.get("header", {}).get("member_id") == status["leader"]:
+                return f"{HOST}:{m.client_port}"
+        raise EtcdClusterError("no etcd member reports itself as leader")
+
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs]

@@ -231,3 +231,22 @@ def test_etcd_backend_failover_between_two_mms(etcd3, tmp_path):
         assert _state(r.active_meta().address) == after
     print(f"etcd backend: standby took over {takeover:.2f} s after kill -9 of the active MM, "
           f"{paused:.2f} s after SIGSTOP of it (lease TTL {LEASE_TTL} s)")
+
+
+def test_etcd_testing_finds_the_member_that_leads(etcd3):
+    """bench/rg_throughput.py sends etcd's load to etcd's leader (as ours goes to
+    our leader); a wrong answer here would make etcd pay a forwarding hop."""
+    import json
+    import urllib.request
+
+    leader = etcd3.leader_endpoint()
+    assert leader in etcd3.client_endpoints
+    said = set()
+    for m in etcd3.members:
+        req = urllib.request.Request(m.client_url + "/v3/maintenance/status", data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            status = json.loads(resp.read())
+        said.add(status["leader"])
+        if status["header"]["member_id"] == status["leader"]:
+            assert f"127.0.0.1:{m.client_port}" == leader
+    assert len(said) == 1   # every member names the same leader
