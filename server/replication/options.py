@@ -47,6 +47,15 @@ class ReplicaOptions:
     (bench/RESULTS.md, 2026-11-27 15:05 entry). A follower that becomes leader
     applies everything committed in its first Ready."""
 
+    lease_ns: int = 0
+    """Leader leases (lease.py, README LL1-LL5): a leader serves a read at once
+    while a heartbeat round it started less than this long ago (nanoseconds of
+    the clock the node passes to Replica.observe_time) was acknowledged by a
+    quorum; members that acknowledged it promise no new epoch for
+    lease.hold_ns(lease_ns). 0: off, every read waits for a round (R2).
+    The price: after a leader dies, a new one can be elected only once the
+    hold has run out. With leases on, heartbeats start a new round each."""
+
     max_apply_entries: int | None = None
     """At most this many committed entries per Ready (None: all), to bound one apply step."""
 
@@ -55,3 +64,5 @@ class ReplicaOptions:
                      "max_append_bytes", "snapshot_retry_ticks", "read_timeout_ticks", "follower_apply_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.lease_ns < 0:
+            raise ValueError("lease_ns must be 0 (off) or positive")

@@ -12,6 +12,8 @@ Invariants:
   2. Rounds are numbered from 1 per leadership; `started_round` only grows.
   3. Reads leave in arrival order within each queue; read indexes are
      non-decreasing in arrival order (the commit index never decreases).
+     A read confirmed by the leader's lease (lease.py) joins the confirmed
+     queue on arrival, with the commit index of that moment.
 
 Thread-safety: none; owned by the leader's Replica; discarded on step-down.
 """
@@ -51,6 +53,10 @@ class ReadIndexTracker:
         """A read arrived now: it needs the next round to be started."""
         self._unconfirmed.append(PendingRead(request_id, self.started_round + 1, read_index, deadline))
 
+    def add_confirmed(self, request_id: Hashable, read_index: int, deadline: int) -> None:
+        """A read that arrived under a leader lease (lease.py): confirmed on arrival."""
+        self._confirmed.append(PendingRead(request_id, 0, read_index, deadline))
+
     def assign_read_index(self, commit_index: int) -> None:
         """The NOOP committed: reads that arrived before get today's commit index (R1)."""
         for q in (self._unconfirmed, self._confirmed):
@@ -69,14 +75,19 @@ class ReadIndexTracker:
         if round_acked > self._acked.get(member, 0):
             self._acked[member] = min(round_acked, self.started_round)
 
-    def confirm(self, config: Config, self_id: int) -> None:
-        """Moves reads whose round a quorum acknowledged to the confirmed queue."""
-        if not self._unconfirmed:
-            return
+    def quorum_round(self, config: Config, self_id: int) -> int:
+        """The highest round a quorum acknowledged (the leader acknowledges its own at once)."""
         self._acked[self_id] = self.started_round
         confirmed = quorum_value(config, self._acked)
         if confirmed > self.confirmed_round:
             self.confirmed_round = confirmed
+        return self.confirmed_round
+
+    def confirm(self, config: Config, self_id: int) -> None:
+        """Moves reads whose round a quorum acknowledged to the confirmed queue."""
+        if not self._unconfirmed:
+            return
+        self.quorum_round(config, self_id)
         while self._unconfirmed and self._unconfirmed[0].round <= self.confirmed_round:
             self._confirmed.append(self._unconfirmed.popleft())
 

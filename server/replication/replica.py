@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 
 from server.replication.errors import InvariantViolation, NotLeaderError, ReplicaMisuseError
+from server.replication.lease import LeaderLease, hold_ns
 from server.replication.log import ReplicatedLog
 from server.replication.messages import (
     METADATA_MANAGER_ID,
@@ -96,6 +97,14 @@ class Replica:
         self._appointable_epoch: int | None = None  # invariant 5
         self._replicator: Replicator | None = None  # leaders only
         self._reads = ReadIndexTracker()
+        self._lease = LeaderLease(self._opts.lease_ns)
+        # Lease time (lease.py): the host's clock as last observed, and until when
+        # this member promises no new epoch. A member that restarts may have
+        # acknowledged a heartbeat just before: it holds from its first observed time.
+        self._now = 0
+        self._hold_until = 0
+        self._promise_wanted_until = 0
+        self._hold_from_start = bool(self._opts.lease_ns) and state.promised_epoch > 0
         self._noop_index = 0
         self._receiving: SnapshotReceive | None = None
         # Output not yet handed out in a Ready. _msgs: send at once (the Replicator
@@ -173,8 +182,12 @@ class Replica:
         """Starts a linearizable read (R1-R4); its outcome comes in a later Ready's
         `reads` or `failed_reads`. Raises NotLeaderError unless leader."""
         self._require_leader()
+        deadline = self._ticks + self._opts.read_timeout_ticks
+        if self._role is Role.LEADER and self._lease.holds(self._now):   # LL4: no round needed
+            self._reads.add_confirmed(request_id, self._log.commit_index, deadline)
+            return
         read_index = self._log.commit_index if self._role is Role.LEADER else None
-        self._reads.add(request_id, read_index, self._ticks + self._opts.read_timeout_ticks)
+        self._reads.add(request_id, read_index, deadline)
 
     def snapshot_chunk(self, member: int, snapshot_index: int, offset: int, data: bytes, done: bool) -> None:
         """The node's answer to a SnapshotRequest (S2): chunk `offset` of its
@@ -196,6 +209,16 @@ class Replica:
         self._check()
 
     # ============================================================ driving API
+    def observe_time(self, now: int) -> None:
+        """The host's clock, in nanoseconds (leases only: with lease_ns set, call
+        it before every step, tick, read_index and ready). A clock that goes
+        back is ignored."""
+        if now > self._now:
+            self._now = now
+        if self._hold_from_start:
+            self._hold_from_start = False
+            self._hold_until = self._now + hold_ns(self._opts.lease_ns)   # LL3
+
     def tick(self) -> None:
         """One unit of logical time."""
         self._ticks += 1
@@ -206,7 +229,8 @@ class Replica:
         self._heartbeat_elapsed += 1
         if self._heartbeat_elapsed >= self._opts.heartbeat_ticks:
             self._heartbeat_elapsed = 0
-            rep.broadcast_heartbeats(self._reads.started_round)
+            # With leases, every heartbeat is a round: its acknowledgements renew the lease.
+            rep.broadcast_heartbeats(self._start_round() if self._opts.lease_ns else self._reads.started_round)
         rep.tick()
         for r in self._reads.pop_expired(self._ticks):
             self._fail_read(r, ReadFailure.TIMEOUT)
@@ -258,7 +282,7 @@ class Replica:
         rep = self._replicator
         if rep is not None:
             if self._reads.needs_round():
-                rep.broadcast_heartbeats(self._reads.start_round())
+                rep.broadcast_heartbeats(self._start_round())
                 self._confirm_reads()  # a single-voter group confirms by itself
             self._snapshot_requests.extend(rep.snapshot_requests())
         log = self._log
@@ -337,6 +361,11 @@ class Replica:
 
     # ============================================================ epochs (E, M)
     def _on_promise_request(self, msg: PromiseRequest) -> None:
+        if msg.epoch > self._promised_epoch and self._holding():
+            # LL2: a leader's lease may still run; the MM asks again. LL5: meanwhile
+            # this member renews no lease, or a live leader would keep it forever.
+            self._promise_wanted_until = self._now + hold_ns(self._opts.lease_ns)
+            return
         if msg.epoch > self._promised_epoch:
             self._adopt_epoch(msg.epoch)
             self._appointable_epoch = msg.epoch
@@ -375,6 +404,7 @@ class Replica:
         self._role = Role.LEADER_ELECT
         self._leader_id = self.id
         self._reads = ReadIndexTracker()
+        self._lease = LeaderLease(self._opts.lease_ns)
         self._heartbeat_elapsed = 0
         self._noop_index = self._log.last_index + 1
         self._log.append_own([Entry(msg.epoch, self._noop_index, EntryKind.NOOP)])  # M4
@@ -388,6 +418,7 @@ class Replica:
         self._role = Role.FOLLOWER
         self._replicator = None
         self._reads = ReadIndexTracker()
+        self._lease = LeaderLease(self._opts.lease_ns)
         self._snapshot_requests = []
 
     # ========================================================== follower side
@@ -408,6 +439,11 @@ class Replica:
     def _on_heartbeat(self, msg: Heartbeat) -> None:
         # The leader sends at most our acknowledged match, so we hold those entries (L4).
         self._log.commit_to(min(msg.commit_index, self._log.last_index))
+        if self._opts.lease_ns:
+            if not self._renews_lease():
+                return   # LL5: no acknowledgement, so no lease, while the MM waits for our promise
+            # LL2: from now, no promise to a new epoch until the hold ran out
+            self._hold_until = max(self._hold_until, self._now + hold_ns(self._opts.lease_ns))
         self._reply(HeartbeatAck(epoch=msg.epoch, sender=self.id, recipient=msg.sender, round=msg.round))
 
     def _on_snapshot_chunk(self, msg: SnapshotChunk) -> None:
@@ -463,6 +499,8 @@ class Replica:
         if not pr.learner:
             self._reads.on_ack(msg.sender, msg.round)
             self._confirm_reads()
+            if self._opts.lease_ns:
+                self._lease.quorum_acknowledged(self._reads.quorum_round(rep.config, self.id))   # LL1
         rep.on_heartbeat_ack(msg.sender)
 
     def _on_snapshot_ack(self, msg: SnapshotAck) -> None:
@@ -486,6 +524,23 @@ class Replica:
             self._reads.assign_read_index(index)
         self._confirm_reads()
         rep.send_commits()
+
+    def _start_round(self) -> int:
+        """A new heartbeat round (R2); with leases, its start time is kept (LL1)."""
+        round_number = self._reads.start_round()
+        if self._opts.lease_ns:
+            self._lease.round_started(round_number, self._now)
+            assert self._replicator is not None   # a single voter acknowledges its own round at once
+            self._lease.quorum_acknowledged(self._reads.quorum_round(self._replicator.config, self.id))
+        return round_number
+
+    def _holding(self) -> bool:
+        """LL2/LL3: whether this member still promises no new epoch."""
+        return self._hold_from_start or self._now < self._hold_until
+
+    def _renews_lease(self) -> bool:
+        """LL5: not while a PromiseRequest this member could not answer is recent."""
+        return self._now >= self._promise_wanted_until
 
     def _confirm_reads(self) -> None:
         if len(self._reads):

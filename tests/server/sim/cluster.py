@@ -17,11 +17,19 @@ from .checker import Checker, SafetyViolation
 from .network import FakeNetwork
 from .node import CrashPoint, SimNode
 
+TICK_NS = 50_000_000
+"""Simulated real time per tick of every node (the nodes tick every 50 ms)."""
+
 
 class Cluster:
     def __init__(self, voters: list[int], spares: list[int], rng: random.Random,
-                 options: ReplicaOptions | None = None, snapshot_chunk_bytes: int = 96, duplicate_p: float = 0.0):
+                 options: ReplicaOptions | None = None, snapshot_chunk_bytes: int = 96, duplicate_p: float = 0.0,
+                 clock_rates: dict[int, float] | None = None):
+        """clock_rates: node -> how fast its clock runs against the simulated
+        real time (1.0 when absent); the replicas see their own clock only."""
         self.rng = rng
+        self.time = 0   # simulated real time, ns; only leases look at it (advance_time)
+        self.clock_rates = clock_rates or {}
         self.net = FakeNetwork(rng, duplicate_p)
         self.checker = Checker(self)
         self.mm = GroupLeadership(set(voters), self.send)
@@ -43,12 +51,20 @@ class Cluster:
     def send(self, msg: Message) -> None:
         self.net.send(msg)
 
+    def advance_time(self, ns: int) -> None:
+        self.time += ns
+
+    def clock(self, node: SimNode) -> int:
+        """The node's own clock (what a node's CLOCK_BOOTTIME would read)."""
+        return int(self.time * self.clock_rates.get(node.id, 1.0))
+
     def deliver(self, msg: Message) -> None:
         if msg.recipient == METADATA_MANAGER_ID:
             self.mm.step(msg)
             return
         node = self.nodes[msg.recipient]
         if node.replica is not None:
+            node.replica.observe_time(self.clock(node))
             node.replica.step(msg)
 
     def leaders(self) -> list[SimNode]:
@@ -65,6 +81,7 @@ class Cluster:
     def tick(self, node: SimNode, report: bool = True) -> None:
         """One tick of the node; `report`: its heartbeat to the MM (StatusReport)."""
         if node.replica is not None:
+            node.replica.observe_time(self.clock(node))
             node.replica.tick()
             if report:
                 self.send(node.replica.status_report())
@@ -86,6 +103,7 @@ class Cluster:
         self.next_request += 1
         request_id = self.next_request
         self.checker.on_read_issued(node, request_id)
+        node.replica.observe_time(self.clock(node))
         node.replica.read_index(request_id)
 
     def crash(self, node: SimNode) -> None:
@@ -126,6 +144,7 @@ class Cluster:
                 self.process_all(flush_p=0.5, compact_p=0.05)
             self.process_all(flush_p=0.5, compact_p=0.05)
             if i % 3 == 0:
+                self.advance_time(TICK_NS)   # leases and holds run out while it converges
                 self.tick_all()
             leader = self.serving_leader()
             if leader is None or self.mm.phase or not self.mm.settled():

@@ -82,6 +82,7 @@ class SimNode:
         if self.pending is None:
             if not r.has_ready():
                 return False
+            r.observe_time(self.cluster.clock(self))
             self.pending = r.ready()
             for m in self.pending.messages:
                 self.cluster.send(m)

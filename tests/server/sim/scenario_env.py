@@ -7,6 +7,7 @@ may be compacted), and ticks send no status reports to the MM.
 
     add-replicas N [spares=K] [max-append-entries=N] [max-inflight=N] [chunk-bytes=N]
                    [heartbeat=N] [retransmit=N] [read-timeout=N] [snapshot-retry=N]
+                   [lease=MS] [rates=ID:RATE,...]   leader leases; clock rates vs real time
     elect [promisers=1,2]       MM: new epoch; deliver only MM traffic (requests to
                                 non-promisers dropped) until the appointment is in
     set-config voters=.. [outgoing=..] [learners=..]   MM's config for the next epoch
@@ -18,11 +19,13 @@ may be compacted), and ticks send no status reports to the MM.
     stabilize                   deliver everything until nothing moves
     tick ID [n=N]               N ticks of one replica
     partition ID...             cut those nodes (MM is 0) from everyone else
+    cut FROM TO                 cut one direction of one link
     heal
     crash ID / restart ID       lose / recover everything not durable
     hold ID / release ID        ID's disk stalls (Readys' messages go out, nothing is
                                 persisted) / completes
     tick-mm [n=N]               MM ticks: retries, failure detection
+    advance MS                  MS milliseconds of simulated real time pass (leases)
     compact ID INDEX            log compaction (S5)
     status / log ID / mm        print state
 """
@@ -97,9 +100,11 @@ class ScenarioEnv:
             heartbeat_ticks=int(kw.get("heartbeat", 2)), retransmit_ticks=int(kw.get("retransmit", 6)),
             max_inflight_appends=int(kw.get("max-inflight", 4)),
             max_append_entries=int(kw.get("max-append-entries", 64)),
-            snapshot_retry_ticks=int(kw.get("snapshot-retry", 8)), read_timeout_ticks=int(kw.get("read-timeout", 10)))
+            snapshot_retry_ticks=int(kw.get("snapshot-retry", 8)), read_timeout_ticks=int(kw.get("read-timeout", 10)),
+            lease_ns=int(kw.get("lease", 0)) * 1_000_000)
+        rates = {int(i): float(r) for i, r in (x.split(":") for x in kw["rates"].split(","))} if "rates" in kw else None
         self.cluster = Cluster(list(range(1, n + 1)), list(range(n + 1, n + 1 + spares)), random.Random(0),
-                               options, snapshot_chunk_bytes=int(kw.get("chunk-bytes", 1 << 20)))
+                               options, snapshot_chunk_bytes=int(kw.get("chunk-bytes", 1 << 20)), clock_rates=rates)
         self.cluster.trace = self.out
 
     def cmd_elect(self, args: list[str], kw: dict[str, str]) -> None:
@@ -138,9 +143,18 @@ class ScenarioEnv:
         node = self.c.nodes[int(args[0])]
         assert node.replica is not None, "node is down"
         self.c.checker.on_read_issued(node, args[1])
+        node.replica.observe_time(self.c.clock(node))
+        waiting = len(node.replica._reads._unconfirmed)
         node.replica.read_index(args[1])
-        self.out.append(f"{node.id}: read {args[1]} waits for a heartbeat round")
+        if len(node.replica._reads._unconfirmed) > waiting:
+            self.out.append(f"{node.id}: read {args[1]} waits for a heartbeat round")
+        else:
+            self.out.append(f"{node.id}: read {args[1]} confirmed by its lease")
         self._settle()
+
+    def cmd_advance(self, args: list[str], kw: dict[str, str]) -> None:
+        self.c.advance_time(int(args[0]) * 1_000_000)
+        self.out.append(f"time: {self.c.time // 1_000_000} ms")
 
     def cmd_deliver(self, args: list[str], kw: dict[str, str]) -> None:
         sender = int(kw["from"]) if "from" in kw else None
@@ -186,6 +200,9 @@ class ScenarioEnv:
 
     def cmd_partition(self, args: list[str], kw: dict[str, str]) -> None:
         self.c.net.isolate({int(a) for a in args}, self.c.everyone)
+
+    def cmd_cut(self, args: list[str], kw: dict[str, str]) -> None:
+        self.c.net.cut(int(args[0]), int(args[1]))
 
     def cmd_heal(self, args: list[str], kw: dict[str, str]) -> None:
         self.c.net.heal()

@@ -25,6 +25,12 @@ ACTIONS = (
     ("propose", 9), ("read", 7), ("crash", 1), ("crash_leader", 0.7), ("restart", 3), ("partition", 1),
     ("isolate_leader", 0.7), ("cut_link", 1.5), ("heal", 1.5), ("elect", 2), ("replace", 0.4),
 )
+LEASES_NS = (0, 0, 60_000_000, 400_000_000)
+"""Lease per seed ((seed // 6) % 4): off for half; 60 ms and 400 ms against 50 ms ticks."""
+STEP_NS_MAX = (2_000_000, 25_000_000)
+"""Each step of a schedule lets up to this much simulated real time pass (one per seed):
+with the shorter, a lease spans a hundred steps or more, long enough for a leader
+change to happen inside it."""
 _NAMES = [a for a, _ in ACTIONS]
 _WEIGHTS = [w for _, w in ACTIONS]
 
@@ -49,15 +55,26 @@ def random_options(rng: random.Random) -> ReplicaOptions:
                           snapshot_retry_ticks=rng.choice([4, 8]), read_timeout_ticks=rng.choice([10, 30]))
 
 
-def run_schedule(seed: int, members: int = 3, steps: int = 300, spares: int = 1) -> RunStats:
+def run_schedule(seed: int, members: int = 3, steps: int = 300, spares: int = 1,
+                 clock_rate_spread: float = 0.09) -> RunStats:
+    """clock_rate_spread: how far each node's clock rate may be from 1 (leases
+    are safe within lease.CLOCK_RATE_BOUND; a test goes past it on purpose)."""
     rng = random.Random(seed)
     voters = list(range(1, members + 1))
     # Half the seeds run without eager commit notices (the nodes' setting); chosen
     # from the seed, not the rng, so every seed's random stream stays as it was.
+    # Half the seeds run with leader leases, each node's clock at its own rate
+    # within lease.CLOCK_RATE_BOUND; time comes from its own rng, so a seed
+    # without leases runs exactly as before leases existed.
+    lease_ns = LEASES_NS[(seed // 6) % len(LEASES_NS)]
+    time_rng = random.Random(seed * 7919 + 1)
     options = replace(random_options(rng), eager_commit=seed % 2 == 0,
-                      follower_apply_batch=(1, 4, 64)[seed % 3])
+                      follower_apply_batch=(1, 4, 64)[seed % 3], lease_ns=lease_ns)
+    node_ids = range(1, members + 1 + spares)
+    rates = {i: 1 + time_rng.uniform(-clock_rate_spread, clock_rate_spread) for i in node_ids} if lease_ns else {}
     cluster = Cluster(voters, list(range(members + 1, members + 1 + spares)), rng, options,
-                      snapshot_chunk_bytes=rng.choice([48, 256, 1 << 20]), duplicate_p=rng.choice([0.0, 0.02]))
+                      snapshot_chunk_bytes=rng.choice([48, 256, 1 << 20]), duplicate_p=rng.choice([0.0, 0.02]),
+                      clock_rates=rates)
     crash_p = rng.choice([0.0, 0.002, 0.01])
     compact_p = rng.choice([0.0, 0.05, 0.3])
     slow_disk_p = rng.choice([0.0, 0.5, 0.9])
@@ -67,7 +84,9 @@ def run_schedule(seed: int, members: int = 3, steps: int = 300, spares: int = 1)
                for name, w in zip(_NAMES, _WEIGHTS)]
     cluster.mm.start_epoch()
     nodes = list(cluster.nodes.values())
+    step_ns_max = time_rng.choice(STEP_NS_MAX)
     for _ in range(steps):
+        cluster.advance_time(time_rng.randrange(step_ns_max))
         action = rng.choices(_NAMES, weights)[0]
         _do(cluster, action, rng, nodes)
         cluster.process_all(crash_p=crash_p, compact_p=compact_p, slow_disk_p=slow_disk_p)
