@@ -56,6 +56,11 @@ MAINTENANCE_SECONDS = 1.0
 COMPACT_AFTER_ENTRIES = 10_000   # compact a replica's log once it holds this many entries
 RETAIN_FACTOR = 4                # ... but keep entries a member lacks until it holds this many times that
 FOLLOWER_APPLY_BATCH = 64        # see ReplicaOptions.follower_apply_batch
+# Leader leases (server/replication/README.md, LL1-LL5): reads skip the
+# heartbeat round while a round of the last 300 ms was acknowledged. Members
+# then hold their promise for 367 ms, below the MM's 500 ms leader timeout, so
+# a crashed leader's successor is not delayed by it. 0 turns leases off.
+LEASE_MS = 300
 # Messages whose Ready usually writes nothing to disk: the replica host
 # carries it out at once on the Exchange handler's stack
 # (ReplicaHost.acknowledged, called by deliver_all), without a loop wake-up.
@@ -70,7 +75,8 @@ _DATA_CODE = {Outcome.OK: data_pb2.OK, Outcome.NOT_LEADER: data_pb2.NOT_LEADER,
 class Node:
     def __init__(self, node_id: int, listen: str, data_dir: str, meta_addresses: list[str],
                  options: ReplicaOptions | None = None, advertise: str | None = None,
-                 compact_after_entries: int = COMPACT_AFTER_ENTRIES, metrics_listen: str | None = None):
+                 compact_after_entries: int = COMPACT_AFTER_ENTRIES, metrics_listen: str | None = None,
+                 lease_ms: int = LEASE_MS):
         if node_id <= 0:
             raise ValueError("node ids are positive (0 is the metadata manager)")
         self.id = node_id
@@ -80,7 +86,8 @@ class Node:
         # Followers learn commits with the next Append or heartbeat: half the
         # messages per write at low load (bench/RESULTS.md); only leaders serve reads.
         # They apply in batches of up to FOLLOWER_APPLY_BATCH entries (or every tick).
-        self.options = options or ReplicaOptions(eager_commit=False, follower_apply_batch=FOLLOWER_APPLY_BATCH)
+        self.options = options or ReplicaOptions(eager_commit=False, follower_apply_batch=FOLLOWER_APPLY_BATCH,
+                                                 lease_ns=lease_ms * 1_000_000)
         self.compact_after_entries = compact_after_entries
         self.metrics_listen = metrics_listen
         self.metrics_port: int | None = None

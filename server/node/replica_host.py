@@ -42,6 +42,13 @@ from server.runtime import fail_stop
 log = logging.getLogger(__name__)
 COMPACT_FORCE = "force"   # compact_due value: compact past members that lag (see _compact_log)
 
+
+def lease_clock() -> int:
+    """The clock leases are measured on (server/replication/lease.py): CLOCK_BOOTTIME,
+    which keeps counting while the process is stopped or the machine sleeps."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
 class _SnapshotSource:
     """One snapshot being sent: its chunk generator (holding a pinned engine
     snapshot, released when the generator is closed or collected) and the
@@ -117,6 +124,7 @@ class ReplicaHost:
         self._read_groups: dict[int, list[_Read]] = {}
         self._read_token = 0
         self._snapshots: dict[int, _SnapshotSource] = {}   # member -> the snapshot being sent to it
+        self._leases = bool(options.lease_ns)   # the replica is told the time (lease_clock) before each input
         self._wake = asyncio.Event()
         self._busy = False   # a Ready is between ready() and advance()
         self._handoff: Ready | None = None   # a Ready start_client_work() began, for the loop to carry out
@@ -152,6 +160,8 @@ class ReplicaHost:
                 self._recover_target = max(self._recover_target, msg.commit_index)
             elif isinstance(msg, SnapshotChunk):
                 self._recover_target = max(self._recover_target, msg.snapshot.index)
+        if self._leases:
+            self.replica.observe_time(lease_clock())
         self.replica.step(msg)
         if wake:
             self._wake.set()
@@ -163,6 +173,8 @@ class ReplicaHost:
             log.warning("rg %d: caught up to %d: voting again", self.rg, self._recover_target)
 
     def tick(self) -> None:
+        if self._leases:
+            self.replica.observe_time(lease_clock())
         self.replica.tick()
         self._wake.set()
 
@@ -238,6 +250,8 @@ class ReplicaHost:
         if self._busy or self._closed or self._handoff is not None:
             return
         try:
+            if self._leases:
+                self.replica.observe_time(lease_clock())
             self._take_client_work()
             if not self.replica.has_ready():
                 return
@@ -286,6 +300,8 @@ class ReplicaHost:
             if self.compact_due:
                 self._compact_log()
                 self.compact_due = False
+            if self._leases:
+                r.observe_time(lease_clock())
             self._take_client_work()
             while r.has_ready() and not self._closed:
                 rd = r.ready()
@@ -295,6 +311,8 @@ class ReplicaHost:
                 self._begin(rd)
                 if not await self._carry_out(rd, loop):
                     return
+                if self._leases:
+                    r.observe_time(lease_clock())
                 self._take_client_work()
 
     def _begin(self, rd: Ready) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import server.node.replica_host as replica_host_module
 from engine._native import sequencer, write_batch
 from server.node.replica_host import ReplicaHost
 from server.node.replica_storage import ReplicaStorage
@@ -49,10 +50,10 @@ async def _idle(host: ReplicaHost) -> None:
 class _Leader:
     """A started ReplicaHost appointed leader of {1, 2, 3}, its NOOP committed."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, options: ReplicaOptions | None = None):
         self.sent: list[Message] = []
         self.io = ThreadPoolExecutor(1)
-        self.host = ReplicaHost(RG, ME, ReplicaStorage(directory, node_id=ME), ReplicaOptions(),
+        self.host = ReplicaHost(RG, ME, ReplicaStorage(directory, node_id=ME), options or ReplicaOptions(),
                                 lambda to, msg: self.sent.append(msg), self.io)
 
     async def start(self) -> None:
@@ -166,5 +167,45 @@ def test_a_follower_answers_a_read_rounds_heartbeat_inside_acknowledged(tmp_path
         assert not h._wake.is_set()
         await h.close()
         io.shutdown()
+
+    asyncio.run(run())
+
+
+def test_under_a_lease_a_read_is_served_inside_start_client_work_without_a_round(tmp_path, monkeypatch):
+    """Leases (README LL1-LL5) on the host's clock (lease_clock, faked here): once a
+    heartbeat round is acknowledged, reads are answered at once, with no Heartbeat
+    sent for them, until the lease has run out on that clock."""
+    now = [10_000_000_000]
+    monkeypatch.setattr(replica_host_module, "lease_clock", lambda: now[0])
+    lease = 300_000_000
+
+    async def run():
+        leader = _Leader(os.fspath(tmp_path), ReplicaOptions(lease_ns=lease, heartbeat_ticks=1))
+        await leader.start()
+        h = leader.host
+        answers = []
+
+        def read():
+            h.submit_read(lambda: h.get(TABLE, b"k"), on_done=lambda f: answers.append(f.result().outcome),
+                          wake=False)
+            h.start_client_work()
+
+        h.tick()                            # a heartbeat round, started at `now`
+        await _idle(h)
+        rounds = [m.round for m in leader.sent if isinstance(m, Heartbeat)]
+        assert rounds and rounds[-1] >= 1
+        h.step(HeartbeatAck(epoch=1, sender=FOLLOWERS[0], recipient=ME, round=rounds[-1]), wake=False)
+        h.acknowledged()                    # with ours, a quorum: the lease runs until now + lease
+        before = len(leader.sent)
+        now[0] += lease - 1
+        read()
+        assert answers == [Outcome.OK]      # served inside the call
+        assert not any(isinstance(m, Heartbeat) for m in leader.sent[before:])
+        now[0] += 1                         # the lease has run out on the host's clock
+        read()
+        assert answers == [Outcome.OK]      # this one waits for a round
+        await _idle(h)
+        assert any(isinstance(m, Heartbeat) for m in leader.sent[before:])
+        await leader.close()
 
     asyncio.run(run())
