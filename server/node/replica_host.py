@@ -250,8 +250,6 @@ class ReplicaHost:
         if self._busy or self._closed or self._handoff is not None:
             return
         try:
-            if self._leases:
-                self.replica.observe_time(lease_clock())
             self._take_client_work()
             if not self.replica.has_ready():
                 return
@@ -300,8 +298,6 @@ class ReplicaHost:
             if self.compact_due:
                 self._compact_log()
                 self.compact_due = False
-            if self._leases:
-                r.observe_time(lease_clock())
             self._take_client_work()
             while r.has_ready() and not self._closed:
                 rd = r.ready()
@@ -311,8 +307,6 @@ class ReplicaHost:
                 self._begin(rd)
                 if not await self._carry_out(rd, loop):
                     return
-                if self._leases:
-                    r.observe_time(lease_clock())
                 self._take_client_work()
 
     def _begin(self, rd: Ready) -> None:
@@ -382,6 +376,10 @@ class ReplicaHost:
 
     def _take_client_work(self) -> None:
         r = self.replica
+        if self._leases:
+            # Fresh, not from the last step: a read is checked against the lease
+            # at this moment (LL4), and the Ready that follows starts rounds now.
+            r.observe_time(lease_clock())
         self.writes.propose_pending()
         if self._pending_reads:
             pending_reads, self._pending_reads = self._pending_reads, []
