@@ -107,8 +107,11 @@ def encode(rg: int, msg: Message, env: pb.Envelope) -> pb.Envelope:
         b = env.heartbeat
         b.commit_index = msg.commit_index
         b.round = msg.round
+        b.lease_ns = msg.lease_ns
     elif t is HeartbeatAck:
-        env.heartbeat_ack.round = msg.round
+        b = env.heartbeat_ack
+        b.round = msg.round
+        b.lease_ns = msg.lease_ns
     elif t is PromiseRequest:
         env.promise_request.SetInParent()
     elif t is PromiseResponse:
@@ -187,10 +190,11 @@ def decode(env: pb.Envelope) -> tuple[int, Message]:
     if which == "append":
         return env.rg, _append(env)
     if which == "heartbeat_ack":
-        return env.rg, HeartbeatAck(env.epoch, env.sender, env.recipient, env.heartbeat_ack.round)
+        b = env.heartbeat_ack
+        return env.rg, HeartbeatAck(env.epoch, env.sender, env.recipient, b.round, b.lease_ns)
     if which == "heartbeat":
         b = env.heartbeat
-        return env.rg, Heartbeat(env.epoch, env.sender, env.recipient, b.commit_index, b.round)
+        return env.rg, Heartbeat(env.epoch, env.sender, env.recipient, b.commit_index, b.round, b.lease_ns)
     decoder = _DECODERS.get(which) if which else None
     if decoder is None:
         raise ValueError(f"envelope for rg {env.rg} has no known body ({which!r})")

@@ -120,6 +120,7 @@ class ReplicaHost:
         if recovering:
             log.warning("rg %d: no data on this disk for an established group: rejoining without a vote "
                         "until caught up", rg)
+            self.replica.hold_promises_from_start()   # LL3: the lost incarnation may have held for a lease
         self._pending_reads: list[_Read] = []
         self._read_groups: dict[int, list[_Read]] = {}
         self._read_token = 0

@@ -83,18 +83,22 @@ class AppendAck(_message.Message):
     def __init__(self, result: _Optional[int] = ..., index: _Optional[int] = ..., hint_index: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("commit_index", "round")
+    __slots__ = ("commit_index", "round", "lease_ns")
     COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
+    LEASE_NS_FIELD_NUMBER: _ClassVar[int]
     commit_index: int
     round: int
-    def __init__(self, commit_index: _Optional[int] = ..., round: _Optional[int] = ...) -> None: ...
+    lease_ns: int
+    def __init__(self, commit_index: _Optional[int] = ..., round: _Optional[int] = ..., lease_ns: _Optional[int] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
-    __slots__ = ("round",)
+    __slots__ = ("round", "lease_ns")
     ROUND_FIELD_NUMBER: _ClassVar[int]
+    LEASE_NS_FIELD_NUMBER: _ClassVar[int]
     round: int
-    def __init__(self, round: _Optional[int] = ...) -> None: ...
+    lease_ns: int
+    def __init__(self, round: _Optional[int] = ..., lease_ns: _Optional[int] = ...) -> None: ...
 
 class SnapshotChunk(_message.Message):
     __slots__ = ("snapshot", "offset", "data", "done")

@@ -23,6 +23,10 @@ Thread-safety: none; owned by the leader's Replica; discarded on step-down.
 from __future__ import annotations
 
 import math
+from collections import deque
+
+from server.replication.messages import Config
+from server.replication.quorum import RoundAcks
 
 CLOCK_RATE_BOUND = 0.1
 """The largest relative difference between a node's clock rate and real time
@@ -35,30 +39,47 @@ def hold_ns(lease_ns: int) -> int:
 
 
 class LeaderLease:
-    """The leader's side: when each heartbeat round started, and the lease they earned.
+    """The leader's side: when each heartbeat round started, which member
+    acknowledged which round while holding for this lease, and the lease earned.
 
     Invariants:
       1. `until` only grows within one leadership.
-      2. `until` is the start of a quorum-acknowledged round plus the lease, never
-         more: a round's start is taken before its heartbeats leave.
+      2. `until` is the start of a round that a quorum acknowledged with a hold
+         of at least `lease_ns` (HeartbeatAck.lease_ns), plus `lease_ns`; a round's
+         start is taken before its heartbeats leave.
+      3. Bounded: rounds that can no longer extend the lease are dropped as new
+         ones start, so a leader cut off from its quorum keeps only a lease's worth.
     """
 
-    __slots__ = ("lease_ns", "until", "_started")
+    __slots__ = ("lease_ns", "until", "_started", "_acks")
 
     def __init__(self, lease_ns: int):
         self.lease_ns = lease_ns
         self.until = 0
-        self._started: dict[int, int] = {}   # round -> its start time, until a quorum acknowledged it
+        self._started: deque[tuple[int, int]] = deque()   # (round, start time), oldest first
+        self._acks = RoundAcks()   # counting only acknowledgements that hold for this lease
 
     def round_started(self, round_number: int, now: int) -> None:
-        if self.lease_ns:
-            self._started[round_number] = now
+        if not self.lease_ns:
+            return
+        self._acks.started = round_number
+        started = self._started
+        while started and started[0][1] + self.lease_ns <= now:   # would end the lease before now
+            started.popleft()
+        started.append((round_number, now))
 
-    def quorum_acknowledged(self, round_number: int) -> None:
-        """Rounds up to `round_number` were acknowledged by a quorum."""
-        done = [r for r in self._started if r <= round_number]
-        for r in done:
-            self.until = max(self.until, self._started.pop(r) + self.lease_ns)
+    def on_ack(self, member: int, round_number: int) -> None:
+        """`member` acknowledged `round_number` and holds for this lease (LL2)."""
+        self._acks.on_ack(member, round_number)
+
+    def quorum_acknowledged(self, config: Config, self_id: int) -> None:
+        """Extends the lease to the latest round a quorum acknowledged (the leader counts itself)."""
+        confirmed = self._acks.quorum_round(config, self_id)
+        started = self._started
+        while started and started[0][0] <= confirmed:
+            _, start = started.popleft()
+            if start + self.lease_ns > self.until:
+                self.until = start + self.lease_ns
 
     def holds(self, now: int) -> bool:
         return now < self.until

@@ -194,19 +194,24 @@ class AppendAck(Message):
 @dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
     """leader -> member: liveness, commit index (at most the member's known
-    match), and read-confirmation round `round` (R2)."""
+    match), read-confirmation round `round` (R2), and the lease the leader
+    would earn from it (`lease_ns`, 0: none; LL1-LL2)."""
 
     TYPE: ClassVar[MessageType] = MessageType.HEARTBEAT
     commit_index: int = 0
     round: int = 0
+    lease_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatAck(Message):
-    """member -> leader: still in `epoch`, for round `round`."""
+    """member -> leader: still in `epoch`, for round `round`; `lease_ns`: the
+    lease this member holds its promise for (LL2; 0: none, so the ack
+    confirms reads, R2, but renews no lease)."""
 
     TYPE: ClassVar[MessageType] = MessageType.HEARTBEAT_ACK
     round: int = 0
+    lease_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

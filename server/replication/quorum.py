@@ -46,3 +46,24 @@ def quorum_value(config: Config, values: Mapping[int, int]) -> int:
     (missing ids count as 0): the commit index of a match table, the confirmed
     round of an ack table."""
     return min(_set_quorum_value(config.voters, values), _set_quorum_value(config.outgoing_voters, values))
+
+
+class RoundAcks:
+    """Per member, the latest heartbeat round it acknowledged, and the round a
+    quorum has reached (R2 for reads, LL1 for the lease). The owner moves
+    `started` as it starts rounds; an ack never counts past it."""
+
+    __slots__ = ("started", "_acked")
+
+    def __init__(self) -> None:
+        self.started = 0
+        self._acked: dict[int, int] = {}
+
+    def on_ack(self, member: int, round_number: int) -> None:
+        if round_number > self._acked.get(member, 0):
+            self._acked[member] = min(round_number, self.started)
+
+    def quorum_round(self, config: Config, self_id: int) -> int:
+        """The highest round a quorum acknowledged (the leader acknowledges its own at once)."""
+        self._acked[self_id] = self.started
+        return quorum_value(config, self._acked)

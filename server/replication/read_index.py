@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Hashable
 
 from server.replication.messages import Config
-from server.replication.quorum import quorum_value
+from server.replication.quorum import RoundAcks
 
 
 class PendingRead:
@@ -37,14 +37,17 @@ class PendingRead:
 
 
 class ReadIndexTracker:
-    __slots__ = ("started_round", "confirmed_round", "_acked", "_unconfirmed", "_confirmed")
+    __slots__ = ("confirmed_round", "_acks", "_unconfirmed", "_confirmed")
 
     def __init__(self) -> None:
-        self.started_round = 0
         self.confirmed_round = 0
-        self._acked: dict[int, int] = {}
+        self._acks = RoundAcks()
         self._unconfirmed: deque[PendingRead] = deque()
         self._confirmed: deque[PendingRead] = deque()
+
+    @property
+    def started_round(self) -> int:
+        return self._acks.started
 
     def __len__(self) -> int:
         return len(self._unconfirmed) + len(self._confirmed)
@@ -68,17 +71,15 @@ class ReadIndexTracker:
         return bool(self._unconfirmed) and self._unconfirmed[-1].round > self.started_round
 
     def start_round(self) -> int:
-        self.started_round += 1
-        return self.started_round
+        self._acks.started += 1
+        return self._acks.started
 
     def on_ack(self, member: int, round_acked: int) -> None:
-        if round_acked > self._acked.get(member, 0):
-            self._acked[member] = min(round_acked, self.started_round)
+        self._acks.on_ack(member, round_acked)
 
     def quorum_round(self, config: Config, self_id: int) -> int:
         """The highest round a quorum acknowledged (the leader acknowledges its own at once)."""
-        self._acked[self_id] = self.started_round
-        confirmed = quorum_value(config, self._acked)
+        confirmed = self._acks.quorum_round(config, self_id)
         if confirmed > self.confirmed_round:
             self.confirmed_round = confirmed
         return self.confirmed_round

@@ -103,7 +103,7 @@ class Replica:
         # acknowledged a heartbeat just before: it holds from its first observed time.
         self._now = 0
         self._hold_until = 0
-        self._promise_wanted_until = 0
+        self._refused_epoch = 0   # LL5: the highest epoch this member was asked for and could not promise
         self._hold_from_start = bool(self._opts.lease_ns) and state.promised_epoch > 0
         self._noop_index = 0
         self._receiving: SnapshotReceive | None = None
@@ -218,6 +218,12 @@ class Replica:
         if self._hold_from_start:
             self._hold_from_start = False
             self._hold_until = self._now + hold_ns(self._opts.lease_ns)   # LL3
+
+    def hold_promises_from_start(self) -> None:
+        """LL3 for a member the node restarted with no data (a wiped disk): its
+        earlier incarnation may have held a promise for a leader's lease."""
+        if self._opts.lease_ns:
+            self._hold_from_start = True
 
     def tick(self) -> None:
         """One unit of logical time."""
@@ -362,9 +368,9 @@ class Replica:
     # ============================================================ epochs (E, M)
     def _on_promise_request(self, msg: PromiseRequest) -> None:
         if msg.epoch > self._promised_epoch and self._holding():
-            # LL2: a leader's lease may still run; the MM asks again. LL5: meanwhile
-            # this member renews no lease, or a live leader would keep it forever.
-            self._promise_wanted_until = self._now + hold_ns(self._opts.lease_ns)
+            # LL2: a leader's lease may still run; the MM asks again. LL5: until this
+            # member promises, it renews no lease, or a live leader would keep it forever.
+            self._refused_epoch = max(self._refused_epoch, msg.epoch)
             return
         if msg.epoch > self._promised_epoch:
             self._adopt_epoch(msg.epoch)
@@ -439,12 +445,19 @@ class Replica:
     def _on_heartbeat(self, msg: Heartbeat) -> None:
         # The leader sends at most our acknowledged match, so we hold those entries (L4).
         self._log.commit_to(min(msg.commit_index, self._log.last_index))
-        if self._opts.lease_ns:
+        held = 0
+        if msg.lease_ns:
             if not self._renews_lease():
                 return   # LL5: no acknowledgement, so no lease, while the MM waits for our promise
-            # LL2: from now, no promise to a new epoch until the hold ran out
-            self._hold_until = max(self._hold_until, self._now + hold_ns(self._opts.lease_ns))
-        self._reply(HeartbeatAck(epoch=msg.epoch, sender=self.id, recipient=msg.sender, round=msg.round))
+            own = self._opts.lease_ns
+            if 0 < msg.lease_ns <= own:
+                # LL2: no promise to a new epoch until the hold of our own lease (at
+                # least the one asked for, and the one LL3 holds for after a restart)
+                # ran out; the ack says so, and only such acks renew the lease.
+                self._hold_until = max(self._hold_until, self._now + hold_ns(own))
+                held = own
+        self._reply(HeartbeatAck(epoch=msg.epoch, sender=self.id, recipient=msg.sender, round=msg.round,
+                                 lease_ns=held))
 
     def _on_snapshot_chunk(self, msg: SnapshotChunk) -> None:
         def ack(next_offset: int = 0, installed: bool = False) -> None:
@@ -499,8 +512,9 @@ class Replica:
         if not pr.learner:
             self._reads.on_ack(msg.sender, msg.round)
             self._confirm_reads()
-            if self._opts.lease_ns:
-                self._lease.quorum_acknowledged(self._reads.quorum_round(rep.config, self.id))   # LL1
+            if self._opts.lease_ns and msg.lease_ns >= self._opts.lease_ns:   # LL1: a member that holds for it
+                self._lease.on_ack(msg.sender, msg.round)
+                self._lease.quorum_acknowledged(rep.config, self.id)
         rep.on_heartbeat_ack(msg.sender)
 
     def _on_snapshot_ack(self, msg: SnapshotAck) -> None:
@@ -531,7 +545,7 @@ class Replica:
         if self._opts.lease_ns:
             self._lease.round_started(round_number, self._now)
             assert self._replicator is not None   # a single voter acknowledges its own round at once
-            self._lease.quorum_acknowledged(self._reads.quorum_round(self._replicator.config, self.id))
+            self._lease.quorum_acknowledged(self._replicator.config, self.id)
         return round_number
 
     def _holding(self) -> bool:
@@ -539,8 +553,8 @@ class Replica:
         return self._hold_from_start or self._now < self._hold_until
 
     def _renews_lease(self) -> bool:
-        """LL5: not while a PromiseRequest this member could not answer is recent."""
-        return self._now >= self._promise_wanted_until
+        """LL5: not while the MM waits for a promise this member could not give yet."""
+        return self._refused_epoch <= self._promised_epoch
 
     def _confirm_reads(self) -> None:
         if len(self._reads):

@@ -122,13 +122,14 @@ class Replicator:
 
     def broadcast_heartbeats(self, read_round: int) -> None:
         """Liveness, the commit index (at most what each member is known to hold, L4)
-        and the read-confirmation round (R2)."""
+        and the read-confirmation round (R2), asking for the lease (LL1)."""
         commit = self._log.commit_index
+        lease = self._opts.lease_ns
         for pr in self.progress.values():
             member_commit = min(commit, pr.match)
             pr.sent_commit = max(pr.sent_commit, member_commit)
             self._outbox.append(Heartbeat(epoch=self.epoch, sender=self.leader_id, recipient=pr.member,
-                                          commit_index=member_commit, round=read_round))
+                                          commit_index=member_commit, round=read_round, lease_ns=lease))
 
     def tick(self) -> None:
         """Retransmit timers: probes and pipelines unanswered, snapshot chunks unanswered."""

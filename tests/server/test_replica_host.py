@@ -194,8 +194,9 @@ def test_under_a_lease_a_read_is_served_inside_start_client_work_without_a_round
         await _idle(h)
         rounds = [m.round for m in leader.sent if isinstance(m, Heartbeat)]
         assert rounds and rounds[-1] >= 1
-        h.step(HeartbeatAck(epoch=1, sender=FOLLOWERS[0], recipient=ME, round=rounds[-1]), wake=False)
-        h.acknowledged()                    # with ours, a quorum: the lease runs until now + lease
+        h.step(HeartbeatAck(epoch=1, sender=FOLLOWERS[0], recipient=ME, round=rounds[-1], lease_ns=lease),
+               wake=False)
+        h.acknowledged()                    # with ours, a quorum holding for it: the lease runs until now + lease
         before = len(leader.sent)
         now[0] += lease - 1
         read()

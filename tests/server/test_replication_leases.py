@@ -14,7 +14,10 @@ from sim.checker import SafetyViolation
 from sim.scenario_env import ScenarioEnv
 
 import server.replication.replica as replica_module
-from server.replication.lease import CLOCK_RATE_BOUND, hold_ns
+from server.replication import Config, DurableState, Replica
+from server.replication.lease import CLOCK_RATE_BOUND, LeaderLease, hold_ns
+from server.replication.messages import PromiseRequest, PromiseResponse
+from server.replication.options import ReplicaOptions
 
 LEASE_MS = 400
 
@@ -97,9 +100,25 @@ def test_without_the_restart_hold_the_checker_sees_a_stale_read(monkeypatch: pyt
         _restart_followers_then_split(ScenarioEnv())
 
 
-def _elect_against_a_live_leader() -> int | None:
+@pytest.mark.parametrize("follower_lease_ms", [0, 100])
+def test_members_with_a_shorter_lease_or_none_do_not_renew_a_longer_one(follower_lease_ms: int) -> None:
+    """A member holds for its own lease and says so in its HeartbeatAck (LL2): an
+    older binary (0) or a shorter --lease-ms renews no lease of a leader asking for
+    more, so mixed settings or a rolling upgrade cannot make a stale read."""
     env = ScenarioEnv()
-    for command in (f"add-replicas 3 lease={LEASE_MS} heartbeat=1", "elect", "stabilize", "tick 1", "stabilize"):
+    for command in (f"add-replicas 3 lease=300 heartbeat=2 leases=2:{follower_lease_ms},3:{follower_lease_ms}",
+                    "elect", "stabilize", "propose 1 k=old", "stabilize", "tick 1 n=2", "stabilize",
+                    "partition 1", "elect promisers=2,3", "advance 150", "tick-mm n=3", "stabilize",
+                    "propose 2 k=new", "stabilize"):
+        env.run(command)
+    assert env.c.mm.leader == 2
+    assert "waits for a heartbeat round" in env.run("read 1 r")
+
+
+def _elect_against_a_live_leader(lease_ms: int = LEASE_MS, heartbeat_ticks: int = 1) -> int | None:
+    env = ScenarioEnv()
+    for command in (f"add-replicas 3 lease={lease_ms} heartbeat={heartbeat_ticks}", "elect", "stabilize",
+                    f"tick 1 n={heartbeat_ticks}", "stabilize"):
         env.run(command)
     env.run("cut 0 1")   # the MM cannot reach 1, which still reaches everyone
     assert env.run("elect promisers=2,3").endswith("mm: leader of epoch 2 is None")
@@ -113,11 +132,13 @@ def _elect_against_a_live_leader() -> int | None:
     return None
 
 
-def test_a_live_leader_does_not_keep_its_lease_against_the_mm() -> None:
-    """LL5: once a member was asked for a promise it could not give, it stops
-    acknowledging heartbeats, so its hold runs out even though the old leader
-    is up and heartbeating, and a retry of the MM elects a new leader."""
-    assert _elect_against_a_live_leader() in (2, 3)
+@pytest.mark.parametrize("lease_ms,heartbeat_ticks", [(LEASE_MS, 1), (300, 2), (100, 1), (60, 1), (60, 2)])
+def test_a_live_leader_does_not_keep_its_lease_against_the_mm(lease_ms: int, heartbeat_ticks: int) -> None:
+    """LL5: once a member was asked for a promise it could not give, it
+    acknowledges no heartbeat until it has promised, so its hold runs out even
+    though the old leader is up and heartbeating, and a retry of the MM elects a
+    new leader, whatever the lease against the heartbeat and resend intervals."""
+    assert _elect_against_a_live_leader(lease_ms, heartbeat_ticks) in (2, 3)
 
 
 def test_without_ll5_a_live_leader_blocks_every_election(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,3 +151,29 @@ def test_leases_are_off_by_default() -> None:
     for command in ("add-replicas 3", "elect", "stabilize", "tick 1 n=2", "stabilize"):
         env.run(command)
     assert "waits for a heartbeat round" in env.run("read 1 r")
+
+
+def test_a_member_restarted_without_data_holds_from_its_start() -> None:
+    """LL3 for a wiped disk: the node tells the replica (ReplicaHost with
+    recovering=True); its empty state alone looks like a brand-new member."""
+    opts = ReplicaOptions(lease_ns=LEASE_MS * 1_000_000)
+    wiped = Replica(2, DurableState(), opts)
+    wiped.hold_promises_from_start()
+    wiped.observe_time(5_000_000_000)
+    wiped.step(PromiseRequest(epoch=3, sender=0, recipient=2))
+    answers = wiped.ready().messages_after_persist if wiped.has_ready() else []
+    assert not any(isinstance(m, PromiseResponse) for m in answers)
+    fresh = Replica(2, DurableState(), opts)   # a new member of a new group promises at once
+    fresh.observe_time(5_000_000_000)
+    fresh.step(PromiseRequest(epoch=1, sender=0, recipient=2))
+    assert any(isinstance(m, PromiseResponse) for m in fresh.ready().messages_after_persist)
+
+
+def test_a_leader_cut_off_from_its_quorum_keeps_a_bounded_round_table() -> None:
+    lease = LeaderLease(300)
+    for r in range(1, 10_000):
+        lease.round_started(r, r * 100)   # a round every 100 ns, none acknowledged
+    assert len(lease._started) <= 4
+    lease.on_ack(2, 9_999)
+    lease.quorum_acknowledged(Config(frozenset({1, 2, 3})), 1)
+    assert lease.holds(9_999 * 100) and not lease.holds(9_999 * 100 + 300)

@@ -24,9 +24,10 @@ TICK_NS = 50_000_000
 class Cluster:
     def __init__(self, voters: list[int], spares: list[int], rng: random.Random,
                  options: ReplicaOptions | None = None, snapshot_chunk_bytes: int = 96, duplicate_p: float = 0.0,
-                 clock_rates: dict[int, float] | None = None):
+                 clock_rates: dict[int, float] | None = None, node_options: dict[int, ReplicaOptions] | None = None):
         """clock_rates: node -> how fast its clock runs against the simulated
-        real time (1.0 when absent); the replicas see their own clock only."""
+        real time (1.0 when absent); the replicas see their own clock only.
+        node_options: nodes that run with other options than `options`."""
         self.rng = rng
         self.time = 0   # simulated real time, ns; only leases look at it (advance_time)
         self.clock_rates = clock_rates or {}
@@ -34,7 +35,8 @@ class Cluster:
         self.checker = Checker(self)
         self.mm = GroupLeadership(set(voters), self.send)
         options = options or ReplicaOptions()
-        self.nodes: dict[int, SimNode] = {i: SimNode(i, self, options, snapshot_chunk_bytes)
+        node_options = node_options or {}
+        self.nodes: dict[int, SimNode] = {i: SimNode(i, self, node_options.get(i, options), snapshot_chunk_bytes)
                                           for i in voters + spares}
         for n in self.nodes.values():
             n.start()

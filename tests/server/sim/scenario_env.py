@@ -7,7 +7,8 @@ may be compacted), and ticks send no status reports to the MM.
 
     add-replicas N [spares=K] [max-append-entries=N] [max-inflight=N] [chunk-bytes=N]
                    [heartbeat=N] [retransmit=N] [read-timeout=N] [snapshot-retry=N]
-                   [lease=MS] [rates=ID:RATE,...]   leader leases; clock rates vs real time
+                   [lease=MS] [rates=ID:RATE,...] [leases=ID:MS,...]   leader leases; clock
+                   rates vs real time; nodes with another lease (0: off, as an older binary)
     elect [promisers=1,2]       MM: new epoch; deliver only MM traffic (requests to
                                 non-promisers dropped) until the appointment is in
     set-config voters=.. [outgoing=..] [learners=..]   MM's config for the next epoch
@@ -32,6 +33,7 @@ may be compacted), and ticks send no status reports to the MM.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from server.replication.errors import ReplicationError
 from server.replication.messages import METADATA_MANAGER_ID, Config, Message
@@ -40,6 +42,11 @@ from server.replication.options import ReplicaOptions
 from .cluster import Cluster
 from .describe import describe, describe_entry
 from .scenario import split_args
+
+
+def _pairs(text: str) -> list[list[str]]:
+    """'1:0.5,2:1.1' -> [['1', '0.5'], ['2', '1.1']]."""
+    return [x.split(":") for x in text.split(",") if x]
 
 
 def _ids(text: str) -> frozenset[int]:
@@ -102,9 +109,12 @@ class ScenarioEnv:
             max_append_entries=int(kw.get("max-append-entries", 64)),
             snapshot_retry_ticks=int(kw.get("snapshot-retry", 8)), read_timeout_ticks=int(kw.get("read-timeout", 10)),
             lease_ns=int(kw.get("lease", 0)) * 1_000_000)
-        rates = {int(i): float(r) for i, r in (x.split(":") for x in kw["rates"].split(","))} if "rates" in kw else None
+        rates = {int(i): float(r) for i, r in _pairs(kw.get("rates", ""))}
+        node_options = {int(i): replace(options, lease_ns=int(ms) * 1_000_000)
+                        for i, ms in _pairs(kw.get("leases", ""))}
         self.cluster = Cluster(list(range(1, n + 1)), list(range(n + 1, n + 1 + spares)), random.Random(0),
-                               options, snapshot_chunk_bytes=int(kw.get("chunk-bytes", 1 << 20)), clock_rates=rates)
+                               options, snapshot_chunk_bytes=int(kw.get("chunk-bytes", 1 << 20)), clock_rates=rates,
+                               node_options=node_options)
         self.cluster.trace = self.out
 
     def cmd_elect(self, args: list[str], kw: dict[str, str]) -> None:
