@@ -446,16 +446,16 @@ class Replica:
         # The leader sends at most our acknowledged match, so we hold those entries (L4).
         self._log.commit_to(min(msg.commit_index, self._log.last_index))
         held = 0
-        if msg.lease_ns:
-            if not self._renews_lease():
-                return   # LL5: no acknowledgement, so no lease, while the MM waits for our promise
-            own = self._opts.lease_ns
-            if 0 < msg.lease_ns <= own:
-                # LL2: no promise to a new epoch until the hold of our own lease (at
-                # least the one asked for, and the one LL3 holds for after a restart)
-                # ran out; the ack says so, and only such acks renew the lease.
-                self._hold_until = max(self._hold_until, self._now + hold_ns(own))
-                held = own
+        own = self._opts.lease_ns
+        # LL2: no promise to a new epoch until the hold of our own lease (at least
+        # the one asked for, and the one LL3 holds for after a restart) ran out;
+        # the ack says so, and only such acks renew a lease. A heartbeat asking for
+        # none is held for too: it costs only election time, and leaders of commits
+        # e983928-6b2d203 count every ack. LL5: not while the MM waits for our
+        # promise; the ack then still confirms reads (R2).
+        if own and msg.lease_ns <= own and self._renews_lease():
+            self._hold_until = max(self._hold_until, self._now + hold_ns(own))
+            held = own
         self._reply(HeartbeatAck(epoch=msg.epoch, sender=self.id, recipient=msg.sender, round=msg.round,
                                  lease_ns=held))
 

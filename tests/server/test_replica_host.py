@@ -210,3 +210,20 @@ def test_under_a_lease_a_read_is_served_inside_start_client_work_without_a_round
         await leader.close()
 
     asyncio.run(run())
+
+
+def test_a_replica_rejoining_with_a_wiped_disk_holds_its_promise_from_the_start(tmp_path):
+    """LL3 for a wiped disk: the node knows (recovering), the replica's empty state does not."""
+    async def run():
+        io = ThreadPoolExecutor(1)
+        options = ReplicaOptions(lease_ns=300_000_000)
+        wiped = ReplicaHost(RG, 2, ReplicaStorage(os.fspath(tmp_path / "a"), node_id=2), options,
+                            lambda to, msg: None, io, recovering=True)
+        fresh = ReplicaHost(RG, 3, ReplicaStorage(os.fspath(tmp_path / "b"), node_id=3), options,
+                            lambda to, msg: None, io)
+        assert wiped.replica._holding() and not fresh.replica._holding()
+        await wiped.close()
+        await fresh.close()
+        io.shutdown()
+
+    asyncio.run(run())

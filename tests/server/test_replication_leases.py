@@ -177,3 +177,21 @@ def test_a_leader_cut_off_from_its_quorum_keeps_a_bounded_round_table() -> None:
     lease.on_ack(2, 9_999)
     lease.quorum_acknowledged(Config(frozenset({1, 2, 3})), 1)
     assert lease.holds(9_999 * 100) and not lease.holds(9_999 * 100 + 300)
+
+
+def test_members_waiting_to_promise_still_confirm_read_rounds() -> None:
+    """LL5 stops lease renewal, not ReadIndex: if the MM that asked for the
+    promise goes away, the leader still serves reads, through R2 rounds."""
+    env = ScenarioEnv()
+    for command in ("add-replicas 3 lease=300 heartbeat=1 read-timeout=40", "elect", "stabilize",
+                    "propose 1 k=old", "stabilize", "tick 1", "stabilize", "cut 0 1", "elect", "partition 0"):
+        env.run(command)
+    for _ in range(20):   # 1 s: the lease and the holds have run out
+        env.run("advance 50")
+        env.run("tick 1")
+        env.run("stabilize")
+    assert "waits for a heartbeat round" in env.run("read 1 r")
+    env.run("tick 1")
+    out = env.run("stabilize")
+    assert "HeartbeatAck e=1" in out and "read r served" in out and "k=old" in out
+    assert env.c.nodes[1].replica._lease.until < env.c.clock(env.c.nodes[1])   # and no lease was renewed
