@@ -2,7 +2,7 @@
 
 Read at scrape time from state that exists anyway (per replica: role, epoch,
 commit and applied index, log fsyncs, engine flushes and compactions, leader
-changes, snapshots installed), plus one latency histogram and one counter of
+changes, snapshots installed, reads begun under the lease or by a round), plus one latency histogram and one counter of
 client operations filled on the data path.
 """
 from __future__ import annotations
@@ -43,6 +43,9 @@ class NodeCollector:
         snapshots = CounterMetricFamily("quorumkv_node_snapshots_installed", "Snapshots installed", labels=rg)
         size = GaugeMetricFamily("quorumkv_node_data_bytes", "The range's data (SSTables and memtable)", labels=rg)
         tables = GaugeMetricFamily("quorumkv_node_tables", "Tables with data in the replica's engine", labels=rg)
+        reads = CounterMetricFamily("quorumkv_node_reads_begun",
+                                    "Linearizable reads begun as leader, by how they were confirmed: at once under "
+                                    "the leader's lease, or by a heartbeat round", labels=["rg", "by"])
         for group, h in sorted(self.node.hosts.items()):
             label = [str(group)]
             r = h.replica
@@ -60,5 +63,7 @@ class NodeCollector:
             snapshots.add_metric(label, h.storage.snapshots_installed)
             size.add_metric(label, sum(level["bytes"] for level in st["levels"]) + st["memtable_bytes"])
             tables.add_metric(label, len(h.storage.db.tables()))
+            reads.add_metric([str(group), "lease"], r.reads_by_lease)
+            reads.add_metric([str(group), "round"], r.reads_by_round)
         yield from (role, epoch, lag, log_entries, fsyncs, applied, flushes, compactions, leader_changes, snapshots,
-                    size, tables)
+                    size, tables, reads)

@@ -105,6 +105,8 @@ class Replica:
         self._hold_until = 0
         self._refused_epoch = 0   # LL5: the highest epoch this member was asked for and could not promise
         self._hold_from_start = bool(self._opts.lease_ns) and state.promised_epoch > 0
+        self.reads_by_lease = 0   # reads confirmed on arrival under the lease (LL4), and
+        self.reads_by_round = 0   # reads that waited for a heartbeat round (R2): for metrics
         self._noop_index = 0
         self._receiving: SnapshotReceive | None = None
         # Output not yet handed out in a Ready. _msgs: send at once (the Replicator
@@ -185,7 +187,9 @@ class Replica:
         deadline = self._ticks + self._opts.read_timeout_ticks
         if self._role is Role.LEADER and self._lease.holds(self._now):   # LL4: no round needed
             self._reads.add_confirmed(request_id, self._log.commit_index, deadline)
+            self.reads_by_lease += 1
             return
+        self.reads_by_round += 1
         read_index = self._log.commit_index if self._role is Role.LEADER else None
         self._reads.add(request_id, read_index, deadline)
 

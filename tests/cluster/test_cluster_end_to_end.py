@@ -199,6 +199,7 @@ def test_every_process_serves_health_and_metrics(cluster, client):
     client.create_table("observed")
     client.put_many("observed", [(b"k%d" % i, b"v") for i in range(20)])   # ops spread over both routers' streams
     client.get("observed", b"k1")
+    reads_seen = 0.0
     for role in [*cluster.nodes.values(), *cluster.routers.values(), cluster.meta]:
         with grpc.insecure_channel(role.address) as ch:
             status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
@@ -213,8 +214,12 @@ def test_every_process_serves_health_and_metrics(cluster, client):
             assert "quorumkv_meta_leader_changes_total" in text
         else:
             for name in ("quorumkv_node_fsyncs_total", "quorumkv_node_replica_role", "quorumkv_node_log_lag_entries",
-                         "quorumkv_node_engine_compactions_total", "quorumkv_node_leader_changes_total"):
+                         "quorumkv_node_engine_compactions_total", "quorumkv_node_leader_changes_total",
+                         'quorumkv_node_reads_begun_total{by="lease"'):
                 assert name in text, (role.name, name)
+            reads_seen += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                              if line.startswith("quorumkv_node_reads_begun_total{"))
+    assert reads_seen >= 1   # the get above, on whichever node leads its group
 
 
 def _engine_tables(cluster) -> dict[tuple[str, str], float]:
