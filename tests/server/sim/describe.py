@@ -52,10 +52,11 @@ def describe(m: Message) -> str:
         if m.result is AppendResult.ACCEPTED:
             return f"{head} accepted {m.index}"
         return f"{head} rejected prev={m.index} hint={m.hint_index}"
-    if isinstance(m, Heartbeat):
-        return f"{head} commit={m.commit_index} round={m.round}"
-    if isinstance(m, HeartbeatAck):
-        return f"{head} round={m.round}"
+    if isinstance(m, (Heartbeat, HeartbeatAck)):
+        lease = f" lease={m.lease_ns // 1_000_000}ms" if m.lease_ns else ""
+        if isinstance(m, Heartbeat):
+            return f"{head} commit={m.commit_index} round={m.round}{lease}"
+        return f"{head} round={m.round}{lease}"
     if isinstance(m, SnapshotChunk):
         return f"{head} snapshot={m.snapshot} offset={m.offset}" + (" done" if m.done else "")
     if isinstance(m, SnapshotAck):
