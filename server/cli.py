@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--lease-ms", type=int, default=None,
                       help="leader lease for reads, in ms (default: server/node/node.py's LEASE_MS, 300; "
                            "0: every read waits for a heartbeat round); assumes clock rates within 10%% of "
-                           "real time (server/replication/README.md, LL1-LL5)")
+                           "real time (server/replication/README.md, LL1-LL6)")
     node.add_argument("--log-level", default="INFO")
     node.set_defaults(func=node_main)
 

@@ -108,6 +108,7 @@ def encode(rg: int, msg: Message, env: pb.Envelope) -> pb.Envelope:
         b.commit_index = msg.commit_index
         b.round = msg.round
         b.lease_ns = msg.lease_ns
+        b.sent_at_ns = msg.sent_at_ns
     elif t is HeartbeatAck:
         b = env.heartbeat_ack
         b.round = msg.round
@@ -194,7 +195,8 @@ def decode(env: pb.Envelope) -> tuple[int, Message]:
         return env.rg, HeartbeatAck(env.epoch, env.sender, env.recipient, b.round, b.lease_ns)
     if which == "heartbeat":
         b = env.heartbeat
-        return env.rg, Heartbeat(env.epoch, env.sender, env.recipient, b.commit_index, b.round, b.lease_ns)
+        return env.rg, Heartbeat(env.epoch, env.sender, env.recipient, b.commit_index, b.round, b.lease_ns,
+                                 b.sent_at_ns)
     decoder = _DECODERS.get(which) if which else None
     if decoder is None:
         raise ValueError(f"envelope for rg {env.rg} has no known body ({which!r})")

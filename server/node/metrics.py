@@ -43,6 +43,10 @@ class NodeCollector:
         snapshots = CounterMetricFamily("quorumkv_node_snapshots_installed", "Snapshots installed", labels=rg)
         size = GaugeMetricFamily("quorumkv_node_data_bytes", "The range's data (SSTables and memtable)", labels=rg)
         tables = GaugeMetricFamily("quorumkv_node_tables", "Tables with data in the replica's engine", labels=rg)
+        clock = GaugeMetricFamily("quorumkv_node_lease_clock_suspect",
+                                  "1 if this member found its clock's rate off the leader's by more than the "
+                                  "lease's bound (server/replication/README.md LL6): it holds for no lease",
+                                  labels=rg)
         reads = CounterMetricFamily("quorumkv_node_reads_begun",
                                     "Linearizable reads begun as leader, by how they were confirmed: at once under "
                                     "the leader's lease, or by a heartbeat round", labels=["rg", "by"])
@@ -63,7 +67,8 @@ class NodeCollector:
             snapshots.add_metric(label, h.storage.snapshots_installed)
             size.add_metric(label, sum(level["bytes"] for level in st["levels"]) + st["memtable_bytes"])
             tables.add_metric(label, len(h.storage.db.tables()))
+            clock.add_metric(label, int(r.clock_suspect))
             reads.add_metric([str(group), "lease"], r.reads_by_lease)
             reads.add_metric([str(group), "round"], r.reads_by_round)
         yield from (role, epoch, lag, log_entries, fsyncs, applied, flushes, compactions, leader_changes, snapshots,
-                    size, tables, reads)
+                    size, tables, clock, reads)

@@ -56,7 +56,7 @@ MAINTENANCE_SECONDS = 1.0
 COMPACT_AFTER_ENTRIES = 10_000   # compact a replica's log once it holds this many entries
 RETAIN_FACTOR = 4                # ... but keep entries a member lacks until it holds this many times that
 FOLLOWER_APPLY_BATCH = 64        # see ReplicaOptions.follower_apply_batch
-# Leader leases (server/replication/README.md, LL1-LL5): reads skip the
+# Leader leases (server/replication/README.md, LL1-LL6): reads skip the
 # heartbeat round while a round of the last 300 ms was acknowledged. Members
 # then hold their promise for 367 ms, below the MM's 500 ms leader timeout, so
 # a crashed leader's successor is not delayed by it. 0 turns leases off.

@@ -83,14 +83,16 @@ class AppendAck(_message.Message):
     def __init__(self, result: _Optional[int] = ..., index: _Optional[int] = ..., hint_index: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("commit_index", "round", "lease_ns")
+    __slots__ = ("commit_index", "round", "lease_ns", "sent_at_ns")
     COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     LEASE_NS_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_NS_FIELD_NUMBER: _ClassVar[int]
     commit_index: int
     round: int
     lease_ns: int
-    def __init__(self, commit_index: _Optional[int] = ..., round: _Optional[int] = ..., lease_ns: _Optional[int] = ...) -> None: ...
+    sent_at_ns: int
+    def __init__(self, commit_index: _Optional[int] = ..., round: _Optional[int] = ..., lease_ns: _Optional[int] = ..., sent_at_ns: _Optional[int] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
     __slots__ = ("round", "lease_ns")

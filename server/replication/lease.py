@@ -1,4 +1,4 @@
-"""Leader leases (README, rules LL1 to LL5): reads served without a confirmation round.
+"""Leader leases (README, rules LL1 to LL6): reads served without a confirmation round.
 
 A leader holds a lease while a heartbeat round it started less than
 `lease_ns` ago (its own clock) has been acknowledged by a quorum of its
@@ -14,6 +14,11 @@ by more than CLOCK_RATE_BOUND. Then a lease of L on the leader's clock lasts
 at most L / (1 - B) of real time, and a hold of H on a follower's clock at
 least H / (1 + B); `hold_ns` makes the second cover the first. Offsets do
 not matter: only intervals on one clock are compared.
+
+The members check the assumption as they go (LL6): each heartbeat carries the
+leader's clock, and a member whose own clock moved at a rate off the
+leader's by more than the bound, over a window of CLOCK_CHECK_WINDOW_NS,
+holds for no lease until a later window agrees (Replica._check_clock_rate).
 
 Time is an input here (sans I/O): the replica is told the host's clock with
 `Replica.observe_time` and never reads one.
@@ -31,6 +36,12 @@ from server.replication.quorum import RoundAcks
 CLOCK_RATE_BOUND = 0.1
 """The largest relative difference between a node's clock rate and real time
 that leases stay safe under (10%: NTP slews by at most 0.05%)."""
+
+
+CLOCK_CHECK_WINDOW_NS = 5_000_000_000
+"""LL6: members compare the leader's clock with theirs over windows this long
+(long enough that delays of tens of milliseconds between two heartbeats move
+the measured rate by under 1%)."""
 
 
 def hold_ns(lease_ns: int) -> int:

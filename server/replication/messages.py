@@ -195,12 +195,14 @@ class AppendAck(Message):
 class Heartbeat(Message):
     """leader -> member: liveness, commit index (at most the member's known
     match), read-confirmation round `round` (R2), and the lease the leader
-    would earn from it (`lease_ns`, 0: none; LL1-LL2)."""
+    would earn from it (`lease_ns`, 0: none; LL1-LL2), with the leader's clock
+    at the round's start (`sent_at_ns`, LL6)."""
 
     TYPE: ClassVar[MessageType] = MessageType.HEARTBEAT
     commit_index: int = 0
     round: int = 0
     lease_ns: int = 0
+    sent_at_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

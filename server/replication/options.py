@@ -48,7 +48,7 @@ class ReplicaOptions:
     applies everything committed in its first Ready."""
 
     lease_ns: int = 0
-    """Leader leases (lease.py, README LL1-LL5): a leader serves a read at once
+    """Leader leases (lease.py, README LL1-LL6): a leader serves a read at once
     while a heartbeat round it started less than this long ago (nanoseconds of
     the clock the node passes to Replica.observe_time) was acknowledged by a
     quorum; members that acknowledged it promise no new epoch for

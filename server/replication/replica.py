@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 
 from server.replication.errors import InvariantViolation, NotLeaderError, ReplicaMisuseError
-from server.replication.lease import LeaderLease, hold_ns
+from server.replication.lease import CLOCK_CHECK_WINDOW_NS, CLOCK_RATE_BOUND, LeaderLease, hold_ns
 from server.replication.log import ReplicatedLog
 from server.replication.messages import (
     METADATA_MANAGER_ID,
@@ -105,6 +105,10 @@ class Replica:
         self._hold_until = 0
         self._refused_epoch = 0   # LL5: the highest epoch this member was asked for and could not promise
         self._hold_from_start = bool(self._opts.lease_ns) and state.promised_epoch > 0
+        # LL6: the leader's clock against ours, over windows of CLOCK_CHECK_WINDOW_NS:
+        # (epoch, leader's clock, ours) at the window's start, and the last verdict.
+        self._clock_window: tuple[int, int, int] | None = None
+        self.clock_suspect = False
         self.reads_by_lease = 0   # reads confirmed on arrival under the lease (LL4), and
         self.reads_by_round = 0   # reads that waited for a heartbeat round (R2): for metrics
         self._noop_index = 0
@@ -240,7 +244,8 @@ class Replica:
         if self._heartbeat_elapsed >= self._opts.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             # With leases, every heartbeat is a round: its acknowledgements renew the lease.
-            rep.broadcast_heartbeats(self._start_round() if self._opts.lease_ns else self._reads.started_round)
+            rep.broadcast_heartbeats(self._start_round() if self._opts.lease_ns else self._reads.started_round,
+                                     self._now)
         rep.tick()
         for r in self._reads.pop_expired(self._ticks):
             self._fail_read(r, ReadFailure.TIMEOUT)
@@ -292,7 +297,7 @@ class Replica:
         rep = self._replicator
         if rep is not None:
             if self._reads.needs_round():
-                rep.broadcast_heartbeats(self._start_round())
+                rep.broadcast_heartbeats(self._start_round(), self._now)
                 self._confirm_reads()  # a single-voter group confirms by itself
             self._snapshot_requests.extend(rep.snapshot_requests())
         log = self._log
@@ -457,7 +462,9 @@ class Replica:
         # none is held for too: it costs only election time, and leaders of commits
         # e983928-6b2d203 count every ack. LL5: not while the MM waits for our
         # promise; the ack then still confirms reads (R2).
-        if own and msg.lease_ns <= own and self._renews_lease():
+        if own and msg.sent_at_ns:
+            self._check_clock_rate(msg.sent_at_ns)
+        if own and msg.lease_ns <= own and self._renews_lease() and not self.clock_suspect:
             self._hold_until = max(self._hold_until, self._now + hold_ns(own))
             held = own
         self._reply(HeartbeatAck(epoch=msg.epoch, sender=self.id, recipient=msg.sender, round=msg.round,
@@ -555,6 +562,22 @@ class Replica:
     def _holding(self) -> bool:
         """LL2/LL3: whether this member still promises no new epoch."""
         return self._hold_from_start or self._now < self._hold_until
+
+    def _check_clock_rate(self, leader_now: int) -> None:
+        """LL6: over each window of our clock, compare how far the leader's clock
+        moved (its heartbeats say) with how far ours did. A ratio off by more than
+        CLOCK_RATE_BOUND means the assumption the lease rests on does not hold
+        between us: we hold for no lease until a later window agrees again."""
+        window = self._clock_window
+        if window is None or window[0] != self._promised_epoch:
+            self._clock_window = (self._promised_epoch, leader_now, self._now)
+            return
+        ours = self._now - window[2]
+        if ours < CLOCK_CHECK_WINDOW_NS:
+            return
+        theirs = leader_now - window[1]
+        self.clock_suspect = theirs <= 0 or abs(ours / theirs - 1) > CLOCK_RATE_BOUND
+        self._clock_window = (self._promised_epoch, leader_now, self._now)
 
     def _renews_lease(self) -> bool:
         """LL5: not while the MM waits for a promise this member could not give yet."""

@@ -120,7 +120,7 @@ class Replicator:
         pr.sent_commit = max(pr.sent_commit, log.commit_index)
         return True
 
-    def broadcast_heartbeats(self, read_round: int) -> None:
+    def broadcast_heartbeats(self, read_round: int, now: int = 0) -> None:
         """Liveness, the commit index (at most what each member is known to hold, L4)
         and the read-confirmation round (R2), asking for the lease (LL1)."""
         commit = self._log.commit_index
@@ -129,7 +129,8 @@ class Replicator:
             member_commit = min(commit, pr.match)
             pr.sent_commit = max(pr.sent_commit, member_commit)
             self._outbox.append(Heartbeat(epoch=self.epoch, sender=self.leader_id, recipient=pr.member,
-                                          commit_index=member_commit, round=read_round, lease_ns=lease))
+                                          commit_index=member_commit, round=read_round, lease_ns=lease,
+                                          sent_at_ns=now if lease else 0))
 
     def tick(self) -> None:
         """Retransmit timers: probes and pipelines unanswered, snapshot chunks unanswered."""

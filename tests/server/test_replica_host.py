@@ -172,7 +172,7 @@ def test_a_follower_answers_a_read_rounds_heartbeat_inside_acknowledged(tmp_path
 
 
 def test_under_a_lease_a_read_is_served_inside_start_client_work_without_a_round(tmp_path, monkeypatch):
-    """Leases (README LL1-LL5) on the host's clock (lease_clock, faked here): once a
+    """Leases (README LL1-LL6) on the host's clock (lease_clock, faked here): once a
     heartbeat round is acknowledged, reads are answered at once, with no Heartbeat
     sent for them, until the lease has run out on that clock."""
     now = [10_000_000_000]

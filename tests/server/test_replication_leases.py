@@ -1,4 +1,4 @@
-"""Leader leases (server/replication/lease.py, README LL1-LL5) against the simulator's checker.
+"""Leader leases (server/replication/lease.py, README LL1-LL6) against the simulator's checker.
 
 The checker (sim/checker.py) fails a run when a served read misses a write
 committed anywhere before the read arrived. Each test drives the same
@@ -195,3 +195,58 @@ def test_members_waiting_to_promise_still_confirm_read_rounds() -> None:
     out = env.run("stabilize")
     assert "HeartbeatAck e=1" in out and "read r served" in out and "k=old" in out
     assert env.c.nodes[1].replica._lease.until < env.c.clock(env.c.nodes[1])   # and no lease was renewed
+
+
+def _heartbeats_for(env: ScenarioEnv, seconds: float) -> None:
+    for _ in range(int(seconds * 20)):   # a heartbeat round every 50 ms, delivered
+        env.run("advance 50")
+        env.run("tick 1")
+        env.run("stabilize")
+
+
+def test_members_whose_clock_disagrees_with_the_leaders_hold_for_no_lease() -> None:
+    """LL6: the assumption checked at run time. Member 2's clock runs 30% fast
+    against the leader's: after a check window it holds for no lease (its acks
+    say 0); member 3, whose clock agrees, goes on holding; no false alarm."""
+    env = ScenarioEnv()
+    for command in ("add-replicas 3 lease=300 heartbeat=1 rates=2:1.3", "elect", "stabilize"):
+        env.run(command)
+    _heartbeats_for(env, 6)
+    assert env.c.nodes[2].replica.clock_suspect and not env.c.nodes[3].replica.clock_suspect
+    env.run("advance 50")
+    env.run("tick 1")
+    out = env.run("stabilize")
+    assert "2->1 HeartbeatAck e=1" in out and "lease=" not in out.split("2->1 HeartbeatAck")[1].splitlines()[0]
+    assert "3->1 HeartbeatAck" in out and "lease=300ms" in out.split("3->1 HeartbeatAck")[1].splitlines()[0]
+    assert "confirmed by its lease" in env.run("read 1 r")   # 1 and 3 are a quorum that holds
+
+
+def test_after_a_check_window_a_slow_leader_clock_no_longer_makes_a_stale_read() -> None:
+    """The split brain that breaks the lease when 1's clock runs at half speed
+    (test above) is safe once the members have compared clocks (LL6): they
+    stop holding, so 1's lease is no longer renewed and has run out."""
+    env = _slow_leader_clock_split_brain()
+    assert env.c.mm.leader == 2
+    assert "waits for a heartbeat round" in env.run("read 1 r")
+
+
+def test_without_the_clock_check_the_slow_leader_clock_makes_a_stale_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replica_module.Replica, "_check_clock_rate", lambda self, leader_now: None)
+    env = _slow_leader_clock_split_brain()
+    with pytest.raises(SafetyViolation, match="read"):
+        env.run("read 1 r")
+
+
+def _slow_leader_clock_split_brain() -> ScenarioEnv:
+    """1's clock at half speed, 12 s of heartbeats (two check windows), then 1 is
+    cut off and, 500 ms later (past the members' 489 ms hold), 2 is elected and
+    commits k=new: 1's last lease, 300 ms on its clock, is 600 ms of real time."""
+    env = ScenarioEnv()
+    for command in (f"add-replicas 3 lease={LEASE_MS} heartbeat=2 rates=1:0.5", "elect", "stabilize",
+                    "propose 1 k=old", "stabilize"):
+        env.run(command)
+    _heartbeats_for(env, 12)
+    for command in ("tick 1 n=2", "stabilize", "partition 1", "elect promisers=2,3", "advance 500", "tick-mm n=3",
+                    "stabilize", "propose 2 k=new", "stabilize"):
+        env.run(command)
+    return env
