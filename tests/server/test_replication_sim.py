@@ -3,7 +3,8 @@
 Each seed is one run of sim/schedule.py: a fake network that delivers, drops,
 delays, duplicates and reorders; crashes (also inside a Ready cycle) and
 restarts with only what was made durable; slow disks; a fake metadata manager
-running leader changes and follower replacements. sim/checker.py asserts after
+running leader changes and follower replacements; for half the seeds, leader
+leases with every node's clock running at its own rate. sim/checker.py asserts after
 every step that no committed entry is lost or changed, that all replicas apply
 the same sequence, that at most one replica leads an epoch, that what a leader
 commits or acknowledges is durable on a quorum, and that every served read

@@ -7,7 +7,9 @@ propose and read at whoever believes it leads (deposed leaders included),
 crash (also at random points inside a Ready cycle), restart, partition, heal,
 cut one directed link (so a deposed leader may still reach followers while the
 MM cannot reach it), isolate a leader, crash a leader, forced leader change,
-follower replacement. The checker runs after every step;
+follower replacement. Simulated real time passes with every step; half the
+seeds run with leader leases, each node's clock at its own rate
+(LEASES_NS, STEP_NS_MAX). The checker runs after every step;
 the run ends with stabilize() and final_check().
 """
 from __future__ import annotations
