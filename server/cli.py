@@ -98,12 +98,14 @@ def engine_demo(args: argparse.Namespace) -> int:
 
 def node_main(args: argparse.Namespace) -> int:
     from server.node.node import LEASE_MS, Node
+    from server.replication.lease import MAX_LEASE_NS
     from server.runtime import configure_logging, run_service
 
     configure_logging(args.log_level)
     lease_ms = LEASE_MS if args.lease_ms is None else args.lease_ms
-    if lease_ms < 0:
-        print("quorumkv node: --lease-ms must be 0 (leases off) or positive", file=sys.stderr)
+    if not 0 <= lease_ms <= MAX_LEASE_NS // 1_000_000:
+        print(f"quorumkv node: --lease-ms must be 0 (leases off) or positive, at most {MAX_LEASE_NS // 1_000_000}",
+              file=sys.stderr)
         return 2
     node = Node(args.id, args.listen, args.data, args.meta.split(","), compact_after_entries=args.compact_after_entries,
                 metrics_listen=args.metrics_listen or None, lease_ms=lease_ms)
@@ -308,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--metrics-listen", default="127.0.0.1:0",
                       help="host:port of the Prometheus endpoint (port 0: any free; empty: none)")
     node.add_argument("--lease-ms", type=int, default=None,
-                      help="leader lease for reads, in ms (default: server/node/node.py's LEASE_MS, 300; "
-                           "0: every read waits for a heartbeat round); assumes clock rates within 10%% of "
+                      help="leader lease for reads, in ms, at most 500 (default: server/node/node.py's LEASE_MS, "
+                           "300; 0: every read waits for a heartbeat round); assumes clock rates within 10%% of "
                            "real time (server/replication/README.md, LL1-LL6)")
     node.add_argument("--log-level", default="INFO")
     node.set_defaults(func=node_main)

@@ -38,6 +38,11 @@ CLOCK_RATE_BOUND = 0.1
 that leases stay safe under (10%: NTP slews by at most 0.05%)."""
 
 
+MAX_LEASE_NS = 500_000_000
+"""The longest lease a member may run with (ReplicaOptions refuses more). A
+member restarting holds for hold_ns(MAX_LEASE_NS) (LL3), which covers any
+hold it may have promised before, whatever its settings were then."""
+
 CLOCK_CHECK_WINDOW_NS = 5_000_000_000
 """LL6: members compare the leader's clock with theirs over windows this long
 (long enough that delays of tens of milliseconds between two heartbeats move

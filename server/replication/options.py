@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from server.replication.lease import MAX_LEASE_NS
+
 
 @dataclass(frozen=True, slots=True)
 class ReplicaOptions:
@@ -64,5 +66,5 @@ class ReplicaOptions:
                      "max_append_bytes", "snapshot_retry_ticks", "read_timeout_ticks", "follower_apply_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.lease_ns < 0:
-            raise ValueError("lease_ns must be 0 (off) or positive")
+        if not 0 <= self.lease_ns <= MAX_LEASE_NS:
+            raise ValueError(f"lease_ns must be 0 (off) or positive, at most {MAX_LEASE_NS} (lease.MAX_LEASE_NS)")

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 
 from server.replication.errors import InvariantViolation, NotLeaderError, ReplicaMisuseError
-from server.replication.lease import CLOCK_CHECK_WINDOW_NS, CLOCK_RATE_BOUND, LeaderLease, hold_ns
+from server.replication.lease import CLOCK_CHECK_WINDOW_NS, CLOCK_RATE_BOUND, MAX_LEASE_NS, LeaderLease, hold_ns
 from server.replication.log import ReplicatedLog
 from server.replication.messages import (
     METADATA_MANAGER_ID,
@@ -225,7 +225,7 @@ class Replica:
             self._now = now
         if self._hold_from_start:
             self._hold_from_start = False
-            self._hold_until = self._now + hold_ns(self._opts.lease_ns)   # LL3
+            self._hold_until = self._now + hold_ns(MAX_LEASE_NS)   # LL3: whatever lease it held for before
 
     def hold_promises_from_start(self) -> None:
         """LL3 for a member the node restarted with no data (a wiped disk): its

@@ -15,7 +15,7 @@ from sim.scenario_env import ScenarioEnv
 
 import server.replication.replica as replica_module
 from server.replication import Config, DurableState, Replica
-from server.replication.lease import CLOCK_RATE_BOUND, LeaderLease, hold_ns
+from server.replication.lease import CLOCK_RATE_BOUND, MAX_LEASE_NS, LeaderLease, hold_ns
 from server.replication.messages import PromiseRequest, PromiseResponse
 from server.replication.options import ReplicaOptions
 
@@ -82,7 +82,7 @@ def test_a_restarted_member_holds_from_its_start() -> None:
     env = ScenarioEnv()
     out = _restart_followers_then_split(env)
     assert env.c.mm.leader is None and "confirmed by its lease" in out and "k=old" in out
-    env.run(f"advance {hold_ns(LEASE_MS * 1_000_000) // 1_000_000 + 1}")
+    env.run(f"advance {hold_ns(MAX_LEASE_NS) // 1_000_000 + 1}")   # LL3 holds for the longest lease allowed
     env.run("tick-mm n=3")
     env.run("stabilize")
     assert env.c.mm.leader in (2, 3)   # and then the election goes through
@@ -250,3 +250,10 @@ def _slow_leader_clock_split_brain() -> ScenarioEnv:
                     "stabilize", "propose 2 k=new", "stabilize"):
         env.run(command)
     return env
+
+
+def test_a_lease_above_the_ceiling_is_refused() -> None:
+    """LL3's restart hold covers any lease up to MAX_LEASE_NS, so none may be longer."""
+    with pytest.raises(ValueError, match="at most"):
+        ReplicaOptions(lease_ns=MAX_LEASE_NS + 1)
+    assert ReplicaOptions(lease_ns=MAX_LEASE_NS).lease_ns == MAX_LEASE_NS
