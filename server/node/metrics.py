@@ -2,7 +2,7 @@
 
 Read at scrape time from state that exists anyway (per replica: role, epoch,
 commit and applied index, log fsyncs, engine flushes and compactions, leader
-changes, snapshots installed, reads begun under the lease or by a round), plus one latency histogram and one counter of
+changes, snapshots installed, read batches confirmed by the lease or by a round), plus one latency histogram and one counter of
 client operations filled on the data path.
 """
 from __future__ import annotations
@@ -47,9 +47,10 @@ class NodeCollector:
                                   "1 if this member found its clock's rate off the leader's by more than the "
                                   "lease's bound (server/replication/README.md LL6): it holds for no lease",
                                   labels=rg)
-        reads = CounterMetricFamily("quorumkv_node_reads_begun",
-                                    "Linearizable reads begun as leader, by how they were confirmed: at once under "
-                                    "the leader's lease, or by a heartbeat round", labels=["rg", "by"])
+        reads = CounterMetricFamily("quorumkv_node_read_batches",
+                                    "Batches of linearizable reads (those that reached the leader together, one "
+                                    "Replica.read_index each), by how they were confirmed: at once under the "
+                                    "leader's lease, or by a heartbeat round", labels=["rg", "by"])
         for group, h in sorted(self.node.hosts.items()):
             label = [str(group)]
             r = h.replica

@@ -109,8 +109,8 @@ class Replica:
         # (epoch, leader's clock, ours) at the window's start, and the last verdict.
         self._clock_window: tuple[int, int, int] | None = None
         self.clock_suspect = False
-        self.reads_by_lease = 0   # reads confirmed on arrival under the lease (LL4), and
-        self.reads_by_round = 0   # reads that waited for a heartbeat round (R2): for metrics
+        self.reads_by_lease = 0   # read_index() calls confirmed on arrival under the lease (LL4),
+        self.reads_by_round = 0   # and those that waited for a heartbeat round (R2): for metrics
         self._noop_index = 0
         self._receiving: SnapshotReceive | None = None
         # Output not yet handed out in a Ready. _msgs: send at once (the Replicator

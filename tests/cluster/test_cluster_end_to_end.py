@@ -215,10 +215,10 @@ def test_every_process_serves_health_and_metrics(cluster, client):
         else:
             for name in ("quorumkv_node_fsyncs_total", "quorumkv_node_replica_role", "quorumkv_node_log_lag_entries",
                          "quorumkv_node_engine_compactions_total", "quorumkv_node_leader_changes_total",
-                         'quorumkv_node_reads_begun_total{by="lease"', "quorumkv_node_lease_clock_suspect"):
+                         'quorumkv_node_read_batches_total{by="lease"', "quorumkv_node_lease_clock_suspect"):
                 assert name in text, (role.name, name)
             reads_seen += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                              if line.startswith("quorumkv_node_reads_begun_total{"))
+                              if line.startswith("quorumkv_node_read_batches_total{"))
     assert reads_seen >= 1   # the get above, on whichever node leads its group
 
 
