@@ -2,7 +2,8 @@
 
 Read at scrape time from state that exists anyway (per replica: role, epoch,
 commit and applied index, log fsyncs, engine flushes and compactions, leader
-changes, snapshots installed, read batches confirmed by the lease or by a round), plus one latency histogram and one counter of
+changes, snapshots installed, read batches confirmed by the lease or by a
+round), plus one latency histogram and one counter of
 client operations filled on the data path.
 """
 from __future__ import annotations
