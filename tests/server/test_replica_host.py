@@ -85,14 +85,20 @@ class _Leader:
         self.io.shutdown()
 
 
+async def _leader_with_k1(tmp_path) -> tuple[_Leader, ReplicaHost, list]:
+    """A started leader that wrote k1: durable here and sent to the followers,
+    acknowledged by none; `answers` collects the writes' outcomes."""
+    leader = _Leader(os.fspath(tmp_path))
+    await leader.start()
+    answers: list = []
+    leader.write(b"k1", answers)
+    await _idle(leader.host)
+    return leader, leader.host, answers
+
+
 def test_a_quorum_completed_while_the_loop_rests_is_answered_inside_acknowledged(tmp_path):
     async def run():
-        leader = _Leader(os.fspath(tmp_path))
-        await leader.start()
-        h = leader.host
-        answers = []
-        leader.write(b"k1", answers)
-        await _idle(h)                      # the entry is durable here and sent to the follower
+        leader, h, answers = await _leader_with_k1(tmp_path)   # k1 durable here and sent, not acknowledged
         assert answers == []
         leader.acknowledge(FOLLOWERS[0])    # with ours: a majority
         assert answers == [Outcome.OK]      # no await in between
@@ -110,12 +116,7 @@ def test_a_quorum_completed_while_the_loop_rests_is_answered_inside_acknowledged
 
 def test_an_acknowledgement_during_a_ready_is_left_to_the_loop(tmp_path):
     async def run():
-        leader = _Leader(os.fspath(tmp_path))
-        await leader.start()
-        h = leader.host
-        answers = []
-        leader.write(b"k1", answers)
-        await _idle(h)
+        leader, h, answers = await _leader_with_k1(tmp_path)
         leader.write(b"k2", answers)        # begun here, handed to the loop (its fsync is to come)
         assert h._handoff is not None
         leader.acknowledge(FOLLOWERS[0])    # covers k1 (and k2, whose Append left already)
@@ -129,12 +130,7 @@ def test_an_acknowledgement_during_a_ready_is_left_to_the_loop(tmp_path):
 
 def test_a_conditional_write_waiting_for_the_apply_is_proposed_when_an_acknowledgement_applies(tmp_path):
     async def run():
-        leader = _Leader(os.fspath(tmp_path))
-        await leader.start()
-        h = leader.host
-        answers = []
-        leader.write(b"k1", answers)
-        await _idle(h)
+        leader, h, answers = await _leader_with_k1(tmp_path)
         proposed = h.replica.log.last_index
         leader.write(b"k2", answers, if_absent=True)   # k1 is not applied yet: the condition waits (write_path.py)
         await _idle(h)
