@@ -154,12 +154,12 @@ class ScenarioEnv:
         assert node.replica is not None, "node is down"
         self.c.checker.on_read_issued(node, args[1])
         node.replica.observe_time(self.c.clock(node))
-        waiting = len(node.replica._reads._unconfirmed)
+        by_lease = node.replica.reads_by_lease
         node.replica.read_index(args[1])
-        if len(node.replica._reads._unconfirmed) > waiting:
-            self.out.append(f"{node.id}: read {args[1]} waits for a heartbeat round")
-        else:
+        if node.replica.reads_by_lease > by_lease:
             self.out.append(f"{node.id}: read {args[1]} confirmed by its lease")
+        else:
+            self.out.append(f"{node.id}: read {args[1]} waits for a heartbeat round")
         self._settle()
 
     def cmd_advance(self, args: list[str], kw: dict[str, str]) -> None:
