@@ -40,9 +40,20 @@ class GroupLeadership:
     def __init__(self, voters: set[int], send: Callable[[Message], None],
                  persist: Callable[["GroupLeadership"], None] | None = None, epoch: int = 0,
                  config: Config | None = None, leader_timeout_ticks: int = LEADER_TIMEOUT_TICKS,
-                 election_retry_ticks: int = ELECTION_RETRY_TICKS):
-        """`epoch` and `config`: what a restarted MM read back from its store."""
+                 election_retry_ticks: int = ELECTION_RETRY_TICKS,
+                 leader_rank: Callable[[int], int] | None = None,
+                 member_alive: Callable[[int], bool] | None = None):
+        """`epoch` and `config`: what a restarted MM read back from its store.
+        `leader_rank(member)`: which of the members whose logs tie to appoint
+        (lowest first; EpochChange invariant 2): the MM passes the number of
+        groups each node leads, so leaders spread over the nodes. With
+        `member_alive` too, an appointment waits (at most until the next tick)
+        for a live member yet to promise that ranks below every promiser, which
+        with an equal log would be chosen: the first quorum to answer is
+        otherwise often the same two nodes."""
         self.send = send
+        self.leader_rank = leader_rank
+        self.member_alive = member_alive
         self.persist = persist
         self.leader_timeout_ticks = leader_timeout_ticks
         self.election_retry_ticks = election_retry_ticks
@@ -69,7 +80,7 @@ class GroupLeadership:
     def start_epoch(self) -> None:
         self.epoch += 1
         self.elections += 1
-        self.change = EpochChange(self.epoch, self.config)
+        self.change = EpochChange(self.epoch, self.config, rank=self.leader_rank)
         self.leader = None
         self.change_started = self.ticks
         if self.persist is not None:
@@ -93,7 +104,22 @@ class GroupLeadership:
         if isinstance(msg, NotMyLeader) and ch.superseded and self.leader is None:
             self.start_epoch()
             return
-        if self.leader is None:
+        self._maybe_appoint(ch)
+
+    def _worth_waiting(self, ch: EpochChange) -> bool:
+        """Whether a live member that has not promised yet, ranking below every
+        promiser, should be heard before the choice (see __init__). Only in the
+        tick the change started in: an election is delayed by one tick at most."""
+        rank, alive = self.leader_rank, self.member_alive
+        if rank is None or alive is None or self.ticks > self.change_started or not ch.has_quorum():
+            return False
+        voters = self.config.all_voters()
+        promised = [rank(m) for m in ch.promises if m in voters]
+        best = min(promised) if promised else 0
+        return any(rank(m) < best and alive(m) for m in voters if m not in ch.promises)
+
+    def _maybe_appoint(self, ch: EpochChange) -> None:
+        if self.leader is None and not self._worth_waiting(ch):
             appointment = ch.appointment()
             if appointment is not None:
                 self.leader = appointment.recipient
@@ -122,6 +148,8 @@ class GroupLeadership:
 
     def tick(self) -> None:
         self.ticks += 1
+        if self.change is not None:
+            self._maybe_appoint(self.change)   # one that waited for a less loaded member (_worth_waiting)
         if self.change is not None and self.ticks - self.last_resend >= RESEND_TICKS:
             self._resend()
         stalled = self.ticks - self.change_started > self.election_retry_ticks

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -106,6 +107,10 @@ class MetaServer:
         self.reports: dict[tuple[int, int], replication_pb2.StatusReport] = {}   # (rg, node) -> last report
         self.catalog: Catalog | None = None
         self.established: set[int] = set()   # groups that have had a leader (ReplicaAssignment.established)
+        # How many groups each node leads, kept as appointments come and go:
+        # new leaders go to the least loaded of the members whose logs tie.
+        self.leader_of: dict[int, int] = {}
+        self.groups_led: Counter[int] = Counter()
 
     # ---------------------------------------------------------- active/standby
     def activate(self, store: MetaBackend) -> None:
@@ -172,7 +177,8 @@ class MetaServer:
         gl = GroupLeadership(set(members), lambda m, rg=rg: self._send(rg, m),
                              persist=lambda g, rg=rg: self._persist_group(rg, g), epoch=epoch, config=config,
                              leader_timeout_ticks=self._ticks(o.leader_timeout_seconds),
-                             election_retry_ticks=self._ticks(o.election_retry_seconds))
+                             election_retry_ticks=self._ticks(o.election_retry_seconds),
+                             leader_rank=self.groups_led.__getitem__, member_alive=self._node_alive)
         self.groups[rg] = gl
         self.members[rg] = members
         return gl
@@ -182,6 +188,7 @@ class MetaServer:
                         frozenset(rec.get("learners", ())))
         gl = self._new_leadership(rg, tuple(rec["members"]), rec["epoch"], config)
         gl.leader = rec.get("leader")   # confirmed by its next status reports, or deposed
+        self._count_leader(rg, gl.leader)
         if rec.get("established") or gl.leader is not None:
             self.established.add(rg)
 
@@ -202,8 +209,22 @@ class MetaServer:
             rt.nodes.add(node_id=nid, address=addr)
         return rt
 
+    def _node_alive(self, node_id: int) -> bool:
+        """Whether the node heartbeats us (within the leader timeout)."""
+        s = self.sessions.get(node_id)
+        return s is not None and time.monotonic() - s.last_heartbeat < self.options.leader_timeout_seconds
+
+    def _count_leader(self, rg: int, leader: int | None) -> None:
+        old = self.leader_of.pop(rg, None)
+        if old is not None:
+            self.groups_led[old] -= 1
+        if leader is not None:
+            self.leader_of[rg] = leader
+            self.groups_led[leader] += 1
+
     def _persist_group(self, rg: int, gl: GroupLeadership) -> None:
         self.routing_changed()   # a new epoch has no leader yet; an appointment names one
+        self._count_leader(rg, gl.leader)   # every change of a group's leader is persisted here
         c = gl.config
         if gl.leader is not None:
             self.established.add(rg)
@@ -334,11 +355,8 @@ class MetaServer:
         gl = self.groups[rg]
         g = meta_pb2.GroupState(rg=rg, epoch=gl.epoch, leader=gl.leader or 0)
         codec.config_to_pb(gl.config, g.config)
-        now = time.monotonic()
         for m in self.members[rg]:
-            s = self.sessions.get(m)
-            ns = g.replicas.add(node_id=m, address=self.nodes.get(m, ""),
-                                alive=s is not None and now - s.last_heartbeat < self.options.leader_timeout_seconds)
+            ns = g.replicas.add(node_id=m, address=self.nodes.get(m, ""), alive=self._node_alive(m))
             rep = self.reports.get((rg, m))
             if rep is not None:
                 ns.report.CopyFrom(rep)

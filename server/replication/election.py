@@ -8,13 +8,17 @@ Invariants:
   1. Only PromiseResponses of exactly `epoch` count; each member counts once.
   2. A leader is chosen only once promises cover a quorum of `config`, and it is
      the voter with the greatest last position among the promisers (ties:
-     incoming voters first, then the lowest id): Raft's election restriction.
+     incoming voters first, then the lowest `rank`, then the lowest id): Raft's
+     election restriction. The rank (the MM: how many groups the member leads)
+     only orders members whose logs tie, so any choice keeps the restriction.
   3. `superseded` is set when a member rejects this very epoch (it promised a
      higher one): this attempt can never succeed; the MM must start a higher one.
 
 Thread-safety: none; one MM loop owns it.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from server.replication.messages import (
     METADATA_MANAGER_ID,
@@ -30,23 +34,29 @@ from server.replication.quorum import has_quorum
 
 
 class EpochChange:
-    __slots__ = ("epoch", "config", "mm_id", "promises", "superseded", "leader")
+    __slots__ = ("epoch", "config", "mm_id", "rank", "promises", "superseded", "leader")
 
-    def __init__(self, epoch: int, config: Config, mm_id: int = METADATA_MANAGER_ID):
-        """Requires: epoch above every epoch the MM issued before; config has voters."""
+    def __init__(self, epoch: int, config: Config, mm_id: int = METADATA_MANAGER_ID,
+                 rank: Callable[[int], int] | None = None):
+        """Requires: epoch above every epoch the MM issued before; config has voters.
+        `rank(member)`: lower is preferred among promisers whose logs tie (invariant 2)."""
         if not config.voters:
             raise ValueError("a config needs voters")
         self.epoch = epoch
         self.config = config
         self.mm_id = mm_id
+        self.rank = rank
         self.promises: dict[int, LogPosition] = {}
         self.superseded = False
         self.leader: int | None = None
 
     def promise_requests(self) -> list[PromiseRequest]:
-        """One request per member, learners included (they must be fenced too)."""
-        return [PromiseRequest(epoch=self.epoch, sender=self.mm_id, recipient=m)
-                for m in sorted(self.config.members())]
+        """One request per member, learners included (they must be fenced too),
+        the lowest ranked first: with equal logs, the first promisers decide."""
+        members = sorted(self.config.members())
+        if self.rank is not None:
+            members.sort(key=self.rank)
+        return [PromiseRequest(epoch=self.epoch, sender=self.mm_id, recipient=m) for m in members]
 
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, PromiseResponse) and msg.epoch == self.epoch and msg.sender in self.config.members():
@@ -61,8 +71,10 @@ class EpochChange:
         """The appointee once a quorum promised (fixed from then on), else None."""
         if self.leader is None and not self.superseded and self.has_quorum():
             voters = self.config.all_voters()
-            candidates = [(pos, m in self.config.voters, -m) for m, pos in self.promises.items() if m in voters]
-            self.leader = -max(candidates)[2]
+            rank = self.rank or (lambda m: 0)
+            candidates = [(pos, m in self.config.voters, -rank(m), -m) for m, pos in self.promises.items()
+                          if m in voters]
+            self.leader = -max(candidates)[3]
         return self.leader
 
     def appointment(self) -> Appointment | None:

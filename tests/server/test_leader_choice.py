@@ -1,0 +1,108 @@
+"""Which promiser the metadata manager appoints (server/replication/election.py
+invariant 2, server/meta/group_leadership.py): the most up-to-date log always
+wins; among logs that tie, the member leading the fewest groups (its rank),
+so leaders spread over the nodes; and an appointment waits, for one tick at
+most, for a live member that has not promised yet and would be chosen."""
+from __future__ import annotations
+
+from server.meta.group_leadership import GroupLeadership
+from server.replication.election import EpochChange
+from server.replication.messages import (
+    METADATA_MANAGER_ID,
+    Appointment,
+    Config,
+    LogPosition,
+    Message,
+    PromiseRequest,
+    PromiseResponse,
+)
+
+MM = METADATA_MANAGER_ID
+
+
+def _promise(epoch: int, member: int, last: LogPosition = LogPosition(0, 0)) -> PromiseResponse:
+    return PromiseResponse(epoch=epoch, sender=member, recipient=MM, last=last)
+
+
+def test_the_longest_log_wins_whatever_the_ranks():
+    ch = EpochChange(5, Config(frozenset({1, 2, 3})), rank={1: 0, 2: 9, 3: 0}.__getitem__)
+    ch.on_message(_promise(5, 2, LogPosition(4, 10)))
+    ch.on_message(_promise(5, 1, LogPosition(4, 9)))
+    assert ch.choose_leader() == 2    # most loaded, but the only one with entry 10
+
+
+def test_among_tied_logs_the_lowest_rank_wins_then_the_lowest_id():
+    ranks = {1: 5, 2: 3, 3: 3}
+    ch = EpochChange(5, Config(frozenset({1, 2, 3})), rank=ranks.__getitem__)
+    for m in (1, 2, 3):
+        ch.on_message(_promise(5, m, LogPosition(4, 10)))
+    assert ch.choose_leader() == 2
+    unranked = EpochChange(5, Config(frozenset({1, 2, 3})))
+    for m in (3, 2, 1):
+        unranked.on_message(_promise(5, m, LogPosition(4, 10)))
+    assert unranked.choose_leader() == 1
+
+
+def test_incoming_voters_still_come_before_ranks_in_a_joint_config():
+    joint = Config(frozenset({1, 2, 4}), outgoing_voters=frozenset({1, 2, 3}))
+    ch = EpochChange(5, joint, rank={1: 7, 2: 7, 3: 0, 4: 7}.__getitem__)
+    for m in (1, 2, 3, 4):
+        ch.on_message(_promise(5, m, LogPosition(4, 10)))
+    assert ch.choose_leader() == 1    # 3 ranks lowest but is outgoing only
+
+
+def test_promise_requests_go_to_the_least_loaded_first():
+    ch = EpochChange(5, Config(frozenset({1, 2, 3})), rank={1: 4, 2: 1, 3: 2}.__getitem__)
+    assert [r.recipient for r in ch.promise_requests()] == [2, 3, 1]
+
+
+class _MM:
+    """A GroupLeadership over {1, 2, 3} with ranks and liveness set by the test."""
+
+    def __init__(self, ranks: dict[int, int], alive: set[int]):
+        self.sent: list[Message] = []
+        self.gl = GroupLeadership({1, 2, 3}, self.sent.append, leader_rank=ranks.__getitem__,
+                                  member_alive=alive.__contains__)
+        self.gl.start_epoch()
+        self.epoch = self.gl.epoch
+
+    def appointed(self) -> list[int]:
+        return [m.recipient for m in self.sent if isinstance(m, Appointment)]
+
+
+def test_an_appointment_waits_for_a_live_less_loaded_member_that_has_yet_to_promise():
+    mm = _MM({1: 0, 2: 5, 3: 5}, alive={1, 2, 3})
+    assert [m.recipient for m in mm.sent if isinstance(m, PromiseRequest)][0] == 1
+    mm.gl.step(_promise(mm.epoch, 2))
+    mm.gl.step(_promise(mm.epoch, 3))     # a quorum, both loaded: node 1 is worth hearing
+    assert mm.appointed() == []
+    mm.gl.step(_promise(mm.epoch, 1))
+    assert mm.appointed() == [1]
+
+
+def test_the_wait_ends_at_the_next_tick():
+    mm = _MM({1: 0, 2: 5, 3: 5}, alive={1, 2, 3})
+    mm.gl.step(_promise(mm.epoch, 2))
+    mm.gl.step(_promise(mm.epoch, 3))
+    assert mm.appointed() == []
+    mm.gl.tick()                          # node 1 did not answer in time
+    assert mm.appointed() == [2]
+
+
+def test_no_wait_for_a_member_that_is_not_alive_or_not_less_loaded():
+    dead = _MM({1: 0, 2: 5, 3: 5}, alive={2, 3})
+    dead.gl.step(_promise(dead.epoch, 2))
+    dead.gl.step(_promise(dead.epoch, 3))
+    assert dead.appointed() == [2]        # failover: the dead node's zero load holds nothing up
+    busy = _MM({1: 9, 2: 5, 3: 4}, alive={1, 2, 3})
+    busy.gl.step(_promise(busy.epoch, 2))
+    busy.gl.step(_promise(busy.epoch, 3))
+    assert busy.appointed() == [3]
+
+
+def test_a_waited_for_member_with_a_shorter_log_does_not_win():
+    mm = _MM({1: 0, 2: 5, 3: 5}, alive={1, 2, 3})
+    mm.gl.step(_promise(mm.epoch, 2, LogPosition(1, 8)))
+    mm.gl.step(_promise(mm.epoch, 3, LogPosition(1, 7)))
+    mm.gl.step(_promise(mm.epoch, 1, LogPosition(1, 7)))
+    assert mm.appointed() == [2]
