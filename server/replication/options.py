@@ -17,6 +17,19 @@ class ReplicaOptions:
     heartbeat_ticks: int = 2
     """A leader heartbeats every member this often (liveness, commit index, read rounds)."""
 
+    idle_heartbeat_ticks: int = 0
+    """A leader with nothing to do heartbeats only this often (0: always every
+    heartbeat_ticks). Idle means: no proposal and no read for idle_after_ticks,
+    and every member holds the whole log. Heartbeats of an idle group carry
+    nothing new (the commit index, at most what each member holds, was sent
+    already; elections are the MM's, from node reports), so with hundreds of
+    groups on a node they are most of its idle CPU. The next write or read
+    ends the idle state at once; a read after a lapsed lease waits for one
+    round (R2) and restarts the lease."""
+
+    idle_after_ticks: int = 20
+    """Ticks without a proposal or a read after which a leader counts as idle."""
+
     retransmit_ticks: int = 6
     """With Appends outstanding and no answer for this long, the leader probes the member again."""
 
@@ -62,8 +75,11 @@ class ReplicaOptions:
     """At most this many committed entries per Ready (None: all), to bound one apply step."""
 
     def __post_init__(self) -> None:
-        for name in ("heartbeat_ticks", "retransmit_ticks", "max_inflight_appends", "max_append_entries",
-                     "max_append_bytes", "snapshot_retry_ticks", "read_timeout_ticks", "follower_apply_batch"):
+        if self.idle_heartbeat_ticks < 0:
+            raise ValueError("idle_heartbeat_ticks must be 0 (off) or positive")
+        for name in ("heartbeat_ticks", "idle_after_ticks", "retransmit_ticks", "max_inflight_appends",
+                     "max_append_entries", "max_append_bytes", "snapshot_retry_ticks", "read_timeout_ticks",
+                     "follower_apply_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not 0 <= self.lease_ns <= MAX_LEASE_NS:

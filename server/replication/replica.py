@@ -126,6 +126,7 @@ class Replica:
         self._ticks = 0
         self._apply_due = False   # a tick passed: a follower applies what is committed, however little
         self._heartbeat_elapsed = 0
+        self._last_busy_tick = 0   # the last tick with a proposal or a read (idle heartbeats)
         self._checked_commit = self._log.commit_index
         self._checked_epoch = self._promised_epoch
         self._handlers: dict[Role, Callable[[Message], None]] = {
@@ -179,6 +180,7 @@ class Replica:
         first = self._log.last_index + 1
         epoch = self._promised_epoch
         self._log.append_own([Entry(epoch, first + i, EntryKind.WRITE, p) for i, p in enumerate(payloads)])
+        self._last_busy_tick = self._ticks
         assert self._replicator is not None
         self._replicator.broadcast_appends()
         self._check()
@@ -188,6 +190,7 @@ class Replica:
         """Starts a linearizable read (R1-R4); its outcome comes in a later Ready's
         `reads` or `failed_reads`. Raises NotLeaderError unless leader."""
         self._require_leader()
+        self._last_busy_tick = self._ticks
         deadline = self._ticks + self._opts.read_timeout_ticks
         if self._role is Role.LEADER and self._lease.holds(self._now):   # LL4: no round needed
             self._reads.add_confirmed(request_id, self._log.commit_index, deadline)
@@ -241,7 +244,7 @@ class Replica:
         if rep is None:
             return
         self._heartbeat_elapsed += 1
-        if self._heartbeat_elapsed >= self._opts.heartbeat_ticks:
+        if self._heartbeat_elapsed >= self._heartbeat_interval(rep):
             self._heartbeat_elapsed = 0
             # With leases, every heartbeat is a round: its acknowledgements renew the lease.
             rep.broadcast_heartbeats(self._start_round() if self._opts.lease_ns else self._reads.started_round,
@@ -250,6 +253,14 @@ class Replica:
         for r in self._reads.pop_expired(self._ticks):
             self._fail_read(r, ReadFailure.TIMEOUT)
         self._check()
+
+    def _heartbeat_interval(self, rep: Replicator) -> int:
+        """heartbeat_ticks, or idle_heartbeat_ticks while the group is idle (ReplicaOptions)."""
+        opts = self._opts
+        if (opts.idle_heartbeat_ticks and self._ticks - self._last_busy_tick >= opts.idle_after_ticks
+                and not self._reads_waiting() and rep.all_hold(self._log.last_index)):
+            return max(opts.heartbeat_ticks, opts.idle_heartbeat_ticks)
+        return opts.heartbeat_ticks
 
     def step(self, msg: Message) -> None:
         """Handles one message addressed to this replica (any order, any number of times)."""
@@ -421,6 +432,7 @@ class Replica:
         self._reads = ReadIndexTracker()
         self._lease = LeaderLease(self._opts.lease_ns)
         self._heartbeat_elapsed = 0
+        self._last_busy_tick = self._ticks
         self._noop_index = self._log.last_index + 1
         self._log.append_own([Entry(msg.epoch, self._noop_index, EntryKind.NOOP)])  # M4
         self._replicator = Replicator(self.id, msg.epoch, msg.config, self._log, self._opts, self._msgs)

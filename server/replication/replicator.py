@@ -132,6 +132,10 @@ class Replicator:
                                           commit_index=member_commit, round=read_round, lease_ns=lease,
                                           sent_at_ns=now if lease else 0))
 
+    def all_hold(self, index: int) -> bool:
+        """Whether every member (learners included) has acknowledged the log up to `index`."""
+        return all(pr.match >= index for pr in self.progress.values())
+
     def tick(self) -> None:
         """Retransmit timers: probes and pipelines unanswered, snapshot chunks unanswered."""
         for pr in self.progress.values():

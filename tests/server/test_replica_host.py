@@ -146,6 +146,30 @@ def test_a_conditional_write_waiting_for_the_apply_is_proposed_when_an_acknowled
     asyncio.run(run())
 
 
+def test_a_tick_wakes_the_loop_only_when_it_made_work(tmp_path):
+    """With hundreds of replicas on a node, a loop wake-up per replica per tick
+    was most of an idle node's CPU: a tick that makes no Ready leaves it asleep."""
+    async def run():
+        leader = _Leader(os.fspath(tmp_path))   # heartbeat_ticks=2
+        await leader.start()
+        h = leader.host
+        leader.acknowledge(FOLLOWERS[1])
+        await _idle(h)
+        h.tick()                            # no heartbeat due yet: nothing to do
+        assert not h._wake.is_set()
+        h.tick()                            # heartbeats due: a Ready
+        assert h._wake.is_set()
+        await _idle(h)
+        h.compact_due = True                # the node's maintenance asks for a compaction
+        h.tick()
+        assert h._wake.is_set()
+        await _idle(h)
+        assert not h.compact_due
+        await leader.close()
+
+    asyncio.run(run())
+
+
 def test_a_follower_answers_a_read_rounds_heartbeat_inside_acknowledged(tmp_path):
     async def run():
         sent: list[Message] = []

@@ -9,7 +9,7 @@ cut one directed link (so a deposed leader may still reach followers while the
 MM cannot reach it), isolate a leader, crash a leader, forced leader change,
 follower replacement. Simulated real time passes with every step; half the
 seeds run with leader leases, each node's clock at its own rate
-(LEASES_NS, STEP_NS_MAX). The checker runs after every step;
+(LEASES_NS, STEP_NS_MAX), and half with idle heartbeats (IDLE_HEARTBEAT_TICKS). The checker runs after every step;
 the run ends with stabilize() and final_check().
 """
 from __future__ import annotations
@@ -29,6 +29,8 @@ ACTIONS = (
 )
 LEASES_NS = (0, 0, 60_000_000, 400_000_000)
 """Lease per seed ((seed // 6) % 4): off for half; 60 ms and 400 ms against 50 ms ticks."""
+IDLE_HEARTBEAT_TICKS, IDLE_AFTER_TICKS = 6, 3
+"""Idle heartbeats for half the seeds ((seed // 3) % 2): every 6 ticks after 3 without work."""
 STEP_NS_MAX = (2_000_000, 25_000_000)
 """Each step of a schedule lets up to this much simulated real time pass (one per seed):
 with the shorter, a lease spans a hundred steps or more, long enough for a leader
@@ -70,8 +72,12 @@ def run_schedule(seed: int, members: int = 3, steps: int = 300, spares: int = 1,
     # without leases runs exactly as before leases existed.
     lease_ns = LEASES_NS[(seed // 6) % len(LEASES_NS)]
     time_rng = random.Random(seed * 7919 + 1)
+    # Half the seeds slow an idle group's heartbeats (the nodes' setting), with
+    # a short idle threshold so that groups go idle and wake up often here.
+    idle = (seed // 3) % 2 == 1
     options = replace(random_options(rng), eager_commit=seed % 2 == 0,
-                      follower_apply_batch=(1, 4, 64)[seed % 3], lease_ns=lease_ns)
+                      follower_apply_batch=(1, 4, 64)[seed % 3], lease_ns=lease_ns,
+                      idle_heartbeat_ticks=IDLE_HEARTBEAT_TICKS if idle else 0, idle_after_ticks=IDLE_AFTER_TICKS)
     node_ids = range(1, members + 1 + spares)
     rates = {i: 1 + time_rng.uniform(-clock_rate_spread, clock_rate_spread) for i in node_ids} if lease_ns else {}
     cluster = Cluster(voters, list(range(members + 1, members + 1 + spares)), rng, options,
