@@ -111,6 +111,9 @@ class MetaServer:
         # new leaders go to the least loaded of the members whose logs tie.
         self.leader_of: dict[int, int] = {}
         self.groups_led: Counter[int] = Counter()
+        self.led_by: dict[int, set[int]] = {}   # node -> the groups it leads
+        # (rg, node) -> its last StatusReport: a heartbeat without one means "unchanged"
+        self.last_status: dict[tuple[int, int], StatusReport] = {}
 
     # ---------------------------------------------------------- active/standby
     def activate(self, store: MetaBackend) -> None:
@@ -218,9 +221,11 @@ class MetaServer:
         old = self.leader_of.pop(rg, None)
         if old is not None:
             self.groups_led[old] -= 1
+            self.led_by[old].discard(rg)
         if leader is not None:
             self.leader_of[rg] = leader
             self.groups_led[leader] += 1
+            self.led_by.setdefault(leader, set()).add(rg)
 
     def _persist_group(self, rg: int, gl: GroupLeadership) -> None:
         self.routing_changed()   # a new epoch has no leader yet; an appointment names one
@@ -283,7 +288,13 @@ class MetaServer:
 
     # ---------------------------------------------------------------- nodes
     def on_heartbeat(self, s: _NodeSession, hb: meta_pb2.NodeHeartbeat) -> None:
+        """The node's messages, and its replicas' status reports. A node sends
+        only the reports that changed (and all of them on a new stream and every
+        second: MetaLink), so for each group the node leads, a heartbeat without
+        its report counts as the last report again (a leader's reports are what
+        keeps it from being deposed: GroupLeadership)."""
         s.last_heartbeat = time.monotonic()
+        reported: set[int] = set()
         for env in hb.envelopes:
             try:
                 rg, msg = codec.decode(env)
@@ -295,10 +306,20 @@ class MetaServer:
                 continue
             if isinstance(msg, StatusReport):
                 self.reports[(rg, msg.sender)] = env.status_report   # with the node-side figures
-            try:
-                gl.step(msg)
-            except InvariantViolation as exc:   # a node names an epoch we never issued: our store was lost?
-                log.error("rg %d: %s", rg, exc)
+                self.last_status[(rg, msg.sender)] = msg
+                reported.add(rg)
+            self._step_group(gl, rg, msg)
+        for rg in self.led_by.get(s.node_id, frozenset()) - reported:   # a copy: a step may change it
+            msg = self.last_status.get((rg, s.node_id))
+            if msg is not None:
+                self._step_group(self.groups[rg], rg, msg)
+
+    @staticmethod
+    def _step_group(gl: GroupLeadership, rg: int, msg: Message) -> None:
+        try:
+            gl.step(msg)
+        except InvariantViolation as exc:   # a node names an epoch we never issued: our store was lost?
+            log.error("rg %d: %s", rg, exc)
 
     def register(self, hb: meta_pb2.NodeHeartbeat) -> _NodeSession:
         old = self.sessions.get(hb.node_id)

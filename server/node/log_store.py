@@ -422,6 +422,11 @@ class LogStore:
                             commit_index=self._hard_state.commit_index, base=self._base,
                             entries=list(self._entries), applied_index=applied_index)
 
+    @property
+    def fsyncs(self) -> int:
+        """File fdatasyncs since open (stats()["fsyncs"], without building the dict)."""
+        return self._fsyncs
+
     def stats(self) -> dict[str, int]:
         """Counters since open: fsyncs (file fdatasyncs) and dir_fsyncs,
         bytes_written, writes (calls that wrote), segment counts,

@@ -1,10 +1,11 @@
 """MetaLink: the node's one stream to the metadata manager (MM).
 
-Purpose: heartbeats out (every HEARTBEAT_INTERVAL, with a status report per
-replica: epoch, role, last log position, commit and applied index, size,
-recent ops/s), answers to the MM out at once (promises, "not my leader"),
-commands in (node directory, replicas to host or drop, promise requests and
-appointments), over server/proto/meta.proto's Meta.Heartbeat.
+Purpose: heartbeats out (every HEARTBEAT_INTERVAL, with the status report of
+each replica whose report changed: epoch, role, last log position, commit and
+applied index, size, recent ops/s; every report now and then), answers to
+the MM out at once (promises, "not my leader"), commands in (node directory,
+replicas to host or drop, promise requests and appointments), over
+server/proto/meta.proto's Meta.Heartbeat.
 
 Several MM addresses may be given (the etcd backend runs several `quorumkv
 meta` processes, one active); the link tries them in turn and stays on the
@@ -34,12 +35,18 @@ from server.runtime import fail_stop
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 0.1
+# Each heartbeat carries the status reports that changed since the last one;
+# the first of a stream and every FULL_STATUS_EVERY-th carry them all (the MM
+# takes a missing report as the last one again: MetaServer.on_heartbeat).
+FULL_STATUS_EVERY = 10
 LINK_TIMEOUT_SECONDS = 2.0   # no command, not even a keepalive, for this long: the MM is gone
 
 
 class MetaLinkHandler(Protocol):
     def on_meta_command(self, command: meta_pb2.MetaCommand) -> None: ...
-    def status_envelopes(self, heartbeat: meta_pb2.NodeHeartbeat) -> None: ...
+    def status_envelopes(self, heartbeat: meta_pb2.NodeHeartbeat, full: bool) -> None:
+        """Adds the replicas' status reports to `heartbeat`: all of them if
+        `full`, else those that changed since the last call."""
 
 
 class MetaLink:
@@ -67,9 +74,11 @@ class MetaLink:
         self._send_now.set()
 
     async def _heartbeats(self):
+        sent = 0   # on this stream: a new one (a new MM, or the same restarted) starts with every report
         while not self._closed:
             hb = meta_pb2.NodeHeartbeat(node_id=self.node_id, address=self.address, incarnation=self.incarnation)
-            self.handler.status_envelopes(hb)
+            self.handler.status_envelopes(hb, full=sent % FULL_STATUS_EVERY == 0)
+            sent += 1
             out, self._outbox = self._outbox, []
             for rg, msg in out:
                 codec.encode(rg, msg, hb.envelopes.add())

@@ -1,0 +1,86 @@
+"""Status reports between nodes and the metadata manager (server/node/meta_link.py,
+server/node/node.py's status_envelopes, server/meta/service.py's on_heartbeat).
+
+A node sends only the reports that changed since its last heartbeat (all of them
+on a new stream and every FULL_STATUS_EVERY heartbeats); the MM takes a missing
+report from a group's leader as its last one again. So an idle leader is not
+deposed for sending nothing new, and a leader whose node goes silent still is."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+from server.meta.group_leadership import LEADER_TIMEOUT_TICKS
+from server.meta.service import MetaServer
+from server.meta.store import MetaStore
+from server.node import codec
+from server.node.node import Node
+from server.proto import meta_pb2
+from server.replication.messages import (
+    METADATA_MANAGER_ID,
+    LogPosition,
+    Message,
+    PromiseResponse,
+    Role,
+    StatusReport,
+)
+
+RG = 1
+
+
+def _heartbeat(node: int, *messages: Message) -> meta_pb2.NodeHeartbeat:
+    hb = meta_pb2.NodeHeartbeat(node_id=node, address=f"127.0.0.1:{9000 + node}", incarnation=1)
+    for msg in messages:
+        codec.encode(RG, msg, hb.envelopes.add())
+    return hb
+
+
+def test_an_idle_leader_that_reports_nothing_new_is_not_deposed_a_silent_one_is(tmp_path):
+    async def run():
+        mm = MetaServer("127.0.0.1:0")
+        mm.activate(MetaStore(os.fspath(tmp_path)))
+        sessions = {n: mm.register(_heartbeat(n)) for n in (1, 2, 3)}
+        gl = mm.create_group(RG, [1, 2, 3])
+        gl.start_epoch()
+        epoch = gl.epoch
+        for n in (1, 2, 3):
+            mm.on_heartbeat(sessions[n], _heartbeat(n, PromiseResponse(epoch=epoch, sender=n,
+                                                                       recipient=METADATA_MANAGER_ID)))
+        leader = gl.leader
+        assert leader is not None
+        report = StatusReport(epoch=epoch, sender=leader, recipient=METADATA_MANAGER_ID, role=Role.LEADER,
+                              last=LogPosition(epoch, 1), commit_index=1, applied_index=1)
+        mm.on_heartbeat(sessions[leader], _heartbeat(leader, report))
+        for _ in range(3 * LEADER_TIMEOUT_TICKS):   # heartbeats with no report: unchanged
+            mm.on_heartbeat(sessions[leader], _heartbeat(leader))
+            gl.tick()
+        assert (gl.epoch, gl.leader) == (epoch, leader)
+        for _ in range(LEADER_TIMEOUT_TICKS + 2):   # the node goes silent
+            gl.tick()
+        assert gl.epoch > epoch and gl.leader != leader
+        mm.deactivate("test over")
+
+    asyncio.run(run())
+
+
+def test_a_node_sends_the_reports_that_changed_and_all_of_them_when_asked(tmp_path):
+    async def run():
+        node = Node(1, "127.0.0.1:0", os.fspath(tmp_path), ["127.0.0.1:1"])
+        for rg in (1, 2):
+            node._host(rg)
+        await asyncio.sleep(0)
+
+        def sent(full: bool) -> list[int]:
+            hb = meta_pb2.NodeHeartbeat()
+            node.status_envelopes(hb, full=full)
+            return sorted(env.rg for env in hb.envelopes)
+
+        assert sent(full=False) == [1, 2]    # nothing sent before
+        assert sent(full=False) == []        # nothing changed
+        node.hosts[2].ops_per_second = 5.0   # a figure of one replica changed
+        assert sent(full=False) == [2]
+        assert sent(full=True) == [1, 2]     # a new stream, or the periodic full report
+        for h in node.hosts.values():
+            await h.close()
+
+    asyncio.run(run())
