@@ -47,7 +47,7 @@ class GroupLeadership:
         `leader_rank(member)`: which of the members whose logs tie to appoint
         (lowest first; EpochChange invariant 2): the MM passes the number of
         groups each node leads, so leaders spread over the nodes. With
-        `member_alive` too, an appointment waits (at most until the next tick)
+        `member_alive` too, an appointment waits (two ticks at most)
         for a live member yet to promise that ranks below every promiser, which
         with an equal log would be chosen: the first quorum to answer is
         otherwise often the same two nodes."""
@@ -108,10 +108,11 @@ class GroupLeadership:
 
     def _worth_waiting(self, ch: EpochChange) -> bool:
         """Whether a live member that has not promised yet, ranking below every
-        promiser, should be heard before the choice (see __init__). Only in the
-        tick the change started in: an election is delayed by one tick at most."""
+        promiser, should be heard before the choice (see __init__). Only until
+        the tick after the one the change started in (the MM's ticker starts
+        an epoch and ticks it at once): an election waits two ticks at most."""
         rank, alive = self.leader_rank, self.member_alive
-        if rank is None or alive is None or self.ticks > self.change_started or not ch.has_quorum():
+        if rank is None or alive is None or self.ticks > self.change_started + 1 or not ch.has_quorum():
             return False
         voters = self.config.all_voters()
         promised = [rank(m) for m in ch.promises if m in voters]

@@ -322,6 +322,10 @@ class MetaServer:
             log.error("rg %d: %s", rg, exc)
 
     def register(self, hb: meta_pb2.NodeHeartbeat) -> _NodeSession:
+        # A new stream starts with every report of the node: the cached ones
+        # may be an earlier incarnation's (a wiped replica reports nothing yet).
+        for key in [k for k in self.last_status if k[1] == hb.node_id]:
+            del self.last_status[key]
         old = self.sessions.get(hb.node_id)
         s = _NodeSession(hb.node_id, hb.address, hb.incarnation)
         self.sessions[hb.node_id] = s

@@ -35,18 +35,32 @@ from server.runtime import fail_stop
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 0.1
-# Each heartbeat carries the status reports that changed since the last one;
-# the first of a stream and every FULL_STATUS_EVERY-th carry them all (the MM
-# takes a missing report as the last one again: MetaServer.on_heartbeat).
-FULL_STATUS_EVERY = 10
+# Each heartbeat carries the status reports that changed since the last one
+# of its stream; the first of a stream and every FULL_STATUS_EVERY-th carry
+# them all (the MM takes a missing report as the last one again:
+# MetaServer.on_heartbeat), more often than the MM's 500 ms leader timeout.
+FULL_STATUS_EVERY = 4
 LINK_TIMEOUT_SECONDS = 2.0   # no command, not even a keepalive, for this long: the MM is gone
 
 
 class MetaLinkHandler(Protocol):
     def on_meta_command(self, command: meta_pb2.MetaCommand) -> None: ...
-    def status_envelopes(self, heartbeat: meta_pb2.NodeHeartbeat, full: bool) -> None:
-        """Adds the replicas' status reports to `heartbeat`: all of them if
-        `full`, else those that changed since the last call."""
+    def status_envelopes(self, heartbeat: meta_pb2.NodeHeartbeat, sent: dict) -> None:
+        """Adds to `heartbeat` the replicas' status reports that differ from
+        what `sent` records (the stream's last report of each, updated here;
+        empty: all of them)."""
+
+
+class _Stream:
+    """One Heartbeat stream's own state: what it reported, and whether it ended
+    (gRPC may pull one more heartbeat from an ended stream's generator: it must
+    not count as sent)."""
+
+    __slots__ = ("reports", "ended")
+
+    def __init__(self) -> None:
+        self.reports: dict = {}
+        self.ended = False
 
 
 class MetaLink:
@@ -73,12 +87,14 @@ class MetaLink:
         self._outbox.append((rg, msg))
         self._send_now.set()
 
-    async def _heartbeats(self):
-        sent = 0   # on this stream: a new one (a new MM, or the same restarted) starts with every report
-        while not self._closed:
+    async def _heartbeats(self, stream: _Stream):
+        n = 0   # a new stream (a new MM, or the same restarted) starts with every report
+        while not self._closed and not stream.ended:
             hb = meta_pb2.NodeHeartbeat(node_id=self.node_id, address=self.address, incarnation=self.incarnation)
-            self.handler.status_envelopes(hb, full=sent % FULL_STATUS_EVERY == 0)
-            sent += 1
+            if n % FULL_STATUS_EVERY == 0:
+                stream.reports.clear()
+            n += 1
+            self.handler.status_envelopes(hb, stream.reports)
             out, self._outbox = self._outbox, []
             for rg, msg in out:
                 codec.encode(rg, msg, hb.envelopes.add())
@@ -95,9 +111,10 @@ class MetaLink:
         while not self._closed:
             address = self.meta_addresses[i % len(self.meta_addresses)]
             channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            stream = _Stream()
             try:
                 stub = meta_pb2_grpc.MetaStub(channel)
-                call = stub.Heartbeat(self._heartbeats(), metadata=((NODE_METADATA_KEY, str(self.node_id)),))
+                call = stub.Heartbeat(self._heartbeats(stream), metadata=((NODE_METADATA_KEY, str(self.node_id)),))
                 commands = call.__aiter__()
                 while True:
                     try:   # the MM sends at least a keepalive every 0.5 s (meta.proto)
@@ -121,6 +138,7 @@ class MetaLink:
             except grpc.aio.AioRpcError as exc:
                 log.debug("meta stream to %s ended: %s", address, exc.code())
             finally:
+                stream.ended = True
                 self.connected = False
                 await channel.close(grace=None)
             if self._closed:

@@ -98,7 +98,6 @@ class Node:
         self.metrics_port: int | None = None
         self._health = None
         self.hosts: dict[int, ReplicaHost] = {}
-        self._status_sent: dict[int, tuple] = {}   # rg -> the last report sent on the MM stream (status_envelopes)
         self.directory: dict[int, str] = {}
         self._directory_version = -1
         self.peers: dict[int, PeerLink] = {}
@@ -258,20 +257,20 @@ class Node:
             self._background(self._drop(rg))
         self.deliver_all(command.envelopes, "the metadata manager")
 
-    def status_envelopes(self, heartbeat: meta_pb2.NodeHeartbeat, full: bool = True) -> None:
-        """MetaLinkHandler: the reports that changed since the last heartbeat
-        (all of them if `full`). With hundreds of idle replicas, sending and
+    def status_envelopes(self, heartbeat: meta_pb2.NodeHeartbeat, sent: dict) -> None:
+        """MetaLinkHandler: the reports that differ from the stream's last ones
+        (`sent`, updated here). With hundreds of idle replicas, sending and
         decoding unchanged reports ten times a second was a large part of an
         idle node's and the MM's CPU."""
-        if full:
-            self._status_sent.clear()
+        for rg in [rg for rg in sent if rg not in self.hosts]:   # dropped replicas
+            del sent[rg]
         for rg, h in self.hosts.items():
             # The size (summed over the engine's files) is read only for a report
             # that goes: one that changed only in size waits for the next full one.
             key = (h.status_report(), h.ops_per_second, h.storage.log.fsyncs, h.storage.snapshots_installed)
-            if self._status_sent.get(rg) == key:
+            if sent.get(rg) == key:
                 continue
-            self._status_sent[rg] = key
+            sent[rg] = key
             env = codec.encode(rg, key[0], heartbeat.envelopes.add())
             b = env.status_report
             b.size_bytes = h.storage.size_bytes()

@@ -258,7 +258,7 @@ class Replica:
         """heartbeat_ticks, or idle_heartbeat_ticks while the group is idle (ReplicaOptions)."""
         opts = self._opts
         if (opts.idle_heartbeat_ticks and self._ticks - self._last_busy_tick >= opts.idle_after_ticks
-                and not self._reads_waiting() and rep.all_hold(self._log.last_index)):
+                and not len(self._reads) and rep.all_hold(self._log.last_index)):
             return max(opts.heartbeat_ticks, opts.idle_heartbeat_ticks)
         return opts.heartbeat_ticks
 

@@ -63,6 +63,33 @@ def test_an_idle_leader_that_reports_nothing_new_is_not_deposed_a_silent_one_is(
     asyncio.run(run())
 
 
+def test_a_new_incarnation_of_a_node_starts_without_the_old_ones_reports(tmp_path):
+    """A node restarted with a wiped replica reports nothing for it at first: the
+    MM must not keep its old incarnation's leader report alive meanwhile."""
+    async def run():
+        mm = MetaServer("127.0.0.1:0")
+        mm.activate(MetaStore(os.fspath(tmp_path)))
+        sessions = {n: mm.register(_heartbeat(n)) for n in (1, 2, 3)}
+        gl = mm.create_group(RG, [1, 2, 3])
+        gl.start_epoch()
+        epoch = gl.epoch
+        for n in (1, 2, 3):
+            mm.on_heartbeat(sessions[n], _heartbeat(n, PromiseResponse(epoch=epoch, sender=n,
+                                                                       recipient=METADATA_MANAGER_ID)))
+        leader = gl.leader
+        report = StatusReport(epoch=epoch, sender=leader, recipient=METADATA_MANAGER_ID, role=Role.LEADER,
+                              last=LogPosition(epoch, 1), commit_index=1, applied_index=1)
+        mm.on_heartbeat(sessions[leader], _heartbeat(leader, report))
+        restarted = mm.register(_heartbeat(leader))   # a new stream: a new incarnation
+        for _ in range(LEADER_TIMEOUT_TICKS + 2):
+            mm.on_heartbeat(restarted, _heartbeat(leader))
+            gl.tick()
+        assert gl.epoch > epoch   # deposed: nothing it sent since says it leads
+        mm.deactivate("test over")
+
+    asyncio.run(run())
+
+
 def test_a_node_sends_the_reports_that_changed_and_all_of_them_when_asked(tmp_path):
     async def run():
         node = Node(1, "127.0.0.1:0", os.fspath(tmp_path), ["127.0.0.1:1"])
@@ -70,17 +97,21 @@ def test_a_node_sends_the_reports_that_changed_and_all_of_them_when_asked(tmp_pa
             node._host(rg)
         await asyncio.sleep(0)
 
-        def sent(full: bool) -> list[int]:
+        stream: dict = {}
+
+        def sent(on: dict) -> list[int]:
             hb = meta_pb2.NodeHeartbeat()
-            node.status_envelopes(hb, full=full)
+            node.status_envelopes(hb, on)
             return sorted(env.rg for env in hb.envelopes)
 
-        assert sent(full=False) == [1, 2]    # nothing sent before
-        assert sent(full=False) == []        # nothing changed
+        assert sent(stream) == [1, 2]        # nothing sent on this stream before
+        assert sent(stream) == []            # nothing changed
         node.hosts[2].ops_per_second = 5.0   # a figure of one replica changed
-        assert sent(full=False) == [2]
-        assert sent(full=True) == [1, 2]     # a new stream, or the periodic full report
-        for h in node.hosts.values():
-            await h.close()
+        assert sent(stream) == [2]
+        assert sent({}) == [1, 2]            # a new stream (or the periodic full report: cleared)
+        await node._drop(1)
+        assert sent(stream) == [] and set(stream) == {2}
+        for rg in list(node.hosts):
+            await node._drop(rg)
 
     asyncio.run(run())
