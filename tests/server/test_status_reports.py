@@ -35,19 +35,25 @@ def _heartbeat(node: int, *messages: Message) -> meta_pb2.NodeHeartbeat:
     return hb
 
 
+def _mm_with_a_group(tmp_path):
+    """An active MetaServer (no gRPC), nodes 1-3 registered, group RG led after
+    every member promised: (mm, sessions by node, the group's GroupLeadership)."""
+    mm = MetaServer("127.0.0.1:0")
+    mm.activate(MetaStore(os.fspath(tmp_path)))
+    sessions = {n: mm.register(_heartbeat(n)) for n in (1, 2, 3)}
+    gl = mm.create_group(RG, [1, 2, 3])
+    gl.start_epoch()
+    for n in (1, 2, 3):
+        mm.on_heartbeat(sessions[n], _heartbeat(n, PromiseResponse(epoch=gl.epoch, sender=n,
+                                                                   recipient=METADATA_MANAGER_ID)))
+    assert gl.leader is not None
+    return mm, sessions, gl
+
+
 def test_an_idle_leader_that_reports_nothing_new_is_not_deposed_a_silent_one_is(tmp_path):
     async def run():
-        mm = MetaServer("127.0.0.1:0")
-        mm.activate(MetaStore(os.fspath(tmp_path)))
-        sessions = {n: mm.register(_heartbeat(n)) for n in (1, 2, 3)}
-        gl = mm.create_group(RG, [1, 2, 3])
-        gl.start_epoch()
-        epoch = gl.epoch
-        for n in (1, 2, 3):
-            mm.on_heartbeat(sessions[n], _heartbeat(n, PromiseResponse(epoch=epoch, sender=n,
-                                                                       recipient=METADATA_MANAGER_ID)))
-        leader = gl.leader
-        assert leader is not None
+        mm, sessions, gl = _mm_with_a_group(tmp_path)
+        epoch, leader = gl.epoch, gl.leader
         report = StatusReport(epoch=epoch, sender=leader, recipient=METADATA_MANAGER_ID, role=Role.LEADER,
                               last=LogPosition(epoch, 1), commit_index=1, applied_index=1)
         mm.on_heartbeat(sessions[leader], _heartbeat(leader, report))
@@ -67,16 +73,8 @@ def test_a_new_incarnation_of_a_node_starts_without_the_old_ones_reports(tmp_pat
     """A node restarted with a wiped replica reports nothing for it at first: the
     MM must not keep its old incarnation's leader report alive meanwhile."""
     async def run():
-        mm = MetaServer("127.0.0.1:0")
-        mm.activate(MetaStore(os.fspath(tmp_path)))
-        sessions = {n: mm.register(_heartbeat(n)) for n in (1, 2, 3)}
-        gl = mm.create_group(RG, [1, 2, 3])
-        gl.start_epoch()
-        epoch = gl.epoch
-        for n in (1, 2, 3):
-            mm.on_heartbeat(sessions[n], _heartbeat(n, PromiseResponse(epoch=epoch, sender=n,
-                                                                       recipient=METADATA_MANAGER_ID)))
-        leader = gl.leader
+        mm, sessions, gl = _mm_with_a_group(tmp_path)
+        epoch, leader = gl.epoch, gl.leader
         report = StatusReport(epoch=epoch, sender=leader, recipient=METADATA_MANAGER_ID, role=Role.LEADER,
                               last=LogPosition(epoch, 1), commit_index=1, applied_index=1)
         mm.on_heartbeat(sessions[leader], _heartbeat(leader, report))
