@@ -290,7 +290,7 @@ class MetaServer:
     def on_heartbeat(self, s: _NodeSession, hb: meta_pb2.NodeHeartbeat) -> None:
         """The node's messages, and its replicas' status reports. A node sends
         only the reports that changed (and all of them on a new stream and every
-        second: MetaLink), so for each group the node leads, a heartbeat without
+        400 ms: MetaLink), so for each group the node leads, a heartbeat without
         its report counts as the last report again (a leader's reports are what
         keeps it from being deposed: GroupLeadership)."""
         s.last_heartbeat = time.monotonic()
