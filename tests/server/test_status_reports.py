@@ -37,7 +37,8 @@ def _heartbeat(node: int, *messages: Message) -> meta_pb2.NodeHeartbeat:
 
 def _mm_with_a_group(tmp_path):
     """An active MetaServer (no gRPC), nodes 1-3 registered, group RG led after
-    every member promised: (mm, sessions by node, the group's GroupLeadership)."""
+    every member promised, its leader's report in: (mm, sessions by node, the
+    group's GroupLeadership)."""
     mm = MetaServer("127.0.0.1:0")
     mm.activate(MetaStore(os.fspath(tmp_path)))
     sessions = {n: mm.register(_heartbeat(n)) for n in (1, 2, 3)}
@@ -46,7 +47,11 @@ def _mm_with_a_group(tmp_path):
     for n in (1, 2, 3):
         mm.on_heartbeat(sessions[n], _heartbeat(n, PromiseResponse(epoch=gl.epoch, sender=n,
                                                                    recipient=METADATA_MANAGER_ID)))
-    assert gl.leader is not None
+    leader = gl.leader
+    assert leader is not None
+    report = StatusReport(epoch=gl.epoch, sender=leader, recipient=METADATA_MANAGER_ID, role=Role.LEADER,
+                          last=LogPosition(gl.epoch, 1), commit_index=1, applied_index=1)
+    mm.on_heartbeat(sessions[leader], _heartbeat(leader, report))
     return mm, sessions, gl
 
 
@@ -54,9 +59,6 @@ def test_an_idle_leader_that_reports_nothing_new_is_not_deposed_a_silent_one_is(
     async def run():
         mm, sessions, gl = _mm_with_a_group(tmp_path)
         epoch, leader = gl.epoch, gl.leader
-        report = StatusReport(epoch=epoch, sender=leader, recipient=METADATA_MANAGER_ID, role=Role.LEADER,
-                              last=LogPosition(epoch, 1), commit_index=1, applied_index=1)
-        mm.on_heartbeat(sessions[leader], _heartbeat(leader, report))
         for _ in range(3 * LEADER_TIMEOUT_TICKS):   # heartbeats with no report: unchanged
             mm.on_heartbeat(sessions[leader], _heartbeat(leader))
             gl.tick()
@@ -75,9 +77,6 @@ def test_a_new_incarnation_of_a_node_starts_without_the_old_ones_reports(tmp_pat
     async def run():
         mm, sessions, gl = _mm_with_a_group(tmp_path)
         epoch, leader = gl.epoch, gl.leader
-        report = StatusReport(epoch=epoch, sender=leader, recipient=METADATA_MANAGER_ID, role=Role.LEADER,
-                              last=LogPosition(epoch, 1), commit_index=1, applied_index=1)
-        mm.on_heartbeat(sessions[leader], _heartbeat(leader, report))
         restarted = mm.register(_heartbeat(leader))   # a new stream: a new incarnation
         for _ in range(LEADER_TIMEOUT_TICKS + 2):
             mm.on_heartbeat(restarted, _heartbeat(leader))
