@@ -36,6 +36,7 @@ REGRESSION_SEEDS = [
     (3, 103524, 500, "checker: an ack judged by the proposal's config, not the committing epoch's"),
     (3, 110754, 500, "checker: a new leader's inherited commit index judged by its new config"),
     (3, 303283, 500, "checker: a deposed leader's stale match for a truncated learner"),
+    (3, 455728819, 600, "checker: an ack by a proposer appointed again under a joint config judged by it"),
 ]
 
 

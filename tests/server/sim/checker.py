@@ -64,15 +64,19 @@ class Checker:
 
     # ------------------------------------------------------------- 4: writes
     def on_write_acknowledged(self, node: SimNode, e: Entry) -> None:
-        """The node answers a client whose write it proposed. If it leads, the
-        entry must be on a quorum of its config now (the epoch it leads may be
-        later than the proposal's, with another config). A deposed proposer
-        learns the commit from the leader that made it, whose commit index was
-        checked durable on its own quorum (C1 in after_step)."""
+        """The node answers a client whose write it proposed. If it still leads
+        the proposal's epoch, the entry must be on a quorum of that epoch's
+        config. Otherwise the commit that let it apply was made by some leader in
+        its own epoch, whose commit index was checked durable on that epoch's
+        quorum then (C1 in after_step): a deposed proposer learns it from that
+        leader, and a proposer appointed again in a later epoch inherits it or
+        commits it with its own entries (C1 again). The later epoch's config is
+        no test: an entry committed under the old config of a membership change
+        reaches the new voters only as they catch up (seed 455728819)."""
         self.writes_acknowledged += 1
         self.acknowledged[e.index] = e.epoch
         r = node.replica
-        config = r.config if r is not None else None
+        config = r.config if r is not None and r.epoch == e.epoch else None
         if config is None:
             return
         holders = {n.id for n in self.cluster.nodes.values() if n.store.holds(e.epoch, e.index)}
