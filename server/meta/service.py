@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -107,11 +106,10 @@ class MetaServer:
         self.reports: dict[tuple[int, int], replication_pb2.StatusReport] = {}   # (rg, node) -> last report
         self.catalog: Catalog | None = None
         self.established: set[int] = set()   # groups that have had a leader (ReplicaAssignment.established)
-        # How many groups each node leads, kept as appointments come and go:
-        # new leaders go to the least loaded of the members whose logs tie.
+        # The groups each node leads, kept as appointments come and go: new
+        # leaders go to the least loaded of the members whose logs tie.
         self.leader_of: dict[int, int] = {}
-        self.groups_led: Counter[int] = Counter()
-        self.led_by: dict[int, set[int]] = {}   # node -> the groups it leads
+        self.led_by: dict[int, set[int]] = {}
         # (rg, node) -> its last StatusReport: a heartbeat without one means "unchanged"
         self.last_status: dict[tuple[int, int], StatusReport] = {}
 
@@ -181,7 +179,7 @@ class MetaServer:
                              persist=lambda g, rg=rg: self._persist_group(rg, g), epoch=epoch, config=config,
                              leader_timeout_ticks=self._ticks(o.leader_timeout_seconds),
                              election_retry_ticks=self._ticks(o.election_retry_seconds),
-                             leader_rank=self.groups_led.__getitem__, member_alive=self._node_alive)
+                             leader_rank=self._groups_led, member_alive=self._node_alive)
         self.groups[rg] = gl
         self.members[rg] = members
         return gl
@@ -217,14 +215,15 @@ class MetaServer:
         s = self.sessions.get(node_id)
         return s is not None and time.monotonic() - s.last_heartbeat < self.options.leader_timeout_seconds
 
+    def _groups_led(self, node_id: int) -> int:
+        return len(self.led_by.get(node_id, ()))
+
     def _count_leader(self, rg: int, leader: int | None) -> None:
         old = self.leader_of.pop(rg, None)
         if old is not None:
-            self.groups_led[old] -= 1
             self.led_by[old].discard(rg)
         if leader is not None:
             self.leader_of[rg] = leader
-            self.groups_led[leader] += 1
             self.led_by.setdefault(leader, set()).add(rg)
 
     def _persist_group(self, rg: int, gl: GroupLeadership) -> None:
