@@ -59,6 +59,10 @@ FOLLOWER_APPLY_BATCH = 64        # see ReplicaOptions.follower_apply_batch
 # A group with no write or read for 1 s (idle_after_ticks) heartbeats every
 # 500 ms instead of 100: a node's idle CPU is mostly its groups' heartbeats.
 IDLE_HEARTBEAT_TICKS = 10
+# Quorum-first sending (server/replication/README.md, "Trailing followers"): a
+# leader of 3 sends each write at once to one follower, and to the other once
+# 32 entries wait for it or at the next tick (50 ms).
+TRAILING_BATCH_ENTRIES = 32
 # Leader leases (server/replication/README.md, LL1-LL6): reads skip the
 # heartbeat round while a round of the last 300 ms was acknowledged. Members
 # then hold their promise for 367 ms, below the MM's 500 ms leader timeout, so
@@ -90,9 +94,11 @@ class Node:
         # messages per write at low load (bench/RESULTS.md); only leaders serve reads.
         # They apply in batches of up to FOLLOWER_APPLY_BATCH entries (or every tick).
         # An idle group heartbeats every IDLE_HEARTBEAT_TICKS (ReplicaOptions).
+        # Followers beyond a quorum get entries in batches (TRAILING_BATCH_ENTRIES).
         self.options = options or ReplicaOptions(eager_commit=False, follower_apply_batch=FOLLOWER_APPLY_BATCH,
                                                  lease_ns=lease_ms * 1_000_000,
-                                                 idle_heartbeat_ticks=IDLE_HEARTBEAT_TICKS)
+                                                 idle_heartbeat_ticks=IDLE_HEARTBEAT_TICKS,
+                                                 trailing_batch_entries=TRAILING_BATCH_ENTRIES)
         self.compact_after_entries = compact_after_entries
         self.metrics_listen = metrics_listen
         self.metrics_port: int | None = None

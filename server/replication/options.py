@@ -71,12 +71,22 @@ class ReplicaOptions:
     The price: after a leader dies, a new one can be elected only once the
     hold has run out. With leases on, heartbeats start a new round each."""
 
+    trailing_batch_entries: int = 0
+    """Quorum-first sending (README "Trailing followers"; 0: off, every member
+    gets each new entry at once). In a group of 3 or more voters (no joint
+    change), the leader sends new entries at once only to the followers it
+    needs for a quorum, those with the highest match; the others (trailing)
+    get them once this many are pending, or at the next tick. Commits wait for
+    a quorum either way, so this only moves when the extra copies are made:
+    in batches, at a fraction of the messages, fsyncs and CPU per write."""
+
     max_apply_entries: int | None = None
     """At most this many committed entries per Ready (None: all), to bound one apply step."""
 
     def __post_init__(self) -> None:
-        if self.idle_heartbeat_ticks < 0:
-            raise ValueError("idle_heartbeat_ticks must be 0 (off) or positive")
+        for name in ("idle_heartbeat_ticks", "trailing_batch_entries"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (off) or positive")
         for name in ("heartbeat_ticks", "idle_after_ticks", "retransmit_ticks", "max_inflight_appends",
                      "max_append_entries", "max_append_bytes", "snapshot_retry_ticks", "read_timeout_ticks",
                      "follower_apply_batch"):

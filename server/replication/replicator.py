@@ -56,6 +56,15 @@ class Replicator:
         self._voter_progress = [p for m, p in self.progress.items() if m in config.voters]
         self._leader_votes = leader_id in config.voters
         self._quorum_rank = majority(len(config.voters)) - 1
+        # Quorum-first sending (README "Trailing followers"): the voters beyond
+        # the _quorum_rank followers a quorum needs get new entries in batches.
+        self._trail_after = 0
+        self.trailing: frozenset[int] = frozenset()
+        if (options.trailing_batch_entries and self._simple_quorum and self._leader_votes
+                and len(self._voter_progress) > self._quorum_rank):
+            self._trail_after = options.trailing_batch_entries
+            self.trailing = frozenset(p.member for p in self._voter_progress[self._quorum_rank:])
+        self._flushing = False  # tick(): every member gets what it lacks
 
     # ------------------------------------------------------------- quorum
     def quorum_index(self) -> int:
@@ -81,7 +90,11 @@ class Replicator:
             self.send_appends(pr)
 
     def send_appends(self, pr: Progress) -> None:
-        """Sends as many Appends as pr's state allows (one probe, or a full pipeline)."""
+        """Sends as many Appends as pr's state allows (one probe, or a full pipeline);
+        a trailing member in REPLICATE only once a batch of entries waits for it."""
+        if (pr.member in self.trailing and not self._flushing and pr.state is ProgressState.REPLICATE
+                and self._log.last_index - pr.next + 1 < self._trail_after):
+            return
         while pr.can_send_append(self._opts.max_inflight_appends):
             if pr.state is ProgressState.REPLICATE and pr.next > self._log.last_index:
                 return   # nothing (more) for this member: the common case, checked before any lookup
@@ -96,7 +109,10 @@ class Replicator:
 
     def send_commit(self, pr: Progress) -> None:
         """Tells a member with a drained pipeline a commit index it has not heard
-        (an empty Append: its prev is the member's match, so it cannot be rejected)."""
+        (an empty Append: its prev is the member's match, so it cannot be rejected).
+        Trailing members hear it with their next batch or heartbeat."""
+        if pr.member in self.trailing and not self._flushing:
+            return
         if (self._opts.eager_commit and pr.state is ProgressState.REPLICATE and not pr.inflight
                 and pr.sent_commit < min(self._log.commit_index, pr.match)):
             self._send_append(pr, allow_empty=True)
@@ -132,6 +148,19 @@ class Replicator:
                                           commit_index=member_commit, round=read_round, lease_ns=lease,
                                           sent_at_ns=now if lease else 0))
 
+    def _rechoose_trailing(self) -> None:
+        """A trailing member's match moved: the followers with the highest match
+        make the quorum (a member keeps its place on a tie, then the lower id
+        wins). So when a quorum follower stops answering, the next batch a
+        trailing member acknowledges past it (at most a tick later) swaps them,
+        and commits go on at full speed."""
+        ranked = sorted(self._voter_progress, key=lambda p: (-p.match, p.member in self.trailing, p.member))
+        trailing = frozenset(p.member for p in ranked[self._quorum_rank:])
+        if trailing != self.trailing:
+            self.trailing = trailing
+            for p in ranked[:self._quorum_rank]:
+                self.send_appends(p)   # what it was spared so far, at once
+
     def all_hold(self, index: int) -> bool:
         """Whether every member (learners included) has acknowledged the log up to `index`."""
         return all(pr.match >= index for pr in self.progress.values())
@@ -146,7 +175,11 @@ class Replicator:
                 pr.idle_ticks += 1
                 if pr.idle_ticks >= self._opts.retransmit_ticks:
                     pr.on_timeout()
-        self.broadcast_appends()
+        self._flushing = True
+        try:
+            self.broadcast_appends()
+        finally:
+            self._flushing = False
 
     # ------------------------------------------------------------ answers
     def on_append_ack(self, msg: AppendAck) -> bool | None:
@@ -158,7 +191,10 @@ class Replicator:
             return None
         if msg.result is AppendResult.ACCEPTED:
             if pr.state is not ProgressState.SNAPSHOT:
-                return pr.on_accepted(msg.index)
+                moved = pr.on_accepted(msg.index)
+                if moved and pr.member in self.trailing:
+                    self._rechoose_trailing()
+                return moved
             moved = msg.index > pr.match
             if moved:
                 pr.match = msg.index
@@ -193,6 +229,8 @@ class Replicator:
         moved = pr.match < msg.snapshot.index <= self._log.last_index
         if moved:
             pr.match = msg.snapshot.index
+            if pr.member in self.trailing:
+                self._rechoose_trailing()
         if pr.state is ProgressState.SNAPSHOT:
             pr.become_probe()
         return moved

@@ -30,6 +30,7 @@ ACTIONS = (
 LEASES_NS = (0, 0, 60_000_000, 400_000_000)
 """Lease per seed ((seed // 6) % 4): off for half; 60 ms and 400 ms against 50 ms ticks."""
 IDLE_HEARTBEAT_TICKS, IDLE_AFTER_TICKS = 6, 3
+TRAILING_BATCH_ENTRIES = 3
 """Idle heartbeats for half the seeds ((seed // 3) % 2): every 6 ticks after 3 without work."""
 STEP_NS_MAX = (2_000_000, 25_000_000)
 """Each step of a schedule lets up to this much simulated real time pass (one per seed):
@@ -75,9 +76,12 @@ def run_schedule(seed: int, members: int = 3, steps: int = 300, spares: int = 1,
     # Half the seeds slow an idle group's heartbeats (the nodes' setting), with
     # a short idle threshold so that groups go idle and wake up often here.
     idle = (seed // 3) % 2 == 1
+    # Half the seeds send to followers beyond a quorum in batches (the nodes' setting).
+    trailing = TRAILING_BATCH_ENTRIES if (seed // 12) % 2 == 1 else 0
     options = replace(random_options(rng), eager_commit=seed % 2 == 0,
                       follower_apply_batch=(1, 4, 64)[seed % 3], lease_ns=lease_ns,
-                      idle_heartbeat_ticks=IDLE_HEARTBEAT_TICKS if idle else 0, idle_after_ticks=IDLE_AFTER_TICKS)
+                      idle_heartbeat_ticks=IDLE_HEARTBEAT_TICKS if idle else 0, idle_after_ticks=IDLE_AFTER_TICKS,
+                      trailing_batch_entries=trailing)
     node_ids = range(1, members + 1 + spares)
     rates = {i: 1 + time_rng.uniform(-clock_rate_spread, clock_rate_spread) for i in node_ids} if lease_ns else {}
     cluster = Cluster(voters, list(range(members + 1, members + 1 + spares)), rng, options,
