@@ -32,7 +32,7 @@ class ProgressState(IntEnum):
 
 class Progress:
     __slots__ = ("member", "learner", "match", "next", "state", "inflight", "probe_sent", "idle_ticks",
-                 "transfer", "sent_commit")
+                 "transfer", "sent_commit", "flush_to")
 
     def __init__(self, member: int, next_index: int, learner: bool):
         self.member = member
@@ -45,6 +45,7 @@ class Progress:
         self.idle_ticks = 0  # ticks since the last answer while something is outstanding
         self.transfer: SnapshotSend | None = None
         self.sent_commit = 0  # the highest commit index sent to the member
+        self.flush_to = 0  # a trailing member gets everything up to here without waiting for a batch
 
     def __repr__(self) -> str:
         return f"Progress({self.member} {self.state.name} match={self.match} next={self.next})"

@@ -64,7 +64,6 @@ class Replicator:
                 and len(self._voter_progress) > self._quorum_rank):
             self._trail_after = options.trailing_batch_entries
             self.trailing = frozenset(p.member for p in self._voter_progress[self._quorum_rank:])
-        self._flushing = False  # tick(): every member gets what it lacks
 
     # ------------------------------------------------------------- quorum
     def quorum_index(self) -> int:
@@ -92,7 +91,7 @@ class Replicator:
     def send_appends(self, pr: Progress) -> None:
         """Sends as many Appends as pr's state allows (one probe, or a full pipeline);
         a trailing member in REPLICATE only once a batch of entries waits for it."""
-        if (pr.member in self.trailing and not self._flushing and pr.state is ProgressState.REPLICATE
+        if (pr.member in self.trailing and pr.state is ProgressState.REPLICATE and pr.next > pr.flush_to
                 and self._log.last_index - pr.next + 1 < self._trail_after):
             return
         while pr.can_send_append(self._opts.max_inflight_appends):
@@ -111,7 +110,7 @@ class Replicator:
         """Tells a member with a drained pipeline a commit index it has not heard
         (an empty Append: its prev is the member's match, so it cannot be rejected).
         Trailing members hear it with their next batch or heartbeat."""
-        if pr.member in self.trailing and not self._flushing:
+        if pr.member in self.trailing:
             return
         if (self._opts.eager_commit and pr.state is ProgressState.REPLICATE and not pr.inflight
                 and pr.sent_commit < min(self._log.commit_index, pr.match)):
@@ -153,7 +152,9 @@ class Replicator:
         make the quorum (a member keeps its place on a tie, then the lower id
         wins). So when a quorum follower stops answering, the next batch a
         trailing member acknowledges past it (at most a tick later) swaps them,
-        and commits go on at full speed."""
+        and commits go on at full speed (the tick's batch is sent whole, one
+        pipeline after another, so it gets past it even when it lagged by
+        more than one pipeline holds)."""
         ranked = sorted(self._voter_progress, key=lambda p: (-p.match, p.member in self.trailing, p.member))
         trailing = frozenset(p.member for p in ranked[self._quorum_rank:])
         if trailing != self.trailing:
@@ -175,11 +176,11 @@ class Replicator:
                 pr.idle_ticks += 1
                 if pr.idle_ticks >= self._opts.retransmit_ticks:
                     pr.on_timeout()
-        self._flushing = True
-        try:
-            self.broadcast_appends()
-        finally:
-            self._flushing = False
+        if self.trailing:   # a trailing member gets all it lacks now, in as many Appends as that takes
+            last = self._log.last_index
+            for m in self.trailing:
+                self.progress[m].flush_to = last
+        self.broadcast_appends()
 
     # ------------------------------------------------------------ answers
     def on_append_ack(self, msg: AppendAck) -> bool | None:
@@ -198,6 +199,8 @@ class Replicator:
             moved = msg.index > pr.match
             if moved:
                 pr.match = msg.index
+                if pr.member in self.trailing:
+                    self._rechoose_trailing()
             if self._log.epoch_at(pr.match) is not None:
                 pr.become_probe()  # it caught up some other way: back to the log
             return moved

@@ -30,8 +30,10 @@ ACTIONS = (
 LEASES_NS = (0, 0, 60_000_000, 400_000_000)
 """Lease per seed ((seed // 6) % 4): off for half; 60 ms and 400 ms against 50 ms ticks."""
 IDLE_HEARTBEAT_TICKS, IDLE_AFTER_TICKS = 6, 3
-TRAILING_BATCH_ENTRIES = 3
 """Idle heartbeats for half the seeds ((seed // 3) % 2): every 6 ticks after 3 without work."""
+TRAILING_BATCH_ENTRIES = 3
+"""Quorum-first sending for half the seeds ((seed // 24) % 2, independent of the
+splits above): followers beyond a quorum get batches of 3 entries or the tick's."""
 STEP_NS_MAX = (2_000_000, 25_000_000)
 """Each step of a schedule lets up to this much simulated real time pass (one per seed):
 with the shorter, a lease spans a hundred steps or more, long enough for a leader
@@ -77,7 +79,7 @@ def run_schedule(seed: int, members: int = 3, steps: int = 300, spares: int = 1,
     # a short idle threshold so that groups go idle and wake up often here.
     idle = (seed // 3) % 2 == 1
     # Half the seeds send to followers beyond a quorum in batches (the nodes' setting).
-    trailing = TRAILING_BATCH_ENTRIES if (seed // 12) % 2 == 1 else 0
+    trailing = TRAILING_BATCH_ENTRIES if (seed // 24) % 2 == 1 else 0
     options = replace(random_options(rng), eager_commit=seed % 2 == 0,
                       follower_apply_batch=(1, 4, 64)[seed % 3], lease_ns=lease_ns,
                       idle_heartbeat_ticks=IDLE_HEARTBEAT_TICKS if idle else 0, idle_after_ticks=IDLE_AFTER_TICKS,
