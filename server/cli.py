@@ -97,7 +97,7 @@ def engine_demo(args: argparse.Namespace) -> int:
 
 
 def node_main(args: argparse.Namespace) -> int:
-    from server.node.node import LEASE_MS, Node
+    from server.node.node import LEASE_MS, TRAILING_BATCH_ENTRIES, Node
     from server.replication.lease import MAX_LEASE_NS
     from server.runtime import configure_logging, run_service
 
@@ -107,8 +107,13 @@ def node_main(args: argparse.Namespace) -> int:
         print(f"quorumkv node: --lease-ms must be 0 (leases off) or positive, at most {MAX_LEASE_NS // 1_000_000}",
               file=sys.stderr)
         return 2
+    trailing = TRAILING_BATCH_ENTRIES if args.trailing_batch is None else args.trailing_batch
+    if trailing < 0:
+        print("quorumkv node: --trailing-batch must be 0 (every follower gets each write at once) or positive",
+              file=sys.stderr)
+        return 2
     node = Node(args.id, args.listen, args.data, args.meta.split(","), compact_after_entries=args.compact_after_entries,
-                metrics_listen=args.metrics_listen or None, lease_ms=lease_ms)
+                metrics_listen=args.metrics_listen or None, lease_ms=lease_ms, trailing_batch_entries=trailing)
 
     async def start() -> str:
         await node.start()
@@ -313,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="leader lease for reads, in ms, at most 500 (default: server/node/node.py's LEASE_MS, "
                            "300; 0: every read waits for a heartbeat round); assumes clock rates within 10%% of "
                            "real time (server/replication/README.md, LL1-LL6)")
+    node.add_argument("--trailing-batch", type=int, default=None,
+                      help="quorum-first sending: a leader sends each write at once only to the followers its "
+                           "quorum needs, and to the others once this many entries wait or at its next tick "
+                           "(default: server/node/node.py's TRAILING_BATCH_ENTRIES, 32; 0: every follower at "
+                           "once; server/replication/README.md, \"Trailing followers\")")
     node.add_argument("--log-level", default="INFO")
     node.set_defaults(func=node_main)
 

@@ -83,7 +83,7 @@ class Node:
     def __init__(self, node_id: int, listen: str, data_dir: str, meta_addresses: list[str],
                  options: ReplicaOptions | None = None, advertise: str | None = None,
                  compact_after_entries: int = COMPACT_AFTER_ENTRIES, metrics_listen: str | None = None,
-                 lease_ms: int = LEASE_MS):
+                 lease_ms: int = LEASE_MS, trailing_batch_entries: int = TRAILING_BATCH_ENTRIES):
         if node_id <= 0:
             raise ValueError("node ids are positive (0 is the metadata manager)")
         self.id = node_id
@@ -98,7 +98,7 @@ class Node:
         self.options = options or ReplicaOptions(eager_commit=False, follower_apply_batch=FOLLOWER_APPLY_BATCH,
                                                  lease_ns=lease_ms * 1_000_000,
                                                  idle_heartbeat_ticks=IDLE_HEARTBEAT_TICKS,
-                                                 trailing_batch_entries=TRAILING_BATCH_ENTRIES)
+                                                 trailing_batch_entries=trailing_batch_entries)
         self.compact_after_entries = compact_after_entries
         self.metrics_listen = metrics_listen
         self.metrics_port: int | None = None

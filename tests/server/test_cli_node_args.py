@@ -1,4 +1,4 @@
-"""`quorumkv node` refuses a --lease-ms out of range before it starts anything."""
+"""`quorumkv node` refuses a --lease-ms or --trailing-batch out of range before it starts anything."""
 from __future__ import annotations
 
 import os
@@ -18,3 +18,12 @@ def test_a_lease_out_of_range_is_refused_with_a_clear_message(tmp_path, lease):
     assert out.returncode == 2
     assert "--lease-ms must be 0 (leases off) or positive, at most 500" in out.stderr
     assert not (tmp_path / "d").exists()   # nothing was created
+
+
+def test_a_negative_trailing_batch_is_refused_with_a_clear_message(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "server.cli", "node", "--id", "1", "--data", str(tmp_path / "d"),
+                          "--meta", "127.0.0.1:1", "--trailing-batch", "-1"],
+                         env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "--trailing-batch must be 0 (every follower gets each write at once) or positive" in out.stderr
+    assert not (tmp_path / "d").exists()
