@@ -219,8 +219,9 @@ class DB:
         except BaseException:
             self._lock_handle.release()
             raise
-        self._bg_thread = threading.Thread(target=self._background_loop, name=f"quorumkv-bg:{path}", daemon=True)
-        self._bg_thread.start()
+        # Started by the first request for background work, gone again after
+        # background_idle_seconds without any (_schedule_background).
+        self._bg_thread: threading.Thread | None = None
 
     def _recover(self) -> None:
         env, opts, vs = self._env, self.options, self._versions
@@ -331,8 +332,7 @@ class DB:
             vs.log_and_apply(edit)
             self._install_sv(version=vs.current)
             self._manual.append((lo, hi, None))
-            self._bg_work_requested = True
-            self._bg_cv.notify_all()
+            self._schedule_background()
 
     def dropped_table_ids(self) -> set[int]:
         """Ids of dropped tables: never handed out again (create_table refuses
@@ -529,16 +529,14 @@ class DB:
                 if stall_start is None:
                     stall_start = time.monotonic()
                     self._stats["stalls"] += 1
-                self._bg_work_requested = True
-                self._bg_cv.notify_all()
+                self._schedule_background()
                 self._bg_cv.wait()
                 continue
             new_log = self._roll_wal()
             self._imm_log_number = new_log
             self._imm_applied_index = self._mem_applied_index
             self._install_sv(mem=Memtable(), imm=sv.mem)
-            self._bg_work_requested = True
-            self._bg_cv.notify_all()
+            self._schedule_background()
             break
         if stall_start is not None:
             self._stats["stall_seconds"] += time.monotonic() - stall_start
@@ -742,8 +740,7 @@ class DB:
         done = threading.Event()
         with self._mutex:
             self._manual.append((lo, hi, done))
-            self._bg_work_requested = True
-            self._bg_cv.notify_all()
+            self._schedule_background()
         done.wait()
         with self._mutex:
             self._check_open()
@@ -751,11 +748,27 @@ class DB:
                 raise QuorumKVError(f"background error: {self._bg_error}")
 
     # -------------------------------------------------------------- background
+    def _schedule_background(self) -> None:
+        """Requires the mutex. Asks for background work (flush, compactions),
+        starting the background thread if none runs: it exits when idle, so
+        a process with many DBs (a node's replicas) holds threads only for
+        those with work. After a background error none starts: writes are
+        refused and reads go on."""
+        self._bg_work_requested = True
+        self._bg_cv.notify_all()
+        if self._bg_thread is None and not self._closed and self._bg_error is None:
+            self._bg_thread = threading.Thread(target=self._background_loop, name=f"quorumkv-bg:{self.path}",
+                                               daemon=True)
+            self._bg_thread.start()
+
     def _background_loop(self) -> None:
+        idle = self.options.background_idle_seconds
         while True:
             with self._mutex:
                 while not self._closed and not self._bg_work_requested:
-                    self._bg_cv.wait()
+                    if not self._bg_cv.wait(idle) and not self._bg_work_requested and not self._closed:
+                        self._bg_thread = None   # idle: the next _schedule_background starts another
+                        return
                 if self._closed:
                     manual, self._manual = self._manual, []
                     for _, _, done in manual:   # wake compact_range callers
@@ -926,7 +939,9 @@ class DB:
             self._closed = True
             self._open_for_writes = False
             self._bg_cv.notify_all()
-        self._bg_thread.join()
+            bg = self._bg_thread
+        if bg is not None:
+            bg.join()
         with self._mutex:
             if self._wal is not None:
                 self._wal.close()
@@ -942,7 +957,9 @@ class DB:
             self._closed = True
             self._open_for_writes = False
             self._bg_cv.notify_all()
-        self._bg_thread.join()
+            bg = self._bg_thread
+        if bg is not None:
+            bg.join()
         self._lock_handle.release()
 
     def __enter__(self) -> "DB":

@@ -45,12 +45,16 @@ class Options:
     level_size_ratio: int = 10
     # Identity.
     node_id: int = 0                    # node id in the seqs this DB generates
+    # Threads.
+    background_idle_seconds: float = 10.0  # the background thread exits after this long without work
+                                           # and starts again on demand: a node's idle replicas hold none
 
     def validate(self) -> "Options":
         if self.sync not in SYNC_MODES:
             raise InvalidArgumentError(f"sync must be one of {', '.join(SYNC_MODES)}, got {self.sync!r}")
         positive = ("write_buffer_size", "block_size", "target_file_size", "level1_max_bytes",
-                    "wal_segment_bytes", "max_group_bytes", "num_levels", "l0_compaction_trigger")
+                    "wal_segment_bytes", "max_group_bytes", "num_levels", "l0_compaction_trigger",
+                    "background_idle_seconds")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise InvalidArgumentError(f"{name} must be positive, got {getattr(self, name)}")

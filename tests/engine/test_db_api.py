@@ -406,3 +406,35 @@ def test_create_table_with_pinned_id(tmp_path):
         assert d.tables() == ["t7"]
         assert d.get("t7", b"k").value == b"v"
         assert d.create_table("next") == 9
+
+
+def _background_threads(path: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"quorumkv-bg:{os.path.abspath(path)}"]
+
+
+def test_background_thread_runs_only_while_there_is_work(tmp_path):
+    """A node opens one DB per replica: idle DBs hold no thread. The thread
+    starts with the first background work, exits after background_idle_seconds
+    without any, and starts again when more comes; nothing is lost on the way."""
+    path = str(tmp_path / "db")
+    with DB.open(path, sync="never", background_idle_seconds=0.2, **SMALL) as db:
+        db.create_table("t")
+        assert _background_threads(path) == []          # opened: nothing to do yet
+        db.put("t", b"a", b"1")
+        db.flush()                                      # a flush is background work
+        (bg,) = _background_threads(path)
+        bg.join(timeout=10)                             # idle for 0.2 s: it exits by itself
+        assert not bg.is_alive()
+        assert _background_threads(path) == []
+        db.put("t", b"b", b"2")
+        db.flush()                                      # work again: a new thread does it
+        assert len(_background_threads(path)) == 1
+        assert [db.get("t", k).value for k in (b"a", b"b")] == [b"1", b"2"]
+    assert _background_threads(path) == []              # close() joined it
+    with DB.open(path) as db:
+        assert db.get("t", b"b").value == b"2"
+
+
+def test_background_idle_seconds_must_be_positive(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="background_idle_seconds must be positive"):
+        DB.open(str(tmp_path / "db"), background_idle_seconds=0)
