@@ -3,8 +3,9 @@
 Contract:
   1. Entries are ordered by (key ascending, lsn descending); (key, lsn) pairs
      are unique because every write gets a fresh lsn from the DB.
-  2. Nodes live in arena blocks (2 MiB-aligned huge pages when the kernel
-     grants them, or one malloc'ed block for an entry larger than 512 KiB) and are never moved or freed until the
+  2. Nodes live in arena blocks (a first block of 64 KiB, then 2 MiB-aligned
+     huge pages when the kernel grants them, or one malloc'ed block for an
+     entry larger than 512 KiB) and are never moved or freed until the
      Memtable is deallocated, so a node pointer held by a cursor stays valid
      as long as the cursor holds the Memtable: cursors stay valid while writes
      go on, and see the entries inserted after them in order.
@@ -33,6 +34,7 @@ from engine._native.write_batch cimport BatchRecord, batch_record_at, batch_coun
 
 cdef enum:
     ARENA_BLOCK_SIZE = 1 << 21      # one 2 MiB huge page
+    FIRST_BLOCK_SIZE = 1 << 16      # a memtable's first block: plain malloc, small
     NODE_ALIGN = 8
 
 
@@ -149,6 +151,13 @@ cdef class Memtable:
             if n > ARENA_BLOCK_SIZE // 4:
                 block_size = n
                 b = <ArenaBlock *>malloc(sizeof(ArenaBlock) + block_size)
+            elif self._blocks == NULL:
+                # The first block (the head node's) is small and plain: a node
+                # keeps a memtable per replica, most of them idle or small, and
+                # a huge page each would be 2 MiB of memory per replica held
+                # from the start (bench/RESULTS.md, session 9).
+                block_size = FIRST_BLOCK_SIZE - sizeof(ArenaBlock)
+                b = <ArenaBlock *>malloc(FIRST_BLOCK_SIZE)
             else:
                 # A standard block is one 2 MiB-aligned huge page where the
                 # kernel allows it (THP "madvise" mode): a walk over a large
@@ -309,6 +318,16 @@ cdef class Memtable:
     @property
     def memory(self) -> int:
         return self._memory
+
+    @property
+    def arena_bytes(self) -> int:
+        """Bytes of arena blocks allocated (what the memtable holds, handed out or not)."""
+        cdef size_t total = 0
+        cdef ArenaBlock *b = self._blocks
+        while b != NULL:
+            total += sizeof(ArenaBlock) + b.size
+            b = b.prev
+        return total
 
     @property
     def max_seq(self) -> bytes:

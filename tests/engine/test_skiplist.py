@@ -394,3 +394,16 @@ def test_add_rejects_bad_seq():
         mem.add(VALUE, b"k", 1, b"short", b"v")
     with pytest.raises(TypeError):
         mem.add(VALUE, None, 1, seq_of(1), b"v")
+
+
+def test_arena_starts_small_then_grows_in_huge_page_blocks():
+    """A node keeps a memtable per replica, most idle: an empty one holds a
+    64 KiB block, not a 2 MiB huge page; once past it, 2 MiB blocks."""
+    m = Memtable()
+    assert m.arena_bytes == 64 * 1024
+    seq = seq_encode(1, 0, 1)
+    for i in range(600):   # ~600 x 180 bytes: past the first block
+        m.add(wb.VALUE, b"k%06d" % i, i + 1, seq, b"v" * 100)
+    assert m.arena_bytes == 64 * 1024 + 2 * 1024 * 1024
+    assert m.memory < m.arena_bytes
+    assert m.get(b"k000599")[2] == b"v" * 100
