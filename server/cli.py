@@ -99,9 +99,10 @@ def engine_demo(args: argparse.Namespace) -> int:
 def node_main(args: argparse.Namespace) -> int:
     from server.node.node import LEASE_MS, TRAILING_BATCH_ENTRIES, Node
     from server.replication.lease import MAX_LEASE_NS
-    from server.runtime import configure_logging, run_service
+    from server.runtime import configure_logging, raise_open_files_limit, run_service
 
     configure_logging(args.log_level)
+    raise_open_files_limit()
     lease_ms = LEASE_MS if args.lease_ms is None else args.lease_ms
     if not 0 <= lease_ms <= MAX_LEASE_NS // 1_000_000:
         print(f"quorumkv node: --lease-ms must be 0 (leases off) or positive, at most {MAX_LEASE_NS // 1_000_000}",

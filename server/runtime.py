@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
 
 
 def fail_stop(log: logging.Logger, what: str, exc: BaseException | None = None) -> None:
@@ -28,6 +31,24 @@ def fail_stop(log: logging.Logger, what: str, exc: BaseException | None = None) 
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def raise_open_files_limit() -> int:
+    """Raises this process's soft limit on open files to its hard limit and
+    returns the new soft limit. A node holds a few descriptors per replica
+    (its log segment, the engine's MANIFEST and lock files, open SSTables):
+    about 4 per idle replica, so Debian's default soft limit of 1,024 would
+    stop a node near 250 replicas while the hard limit allows far more."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft >= hard or soft == resource.RLIM_INFINITY:
+        return soft
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:   # e.g. above the kernel's nr_open: keep what we have
+        log.warning("could not raise the open files limit from %d to %d: %s", soft, target, exc)
+        return soft
+    return target
 
 
 def run_service(start: Callable[[], Awaitable[str]], stop: Callable[[], Awaitable[None]]) -> int:

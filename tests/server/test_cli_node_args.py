@@ -27,3 +27,16 @@ def test_a_negative_trailing_batch_is_refused_with_a_clear_message(tmp_path):
     assert out.returncode == 2
     assert "--trailing-batch must be 0 (every follower gets each write at once) or positive" in out.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_limit():
+    """A node holds a few descriptors per replica: it must not stop at a low soft limit."""
+    code = ("import resource; from server.runtime import raise_open_files_limit; "
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)); "
+            "new = raise_open_files_limit(); "
+            "now = resource.getrlimit(resource.RLIMIT_NOFILE)[0]; "
+            "print(new == now, now > 256 or hard == 256)")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=ROOT),
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["True", "True"], out.stderr
