@@ -739,6 +739,9 @@ class DB:
         self.flush()
         done = threading.Event()
         with self._mutex:
+            self._check_open()
+            if self._bg_error is not None:   # no thread will take it: do not wait for one
+                raise QuorumKVError(f"background error: {self._bg_error}")
             self._manual.append((lo, hi, done))
             self._schedule_background()
         done.wait()
@@ -757,9 +760,14 @@ class DB:
         self._bg_work_requested = True
         self._bg_cv.notify_all()
         if self._bg_thread is None and not self._closed and self._bg_error is None:
-            self._bg_thread = threading.Thread(target=self._background_loop, name=f"quorumkv-bg:{self.path}",
-                                               daemon=True)
-            self._bg_thread.start()
+            bg = threading.Thread(target=self._background_loop, name=f"quorumkv-bg:{self.path}", daemon=True)
+            try:
+                bg.start()
+            except RuntimeError as exc:   # no thread to be had: fail as a background error would, never hang
+                self._set_bg_error(exc)
+                self._bg_cv.notify_all()
+                return
+            self._bg_thread = bg
 
     def _background_loop(self) -> None:
         idle = self.options.background_idle_seconds

@@ -13,6 +13,7 @@ SYNC_MODES = (SYNC_ALWAYS, SYNC_BATCH, SYNC_NEVER)
 
 KIB = 1024
 MIB = 1024 * KIB
+MAX_BACKGROUND_IDLE_SECONDS = 86_400.0   # a day: finite, so the idle wait's timeout stays valid
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,13 @@ class Options:
         if self.sync not in SYNC_MODES:
             raise InvalidArgumentError(f"sync must be one of {', '.join(SYNC_MODES)}, got {self.sync!r}")
         positive = ("write_buffer_size", "block_size", "target_file_size", "level1_max_bytes",
-                    "wal_segment_bytes", "max_group_bytes", "num_levels", "l0_compaction_trigger",
-                    "background_idle_seconds")
+                    "wal_segment_bytes", "max_group_bytes", "num_levels", "l0_compaction_trigger")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise InvalidArgumentError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.background_idle_seconds <= MAX_BACKGROUND_IDLE_SECONDS:
+            raise InvalidArgumentError(f"background_idle_seconds must be positive, at most "
+                                       f"{MAX_BACKGROUND_IDLE_SECONDS}, got {self.background_idle_seconds}")
         if self.num_levels < 2:
             raise InvalidArgumentError("num_levels must be at least 2")
         if self.l0_stop_trigger < self.l0_compaction_trigger:

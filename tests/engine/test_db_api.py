@@ -417,13 +417,13 @@ def test_background_thread_runs_only_while_there_is_work(tmp_path):
     starts with the first background work, exits after background_idle_seconds
     without any, and starts again when more comes; nothing is lost on the way."""
     path = str(tmp_path / "db")
-    with DB.open(path, sync="never", background_idle_seconds=0.2, **SMALL) as db:
+    with DB.open(path, sync="never", background_idle_seconds=1.0, **SMALL) as db:
         db.create_table("t")
         assert _background_threads(path) == []          # opened: nothing to do yet
         db.put("t", b"a", b"1")
         db.flush()                                      # a flush is background work
         (bg,) = _background_threads(path)
-        bg.join(timeout=10)                             # idle for 0.2 s: it exits by itself
+        bg.join(timeout=10)                             # idle for 1 s: it exits by itself
         assert not bg.is_alive()
         assert _background_threads(path) == []
         db.put("t", b"b", b"2")
@@ -435,6 +435,33 @@ def test_background_thread_runs_only_while_there_is_work(tmp_path):
         assert db.get("t", b"b").value == b"2"
 
 
-def test_background_idle_seconds_must_be_positive(tmp_path):
-    with pytest.raises(InvalidArgumentError, match="background_idle_seconds must be positive"):
-        DB.open(str(tmp_path / "db"), background_idle_seconds=0)
+@pytest.mark.parametrize("idle", [0, -1, float("inf"), float("nan"), 86_401])
+def test_background_idle_seconds_must_be_positive_and_finite(tmp_path, idle):
+    with pytest.raises(InvalidArgumentError, match="background_idle_seconds must be positive, at most 86400"):
+        DB.open(str(tmp_path / "db"), background_idle_seconds=idle)
+
+
+def test_a_background_thread_that_cannot_start_makes_the_db_read_only_not_hung(tmp_path, monkeypatch):
+    """With hundreds of DBs in a process a thread may be refused: writes that
+    need a flush then fail at once (reopening recovers), nothing waits forever,
+    and close() still releases the directory."""
+    import engine.db as db_module
+
+    class RefusedThread(threading.Thread):
+        def start(self):
+            raise RuntimeError("can't start new thread")
+
+    path = str(tmp_path / "db")
+    with DB.open(path, **SMALL) as db:
+        db.create_table("t")
+        db.put("t", b"a", b"1")
+        monkeypatch.setattr(db_module.threading, "Thread", RefusedThread)
+        with pytest.raises(QuorumKVError, match="can't start new thread"):
+            db.flush()
+        with pytest.raises(QuorumKVError):
+            db.put("t", b"b", b"2")
+        with pytest.raises(QuorumKVError):
+            db.compact_range("t")
+        monkeypatch.undo()
+    with DB.open(path) as db:   # the WAL had it
+        assert db.get("t", b"a").value == b"1"
