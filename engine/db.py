@@ -213,8 +213,12 @@ class DB:
         self._wal_bytes = self._wal_syncs = self._wal_records_synced = 0
         try:
             self._versions = VersionSet(env, self.path, options.num_levels)
-            self._block_cache = BlockCache(options.block_cache_bytes) if options.block_cache_bytes else None
-            self._tables = TableCache(env, self._versions.path_of, self._block_cache)
+            if options.block_cache is not None:   # shared with other DBs (a node's replicas)
+                self._block_cache = options.block_cache
+            else:
+                self._block_cache = BlockCache(options.block_cache_bytes) if options.block_cache_bytes else None
+            self._tables = TableCache(env, self._versions.path_of, self._block_cache,
+                                      shared=options.block_cache is not None)
             self._recover()
         except BaseException:
             self._lock_handle.release()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from engine._native.block_cache import BlockCache
 from engine.env import DEFAULT_ENV, Env
 from engine.errors import InvalidArgumentError
 
@@ -31,6 +32,8 @@ class Options:
     # Memory.
     write_buffer_size: int = 64 * MIB   # memtable size that triggers a flush
     block_cache_bytes: int = 128 * MIB  # decoded data blocks kept in memory
+    block_cache: BlockCache | None = None  # a cache shared with other DBs (then block_cache_bytes is
+                                           # ignored): one memory bound for a process's many DBs
     # SSTables.
     block_size: int = 4 * KIB
     compression_level: int = 3          # zstd level of compaction outputs; 0 stores blocks raw
@@ -71,6 +74,8 @@ class Options:
             raise InvalidArgumentError("compression_level and flush_compression_level must be 0 (off) to 22")
         if not 0 <= self.node_id < 2**32:
             raise InvalidArgumentError("node_id must fit in 32 bits")
+        if self.block_cache is not None and not isinstance(self.block_cache, BlockCache):
+            raise InvalidArgumentError("block_cache must be an engine._native.block_cache.BlockCache (or None)")
         if self.batch_wait_us < 0 or self.block_cache_bytes < 0 or self.bloom_bits_per_key < 0:
             raise InvalidArgumentError("batch_wait_us, block_cache_bytes and bloom_bits_per_key must be >= 0")
         return self

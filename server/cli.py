@@ -97,7 +97,7 @@ def engine_demo(args: argparse.Namespace) -> int:
 
 
 def node_main(args: argparse.Namespace) -> int:
-    from server.node.node import LEASE_MS, TRAILING_BATCH_ENTRIES, Node
+    from server.node.node import BLOCK_CACHE_BYTES, LEASE_MS, TRAILING_BATCH_ENTRIES, Node
     from server.replication.lease import MAX_LEASE_NS
     from server.runtime import configure_logging, raise_open_files_limit, run_service
 
@@ -113,8 +113,13 @@ def node_main(args: argparse.Namespace) -> int:
         print("quorumkv node: --trailing-batch must be 0 (every follower gets each write at once) or positive",
               file=sys.stderr)
         return 2
+    cache_bytes = BLOCK_CACHE_BYTES if args.block_cache_mib is None else args.block_cache_mib << 20
+    if cache_bytes < 0:
+        print("quorumkv node: --block-cache-mib must be 0 (no cache) or positive", file=sys.stderr)
+        return 2
     node = Node(args.id, args.listen, args.data, args.meta.split(","), compact_after_entries=args.compact_after_entries,
-                metrics_listen=args.metrics_listen or None, lease_ms=lease_ms, trailing_batch_entries=trailing)
+                metrics_listen=args.metrics_listen or None, lease_ms=lease_ms, trailing_batch_entries=trailing,
+                block_cache_bytes=cache_bytes)
 
     async def start() -> str:
         await node.start()
@@ -324,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "quorum needs, and to the others once this many entries wait or at its next tick "
                            "(default: server/node/node.py's TRAILING_BATCH_ENTRIES, 32; 0: every follower at "
                            "once; server/replication/README.md, \"Trailing followers\")")
+    node.add_argument("--block-cache-mib", type=int, default=None,
+                      help="one block cache for every replica's engine on this node, in MiB (default: "
+                           "server/node/node.py's BLOCK_CACHE_BYTES, 256; 0: none)")
     node.add_argument("--log-level", default="INFO")
     node.set_defaults(func=node_main)
 

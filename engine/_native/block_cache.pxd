@@ -12,6 +12,7 @@ cdef class BlockCache:
     cdef readonly Py_ssize_t used
     cdef readonly Py_ssize_t hits
     cdef readonly Py_ssize_t misses
+    cdef Py_ssize_t _owners
     cdef object lookup(self, object key)
     cdef int insert(self, object key, object value, Py_ssize_t charge) except -1
     cdef void _unlink(self, _CacheNode n) noexcept

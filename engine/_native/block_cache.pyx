@@ -1,7 +1,10 @@
 """LRU cache of decoded blocks, bounded in bytes (each value's charge).
 
-Keys are ints, block_key(file number, offset); file numbers are never reused,
-so an entry can never describe the wrong file. A dict finds the node; a
+Keys are ints, block_key(file number, offset); file numbers are never reused
+within a DB, so an entry can never describe the wrong file. DBs that share
+one cache (Options.block_cache) each add their own owner prefix
+(new_owner_prefix(), above bit 64) to their keys, since their file numbers
+collide. A dict finds the node; a
 circular doubly linked list keeps recency (the ring's next is the most
 recently used, its prev the least).
 Thread-safety: every method runs start to finish holding the GIL and calls
@@ -28,6 +31,13 @@ cdef class BlockCache:
         self.used = 0
         self.hits = 0
         self.misses = 0
+        self._owners = 0
+
+    def new_owner_prefix(self) -> int:
+        """A key prefix no other user of this cache has: OR it into every key
+        (1 << 64, 2 << 64, ...; a private cache's keys use 0)."""
+        self._owners += 1
+        return int(self._owners) << 64   # a Python int: a C shift by 64 would be undefined
 
     cdef void _unlink(self, _CacheNode n) noexcept:
         n.prev.next = n.next

@@ -10,6 +10,7 @@ cdef class TableReader:
     cdef bytes _filter
     cdef object _file
     cdef BlockCache _cache
+    cdef object _cache_prefix
     cdef uint64_t _data_limit
     cdef bytes _read_block(self, uint64_t offset, uint64_t size)
     cpdef Block data_block(self, Py_ssize_t i, bint fill_cache=*)

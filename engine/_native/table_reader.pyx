@@ -38,10 +38,11 @@ cdef object _decompress(bytes data):
 
 
 cdef class TableReader:
-    def __init__(self, env, str path, uint64_t number, BlockCache cache=None):
+    def __init__(self, env, str path, uint64_t number, BlockCache cache=None, object cache_prefix=0):
         self.path = path
         self.number = number
         self._cache = cache
+        self._cache_prefix = cache_prefix   # a shared cache's owner prefix (BlockCache.new_owner_prefix)
         self._file = env.open_random(path)
         cdef uint64_t size = self._file.size
         if size < FOOTER_SIZE:
@@ -98,6 +99,8 @@ cdef class TableReader:
         cdef Block block
         if self._cache is not None:
             key = (self.number << 40) | offset
+            if self._cache_prefix:
+                key = self._cache_prefix | key
             cached = self._cache.lookup(key)
             if cached is not None:
                 return <Block>cached

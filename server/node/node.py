@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from engine._native import write_batch
+from engine._native.block_cache import BlockCache
 from engine.errors import QuorumKVError
 from server import timeline
 from server.node import codec
@@ -63,6 +64,9 @@ IDLE_HEARTBEAT_TICKS = 10
 # leader of 3 sends each write at once to one follower, and to the other once
 # 32 entries wait for it or at the next tick (50 ms).
 TRAILING_BATCH_ENTRIES = 32
+# One block cache for every replica's engine on the node (engine Options.block_cache):
+# the node's read memory is bounded once, whatever the number of replicas.
+BLOCK_CACHE_BYTES = 256 << 20
 # Leader leases (server/replication/README.md, LL1-LL6): reads skip the
 # heartbeat round while a round of the last 300 ms was acknowledged. Members
 # then hold their promise for 367 ms, below the MM's 500 ms leader timeout, so
@@ -83,7 +87,8 @@ class Node:
     def __init__(self, node_id: int, listen: str, data_dir: str, meta_addresses: list[str],
                  options: ReplicaOptions | None = None, advertise: str | None = None,
                  compact_after_entries: int = COMPACT_AFTER_ENTRIES, metrics_listen: str | None = None,
-                 lease_ms: int = LEASE_MS, trailing_batch_entries: int = TRAILING_BATCH_ENTRIES):
+                 lease_ms: int = LEASE_MS, trailing_batch_entries: int = TRAILING_BATCH_ENTRIES,
+                 block_cache_bytes: int = BLOCK_CACHE_BYTES):
         if node_id <= 0:
             raise ValueError("node ids are positive (0 is the metadata manager)")
         self.id = node_id
@@ -108,6 +113,7 @@ class Node:
         self._directory_version = -1
         self.peers: dict[int, PeerLink] = {}
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"node{node_id}-io")
+        self.block_cache = BlockCache(block_cache_bytes)   # shared by every replica's engine
         self.meta = MetaLink(node_id, self.address, meta_addresses, self)
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task] = []
@@ -168,7 +174,7 @@ class Node:
             path = os.path.join(self.data_dir, f"rg-{rg}")
             if established and not os.path.exists(path):
                 mark_recovering(path)
-            storage = ReplicaStorage(path, self.id)
+            storage = ReplicaStorage(path, self.id, engine_options={"block_cache": self.block_cache})
             h = ReplicaHost(rg, self.id, storage, self.options, lambda to, m, rg=rg: self.send(rg, to, m), self._io,
                             recovering=storage.recovering)
             self.hosts[rg] = h

@@ -17,10 +17,12 @@ Layout of a replica directory:
 Why one engine DB per replica (not one per node with a keyspace per replica):
 the engine's applied index is per DB, a snapshot install replaces the whole
 DB by a directory rename, and dropping a replica is removing a directory.
-The price is a memtable and a background thread per replica, so the write
-buffer is sized per replica (ENGINE_OPTIONS) and a node hosts tens, not
-thousands, of replicas; sharing one log and one engine across replicas, as
-TiKV and CockroachDB do, is the way past that (ARCHITECTURE.md, "Not yet").
+The price is a memtable per replica (an idle one holds 64 KiB; the background
+thread runs only while there is work), so the write buffer is sized per
+replica (ENGINE_OPTIONS); the node gives every replica's engine one shared
+block cache (Node.block_cache), so reads' memory is bounded per node. Sharing
+one log and one engine across replicas, as TiKV and CockroachDB do, is the
+way to thousands of replicas per node (ARCHITECTURE.md, "Not yet").
 
 Snapshot chunks: a kind byte, then the body:
 

@@ -1,4 +1,4 @@
-"""`quorumkv node` refuses a --lease-ms or --trailing-batch out of range before it starts anything."""
+"""`quorumkv node` refuses a --lease-ms, --trailing-batch or --block-cache-mib out of range before starting."""
 from __future__ import annotations
 
 import os
@@ -40,3 +40,12 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit():
     out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=ROOT),
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["True", "True"], out.stderr
+
+
+def test_a_negative_block_cache_is_refused_with_a_clear_message(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "server.cli", "node", "--id", "1", "--data", str(tmp_path / "d"),
+                          "--meta", "127.0.0.1:1", "--block-cache-mib", "-1"],
+                         env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "--block-cache-mib must be 0 (no cache) or positive" in out.stderr
+    assert not (tmp_path / "d").exists()
