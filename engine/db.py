@@ -907,7 +907,8 @@ class DB:
     # ---------------------------------------------------------- introspection
     def stats(self) -> dict:
         """Counters and sizes: writes, fsyncs, flushes, compactions, stalls,
-        files and bytes per level, memtable bytes, block cache use."""
+        files and bytes per level, memtable bytes, block cache use (with a
+        shared Options.block_cache: the whole cache's, every DB's together)."""
         with self._mutex:
             s = dict(self._stats)
             s.update(writes=self._writes, records_written=self._records_written, wal_syncs=self._wal_syncs,

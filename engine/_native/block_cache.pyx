@@ -1,9 +1,11 @@
 """LRU cache of decoded blocks, bounded in bytes (each value's charge).
 
-Keys are ints, block_key(file number, offset); file numbers are never reused
-within a DB, so an entry can never describe the wrong file. DBs that share
-one cache (Options.block_cache) each add their own owner prefix
-(new_owner_prefix(), above bit 64) to their keys, since their file numbers
+Keys are Python ints, block_key(file number, offset) = number << 40 | offset,
+computed without wrapping (a C uint64 would make file 2**24 + n collide with
+file n); file numbers are never reused within a DB, so an entry can never
+describe the wrong file. DBs that share one cache (Options.block_cache) each
+add their own owner prefix (new_owner_prefix(), above bit 128, past any
+block_key of a 64-bit file number) to their keys, since their file numbers
 collide. A dict finds the node; a
 circular doubly linked list keeps recency (the ring's next is the most
 recently used, its prev the least).
@@ -14,7 +16,7 @@ concurrent callers are serialized by the GIL without a lock.
 
 
 def block_key(unsigned long long number, unsigned long long offset) -> int:
-    return (number << 40) | offset
+    return (<object>number << 40) | offset
 
 
 cdef class _CacheNode:
@@ -35,9 +37,9 @@ cdef class BlockCache:
 
     def new_owner_prefix(self) -> int:
         """A key prefix no other user of this cache has: OR it into every key
-        (1 << 64, 2 << 64, ...; a private cache's keys use 0)."""
+        (1 << 128, 2 << 128, ...; a private cache's keys use 0)."""
         self._owners += 1
-        return int(self._owners) << 64   # a Python int: a C shift by 64 would be undefined
+        return int(self._owners) << 128   # Python ints: a C shift this far would be undefined
 
     cdef void _unlink(self, _CacheNode n) noexcept:
         n.prev.next = n.next

@@ -98,7 +98,7 @@ cdef class TableReader:
         cdef object key = None
         cdef Block block
         if self._cache is not None:
-            key = (self.number << 40) | offset
+            key = (<object>self.number << 40) | offset   # block_cache.block_key, as a Python int: no wrap
             if self._cache_prefix:
                 key = self._cache_prefix | key
             cached = self._cache.lookup(key)

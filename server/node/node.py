@@ -113,7 +113,9 @@ class Node:
         self._directory_version = -1
         self.peers: dict[int, PeerLink] = {}
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"node{node_id}-io")
-        self.block_cache = BlockCache(block_cache_bytes)   # shared by every replica's engine
+        # Shared by every replica's engine; 0: no block cache at all.
+        self.block_cache = BlockCache(block_cache_bytes) if block_cache_bytes else None
+        self._engine_options = {"block_cache": self.block_cache} if block_cache_bytes else {"block_cache_bytes": 0}
         self.meta = MetaLink(node_id, self.address, meta_addresses, self)
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task] = []
@@ -174,7 +176,7 @@ class Node:
             path = os.path.join(self.data_dir, f"rg-{rg}")
             if established and not os.path.exists(path):
                 mark_recovering(path)
-            storage = ReplicaStorage(path, self.id, engine_options={"block_cache": self.block_cache})
+            storage = ReplicaStorage(path, self.id, engine_options=self._engine_options)
             h = ReplicaHost(rg, self.id, storage, self.options, lambda to, m, rg=rg: self.send(rg, to, m), self._io,
                             recovering=storage.recovering)
             self.hosts[rg] = h
