@@ -279,12 +279,15 @@ class Node:
         for rg in [rg for rg in sent if rg not in self.hosts]:   # dropped replicas
             del sent[rg]
         for rg, h in self.hosts.items():
+            last = sent.get(rg)
+            if last is not None and last[0] == h.status_version:
+                continue   # nothing stepped or finished since: the same report (an idle replica)
             # The size (summed over the engine's files) is read only for a report
             # that goes: one that changed only in size waits for the next full one.
             key = (h.status_report(), h.ops_per_second, h.storage.log.fsyncs, h.storage.snapshots_installed)
-            if sent.get(rg) == key:
+            sent[rg] = (h.status_version, key)
+            if last is not None and last[1] == key:
                 continue
-            sent[rg] = key
             env = codec.encode(rg, key[0], heartbeat.envelopes.add())
             b = env.status_report
             b.size_bytes = h.storage.size_bytes()

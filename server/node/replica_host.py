@@ -134,6 +134,10 @@ class ReplicaHost:
         self._ops_seen = 0
         self._ops_window_start = time.monotonic()
         self.ops_per_second = 0.0
+        # Moves whenever what status_report() and the node's report figures
+        # show may have changed (a message stepped, a Ready begun or finished),
+        # so the node rebuilds only those reports (Node.status_envelopes).
+        self.status_version = 0
         self._wake.set()   # the first Ready replays committed entries above the engine's applied index
 
     # ------------------------------------------------------------- inputs
@@ -164,6 +168,7 @@ class ReplicaHost:
         if self._leases:
             self.replica.observe_time(lease_clock())
         self.replica.step(msg)
+        self.status_version += 1
         if wake:
             self._wake.set()
 
@@ -318,6 +323,7 @@ class ReplicaHost:
 
     def _begin(self, rd: Ready) -> None:
         """Step 1 of the Ready contract: role changes, the messages that need no persist, entries seen."""
+        self.status_version += 1   # e.g. a proposal's new last index, before the Ready is finished
         if rd.soft_state is not None:
             if rd.soft_state.role is Role.FOLLOWER:
                 self.writes.fail_all(Outcome.OUTCOME_UNKNOWN)
@@ -379,6 +385,7 @@ class ReplicaHost:
             self._serve_snapshot(req)
         if self.recovering:
             self._check_recovered()   # also after a snapshot install (no committed entries)
+        self.status_version += 1
         self._busy = False
 
     def _take_client_work(self) -> None:

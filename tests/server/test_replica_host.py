@@ -247,3 +247,42 @@ def test_a_replica_rejoining_with_a_wiped_disk_holds_its_promise_from_the_start(
         io.shutdown()
 
     asyncio.run(run())
+
+
+def test_status_version_moves_whenever_the_report_changes(tmp_path):
+    """The node rebuilds a replica's status report only when status_version
+    moved (Node.status_envelopes): every change of the report or its figures
+    must come with a move."""
+    async def run():
+        leader = _Leader(os.fspath(tmp_path))
+        h = leader.host
+        seen = (h.status_version, h.status_report(), h.ops_per_second, h.storage.log.fsyncs)
+        changes = 0
+
+        def check() -> None:
+            nonlocal seen, changes
+            now = (h.status_version, h.status_report(), h.ops_per_second, h.storage.log.fsyncs)
+            if now[1:] != seen[1:]:
+                assert now[0] != seen[0], f"report changed without a version move: {seen} -> {now}"
+                changes += 1
+            seen = now
+
+        await leader.start()
+        check()
+        answers: list = []
+        for i in range(3):
+            leader.write(b"k%d" % i, answers)
+            check()
+            await _idle(h)
+            check()
+            leader.acknowledge(FOLLOWERS[i % 2])
+            check()
+            await _idle(h)
+            check()
+            h.tick()
+            await _idle(h)
+            check()
+        assert answers == [Outcome.OK] * 3 and changes >= 6
+        await leader.close()
+
+    asyncio.run(run())

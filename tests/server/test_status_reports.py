@@ -103,8 +103,17 @@ def test_a_node_sends_the_reports_that_changed_and_all_of_them_when_asked(tmp_pa
 
         assert sent(stream) == [1, 2]        # nothing sent on this stream before
         assert sent(stream) == []            # nothing changed
-        node.hosts[2].ops_per_second = 5.0   # a figure of one replica changed
+        # A figure changes only inside a Ready, whose end moves the host's
+        # status_version (ReplicaHost._finish); a replica whose version did not
+        # move is not even rebuilt: that is what an idle replica costs.
+        node.hosts[1].ops_per_second = 7.0   # (by hand, without a Ready: not looked at)
+        node.hosts[2].ops_per_second = 5.0
+        node.hosts[2].status_version += 1
         assert sent(stream) == [2]
+        node.hosts[1].status_version += 1    # a Ready that changed nothing shown: rebuilt, compared, sent
+        assert sent(stream) == [1]
+        node.hosts[1].status_version += 1    # ... once
+        assert sent(stream) == []
         assert sent({}) == [1, 2]            # a new stream (or the periodic full report: cleared)
         await node._drop(1)
         assert sent(stream) == [] and set(stream) == {2}
