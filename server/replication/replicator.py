@@ -1,11 +1,12 @@
 """Replicator: a leader's sending side, one Progress per member (README S1-S3, C1).
 
 Purpose: decides what each member gets next (Appends, pipelined in REPLICATE;
-probes in PROBE; snapshot chunks in SNAPSHOT), handles the members' answers
-to them, retransmits on timeouts, and computes the index a quorum holds
-durably. The Replica owns it while it leads and drops it on stepping down;
-everything it sends goes into the Replica's outbox of immediate messages
-(leader messages never wait for the leader's own fsync).
+probes in PROBE; snapshot chunks in SNAPSHOT; batches only, for members beyond
+a quorum: README "Trailing followers"), handles the members' answers to them,
+retransmits on timeouts, and computes the index a quorum holds durably. The
+Replica owns it while it leads and drops it on stepping down; everything it
+sends goes into the Replica's outbox of immediate messages (leader messages
+never wait for the leader's own fsync).
 
 Invariants:
   1. Every message carries the leader's epoch, and every Append's prev is an
