@@ -59,7 +59,6 @@ def test_trailing_follower_fsyncs_in_batches_and_catches_up(tmp_path, trailing_b
         leader, _ = cluster.wait_for_leader(RG)
         _write_sequentially(cluster.nodes[leader].address)
         fsyncs = _followers_caught_up(cluster, leader)
-        print("follower log fsyncs", fsyncs)
         total = sum(fsyncs.values())
         if trailing_batch == "0":
             assert min(fsyncs.values()) >= WRITES, fsyncs   # both followers: one fsync per write at least
