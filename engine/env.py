@@ -106,6 +106,12 @@ class Env(ABC):
     def sync_dir(self, path: str) -> None: ...
 
     @abstractmethod
+    def sync_file(self, path: str) -> None:
+        """Makes the current content of an existing file durable (fdatasync),
+        whoever wrote it: e.g. bytes a process that died wrote but never synced,
+        still in the page cache, before anything is built on them."""
+
+    @abstractmethod
     def mkdirs(self, path: str) -> None: ...
 
     @abstractmethod
@@ -246,6 +252,13 @@ class PosixEnv(Env):
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def sync_file(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fdatasync(fd)
         finally:
             os.close(fd)
 

@@ -159,6 +159,14 @@ class MemEnv(Env):
                 if name.startswith(prefix) and "/" not in name[len(prefix):]:
                     self._durable_names[name] = node
 
+    def sync_file(self, path: str) -> None:
+        self._before("sync", path)
+        with self._lock:
+            node = self._files.get(path)
+            if node is None:
+                raise FileNotFoundError(path)
+            node.synced = len(node.data)
+
     def mkdirs(self, path: str) -> None:
         with self._lock:
             while path and path not in self._dirs:

@@ -80,10 +80,22 @@ Segment rules:
      (Env.write_file_atomic, since the Env cannot fsync a truncation), and a
      segment with no valid frame is removed (and the directory fsynced), its
      number given to the next segment so that the numbers stay contiguous.
+     Whatever it replays it first makes durable: a process that died between
+     write() and fdatasync leaves its last frame in the page cache, where a
+     restart reads it, and the replica must not acknowledge or promise on
+     bytes a power loss would take back (the next segment's header would then
+     disagree with the log before it). So the last segment and the directory
+     are fsynced (Env.sync_file), or, when SYNC_FAILED is present, its valid
+     prefix is rewritten atomically: after a failed writeback the kernel may
+     keep pages that never reached the disk, marked clean, and an fsync of
+     them succeeds without writing them.
   4. Because of rule 2 the first segment replayed may follow deleted ones; its
      header says which entries those held (base.index+1 .. last index). Later
      BASE, SNAPSHOT or truncating ENTRY records must cover them; if some are
      still missing at the end, a segment was lost: CorruptionError.
+  5. After an I/O error in persist() or compact() the store leaves a file
+     SYNC_FAILED in the directory (best effort, written atomically: the disk
+     may refuse it too); open() removes it once rule 3's rewrite is durable.
 
 Invariants:
   1. The in-memory state (base, entries, hard state) is exactly what a replay
@@ -94,8 +106,8 @@ Invariants:
      is never deleted while the store is open.
   4. After an I/O error in persist() or compact() the store refuses every
      further write (QuorumKVError): a failed fsync leaves the page cache in an
-     unknown state, so only a reopen, which replays what is on disk, can
-     continue.
+     unknown state, so only a reopen, which makes what it replays durable
+     first (segment rules 3 and 5), can continue.
 
 Thread-safety: single writer, no locks: one caller at a time (the node runs
 persist() in its I/O thread and never touches the store meanwhile, one Ready
@@ -146,6 +158,7 @@ _VERSION = bytes([FORMAT_VERSION])
 _ENTRY_KINDS = {int(k): k for k in EntryKind}
 _SEGMENT_NAME = re.compile(r"\d{6,}" + re.escape(SEGMENT_SUFFIX))
 _TMP_SUFFIX = SEGMENT_SUFFIX + ".tmp"   # Env.write_file_atomic's temporary name
+SYNC_FAILED_NAME = "SYNC_FAILED"         # segment rule 5
 
 
 @dataclass(slots=True)
@@ -366,6 +379,7 @@ class LogStore:
                     raise CorruptionError(f"frame of type {ftype} in a replicated log segment", path, offset)
                 _replay_frame(replay, seg, segments, payload, path, offset, j == 0)
             segments.append(seg)
+            last_log = log
         if live:
             replay.finish(self._segment_path(live[0]))
         self._base, self._entries = replay.base, replay.entries
@@ -376,18 +390,25 @@ class LogStore:
         for number in stragglers:
             self._remove(self._segment_path(number))
         for name in names:
-            if name.endswith(_TMP_SUFFIX):
+            if name.endswith(_TMP_SUFFIX) or name == SYNC_FAILED_NAME + ".tmp":
                 self._remove(os.path.join(self.path, name))
         if empty_newest is not None:
             self._torn_tail_bytes = contents[empty_newest].torn_bytes
             env.remove(self._segment_path(empty_newest))
             env.sync_dir(self.path)
             self._next_number = empty_newest   # reused: the numbers on disk stay contiguous
-        elif live and contents[live[-1]].torn_bytes:
-            last = contents[live[-1]]
-            self._torn_tail_bytes = last.torn_bytes
+        sync_failed = SYNC_FAILED_NAME in names
+        if live:   # rule 3: what was replayed is durable before anyone acts on it
             path = segments[-1].path
-            env.write_file_atomic(path, env.read_file(path)[:last.valid_bytes])
+            if last_log.torn_bytes or sync_failed:
+                self._torn_tail_bytes += last_log.torn_bytes
+                env.write_file_atomic(path, env.read_file(path)[:last_log.valid_bytes])
+            else:
+                env.sync_file(path)
+                env.sync_dir(self.path)
+        if sync_failed:
+            env.remove(os.path.join(self.path, SYNC_FAILED_NAME))
+            env.sync_dir(self.path)
         self._delete_obsolete()
 
     # ------------------------------------------------------------- reading
@@ -617,8 +638,19 @@ class LogStore:
                 self._dir_fsyncs += 1
         except BaseException as exc:
             self._failure = exc
+            self._leave_sync_failed()
             raise
         self._writes += 1
+
+    def _leave_sync_failed(self) -> None:
+        """Segment rule 5: after a failed write or fsync, tells the next open
+        not to trust an fsync of the newest segment. Best effort: if the disk
+        refuses this too, the next open fsyncs instead of rewriting."""
+        try:
+            self._env.write_file_atomic(os.path.join(self.path, SYNC_FAILED_NAME),
+                                        b"a write or fsync failed: the next open rewrites the newest segment\n")
+        except Exception:  # noqa: BLE001 - the store is failing already; the original error is raised
+            pass
 
     def _remove(self, path: str) -> bool:
         """Removes a file no replay needs; False (and counted) if that failed."""

@@ -40,8 +40,11 @@ S3), so only the install must be atomic, and it is:
   2. LogStore.persist(snapshot=position): the log is now empty above it;
   3. rename db -> db.old, db.installing -> db, fsync the directory, remove db.old.
 
-On open, a db.installing is finished (step 3) if the log's base is at or past
-its applied index (the crash came after step 2), and removed otherwise.
+Step 1 ends with a directory fsync, so db.installing's name is durable
+before step 2. On open, a db.installing is finished (step 3) if the log's
+base is its applied index (the crash came after step 2), and removed
+otherwise; then an engine whose applied index is below the log's base is
+refused (CorruptionError): entries between the two would be in neither.
 
 Thread-safety: persist() of log entries runs on the event loop; persist() of
 snapshot chunks and installs runs in the node's I/O thread while the loop
@@ -59,7 +62,7 @@ from collections.abc import Iterator, Sequence
 from engine import DB, failpoints
 from engine._native import wal_frame, write_batch
 from engine.env import DEFAULT_ENV
-from engine.errors import TableExistsError
+from engine.errors import CorruptionError, TableExistsError
 from engine.wal import LogWriter, read_log
 from server.node.log_store import LogStore
 from server.replication.messages import Entry, LogPosition
@@ -103,10 +106,27 @@ class ReplicaStorage:
         self.directory = directory
         self.node_id = node_id
         self.engine_options = dict(ENGINE_OPTIONS, **(engine_options or {}), node_id=node_id)
-        os.makedirs(directory, exist_ok=True)
+        if not os.path.isdir(directory):
+            os.makedirs(directory)
+            DEFAULT_ENV.sync_dir(os.path.dirname(directory.rstrip("/")) or ".")
         self.log = LogStore.open(DEFAULT_ENV, os.path.join(directory, "log"))
-        self._recover_install()
-        self.db = DB.open(self._db_path, **self.engine_options)
+        try:
+            self._recover_install()
+            self.db = DB.open(self._db_path, **self.engine_options)
+        except BaseException:
+            self.log.close()
+            raise
+        # The names log/ and db/ are durable before anything relies on them: a
+        # db/ that a power loss took away would reopen as an empty engine.
+        DEFAULT_ENV.sync_dir(directory)
+        if self.db.applied_index < self.log.base.index:
+            # Compaction and snapshot installs move the base only to what the
+            # engine holds durably, so this is lost data, never a state to go on from.
+            applied, base = self.db.applied_index, self.log.base.index
+            self.db.close()
+            self.log.close()
+            raise CorruptionError(f"the engine's applied index {applied} is below the log's base {base}: "
+                                  f"entries {applied + 1}..{base} are in neither", self._db_path)
         self._tables: set[int] = {int(name[1:]) for name in self.db.tables()}
         self._staging: LogWriter | None = None
         self._staging_for: LogPosition | None = None
@@ -182,6 +202,7 @@ class ReplicaStorage:
             new_db.flush()
             if new_db.applied_index != snapshot.index:
                 raise RuntimeError(f"snapshot {snapshot}: engine applied index {new_db.applied_index} after flush")
+        DEFAULT_ENV.sync_dir(self.directory)   # db.installing's name survives a power loss after step 2
         failpoints.hit("snapshot.before_log")
         self.log.persist(None, (), snapshot)                      # step 2: the point of no return
         failpoints.hit("snapshot.after_log")
@@ -213,10 +234,13 @@ class ReplicaStorage:
                 staged_index = d.applied_index
         except Exception:  # an install that crashed before its flush: never reached step 2
             staged_index = None
-        if staged_index is not None and self.log.base.index >= staged_index > 0:
+        # Equal: the crash came after step 2 of this install (nothing moves the
+        # base before the install is finished). An older one is a leftover.
+        if staged_index is not None and self.log.base.index == staged_index > 0:
             self._swap_in(installing)
         else:
             shutil.rmtree(installing)
+            DEFAULT_ENV.sync_dir(self.directory)
 
     # ------------------------------------------------------------ Ready step 4
     def apply(self, reps: Sequence[bytes]) -> set[int]:

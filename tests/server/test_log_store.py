@@ -556,6 +556,73 @@ def test_after_a_failed_fsync_the_store_refuses_writes_until_reopened():
         assert store.last_index == 4
 
 
+def test_a_restart_makes_a_dead_writers_unsynced_frame_durable_before_replaying_it():
+    # A process killed between write() and fdatasync leaves its last frame in
+    # the page cache, where the restart reads it. The restarted replica acts on
+    # it (acknowledges, promises), so open() must make it durable first: else a
+    # later power loss takes it back and the next segment's header disagrees.
+    for starts_a_segment in (False, True):
+        env = FaultInjectionEnv()
+        store = LogStore.open(env, DIR)
+        store.persist(HardState(1, 0), entries(1, 1, 3))
+        if starts_a_segment:   # after a reopen, the next call starts segment 2
+            store.close()
+            store = LogStore.open(env, DIR)
+        env.fail_after("sync", 0)   # every sync fails: not even the SYNC_FAILED note gets out, as after a kill
+        with pytest.raises(OSError):
+            store.persist(HardState(1, 3), entries(1, 4, 6))
+        env.clear_faults()
+        store.close()
+        assert not env.exists(f"{DIR}/SYNC_FAILED")
+        store = LogStore.open(env, DIR)
+        assert store.last_index == 6, starts_a_segment   # replayed from the "page cache"
+        store.persist(HardState(1, 6), entries(1, 7, 7))
+        store.close()
+        env.crash()
+        with LogStore.open(env, DIR) as again:
+            assert (again.last_index, again.commit_index) == (7, 6), starts_a_segment
+
+
+class _FailedWritebackEnv(FaultInjectionEnv):
+    """One fdatasync fails; then, as Linux may after a failed writeback, the
+    kernel keeps the pages it could not write, marked clean: a later fsync of
+    that file returns success without writing them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next_sync = False
+        self.clean_but_unwritten: set[str] = set()
+
+    def _before(self, op: str, path: str) -> None:
+        super()._before(op, path)
+        if op == "sync" and self.fail_next_sync:
+            self.fail_next_sync = False
+            self.clean_but_unwritten.add(path)
+            raise OSError(5, "injected writeback failure", path)
+
+    def sync_file(self, path: str) -> None:
+        if path not in self.clean_but_unwritten:
+            super().sync_file(path)
+
+
+def test_after_a_failed_fsync_the_next_open_rewrites_the_segment_rather_than_trust_an_fsync():
+    env = _FailedWritebackEnv()
+    store = LogStore.open(env, DIR)
+    store.persist(HardState(1, 0), entries(1, 1, 3))
+    env.fail_next_sync = True
+    with pytest.raises(OSError):
+        store.persist(HardState(1, 3), entries(1, 4, 6))
+    store.close()
+    assert env.exists(f"{DIR}/SYNC_FAILED")   # segment rule 5: the note to the next open
+    store = LogStore.open(env, DIR)
+    assert store.last_index == 6 and not env.exists(f"{DIR}/SYNC_FAILED")
+    store.persist(HardState(1, 6), entries(1, 7, 7))
+    store.close()
+    env.crash()
+    with LogStore.open(env, DIR) as again:   # an fsync of the old file would have kept nothing of 4..6
+        assert (again.last_index, again.commit_index) == (7, 6)
+
+
 def test_a_failed_open_releases_the_directory():
     env = FaultInjectionEnv()
     with LogStore.open(env, DIR) as store:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,7 +10,15 @@ import sys
 import pytest
 
 from engine._native import write_batch
+from engine.env import DEFAULT_ENV
+from engine.errors import CorruptionError
+from server.node import replica_storage
 from server.node.replica_storage import ReplicaStorage
+from server.replication.messages import LogPosition
+from server.replication.ready import HardState, StagedChunk
+
+sys.path.insert(0, os.path.dirname(__file__))
+from replica_storage_child import apply, entries  # noqa: E402 - the child's helpers, next to this file
 
 CHILD = os.path.join(os.path.dirname(__file__), "replica_storage_child.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -65,3 +74,54 @@ def test_crash_at_each_install_step_leaves_old_or_new_never_a_mix(tmp_path, poin
         assert st.applied_index >= st.base.index
     finally:
         s.close()
+
+
+def test_an_engine_behind_the_logs_base_is_refused_not_silently_used(tmp_path):
+    # The log was compacted past what a now-missing engine held (its directory
+    # entry lost in a power loss): entries 1..20 are in neither. Opening an
+    # empty engine under that log would silently lose them.
+    directory = str(tmp_path / "rg-1")
+    s = ReplicaStorage(directory, node_id=1)
+    es = entries(1, 20, b"v")
+    s.log.persist(HardState(1, 20), es)
+    apply(s, es)
+    s.db.flush()
+    s.log.compact(s.db.applied_index)   # what ReplicaHost._compact_log does
+    s.close()
+    shutil.rmtree(tmp_path / "rg-1" / "db")
+    with pytest.raises(CorruptionError, match="applied index 0 is below the log's base 20"):
+        ReplicaStorage(directory, node_id=1)
+    with pytest.raises(CorruptionError):   # the same again, not DBLockedError: the refused open released its locks
+        ReplicaStorage(directory, node_id=1)
+
+
+def test_install_makes_db_installing_durable_before_the_log_names_the_snapshot(tmp_path, monkeypatch):
+    # Step 2 (the log's SNAPSHOT record) is the point of no return: if the
+    # directory entry of db.installing could still vanish in a power loss
+    # after it, the reopened replica would have neither the data nor the log.
+    source = ReplicaStorage(str(tmp_path / "source"), node_id=1)
+    es = entries(1, 5, b"new")
+    source.log.persist(HardState(1, 5), es)
+    apply(source, es)
+    chunks = list(source.snapshot_chunks(5))
+    source.close()
+    target = ReplicaStorage(str(tmp_path / "target"), node_id=2)
+    events: list[str] = []
+    real_sync_dir, real_persist = DEFAULT_ENV.sync_dir, target.log.persist
+
+    def sync_dir(path: str) -> None:
+        if os.path.exists(os.path.join(path, "db.installing")):
+            events.append("sync_dir with db.installing")
+        real_sync_dir(path)
+
+    def persist(hard_state, entries_, snapshot=None):
+        if snapshot is not None:
+            events.append("log names the snapshot")
+        real_persist(hard_state, entries_, snapshot)
+
+    monkeypatch.setattr(replica_storage.DEFAULT_ENV, "sync_dir", sync_dir)
+    monkeypatch.setattr(target.log, "persist", persist)
+    staged = [StagedChunk(LogPosition(1, 5), i, c, i == len(chunks) - 1) for i, c in enumerate(chunks)]
+    target.persist(staged, LogPosition(1, 5), (), None)
+    target.close()
+    assert events[:2] == ["sync_dir with db.installing", "log names the snapshot"], events
