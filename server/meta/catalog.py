@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from engine.db import TABLE_NAME_PATTERN, TABLE_NAME_RULE
 from server.meta.backend import MetaBackend
+from server.node.dedup import DEDUP_TABLE_ID
 
 MAX_KEY = 4096
 
@@ -70,6 +71,8 @@ class Catalog:
         starts = [b""] + splits
         ranges = tuple((start, order[i % len(order)]) for i, start in enumerate(starts))
         table_id = (self.store.get("counter", "table_id") or 0) + 1
+        if table_id >= DEDUP_TABLE_ID:   # the ids above are the replicas' own (server/node/dedup.py)
+            raise ValueError(f"table ids are exhausted ({table_id - 1} tables were created)")
         self.store.put("counter", "table_id", table_id)
         self.store.put("table", name, {"id": table_id, "ranges": [[s.hex(), rg] for s, rg in ranges]})
         t = self.tables[name] = Table(name, table_id, ranges)

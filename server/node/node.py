@@ -34,6 +34,7 @@ from engine._native.block_cache import BlockCache
 from engine.errors import QuorumKVError
 from server import timeline
 from server.node import codec
+from server.node.dedup import MAX_DEDUP_RECORDS
 from server.node.meta_link import MetaLink
 from server.node.metrics import CLIENT_LATENCY, CLIENT_OPS, NodeCollector
 from server.node.peers import SERVER_OPTIONS, PeerLink
@@ -441,6 +442,9 @@ class _DataService(data_pb2_grpc.DataServicer):
             problem = (data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}")
         elif not write_batch.validate(req.batch) or write_batch.count(req.batch) == 0:
             problem = (data_pb2.INVALID_ARGUMENT, "batch is not a well-formed, non-empty write batch")
+        elif req.request_id and write_batch.count(req.batch) > MAX_DEDUP_RECORDS:
+            problem = (data_pb2.INVALID_ARGUMENT, f"a write with a request id holds at most {MAX_DEDUP_RECORDS} "
+                                                  "records (split it)")
         elif (req.if_seq or req.if_absent) and write_batch.count(req.batch) != 1:
             problem = (data_pb2.INVALID_ARGUMENT, "a conditional write holds exactly one record")
         elif req.if_seq and (len(req.if_seq) != 16 or req.if_absent):

@@ -370,8 +370,8 @@ class ReplicaHost:
 
     def _finish(self, rd: Ready) -> None:
         """Steps 4-6 of a Ready whose persist is done: apply, answer, advance."""
-        if rd.snapshot is not None:   # the installed data's seqs: the next stamps go above them
-            self.writes.last_seq = max(self.writes.last_seq, self.storage.db.last_seq)
+        if rd.snapshot is not None:   # its dedup window and seqs (the next stamps go above them)
+            self.writes.installed_snapshot(rd.snapshot.index)
         self._apply(rd)
         if timeline.ENABLED and rd.committed_entries:
             timeline.mark("host.applied")

@@ -64,6 +64,7 @@ from engine._native import wal_frame, write_batch
 from engine.env import DEFAULT_ENV
 from engine.errors import CorruptionError, TableExistsError
 from engine.wal import LogWriter, read_log
+from server.node.dedup import DEDUP_TABLE_ID
 from server.node.log_store import LogStore
 from server.replication.messages import Entry, LogPosition
 from server.replication.ready import DurableState, HardState, StagedChunk
@@ -266,6 +267,23 @@ class ReplicaStorage:
                 voided.update(dropped)
             db.write_encoded(rep)
         return voided
+
+    def voided_tables(self, rep: bytes) -> set[int]:
+        """The tables of `rep` that apply() would void (dropped before it committed)."""
+        unknown = [tid for tid in write_batch.table_ids(rep) if tid not in self._tables]
+        return set(unknown).intersection(self.db.dropped_table_ids()) if unknown else set()
+
+    def apply_dedup(self, batch: bytes) -> None:
+        """A dedup window batch (server/node/dedup.py), written before its entry's records."""
+        if DEDUP_TABLE_ID not in self._tables:
+            self.db.create_table(table_name(DEDUP_TABLE_ID), table_id=DEDUP_TABLE_ID)
+            self._tables.add(DEDUP_TABLE_ID)
+        self.db.write_encoded(batch)
+
+    def dedup_rows(self) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """The dedup window's rows (key, value, seq), as the engine holds them."""
+        if DEDUP_TABLE_ID in self._tables:
+            yield from self.db.scan(table_name(DEDUP_TABLE_ID))
 
     def drop_table(self, table_id: int) -> None:
         """Drops a table's data (a committed drop entry); a no-op if absent."""

@@ -24,12 +24,12 @@ proposed at once, ahead of the held-back writes. Every replica applies the
 same entries, so the outcome is the leader's check, made exactly once.
 
 Deduplication: a write may carry a request id (entry_payload.py puts the ids
-in the log). Every replica remembers the ids it applied, with their stored
-seqs, in a window of DEDUP_WINDOW requests; a retry of an applied id is
-answered from there, a retry of an id still in flight waits for the same
-entry. After a restart the window is rebuilt from the committed entries
-still in the log, so it reaches back to the last log compaction (at least
-compact_after_entries entries, server/node/node.py).
+in the log). Every replica remembers the last DEDUP_WINDOW ids it applied,
+with their stored seqs, in its engine (dedup.py: part of the replicated
+state, so restarts and snapshot installs keep it); a retry of an applied id
+is answered from there, a retry of an id still in flight waits for the same
+entry, and a retry of an id in this replica's log but not applied yet waits
+for that entry (proposed anew if another entry replaced it).
 
 Outcomes (rule C3 and E5 of server/replication/README.md):
   OK               applied in the epoch it was proposed in; value (index, seqs)
@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -54,6 +53,7 @@ from typing import Any
 
 from engine._native import write_batch
 from server.node import entry_payload
+from server.node.dedup import APPLIED, VOIDED, Applied, DedupWindow
 from server.node.replica_storage import ReplicaStorage
 from server.replication.errors import NotLeaderError
 from server.replication.messages import Entry, EntryKind, Role
@@ -62,7 +62,7 @@ from server.replication.replica import Replica
 log = logging.getLogger(__name__)
 
 MAX_ENTRY_BYTES = 4 << 20   # pending writes beyond this go into further entries of the same proposal
-DEDUP_WINDOW = 50_000
+MAX_ENTRY_REQUESTS = 10_000   # ... and request ids beyond this: an entry's ids always fit the dedup window
 
 
 class Outcome(IntEnum):
@@ -133,18 +133,16 @@ class WritePath:
         self.replica = replica
         self.storage = storage
         lg = replica.log
-        tail = lg.entries(lg.first_index, lg.last_index) if lg.last_index >= lg.first_index else []
+        first = max(lg.first_index, lg.applied_index + 1)
+        tail = lg.entries(first, lg.last_index) if lg.last_index >= first else []
         self.last_seq = storage.db.last_seq
-        self._applied: OrderedDict[int, tuple[int, bytes]] = OrderedDict()   # request id -> (index, seqs)
+        # The window as of the engine's applied index (those above it are
+        # replayed through apply() and recorded there).
+        self._applied = DedupWindow()
+        self._applied.load(storage.dedup_rows())
         self._logged: dict[int, int] = {}        # request id -> index of a log entry holding it, not applied yet
         self._ids_at: dict[int, set[int]] = {}   # log index -> request ids seen in entries at that index
         self._awaiting_log: dict[int, list[_Write]] = {}   # retries of ids in `_logged`: answered when it applies
-        # The dedup window after a restart: committed entries still in the log
-        # that the engine already holds (those above its applied index are
-        # replayed through apply() and recorded there).
-        for e in tail:
-            if e.index <= lg.applied_index:
-                self._record_requests(e)
         self.observe(tail)
         self._pending: list[_Write] = []
         self._conditional: list[_Write] = []
@@ -165,7 +163,7 @@ class WritePath:
         if request_id:
             done = self._applied.get(request_id)
             if done is not None:
-                fut.set_result(Result(Outcome.OK, self.replica.epoch, self.node_id, done))
+                fut.set_result(self._first_outcome(done))
                 notify(fut, on_done)
                 return fut
             first = self._inflight.get(request_id)
@@ -173,7 +171,7 @@ class WritePath:
                 first.add_done_callback(lambda f: _copy_outcome(f, fut, on_done))
                 return fut
             self._inflight[request_id] = fut
-            if request_id in self._logged:
+            if self._logged.get(request_id, 0) > self.replica.log.applied_index:
                 # In this replica's log, not applied yet (typically: proposed by a
                 # deposed leader, and this one is new): its outcome is that entry's.
                 self._awaiting_log.setdefault(request_id, []).append(
@@ -183,16 +181,11 @@ class WritePath:
         (self._conditional if if_seq or if_absent else self._pending).append(w)
         return fut
 
-    def _record_requests(self, e: Entry) -> None:
-        if e.kind is not EntryKind.WRITE or entry_payload.dropped_table(e.payload) is not None:
-            return
-        requests, rep = entry_payload.decode(e.payload)
-        if requests:
-            stored = write_batch.seqs(rep, 0, write_batch.count(rep))
-            for request_id, first, count in requests:
-                self._applied[request_id] = (e.index, stored[16 * first:16 * (first + count)])
-            while len(self._applied) > DEDUP_WINDOW:
-                self._applied.popitem(last=False)
+    def _first_outcome(self, done: Applied) -> Result:
+        """A retry's answer: the outcome its request had when it applied."""
+        if done.status == VOIDED:
+            return Result(Outcome.TABLE_DROPPED, self.replica.epoch, self.node_id)
+        return Result(Outcome.OK, self.replica.epoch, self.node_id, (done.index, done.seqs))
 
     def observe(self, entries: Sequence[Entry]) -> None:
         """Entries entering this replica's log: the next stamps go above their
@@ -221,46 +214,52 @@ class WritePath:
         if self._conditional:
             if r.role is not Role.LEADER or r.log.applied_index < r.log.last_index:
                 return   # the barrier: wait until everything proposed is applied (holding plain writes too)
-            writes = self._check_conditions(self._conditional)
-            self._conditional = []
+            writes = self._check_conditions(self._conditional)   # leaves the deferred ones in _conditional
         writes.extend(self._pending)
         self._pending = []
         if writes:
             self._propose(writes)
 
     def _check_conditions(self, conditional: list[_Write]) -> list[_Write]:
+        """The conditional writes whose condition holds now. One whose key a
+        write accepted just before it changes (its seq not stamped yet) is
+        kept for the next round, which checks it against the applied state:
+        an answer of CONDITION_FAILED carries the key's current seq."""
         accepted: list[_Write] = []
-        changed: dict[tuple[int, bytes], bool] = {}   # accepted this round: key -> live after it
+        later: list[_Write] = []
+        changed: set[tuple[int, bytes]] = set()   # keys accepted this round
         for w in conditional:
             done = self._applied.get(w.request_id) if w.request_id else None
             if done is not None:   # a retry of a write that applied meanwhile: its first outcome
-                self._resolve(w, Result(Outcome.OK, self.replica.epoch, self.node_id, done))
+                self._resolve(w, self._first_outcome(done))
                 continue
-            (kind, tid, user_key, _value, _seq), = write_batch.decode(w.rep)   # one record: checked on arrival
-            if (tid, user_key) in changed:   # a write accepted just before: its seq is not stamped yet
-                live, current = changed[(tid, user_key)], None
-            else:
-                e = self.storage.get_entry(tid, user_key)
-                live = e is not None and not e.deleted
-                current = e.seq if live else None
+            (_kind, tid, user_key, _value, _seq), = write_batch.decode(w.rep)   # one record: checked on arrival
+            if (tid, user_key) in changed:
+                later.append(w)
+                continue
+            e = self.storage.get_entry(tid, user_key)
+            live = e is not None and not e.deleted
+            current = e.seq if live else None
             ok = (not live) if w.if_absent else (live and current == w.if_seq)
             if ok:
                 accepted.append(w)
-                changed[(tid, user_key)] = kind == write_batch.VALUE
+                changed.add((tid, user_key))
             else:
                 self._resolve(w, Result(Outcome.CONDITION_FAILED, self.replica.epoch, self.node_id, current or b""))
+        self._conditional = later
         return accepted
 
     def _propose(self, writes: list[_Write]) -> None:
         r = self.replica
         groups: list[list[_Write]] = [[]]
-        size = 0
+        size = ids = 0
         for w in writes:
-            if size and size + len(w.rep) > MAX_ENTRY_BYTES:
+            if size and (size + len(w.rep) > MAX_ENTRY_BYTES or ids == MAX_ENTRY_REQUESTS):
                 groups.append([])
-                size = 0
+                size = ids = 0
             groups[-1].append(w)
             size += len(w.rep)
+            ids += bool(w.request_id)
         first = r.log.last_index + 1
         payloads: list[bytes] = []
         waiting: list[_Waiting] = []
@@ -282,48 +281,80 @@ class WritePath:
 
     # ---------------------------------------------------------------- applying
     def apply(self, entries: Sequence[Entry]) -> None:
-        """Committed entries, in log order: into the engine, then the answers."""
-        decoded = []
+        """Committed entries, in log order: into the engine (with the dedup
+        window, dedup.py), then the answers."""
         for e in entries:
-            if e.kind is not EntryKind.WRITE:
-                continue
-            dropped = entry_payload.dropped_table(e.payload)
-            if dropped is None:
-                decoded.append((e, *entry_payload.decode(e.payload)))
-                continue
-            voided = self.storage.apply([rep for _, _, rep in decoded])   # everything before the drop, in order
-            self._answer(decoded, voided)
-            decoded = []
-            self.storage.drop_table(dropped)
             w = self._waiting.pop(e.index, None)
-            if w is not None:
-                for cw in w.writes:
-                    self._resolve(cw, Result(Outcome.OK if w.epoch == e.epoch else Outcome.NOT_LEADER,
-                                             self.replica.epoch, self.node_id, (e.index, b"")))
-        voided = self.storage.apply([rep for _, _, rep in decoded])
-        self._answer(decoded, voided)
-        for e in entries:   # NOOPs and writes of other epochs at indexes we proposed
-            w = self._waiting.pop(e.index, None)
-            if w is not None:
+            dropped = entry_payload.dropped_table(e.payload) if e.kind is EntryKind.WRITE else None
+            if e.kind is EntryKind.WRITE and dropped is None:
+                self._apply_write(e, w)
+                continue
+            if dropped is not None:
+                self.storage.drop_table(dropped)
+                if w is not None:
+                    for cw in w.writes:
+                        self._resolve(cw, Result(Outcome.OK if w.epoch == e.epoch else Outcome.NOT_LEADER,
+                                                 self.replica.epoch, self.node_id, (e.index, b"")))
+            elif w is not None:   # a NOOP where we proposed writes: another leader's entry took the index
                 self._reject(w.writes, Outcome.NOT_LEADER)
+            self._settle_logged(e.index)   # request ids a replaced entry held at this index
 
-    def _settle_logged(self, index: int, ids: set[int]) -> None:
-        """After the entry at `index` applied (its request ids recorded): retries
-        waiting for an id it holds get that outcome; ids that some truncated
-        entry at this index held never happened here, so their retries are
-        proposed anew."""
+    def _apply_write(self, e: Entry, w: _Waiting | None) -> None:
+        requests, rep = entry_payload.decode(e.payload)
+        n = write_batch.count(rep)
+        self.applied_records += n
+        stored = write_batch.seqs(rep, 0, n) if requests or w is not None else b""
+        if requests:
+            voided = self.storage.voided_tables(rep)
+            tids = [r[1] for r in write_batch.decode(rep)] if voided else []   # rare: a write raced a drop
+            window = [(request_id, VOIDED if voided.intersection(tids[first:first + count]) else APPLIED,
+                       stored[16 * first:16 * (first + count)]) for request_id, first, count in requests]
+            batch = self._applied.record(e.index, window, write_batch.max_seq(rep))
+            if batch is not None:   # before the records: see dedup.py
+                self.storage.apply_dedup(batch)
+        voided = self.storage.apply([rep])
+        for request_id, _first, _count in requests:
+            self._inflight.pop(request_id, None)
+        self._settle_logged(e.index)
+        if w is None:
+            return
+        if w.epoch != e.epoch:   # another leader's entry committed at that index: ours never will
+            self._reject(w.writes, Outcome.NOT_LEADER)
+            return
+        for cw, off in zip(w.writes, w.offsets):
+            if voided and voided.intersection(write_batch.table_ids(cw.rep)):
+                self._resolve(cw, Result(Outcome.TABLE_DROPPED, e.epoch, self.node_id))
+                continue
+            count = write_batch.count(cw.rep)
+            self._resolve(cw, Result(Outcome.OK, e.epoch, self.node_id,
+                                     (e.index, stored[16 * off:16 * (off + count)])))
+
+    def _settle_logged(self, index: int) -> None:
+        """After the entry at `index` applied (its request ids recorded): the
+        retries waiting for an id logged there get the id's first outcome if
+        it applied (there or earlier); ids that the applied entry does not
+        hold (another entry replaced theirs) never happened, so their retries
+        are proposed anew."""
         for request_id in self._ids_at.pop(index, ()):
             at = self._logged.get(request_id)
             if at is not None and at != index:
                 continue   # logged again at a later index: settled when that one applies
             self._logged.pop(request_id, None)
-            waiting = self._awaiting_log.pop(request_id, [])
-            for w in waiting:
-                if request_id in ids:
-                    self._resolve(w, Result(Outcome.OK, self.replica.epoch, self.node_id,
-                                            self._applied[request_id]))
+            for w in self._awaiting_log.pop(request_id, []):
+                done = self._applied.get(request_id)
+                if done is not None:
+                    self._resolve(w, self._first_outcome(done))
                 else:
                     (self._conditional if w.if_seq or w.if_absent else self._pending).append(w)
+
+    def installed_snapshot(self, index: int) -> None:
+        """A snapshot replaced the state up to `index`: the window is the one it
+        carried, the next stamps go above its seqs, and the ids logged at or
+        below it are settled by it."""
+        self._applied.load(self.storage.dedup_rows())
+        self.last_seq = max(self.last_seq, self.storage.db.last_seq)
+        for at in sorted(i for i in self._ids_at if i <= index):
+            self._settle_logged(at)
 
     def propose_drop(self, table_id: int) -> asyncio.Future:
         """Proposes dropping a table on every replica; resolves when applied."""
@@ -335,31 +366,6 @@ class WritePath:
             return fut
         self._waiting[p.first_index] = _Waiting(p.epoch, [_Write(b"", fut)], [0])
         return fut
-
-    def _answer(self, decoded: list[tuple[Entry, list[tuple[int, int, int]], bytes]], voided: set[int]) -> None:
-        for e, requests, rep in decoded:
-            n = write_batch.count(rep)
-            self.applied_records += n
-            stored = write_batch.seqs(rep, 0, n) if requests or e.index in self._waiting else b""
-            for request_id, first, count in requests:
-                self._applied[request_id] = (e.index, stored[16 * first:16 * (first + count)])
-                self._inflight.pop(request_id, None)
-            self._settle_logged(e.index, {r[0] for r in requests})
-            while len(self._applied) > DEDUP_WINDOW:
-                self._applied.popitem(last=False)
-            w = self._waiting.pop(e.index, None)
-            if w is None:
-                continue
-            if w.epoch != e.epoch:   # another leader's entry committed at that index: ours never will
-                self._reject(w.writes, Outcome.NOT_LEADER)
-                continue
-            for cw, off in zip(w.writes, w.offsets):
-                n = write_batch.count(cw.rep)
-                if voided and voided.intersection(write_batch.table_ids(cw.rep)):
-                    self._resolve(cw, Result(Outcome.TABLE_DROPPED, e.epoch, self.node_id))
-                    continue
-                self._resolve(cw, Result(Outcome.OK, e.epoch, self.node_id,
-                                         (e.index, stored[16 * off:16 * (off + n)])))
 
     # ---------------------------------------------------------------- failing
     def fail_all(self, outcome: Outcome) -> None:

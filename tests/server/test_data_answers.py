@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from engine._native import write_batch
+from server.node.dedup import MAX_DEDUP_RECORDS
 from server.node.node import _DataService, _fill_read
 from server.node.write_path import Outcome, Result
 from server.proto import data_pb2
@@ -68,3 +70,29 @@ def test_answers_leave_as_they_complete_not_in_request_order():
         return order
 
     assert asyncio.run(run()) == [(2, data_pb2.OK), (1, data_pb2.NOT_LEADER)]
+
+
+def test_a_write_with_a_request_id_too_large_for_the_dedup_window_is_refused_before_any_replica():
+    # Its seqs must fit one engine value of the dedup window (server/node/dedup.py).
+    class _Host:
+        rg = 1
+        submitted = 0
+
+        def submit_write(self, *args, **kwargs):
+            self.submitted += 1
+
+    async def run():
+        host = _Host()
+        service = _DataService(type("Node", (), {"hosts": {1: host}, "id": 1})())
+        seq = bytes(15) + b"\x01"
+        records = [(write_batch.VALUE, 9, b"k%d" % i, b"", seq) for i in range(MAX_DEDUP_RECORDS + 1)]
+        answers = []
+        req = data_pb2.WriteRequest(id=1, rg=1, batch=write_batch.encode_many(records), request_id=7)
+        assert service._submit_write(req, lambda fut: answers.append(fut.result())) is None
+        req.request_id = 0   # without an id nothing is remembered: no limit beyond the batch's own
+        assert service._submit_write(req, lambda fut: answers.append(fut.result())) is host
+        return answers, host.submitted
+
+    answers, submitted = asyncio.run(run())
+    assert [code for code, _ in answers] == [data_pb2.INVALID_ARGUMENT] and submitted == 1
+    assert f"at most {MAX_DEDUP_RECORDS} records" in answers[0][1]
