@@ -528,6 +528,10 @@ class DB:
                     self._roll_wal()
                 break
             if force and sv.mem.count == 0:
+                # Nothing to write, but an empty batch may have moved the applied
+                # index (a snapshot of a state with no rows): it is durable as is.
+                if sv.imm is None and self._mem_applied_index > self._versions.applied_index:
+                    self._versions.log_and_apply(VersionEdit(applied_index=self._mem_applied_index))
                 break
             if sv.imm is not None or len(sv.version.levels[0]) >= opts.l0_stop_trigger:
                 if stall_start is None:

@@ -11,20 +11,23 @@ written just before the entry's own records. A restart rebuilds it from the
 engine (whose durable state plus the replayed log is the state at the last
 applied entry), and a snapshot carries the table like any other.
 
-Record in table DEDUP_TABLE_ID (one per request id):
+Records in table DEDUP_TABLE_ID, one per applied WRITE entry that carried
+request ids (two or more if its requests' seqs pass a value's 1 MiB):
 
-    key    request id, u64 big endian
-    value  +-----------+-----------+--------+------------------------+
-           | index     | order     | status | seqs                   |
-           | u64 LE    | u32 LE    | u8     | 16 bytes per record    |
-           +-----------+-----------+--------+------------------------+
-    seq    the largest seq stamped in the entry (so a later entry's record
-           of the same id, or its eviction, is newer)
+    key    entry index u64 BE | part u16 BE
+    value  request * n, each:
+           +-----------+--------+-----------+------------------------+
+           | id        | status | count     | seqs                   |
+           | u64 LE    | u8     | u32 LE    | 16 bytes * count       |
+           +-----------+--------+-----------+------------------------+
+    seq    the largest seq stamped in the entry
 
-index: the log entry that applied it; order: its place among the entry's
-requests (the window's order is (index, order)); status: APPLIED, or VOIDED
-(its table was dropped before it committed, so a retry hears TABLE_DROPPED);
-seqs: the seqs its records were stored with.
+status: APPLIED, or VOIDED (its table was dropped before it committed, so a
+retry hears TABLE_DROPPED); seqs: the seqs its records were stored with. An
+id applied again by a later entry (a retry proposed anew) counts from the
+later one. Eviction drops whole entries, oldest first, while the window holds
+more than `capacity` ids, so it is deterministic and costs one engine delete
+per evicted entry.
 
 Why written before the entry's records, as a separate engine batch without
 an applied index: the engine persists by flushing whole memtables, so if the
@@ -38,17 +41,18 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from engine._native import write_batch
 
 DEDUP_TABLE_ID = 2**32 - 2        # the engine's largest table id; the catalog never hands it out
-DEDUP_WINDOW = 50_000             # requests remembered per replica
+DEDUP_WINDOW = 50_000             # request ids remembered per replica (whole entries: up to one entry fewer)
 MAX_DEDUP_RECORDS = 60_000        # records of one deduplicated request: its seqs fit in one engine value
 APPLIED, VOIDED = 1, 2
-_HEAD = struct.Struct("<QIB")
-_KEY = struct.Struct(">Q")
+_REQUEST = struct.Struct("<QBI")
+_KEY = struct.Struct(">QH")
+_PART_BYTES = write_batch.MAX_VALUE - 64
 
 
 class Applied(NamedTuple):
@@ -60,62 +64,114 @@ class Applied(NamedTuple):
     seqs: bytes
 
 
+Rows = Iterable[tuple[bytes, bytes, bytes]]
+
+
 class DedupWindow:
-    def __init__(self, capacity: int = DEDUP_WINDOW):
+    """The window, loaded from the table's rows on first use (`source`), so a
+    node opening hundreds of idle replicas reads none of them."""
+
+    def __init__(self, capacity: int = DEDUP_WINDOW, source: Callable[[], Rows] | None = None):
         if capacity < 1:
             raise ValueError("the window holds at least one request")
         self.capacity = capacity
-        self._ids: OrderedDict[int, Applied] = OrderedDict()   # in (index, order) order, oldest first
+        self._source = source
+        self._ids: dict[int, Applied] = {}
+        self._entries: OrderedDict[int, tuple[tuple[int, ...], int]] = OrderedDict()   # index -> (ids, parts)
+
+    def _loaded(self) -> dict[int, Applied]:
+        if self._source is not None:
+            source, self._source = self._source, None
+            self.load(source())
+        return self._ids
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._loaded())
 
     def __contains__(self, request_id: int) -> bool:
-        return request_id in self._ids
+        return request_id in self._loaded()
 
     def get(self, request_id: int) -> Applied | None:
-        return self._ids.get(request_id)
+        return self._loaded().get(request_id)
 
-    def load(self, rows: Iterable[tuple[bytes, bytes, bytes]]) -> None:
+    def reset(self, source: Callable[[], Rows]) -> None:
+        """Forgets the window; the next use loads it from `source` (after a snapshot install)."""
+        self._source = source
+        self._ids, self._entries = {}, OrderedDict()
+
+    def load(self, rows: Rows) -> None:
         """Replaces the window by the dedup table's rows (key, value, seq), as
         a restart or a snapshot install leaves them."""
-        found = []
+        parts: dict[int, list[tuple[int, bytes]]] = {}
         for key, value, _seq in rows:
-            index, order, status = _HEAD.unpack_from(value)
-            found.append((index, order, _KEY.unpack(key)[0], status, value[_HEAD.size:]))
-        found.sort()
-        self._ids = OrderedDict((rid, Applied(index, order, status, seqs))
-                                for index, order, rid, status, seqs in found)
+            index, part = _KEY.unpack(key)
+            parts.setdefault(index, []).append((part, value))
+        self._source = None
+        self._ids, self._entries = {}, OrderedDict()
+        for index in sorted(parts):
+            self._add(index, [r for _part, value in sorted(parts[index]) for r in _unpack(value)],
+                      len(parts[index]))
+
+    def _add(self, index: int, requests: list[tuple[int, int, bytes]], parts: int) -> tuple[int, ...]:
+        ids = self._ids
+        rids = []
+        for order, (rid, status, seqs) in enumerate(requests):
+            a = ids.get(rid)
+            if a is not None and a.index == index:
+                continue   # twice in one entry: the first counts
+            ids[rid] = Applied(index, order, status, seqs)
+            rids.append(rid)
+        self._entries[index] = (tuple(rids), parts)
+        return tuple(rids)
 
     def record(self, index: int, requests: list[tuple[int, int, bytes]], seq: bytes) -> bytes | None:
         """Adds the requests (id, status, seqs) of the entry at `index`, in
-        their order, and evicts the oldest beyond capacity. Returns the engine
-        batch that makes the table match (puts of the added ids that stay,
-        deletes of the evicted ones, all with `seq`), or None if nothing
-        changes."""
-        if not requests:
+        their order, and evicts the oldest entries while the window holds more
+        than `capacity` ids (never the new one). Returns the engine batch that
+        makes the table match (`seq` on every record), or None if nothing
+        changes: no requests, or an entry recorded already (a replay after a
+        crash that kept the window but not the entry's records)."""
+        ids = self._loaded()
+        if not requests or index in self._entries:
             return None
-        ids = self._ids
-        added: dict[int, None] = {}   # ids of this entry, in order
-        moved: set[int] = set()       # ... of which the table held an older record
-        for order, (rid, status, seqs) in enumerate(requests):
-            old = ids.get(rid)
-            if old is not None:
-                if old.index == index:
-                    continue   # twice in one entry: the first counts
-                del ids[rid]   # applied again later (a retry proposed anew): it moves to this entry
-                moved.add(rid)
-            ids[rid] = Applied(index, order, status, seqs)
-            added[rid] = None
-        evicted = []
-        while len(ids) > self.capacity:
-            evicted.append(ids.popitem(last=False)[0])
-        table = DEDUP_TABLE_ID
-        records = [(write_batch.DELETE, table, _KEY.pack(rid), None, seq)
-                   for rid in evicted if rid not in added or rid in moved]
-        for rid in added:
-            a = ids.get(rid)
-            if a is not None:   # not evicted at once (an entry with more requests than the window)
-                records.append((write_batch.VALUE, table, _KEY.pack(rid),
-                                _HEAD.pack(a.index, a.order, a.status) + a.seqs, seq))
-        return write_batch.encode_many(records) if records else None
+        values = _pack(requests)
+        self._add(index, requests, len(values))
+        records = []
+        while len(ids) > self.capacity and len(self._entries) > 1:
+            old, (rids, parts) = self._entries.popitem(last=False)
+            for rid in rids:
+                a = ids.get(rid)
+                if a is not None and a.index == old:
+                    del ids[rid]
+            records.extend((write_batch.DELETE, DEDUP_TABLE_ID, _KEY.pack(old, part), None, seq)
+                           for part in range(parts))
+        records.extend((write_batch.VALUE, DEDUP_TABLE_ID, _KEY.pack(index, part), value, seq)
+                       for part, value in enumerate(values))
+        return write_batch.encode_many(records)
+
+
+def _pack(requests: list[tuple[int, int, bytes]]) -> list[bytes]:
+    """The entry's requests as values of at most _PART_BYTES (one request never spans two)."""
+    values: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for rid, status, seqs in requests:
+        one = _REQUEST.pack(rid, status, len(seqs) // 16) + seqs
+        if chunk and size + len(one) > _PART_BYTES:
+            values.append(b"".join(chunk))
+            chunk, size = [], 0
+        chunk.append(one)
+        size += len(one)
+    values.append(b"".join(chunk))
+    return values
+
+
+def _unpack(value: bytes) -> list[tuple[int, int, bytes]]:
+    out = []
+    at = 0
+    while at < len(value):
+        rid, status, count = _REQUEST.unpack_from(value, at)
+        at += _REQUEST.size
+        out.append((rid, status, value[at:at + 16 * count]))
+        at += 16 * count
+    return out

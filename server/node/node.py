@@ -34,7 +34,7 @@ from engine._native.block_cache import BlockCache
 from engine.errors import QuorumKVError
 from server import timeline
 from server.node import codec
-from server.node.dedup import MAX_DEDUP_RECORDS
+from server.node.dedup import DEDUP_TABLE_ID, MAX_DEDUP_RECORDS
 from server.node.meta_link import MetaLink
 from server.node.metrics import CLIENT_LATENCY, CLIENT_OPS, NodeCollector
 from server.node.peers import SERVER_OPTIONS, PeerLink
@@ -79,6 +79,7 @@ LEASE_MS = 300
 # On a leader, acknowledgements that complete a quorum (apply, answers,
 # served reads); on a follower, a read round's Heartbeat (its HeartbeatAck).
 _TAKEN_AT_ONCE = (AppendAck, HeartbeatAck, Heartbeat)
+_RESERVED_TABLE = f"table ids from {DEDUP_TABLE_ID} up are the replicas' own (server/node/dedup.py)"
 _DATA_CODE = {Outcome.OK: data_pb2.OK, Outcome.NOT_LEADER: data_pb2.NOT_LEADER,
               Outcome.OUTCOME_UNKNOWN: data_pb2.OUTCOME_UNKNOWN, Outcome.TIMEOUT: data_pb2.TIMEOUT,
               Outcome.CONDITION_FAILED: data_pb2.CONDITION_FAILED, Outcome.TABLE_DROPPED: data_pb2.TABLE_DROPPED}
@@ -442,6 +443,8 @@ class _DataService(data_pb2_grpc.DataServicer):
             problem = (data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}")
         elif not write_batch.validate(req.batch) or write_batch.count(req.batch) == 0:
             problem = (data_pb2.INVALID_ARGUMENT, "batch is not a well-formed, non-empty write batch")
+        elif max(write_batch.table_ids(req.batch)) >= DEDUP_TABLE_ID:
+            problem = (data_pb2.INVALID_ARGUMENT, _RESERVED_TABLE)
         elif req.request_id and write_batch.count(req.batch) > MAX_DEDUP_RECORDS:
             problem = (data_pb2.INVALID_ARGUMENT, f"a write with a request id holds at most {MAX_DEDUP_RECORDS} "
                                                   "records (split it)")
@@ -461,6 +464,9 @@ class _DataService(data_pb2_grpc.DataServicer):
         if h is None:
             _answer_now(on_done, (data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}"))
             return None
+        if req.table_id >= DEDUP_TABLE_ID:
+            _answer_now(on_done, (data_pb2.INVALID_ARGUMENT, _RESERVED_TABLE))
+            return None
         h.submit_read(lambda: h.get(req.table_id, req.key), on_done, wake=False)
         return h
 
@@ -469,6 +475,8 @@ class _DataService(data_pb2_grpc.DataServicer):
         if h is None:
             return data_pb2.GroupDropTableResponse(code=data_pb2.UNKNOWN_GROUP,
                                                    message=f"no replica of rg {request.rg} here")
+        if request.table_id >= DEDUP_TABLE_ID:
+            return data_pb2.GroupDropTableResponse(code=data_pb2.INVALID_ARGUMENT, message=_RESERVED_TABLE)
         if h.replica.role is not Role.LEADER:
             return data_pb2.GroupDropTableResponse(code=data_pb2.NOT_LEADER, epoch=h.replica.epoch,
                                                    leader=h.replica.leader_id or 0)
@@ -480,6 +488,8 @@ class _DataService(data_pb2_grpc.DataServicer):
         h = self.node.hosts.get(request.rg)
         if h is None:
             return data_pb2.ScanResponse(code=data_pb2.UNKNOWN_GROUP, message=f"no replica of rg {request.rg} here")
+        if request.table_id >= DEDUP_TABLE_ID:
+            return data_pb2.ScanResponse(code=data_pb2.INVALID_ARGUMENT, message=_RESERVED_TABLE)
         limit = request.limit or None
         fetch = None if limit is None else limit + 1
 

@@ -286,10 +286,21 @@ class ReplicaStorage:
             yield from self.db.scan(table_name(DEDUP_TABLE_ID))
 
     def drop_table(self, table_id: int) -> None:
-        """Drops a table's data (a committed drop entry); a no-op if absent."""
-        if table_id in self._tables:
-            self.db.drop_table(table_name(table_id))
-            self._tables.discard(table_id)
+        """Drops a table's data (a committed drop entry) and records its id as
+        dropped, so a later write to it is voided here as on every member.
+        A table this engine never had (a snapshot carries no table without
+        rows) is created to be dropped. The memtable is flushed first: a drop
+        is durable at once (the engine's manifest), so no write applied
+        before it may be replayed after it, when it would be voided instead."""
+        if table_id >= DEDUP_TABLE_ID:
+            raise ValueError(f"table id {table_id} is reserved (server/node/dedup.py)")
+        if table_id in self.db.dropped_table_ids():
+            return
+        self.db.flush()
+        if table_id not in self._tables:
+            self.db.create_table(table_name(table_id), table_id=table_id)
+        self.db.drop_table(table_name(table_id))
+        self._tables.discard(table_id)
 
     def clear_recovering(self) -> None:
         """Caught up: the member may vote again (durably)."""

@@ -18,10 +18,11 @@ even across routers whose clocks differ.
 Conditional writes (if_seq / if_absent, one record each) are checked against
 the state in log order: they wait until every entry this leader proposed is
 applied (new plain writes are held back meanwhile, so they cannot starve),
-are then checked against the engine (and against the conditional writes
-accepted just before them in the same round), and the accepted ones are
-proposed at once, ahead of the held-back writes. Every replica applies the
-same entries, so the outcome is the leader's check, made exactly once.
+are then checked against the engine, and the accepted ones are proposed at
+once, ahead of the held-back writes; one on a key that a write accepted in
+the same round changes waits for the next round (its seq is not known yet).
+Every replica applies the same entries, so the outcome is the leader's check,
+made exactly once.
 
 Deduplication: a write may carry a request id (entry_payload.py puts the ids
 in the log). Every replica remembers the last DEDUP_WINDOW ids it applied,
@@ -138,8 +139,7 @@ class WritePath:
         self.last_seq = storage.db.last_seq
         # The window as of the engine's applied index (those above it are
         # replayed through apply() and recorded there).
-        self._applied = DedupWindow()
-        self._applied.load(storage.dedup_rows())
+        self._applied = DedupWindow(source=storage.dedup_rows)
         self._logged: dict[int, int] = {}        # request id -> index of a log entry holding it, not applied yet
         self._ids_at: dict[int, set[int]] = {}   # log index -> request ids seen in entries at that index
         self._awaiting_log: dict[int, list[_Write]] = {}   # retries of ids in `_logged`: answered when it applies
@@ -351,7 +351,7 @@ class WritePath:
         """A snapshot replaced the state up to `index`: the window is the one it
         carried, the next stamps go above its seqs, and the ids logged at or
         below it are settled by it."""
-        self._applied.load(self.storage.dedup_rows())
+        self._applied.reset(self.storage.dedup_rows)
         self.last_seq = max(self.last_seq, self.storage.db.last_seq)
         for at in sorted(i for i in self._ids_at if i <= index):
             self._settle_logged(at)

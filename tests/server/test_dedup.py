@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 
 from host_group import TABLE, HostGroup
-from test_write_path import group, rep  # noqa: F401 - group: a one-member group fixture
+from test_write_path import OneMemberGroup, group, rep  # noqa: F401 - group: a one-member group fixture
 
 from engine._native import write_batch
-from server.node.dedup import APPLIED, DEDUP_TABLE_ID, DedupWindow
+from server.node.dedup import APPLIED, DEDUP_TABLE_ID, MAX_DEDUP_RECORDS, VOIDED, DedupWindow
 from server.node.write_path import Outcome
 from server.replication.messages import Role
 
@@ -192,33 +192,135 @@ def test_a_condition_failing_on_a_write_of_the_same_round_reports_that_writes_se
     asyncio.run(go())
 
 
-def test_the_window_keeps_the_newest_ids_and_its_engine_batches_mirror_it():
+def test_the_window_evicts_whole_entries_and_its_engine_batches_mirror_it():
     w = DedupWindow(capacity=3)
     table: dict[bytes, bytes] = {}   # what the engine's dedup table holds after each batch
 
-    def record(index: int, ids: list[int]) -> list[tuple[int, int]]:
+    def record(index: int, ids: list[int]) -> list[tuple[int, int]] | None:
         seq = index.to_bytes(8, "big") + bytes(8)
         batch = w.record(index, [(i, APPLIED, i.to_bytes(16, "big")) for i in ids], seq)
+        if batch is None:
+            return None
         changes = []
         for kind, tid, key, value, _seq in write_batch.decode(batch):
             assert tid == DEDUP_TABLE_ID
-            changes.append((kind, int.from_bytes(key, "big")))
+            changes.append((kind, int.from_bytes(key[:8], "big")))   # (entry index, part)
             if kind == write_batch.VALUE:
                 table[key] = value
             else:
                 del table[key]
         return changes
 
-    assert record(10, [1, 2]) == [(write_batch.VALUE, 1), (write_batch.VALUE, 2)]
-    assert record(11, [3, 4]) == [(write_batch.DELETE, 1), (write_batch.VALUE, 3), (write_batch.VALUE, 4)]
-    assert record(12, [2]) == [(write_batch.VALUE, 2)]            # 2 applied again later: it moves
-    assert record(13, [5, 5]) == [(write_batch.DELETE, 3), (write_batch.VALUE, 5)]   # twice in one entry: once
-    assert [i for i in range(1, 6) if i in w] == [2, 4, 5]
-    assert (w.get(2).index, w.get(4).index, w.get(5).order) == (12, 11, 0)
-    # A restart (or a snapshot) rebuilds the same window, in the same order, from the table alone.
-    again = DedupWindow(capacity=3)
-    again.load((key, value, b"") for key, value in table.items())
-    assert [again.get(i) for i in (2, 4, 5)] == [w.get(i) for i in (2, 4, 5)]
-    record(14, [6])   # both evict the same oldest id next
+    assert record(10, [1, 2]) == [(write_batch.VALUE, 10)]
+    assert record(11, [3]) == [(write_batch.VALUE, 11)]
+    assert record(11, [3]) is None                                # a replayed entry: recorded already
+    assert record(12, [2, 4]) == [(write_batch.DELETE, 10), (write_batch.VALUE, 12)]   # 4 ids > 3: entry 10 goes
+    assert [i for i in range(1, 6) if i in w] == [2, 3, 4]       # 2 stays: entry 12 applied it again
+    assert (w.get(2).index, w.get(2).order, w.get(3).index) == (12, 0, 11)
+    assert record(13, [5, 5]) == [(write_batch.DELETE, 11), (write_batch.VALUE, 13)]   # twice in one entry: once
+    # A restart (or a snapshot) rebuilds the same window from the table alone, lazily.
+    again = DedupWindow(capacity=3, source=lambda: [(key, value, b"") for key, value in table.items()])
+    assert [again.get(i) for i in (2, 4, 5)] == [w.get(i) for i in (2, 4, 5)] and 3 not in again
+    record(14, [6])   # both evict the same oldest entry next
     again.record(14, [(6, APPLIED, (6).to_bytes(16, "big"))], (14).to_bytes(8, "big") + bytes(8))
-    assert 4 not in w and 4 not in again and 2 in again
+    assert [i for i in range(1, 7) if i in w] == [i for i in range(1, 7) if i in again] == [5, 6]
+
+
+def test_an_entry_whose_seqs_pass_one_value_is_split_into_parts():
+    w = DedupWindow()
+    big = bytes(16 * MAX_DEDUP_RECORDS)   # one request at the limit: about 0.9 MiB of seqs
+    batch = w.record(7, [(1, APPLIED, big), (2, APPLIED, big), (3, VOIDED, b"x" * 16)], bytes(16))
+    rows = [(r[2], r[3], r[4]) for r in write_batch.decode(batch)]
+    assert [int.from_bytes(k[8:], "big") for k, _, _ in rows] == [0, 1]   # parts 0 and 1 of entry 7
+    again = DedupWindow(source=lambda: rows)
+    assert [again.get(i) for i in (1, 2, 3)] == [w.get(i) for i in (1, 2, 3)]
+    assert again.get(3).status == VOIDED
+
+
+def _status(storage, request_id: int) -> int | None:
+    """The window's status of an id, read back from the engine's table."""
+    applied = DedupWindow(source=storage.dedup_rows).get(request_id)
+    return None if applied is None else applied.status
+
+
+def test_a_write_applied_before_its_tables_drop_keeps_its_outcome_through_a_crash(tmp_path):
+    # The drop is durable at once (the engine's manifest); were the write still
+    # only in the memtable then, a crash would replay it after the drop and the
+    # window would call it voided on this member alone.
+    path = str(tmp_path / "rg")
+
+    async def first_life():
+        g = OneMemberGroup(path)
+        w = g.writes.submit(rep(b"k"), request_id=31)
+        g.drive()
+        d = g.writes.propose_drop(TABLE)
+        g.drive()
+        assert (w.result().outcome, d.result().outcome) == (Outcome.OK, Outcome.OK)
+        g.storage.db._kill()   # a crash: an unflushed memtable is lost (wal=False), the manifest is not
+        g.storage.log.close()
+        return w.result().value
+
+    first = asyncio.run(first_life())
+
+    async def second_life():
+        g = OneMemberGroup(path, epoch=2)
+        retry = g.writes.submit(rep(b"k"), request_id=31)
+        g.drive()
+        status = _status(g.storage, 31)
+        g.close()
+        return retry.result(), status
+
+    retry, status = asyncio.run(second_life())
+    assert (retry.outcome, retry.value, status) == (Outcome.OK, first, APPLIED)
+
+
+def test_a_drop_reaches_a_member_whose_snapshot_had_the_table_without_rows(tmp_path):
+    # A snapshot carries records, so a table with no live row does not travel;
+    # its drop must still be recorded there, or a late write that every other
+    # member voids would be stored on that one.
+    async def go():
+        g = HostGroup(str(tmp_path))
+        try:
+            await g.elect(1, 1, (1, 2, 3))
+            g.down = {3}
+            g.write(1, b"k", b"v", request_id=5)
+            await g.pump()
+            g.write(1, b"k", None)   # the table now holds no live row
+            await g.pump()
+            await g.compact(1)
+            g.down = set()
+            await g.pump(ticks=20)
+            h1, h3 = g.hosts[1], g.hosts[3]
+            assert h3.storage.snapshots_installed == 1
+            d = h1.submit_drop(TABLE)
+            await g.pump()
+            assert d.result().outcome is Outcome.OK
+            late = g.write(1, b"late", b"x", request_id=31)   # a stale router's write after the drop
+            await g.pump(ticks=2)
+            assert late.result().outcome is Outcome.TABLE_DROPPED
+            assert [h.storage.get_entry(TABLE, b"late") for h in g.hosts.values()] == [None, None, None]
+            assert [_status(h.storage, 31) for h in g.hosts.values()] == [VOIDED] * 3
+        finally:
+            await g.close()
+
+    asyncio.run(go())
+
+
+def test_a_snapshot_of_a_state_without_rows_installs(tmp_path):
+    async def go():
+        g = HostGroup(str(tmp_path))
+        await g.elect(1, 1, (1, 2, 3))
+        g.down = {3}
+        g.write(1, b"k", b"v")       # no request id: no dedup rows either
+        await g.pump()
+        g.write(1, b"k", None)
+        await g.pump()
+        await g.compact(1)
+        g.down = set()
+        await g.pump(ticks=20)
+        h3 = g.hosts[3]
+        installed, applied = h3.storage.snapshots_installed, h3.storage.db.applied_index
+        await g.close()
+        assert installed == 1 and applied == g.hosts[1].replica.log.applied_index
+
+    asyncio.run(go())
