@@ -21,7 +21,7 @@ from server.client.errors import InvalidArgument
 from server.client.record import Record
 from server.proto import kv_pb2
 
-MAX_PAGE_SIZE = (1 << 32) - 1      # ListRequest.limit is a uint32
+MAX_PAGE_SIZE = 10_000             # the router's largest page (server/router/router.py MAX_PAGE)
 
 
 class Pager:

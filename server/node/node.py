@@ -38,7 +38,7 @@ from server.node.dedup import DEDUP_TABLE_ID, MAX_DEDUP_RECORDS
 from server.node.meta_link import MetaLink
 from server.node.metrics import CLIENT_LATENCY, CLIENT_OPS, NodeCollector
 from server.node.peers import SERVER_OPTIONS, PeerLink
-from server.node.replica_host import COMPACT_FORCE, ReplicaHost
+from server.node.replica_host import COMPACT_FORCE, DROPPED_TABLE, ReplicaHost
 from server.node.replica_storage import ReplicaStorage, mark_recovering, table_name
 from server.node.write_path import Listener, Outcome, Result
 from server.node_identity import NODE_METADATA_KEY, RequireNodeId
@@ -497,7 +497,7 @@ class _DataService(data_pb2_grpc.DataServicer):
             db = h.storage.db
             name = table_name(request.table_id)
             if name not in db.tables():
-                return []
+                return DROPPED_TABLE if request.table_id in db.dropped_table_ids() else []
             rows, size = [], 0
             for row in db.scan(name, request.start or None, request.end or None, fetch, keys_only=request.keys_only):
                 rows.append(row)
@@ -509,7 +509,9 @@ class _DataService(data_pb2_grpc.DataServicer):
 
         result: Result = await h.submit_read(scan)
         out = data_pb2.ScanResponse(code=_DATA_CODE[result.outcome], epoch=result.epoch, leader=result.leader or 0)
-        if result.outcome is Outcome.OK:
+        if result.value is DROPPED_TABLE:
+            out.code = data_pb2.TABLE_DROPPED
+        elif result.outcome is Outcome.OK:
             rows = result.value
             if rows and rows[-1] is None:
                 rows = rows[:-1]
@@ -576,7 +578,9 @@ def _fill_read(out: data_pb2.ReadResponse, req_id: int, result) -> None:
     out.code = _DATA_CODE[result.outcome]
     out.epoch = result.epoch
     out.leader = result.leader or 0
-    if result.outcome is Outcome.OK and result.value is not None:
+    if result.value is DROPPED_TABLE:
+        out.code = data_pb2.TABLE_DROPPED
+    elif result.outcome is Outcome.OK and result.value is not None:
         out.found = True
         out.value = result.value.value
         out.seq = result.value.seq

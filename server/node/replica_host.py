@@ -41,6 +41,7 @@ from server.runtime import fail_stop
 
 log = logging.getLogger(__name__)
 COMPACT_FORCE = "force"   # compact_due value: compact past members that lag (see _compact_log)
+DROPPED_TABLE = "dropped table"   # what a read function returns for a dropped table id (a sentinel)
 
 
 def lease_clock() -> int:
@@ -222,11 +223,13 @@ class ReplicaHost:
         return fut
 
     def get(self, table_id: int, key: bytes):
-        """Read function for submit_read: the live record or None."""
+        """Read function for submit_read: the live record, None, or
+        DROPPED_TABLE if the table id was dropped (a router whose routing
+        predates the drop must look again: the name may name a new table)."""
         try:
             return self.storage.db.get(table_name(table_id), key)
         except TableNotFoundError:
-            return None
+            return DROPPED_TABLE if table_id in self.storage.db.dropped_table_ids() else None
 
     def status_report(self) -> StatusReport:
         return self.replica.status_report()

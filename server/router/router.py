@@ -48,6 +48,7 @@ MAX_KEY = 4096
 MAX_VALUE = 1 << 20
 DEFAULT_DEADLINE = 10.0
 DEFAULT_PAGE = 1000
+MAX_PAGE_BYTES = 8 << 20   # a page stops adding ranges past this: with one range's scan it stays far below 64 MiB
 MAX_PAGE = 10_000
 RETRY_AFTER_MS = 200
 WATCH_TIMEOUT = 2.0     # no routing message, not even a keepalive, for this long: next MM address
@@ -180,12 +181,40 @@ class Router:
             c = self._clients[address] = DataClient(address, sender_id=self.id)
         return c
 
+    async def refresh(self, deadline: float) -> None:
+        """Fetches the MM's routing now (the first message of a fresh Watch),
+        for what only current routing can settle: a table this copy does not
+        know (created through another router a moment ago), or a table id a
+        node reports dropped (the name may name a new table by now)."""
+        try:
+            call = self.meta_stub().Watch(meta_pb2.WatchRequest(known_version=0), metadata=self.metadata,
+                                          timeout=max(0.01, deadline - time.monotonic()))
+            async for rt in call:
+                if not rt.keepalive:
+                    if rt.version > self.routing.version:
+                        self._install(Routing(rt))
+                    break
+            call.cancel()
+        except grpc.aio.AioRpcError as exc:
+            log.debug("routing refresh failed: %s", exc.code())
+
     # ------------------------------------------------------------- operations
-    def _route(self, table: str, key: bytes) -> Route:
+    async def _route(self, table: str, key: bytes, deadline: float) -> Route:
+        """The key's route; a table this copy does not know is looked up at the MM before NOT_FOUND."""
+        try:
+            return self.routing.route(table, key)
+        except NoSuchTable:
+            await self.refresh(deadline)
         try:
             return self.routing.route(table, key)
         except NoSuchTable:
             raise RouterError(grpc.StatusCode.NOT_FOUND, f"no table named {table!r}") from None
+
+    async def _recreated(self, table: str, dropped_id: int, deadline: float) -> bool:
+        """A node said the table id is dropped: whether the name now names
+        another table (this copy was behind the MM), after a refresh."""
+        await self.refresh(deadline)
+        return self.routing.has_table(table) and self.routing.route(table, b"").table_id != dropped_id
 
     def _unavailable(self, what: str) -> RouterError:
         return RouterError(grpc.StatusCode.UNAVAILABLE, f"{what}: no leader answered in time, retry",
@@ -209,7 +238,7 @@ class Router:
         self.stats["writes"] += 1
         unknown = False
         while True:
-            route = self._route(table, key)
+            route = await self._route(table, key, deadline)
             client = self._client(route.leader) if route.leader else None
             if client is not None:
                 batch = write_batch.encode_one(kind, route.table_id, key, value, self._sequencer.next())
@@ -231,6 +260,12 @@ class Router:
                     if code == data_pb2.INVALID_ARGUMENT:
                         raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, resp.message)
                     if code == data_pb2.TABLE_DROPPED:
+                        if await self._recreated(table, route.table_id, deadline):
+                            # It was voided everywhere (never applied), so it goes to the new
+                            # table as a new request: its old id would be answered TABLE_DROPPED.
+                            request_id = random.getrandbits(63) + 1
+                            self.stats["retries"] += 1
+                            continue
                         raise RouterError(grpc.StatusCode.NOT_FOUND, f"table {table!r} was dropped before the "
                                           "write committed: it was not applied")
                     if code == data_pb2.OUTCOME_UNKNOWN:
@@ -251,7 +286,7 @@ class Router:
         check_key(key)
         self.stats["reads"] += 1
         while True:
-            route = self._route(table, key)
+            route = await self._route(table, key, deadline)
             client = self._client(route.leader) if route.leader else None
             if client is not None:
                 try:
@@ -262,6 +297,10 @@ class Router:
                 if resp is not None:
                     if resp.code == data_pb2.OK:
                         return resp
+                    if resp.code == data_pb2.TABLE_DROPPED:
+                        if await self._recreated(table, route.table_id, deadline):
+                            continue
+                        raise RouterError(grpc.StatusCode.NOT_FOUND, f"table {table!r} was dropped")
                     if self._follow_answer(route, resp.leader, resp.epoch):
                         continue
             if time.monotonic() >= deadline:
@@ -282,23 +321,33 @@ class Router:
         if limit > MAX_PAGE:
             raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, f"limit must be at most {MAX_PAGE}, got {limit}")
         self.stats["lists"] += 1
-        try:
-            table_id = self.routing.route(table, b"").table_id
-        except NoSuchTable:
-            raise RouterError(grpc.StatusCode.NOT_FOUND, f"no table named {table!r}") from None
+        table_id = (await self._route(table, b"", deadline)).table_id
+        if continuation and _token_table(continuation) != table_id:
+            await self.refresh(deadline)   # the token may be from a router whose copy is ahead of ours
+            table_id = (await self._route(table, b"", deadline)).table_id
         if continuation:
             start = _resume_key(continuation, table_id)
+            if start is None:   # the token's key was the last possible one
+                return [], b""
         rows: list = []
+        size = 0
         cursor = start
         while len(rows) < limit:
-            route = self._route(table, cursor)
+            route = await self._route(table, cursor, deadline)
+            if route.table_id != table_id:
+                raise RouterError(grpc.StatusCode.NOT_FOUND, f"table {table!r} was dropped while listing it")
             scan_end = route.end if route.end is not None else b""
             if end and (not scan_end or end < scan_end):
                 scan_end = end
             resp = await self._scan(route, cursor, scan_end, limit - len(rows), keys_only, deadline)
+            if resp.code == data_pb2.TABLE_DROPPED:
+                if not continuation and not rows and await self._recreated(table, table_id, deadline):
+                    return await self.list_page(table, start, end, limit, keys_only, b"", deadline=deadline)
+                raise RouterError(grpc.StatusCode.NOT_FOUND, f"table {table!r} was dropped")
             values = resp.values if not keys_only else [b""] * len(resp.keys)
             rows.extend(zip(resp.keys, values, resp.seqs))
-            if resp.more:
+            size += sum(map(len, resp.keys)) + sum(map(len, values)) + 16 * len(resp.seqs)
+            if resp.more or size >= MAX_PAGE_BYTES:   # a page fits one message whatever its ranges hold
                 break
             if route.end is None or (end and route.end >= end):
                 return rows, b""
@@ -318,7 +367,7 @@ class Router:
                 except grpc.aio.AioRpcError:
                     resp = None
                 if resp is not None:
-                    if resp.code == data_pb2.OK:
+                    if resp.code in (data_pb2.OK, data_pb2.TABLE_DROPPED):
                         return resp
                     self._follow_answer(route, resp.leader, resp.epoch)
             if time.monotonic() >= deadline:
@@ -367,13 +416,35 @@ def _token(table_id: int, last_key: bytes) -> bytes:
     return bytes([_TOKEN_VERSION]) + table_id.to_bytes(4, "big") + last_key
 
 
-def _resume_key(token: bytes, table_id: int) -> bytes:
-    """The first key after the token's last key. The token is opaque to clients
-    but checked: a token of another table or version is INVALID_ARGUMENT."""
+def _token_table(token: bytes) -> int | None:
+    """The table id a well-formed token names (None: malformed, which _resume_key reports)."""
     if len(token) < 6 or token[0] != _TOKEN_VERSION:
+        return None
+    return int.from_bytes(token[1:5], "big")
+
+
+def _resume_key(token: bytes, table_id: int) -> bytes | None:
+    """The first key after the token's last key (None: there is none). The
+    token is opaque to clients but checked: a token of another table or
+    version is INVALID_ARGUMENT."""
+    tid = _token_table(token)
+    if tid is None:
         raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, "continuation token is malformed: pass back the "
                           "token of the previous page unchanged")
-    if int.from_bytes(token[1:5], "big") != table_id:
+    if tid != table_id:
         raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, "continuation token belongs to another table "
                           "(or the table was dropped and created again)")
-    return token[5:] + b"\x00"
+    return key_after(token[5:])
+
+
+def key_after(key: bytes) -> bytes | None:
+    """The smallest key of at most MAX_KEY bytes that sorts after `key` (None:
+    there is none). Appending a zero byte is the successor, except for a key
+    of the maximum length: then the last byte that is not 0xFF goes up by one
+    and the bytes after it are dropped."""
+    if len(key) < MAX_KEY:
+        return key + b"\x00"
+    stripped = key.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
