@@ -126,7 +126,6 @@ class ReplicaHost:
         self._read_groups: dict[int, list[_Read]] = {}
         self._read_token = 0
         self._snapshots: dict[int, _SnapshotSource] = {}   # member -> the snapshot being sent to it
-        self._leases = bool(options.lease_ns)   # the replica is told the time (lease_clock) before each input
         self._wake = asyncio.Event()
         self._busy = False   # a Ready is between ready() and advance()
         self._handoff: Ready | None = None   # a Ready start_client_work() began, for the loop to carry out
@@ -166,8 +165,7 @@ class ReplicaHost:
                 self._recover_target = max(self._recover_target, msg.commit_index)
             elif isinstance(msg, SnapshotChunk):
                 self._recover_target = max(self._recover_target, msg.snapshot.index)
-        if self._leases:
-            self.replica.observe_time(lease_clock())
+        self.replica.observe_time(lease_clock())
         self.replica.step(msg)
         self.status_version += 1
         if wake:
@@ -185,8 +183,7 @@ class ReplicaHost:
         that was due, expired reads) or a log compaction waits: an idle
         replica costs no task switch per tick, which with hundreds of
         replicas on a node is most of its idle CPU."""
-        if self._leases:
-            self.replica.observe_time(lease_clock())
+        self.replica.observe_time(lease_clock())
         self.replica.tick()
         if self.compact_due or self.replica.has_ready():
             self._wake.set()
@@ -393,10 +390,9 @@ class ReplicaHost:
 
     def _take_client_work(self) -> None:
         r = self.replica
-        if self._leases:
-            # Fresh, not from the last step: a read is checked against the lease
-            # at this moment (LL4), and the Ready that follows starts rounds now.
-            r.observe_time(lease_clock())
+        # Fresh, not from the last step: a read is checked against the lease
+        # at this moment (LL4), and the Ready that follows starts rounds now.
+        r.observe_time(lease_clock())
         self.writes.propose_pending()
         if self._pending_reads:
             pending_reads, self._pending_reads = self._pending_reads, []

@@ -104,7 +104,12 @@ class Replica:
         self._now = 0
         self._hold_until = 0
         self._refused_epoch = 0   # LL5: the highest epoch this member was asked for and could not promise
-        self._hold_from_start = bool(self._opts.lease_ns) and state.promised_epoch > 0
+        # LL2/LL3: the epoch whose leader the hold protects. While holding, no
+        # promise goes to a later epoch, even one this member adopted meanwhile
+        # (E5's NotMyLeader, or a new leader elected without it): adopting is
+        # not promising. LL3 holds whatever the settings are now.
+        self._hold_epoch = state.promised_epoch
+        self._hold_from_start = state.promised_epoch > 0
         # LL6: the leader's clock against ours, over windows of CLOCK_CHECK_WINDOW_NS:
         # (epoch, leader's clock, ours) at the window's start, and the last verdict.
         self._clock_window: tuple[int, int, int] | None = None
@@ -221,9 +226,9 @@ class Replica:
 
     # ============================================================ driving API
     def observe_time(self, now: int) -> None:
-        """The host's clock, in nanoseconds (leases only: with lease_ns set, call
-        it before every step, tick, read_index and ready). A clock that goes
-        back is ignored."""
+        """The host's clock, in nanoseconds: call it before every step, tick,
+        read_index and ready (with leases off too: a restarted member holds
+        its promises for a while, LL3). A clock that goes back is ignored."""
         if now > self._now:
             self._now = now
         if self._hold_from_start:
@@ -233,8 +238,8 @@ class Replica:
     def hold_promises_from_start(self) -> None:
         """LL3 for a member the node restarted with no data (a wiped disk): its
         earlier incarnation may have held a promise for a leader's lease."""
-        if self._opts.lease_ns:
-            self._hold_from_start = True
+        self._hold_from_start = True
+        self._hold_epoch = self._promised_epoch
 
     def tick(self) -> None:
         """One unit of logical time."""
@@ -387,7 +392,7 @@ class Replica:
 
     # ============================================================ epochs (E, M)
     def _on_promise_request(self, msg: PromiseRequest) -> None:
-        if msg.epoch > self._promised_epoch and self._holding():
+        if msg.epoch > self._hold_epoch and self._holding():
             # LL2: a leader's lease may still run; the MM asks again. LL5: until this
             # member promises, it renews no lease, or a live leader would keep it forever.
             self._refused_epoch = max(self._refused_epoch, msg.epoch)
@@ -478,6 +483,7 @@ class Replica:
             self._check_clock_rate(msg.sent_at_ns)
         if own and msg.lease_ns <= own and self._renews_lease() and not self.clock_suspect:
             self._hold_until = max(self._hold_until, self._now + hold_ns(own))
+            self._hold_epoch = msg.epoch
             held = own
         self._reply(HeartbeatAck(epoch=msg.epoch, sender=self.id, recipient=msg.sender, round=msg.round,
                                  lease_ns=held))

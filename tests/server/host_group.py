@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from engine._native import sequencer, write_batch
@@ -100,9 +101,17 @@ class HostGroup:
         return True
 
     async def elect(self, epoch: int, leader: int, promisers) -> None:
-        for n in promisers:
-            self.hosts[n].step(PromiseRequest(epoch=epoch, sender=0, recipient=n))
-        await self.pump()
+        """As the MM does: asks until every promiser promised (a member that
+        restarted holds its promise for a while, README LL3), then appoints."""
+        deadline = time.monotonic() + 5
+        while True:
+            for n in promisers:
+                self.hosts[n].step(PromiseRequest(epoch=epoch, sender=0, recipient=n))
+            await self.pump()
+            if all(self.hosts[n].replica.epoch >= epoch for n in promisers):
+                break
+            assert time.monotonic() < deadline, "no promise within 5 s"
+            await asyncio.sleep(0.05)   # the hold runs on the real clock (lease_clock): ask again
         self.hosts[leader].step(Appointment(epoch=epoch, sender=0, recipient=leader,
                                             config=Config(frozenset(MEMBERS))))
         await self.pump(ticks=4)

@@ -9,6 +9,8 @@ checker catches it when a rule is broken or the clock assumption does not hold.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from sim.checker import SafetyViolation
 from sim.scenario_env import ScenarioEnv
@@ -16,7 +18,7 @@ from sim.scenario_env import ScenarioEnv
 import server.replication.replica as replica_module
 from server.replication import Config, DurableState, Replica
 from server.replication.lease import CLOCK_RATE_BOUND, MAX_LEASE_NS, LeaderLease, hold_ns
-from server.replication.messages import PromiseRequest, PromiseResponse
+from server.replication.messages import Heartbeat, PromiseRequest, PromiseResponse
 from server.replication.options import ReplicaOptions
 
 LEASE_MS = 400
@@ -167,6 +169,50 @@ def test_a_member_restarted_without_data_holds_from_its_start() -> None:
     fresh.observe_time(5_000_000_000)
     fresh.step(PromiseRequest(epoch=1, sender=0, recipient=2))
     assert any(isinstance(m, PromiseResponse) for m in fresh.ready().messages_after_persist)
+
+
+def test_an_epoch_adopted_while_holding_gets_no_promise_until_the_hold_ran_out() -> None:
+    """LL2 holds against the epoch the hold protects, not the member's current
+    one: adopting a later epoch (here E5, from a NotMyLeader) is not promising
+    it. 2 holds for leader 1's lease (epoch 2); the MM starts epoch 3, which 2
+    refuses and 3 promises; a delayed epoch-1 heartbeat from 2 to 3 makes 3
+    answer NotMyLeader(3), and 2 adopts epoch 3. The MM's resent
+    PromiseRequest(3) must still wait for the hold: with 3's promise it would
+    make a quorum while 1's lease runs, and 1 would serve a stale read."""
+    env = ScenarioEnv()
+    for command in (f"add-replicas 3 lease={LEASE_MS} heartbeat=2", "elect promisers=2,3", "stabilize",
+                    "tick 2 n=2"):
+        env.run(command)
+    delayed = [m for m in env.c.net.in_flight if isinstance(m, Heartbeat) and m.sender == 2 and m.recipient == 3]
+    assert delayed   # epoch 1's heartbeat from its leader 2 to 3, held back in the network
+    env.c.net.in_flight = [m for m in env.c.net.in_flight if m not in delayed]
+    for command in ("stabilize", "advance 1000", "elect", "stabilize", "propose 1 k=old", "stabilize",
+                    "cut 1 2", "propose 1 k=old2", "stabilize", "heal",   # 3 gets k=old2, 2 does not
+                    "cut 1 3", "tick 1 n=2", "stabilize",                 # 1's lease from {1, 2}
+                    "partition 1", "elect"):                             # epoch 3: 2 refuses, 3 promises
+        env.run(command)
+    assert env.c.mm.leader is None   # 2 holds: epoch 3 has one promise (3's)
+    env.c.net.in_flight.extend(delayed)
+    for command in ("deliver from=2 to=3", "deliver from=3 to=2", "tick-mm n=3", "stabilize"):
+        env.run(command)
+    assert env.c.nodes[2].replica.epoch == 3   # adopted from 3's NotMyLeader...
+    assert env.c.mm.leader is None             # ...yet no promise: no epoch-3 leader during 1's lease
+    env.run("read 1 r")                        # served under the lease, and not stale (the checker)
+
+
+def test_a_member_restarted_with_leases_off_still_holds_for_the_lease_it_may_have_acknowledged() -> None:
+    """LL3 whatever the settings are now: 2 acknowledged 1's lease round, then
+    restarts with leases off (as the README advises for VMs)."""
+    env = ScenarioEnv()
+    for command in (f"add-replicas 3 lease={LEASE_MS} heartbeat=2", "elect", "stabilize", "propose 1 k=old",
+                    "stabilize", "cut 1 3", "tick 1 n=2", "stabilize", "heal", "crash 2"):
+        env.run(command)
+    n2 = env.c.nodes[2]
+    n2.options = replace(n2.options, lease_ns=0)
+    for command in ("restart 2", "partition 1", "elect", "stabilize"):
+        env.run(command)
+    assert env.c.mm.leader is None   # 2 holds from its start: {2, 3} is no quorum yet
+    env.run("read 1 r")              # 1's lease read is not stale (the checker)
 
 
 def test_a_leader_cut_off_from_its_quorum_keeps_a_bounded_round_table() -> None:

@@ -10,6 +10,7 @@ import pytest
 from engine._native import sequencer, write_batch
 from server.node.replica_storage import ReplicaStorage
 from server.node.write_path import Outcome, WritePath
+from server.replication.lease import MAX_LEASE_NS, hold_ns
 from server.replication.messages import Appointment, Config, PromiseRequest, Role
 from server.replication.options import ReplicaOptions
 from server.replication.replica import Replica
@@ -29,6 +30,10 @@ class OneMemberGroup:
         self.storage = ReplicaStorage(path, node_id=1)
         self.replica = Replica(1, self.storage.durable_state(), ReplicaOptions())
         self.writes = WritePath(1, self.replica, self.storage)
+        # A restarted member holds its promise for a while from its first
+        # observed time (README LL3): let that much time pass first.
+        self.replica.observe_time(1)
+        self.replica.observe_time(2 + hold_ns(MAX_LEASE_NS))
         self.replica.step(PromiseRequest(epoch=epoch, sender=0, recipient=1))
         self.drive()
         self.replica.step(Appointment(epoch=epoch, sender=0, recipient=1, config=Config(frozenset({1}))))
