@@ -19,6 +19,7 @@ Subcommands so far:
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import shutil
 import sys
@@ -153,6 +154,12 @@ def meta_main(args: argparse.Namespace) -> int:
             metrics = start_metrics(args.metrics_listen)
         if args.backend == "embedded":
             from server.meta.store import MetaStore
+            from server.runtime import fail_stop
+            # No other MM takes over an embedded store: a write that failed
+            # ends the process (a restart replays what is durable), rather than
+            # leave an MM that answers but never elects again.
+            mm.on_store_failure = lambda exc: fail_stop(logging.getLogger("quorumkv.meta"),
+                                                        "metadata store write failed", exc)
             mm.activate(MetaStore(args.data))
             await mm.start()
             return f"meta metrics={metrics} {mm.address}"

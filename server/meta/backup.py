@@ -19,11 +19,15 @@ consistent state). Restore is offline: into a new embedded store directory
 prefix (refusing if records or an active MM are there unless forced); see
 `restore_embedded` here and `EtcdStore.restore` (etcd_store.py).
 
-Restoring an older backup hands out epochs the nodes may already have seen
-from the MM that ran since; a node rejects such stale epochs (rule E1/E2 of
-server/replication/README.md) and the MM moves on to a higher one, so the
-groups recover, but a restore is meant for a lost MM state, not for undoing
-changes.
+Restoring moves the state past anything the lost MM may have handed out
+after the backup (`for_restore`, applied by both restore paths): every
+group's epoch goes up by EPOCH_GAP and its leader is forgotten, so the
+restored MM elects each group anew in an epoch no earlier MM can have issued
+(reissuing one could give an epoch two leaders: the nodes accept a promise
+request for the epoch they promised, and log matching trusts (epoch, index));
+the table id counter goes up by TABLE_ID_GAP, so a table created after the
+backup, whose id the engines know (perhaps as dropped), is never named again.
+A restore is meant for a lost MM state, not for undoing changes.
 
 Thread-safety: pure functions; `restore_embedded` requires that no MM runs on
 the directory.
@@ -38,6 +42,8 @@ from engine.env import DEFAULT_ENV, Env
 
 FORMAT = "quorumkv-meta-backup"
 VERSION = 1
+EPOCH_GAP = 1 << 32      # more elections than any MM runs between a backup and its loss
+TABLE_ID_GAP = 1 << 20   # more tables than any MM creates between a backup and its loss
 
 
 class BackupError(ValueError):
@@ -64,6 +70,24 @@ def decode(document: bytes) -> dict[str, Any]:
     return records
 
 
+def for_restore(records: dict[str, Any]) -> dict[str, Any]:
+    """The records to restore from a backup's: epochs past EPOCH_GAP with no
+    leader, the table id counter past TABLE_ID_GAP (see the module docstring).
+    Raises BackupError if the table ids would run out."""
+    from server.node.dedup import DEDUP_TABLE_ID
+
+    out = dict(records)
+    for name, rec in records.items():
+        if name.startswith("group/") and isinstance(rec, dict):
+            out[name] = dict(rec, epoch=int(rec.get("epoch", 0)) + EPOCH_GAP, leader=None,
+                             established=bool(rec.get("established") or rec.get("leader")))
+    counter = int(records.get("counter/table_id") or 0) + TABLE_ID_GAP
+    if counter >= DEDUP_TABLE_ID:
+        raise BackupError("table ids would run out: this state cannot be restored again")
+    out["counter/table_id"] = counter
+    return out
+
+
 def restore_embedded(directory: str, records: dict[str, Any], force: bool = False, env: Env = DEFAULT_ENV) -> None:
     """Writes a new embedded store (server/meta/store.py) holding `records` into `directory`.
     Requires: no MM runs on `directory`. Raises BackupError when the directory holds
@@ -73,7 +97,7 @@ def restore_embedded(directory: str, records: dict[str, Any], force: bool = Fals
 
     if env.exists(directory) and env.list_dir(directory) and not force:
         raise BackupError(f"{directory} is not empty (use --force to replace the metadata store in it)")
-    MetaStore.write_new(directory, records, env)
+    MetaStore.write_new(directory, for_restore(records), env)
 
 
 def write_file_durably(path: str, data: bytes) -> None:

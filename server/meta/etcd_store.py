@@ -170,6 +170,7 @@ class EtcdStore:
         no MM writes meanwhile (stop them: a forced restore under an active MM makes its
         next write fail its compare-and-swap, and it reloads)."""
         rp = records_prefix(prefix)
+        records = backup_format.for_restore(records)
         try:
             existing, _ = client.range_prefix(rp)
             holder = client.get(leader_key(prefix))

@@ -16,7 +16,11 @@ On-disk layout in the MM's data directory:
 
 Durability per change: put() appends one frame and fsyncs it before it
 returns (a new meta.log's directory entry is fsynced too), so every change
-the MM acted on survives a crash or power loss. Periodic snapshots bound the
+the MM acted on survives a crash or power loss. A write or fsync that fails
+raises MetaStoreError and the store refuses every later change (a frame
+written after a torn one would be lost on replay); the embedded MM then ends
+its process (server/cli.py), and a restart replays what is durable. One MM
+per directory: the store flocks LOCK. Periodic snapshots bound the
 log and the replay: every SNAPSHOT_EVERY changes, and at every open (the
 replayed state goes into a fresh snapshot before the log starts over, since
 opening a log file for writing truncates it).
@@ -42,8 +46,10 @@ from engine._native import wal_frame
 from engine.env import DEFAULT_ENV, Env
 from engine.wal import LogWriter, read_log
 from server.meta import backup as backup_format
+from server.meta.backend import MetaStoreError
 
 SNAPSHOT_EVERY = 1000
+LOCK_NAME = "LOCK"
 
 
 class MetaStore:
@@ -51,6 +57,18 @@ class MetaStore:
         self.directory = directory
         self.env = env
         env.mkdirs(directory)
+        # One MM per directory: a second opener would truncate the log under
+        # the first and both would issue epochs (DBLockedError instead).
+        self._lock = env.lock(os.path.join(directory, LOCK_NAME))
+        try:
+            self._open()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self) -> None:
+        env, directory = self.env, self.directory
+        self._failure: BaseException | None = None
         self._log_path = os.path.join(directory, "meta.log")
         self._snapshot_path = os.path.join(directory, "meta.snapshot")
         self.records: dict[str, Any] = {}
@@ -77,12 +95,16 @@ class MetaStore:
         """Makes `directory` hold a store of exactly `records` (a restore): the snapshot is
         written atomically, then any old log is removed. Requires: no MetaStore is open on it."""
         env.mkdirs(directory)
-        snapshot = os.path.join(directory, "meta.snapshot")
-        env.write_file_atomic(snapshot, json.dumps({"records": records}).encode())
-        log = os.path.join(directory, "meta.log")
-        if env.exists(log):
-            env.remove(log)
-            env.sync_dir(directory)
+        lock = env.lock(os.path.join(directory, LOCK_NAME))   # DBLockedError while an MM runs on it
+        try:
+            snapshot = os.path.join(directory, "meta.snapshot")
+            env.write_file_atomic(snapshot, json.dumps({"records": records}).encode())
+            log = os.path.join(directory, "meta.log")
+            if env.exists(log):
+                env.remove(log)
+                env.sync_dir(directory)
+        finally:
+            lock.release()
 
     def get(self, kind: str, key: str | int) -> Any:
         return self.records.get(f"{kind}/{key}")
@@ -92,14 +114,28 @@ class MetaStore:
         return [(k[len(prefix):], v) for k, v in self.records.items() if k.startswith(prefix)]
 
     def put(self, kind: str, key: str | int, value: Any) -> None:
-        """Durably sets (value None: deletes) one record; returns once fsynced."""
+        """Durably sets (value None: deletes) one record; returns once fsynced.
+        Raises MetaStoreError if it could not, and refuses every later change:
+        a failed write may leave a torn frame that only a reopen (which drops a
+        torn tail) can take away, and a frame written after it would be lost."""
+        if self._failure is not None:
+            raise MetaStoreError(f"the metadata store refuses changes after an I/O error ({self._failure}): "
+                                 "restart the metadata manager")
         change = {"kind": kind, "key": str(key), "value": value}
-        self._writer.add(wal_frame.WRITE_BATCH, [json.dumps(change, separators=(",", ":")).encode()], True)
+        try:
+            self._writer.add(wal_frame.WRITE_BATCH, [json.dumps(change, separators=(",", ":")).encode()], True)
+        except OSError as exc:
+            self._failure = exc
+            raise MetaStoreError(f"a metadata change could not be made durable: {exc}") from exc
         self.fsyncs += 1
         self._apply(change)
         self._changes += 1
         if self._changes >= SNAPSHOT_EVERY:
-            self._snapshot()
+            try:
+                self._snapshot()
+            except OSError as exc:   # the change is durable; the store is not fit for the next one
+                self._failure = exc
+                raise MetaStoreError(f"the metadata store's snapshot failed: {exc}") from exc
 
     def _apply(self, change: dict) -> None:
         name = f"{change['kind']}/{change['key']}"
@@ -124,4 +160,7 @@ class MetaStore:
         return backup_format.encode(self.records)
 
     def close(self) -> None:
-        self._writer.close()
+        try:
+            self._writer.close()
+        finally:
+            self._lock.release()
