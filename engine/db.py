@@ -69,7 +69,7 @@ Record.__doc__ = "A live record: its value and its 16-byte seq."
 Entry = namedtuple("Entry", ["value", "seq", "deleted"])
 Entry.__doc__ = "The newest version of a key: a value, or a tombstone (deleted=True, value None) with its seq."
 
-TABLE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+TABLE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}\Z")   # \Z: "$" would let a final newline through
 TABLE_NAME_RULE = "1 to 128 characters from A-Z a-z 0-9 _ . -, not starting with . or -"
 MAX_KEY = write_batch.MAX_KEY
 MAX_VALUE = write_batch.MAX_VALUE
@@ -299,7 +299,7 @@ class DB:
         cluster-wide id, so every replica's keys carry the same prefix); an id
         in use or dropped before is refused: a dropped id may still have keys
         on disk until compaction reclaims them."""
-        if not isinstance(name, str) or not TABLE_NAME_PATTERN.match(name):
+        if not isinstance(name, str) or not TABLE_NAME_PATTERN.fullmatch(name):
             raise InvalidArgumentError(f"table name {name!r} is invalid: use {TABLE_NAME_RULE}")
         if table_id is not None and (type(table_id) is not int or not 1 <= table_id < 2**32 - 1):
             raise InvalidArgumentError(f"table_id must be an int in [1, 2**32 - 2], got {table_id!r}")

@@ -167,26 +167,26 @@ def client_main(args: argparse.Namespace) -> int:
     import quorumkv
     from server.client import default_routers
 
-    routers = args.routers or default_routers()
     try:
+        routers = args.routers or default_routers()
         with quorumkv.Client(routers) as c:
             cmd = args.command
             if cmd == "put":
-                print(c.put(args.table, args.key.encode(), args.value.encode()).hex())
+                print(c.put(args.table, os.fsencode(args.key), os.fsencode(args.value)).hex())
             elif cmd == "get":
-                rec = c.get(args.table, args.key.encode())
+                rec = c.get(args.table, os.fsencode(args.key))
                 if rec is None:
                     print("(not found)")
                     return 1
                 print(rec.value.decode(errors="replace"), f"  seq={rec.seq.hex()}")
             elif cmd == "delete":
-                print(c.delete(args.table, args.key.encode()).hex())
+                print(c.delete(args.table, os.fsencode(args.key)).hex())
             elif cmd == "list":
-                for r in c.list(args.table, args.start.encode() if args.start else None,
-                                args.end.encode() if args.end else None, limit=args.limit):
+                for r in c.list(args.table, os.fsencode(args.start) if args.start else None,
+                                os.fsencode(args.end) if args.end else None, limit=args.limit):
                     print(r.key.decode(errors="replace"), r.value.decode(errors="replace"))
             elif cmd == "create-table":
-                c.create_table(args.table, split_keys=[k.encode() for k in args.split] or None)
+                c.create_table(args.table, split_keys=[os.fsencode(k) for k in args.split] or None)
                 print(f"created {args.table}")
             elif cmd == "drop-table":
                 c.drop_table(args.table)

@@ -208,7 +208,8 @@ class AsyncClient:
         async def attempt(deadline: Deadline) -> kv_pb2.OpResult:
             stream = self._streams[next(self._next_stream) % len(self._streams)]
             remaining = deadline.remaining()
-            timeout_ms = max(1, int(remaining * 1000)) if remaining is not None else 0
+            # A uint32 on the wire: a longer (or infinite) timeout is capped, the router caps it lower anyway.
+            timeout_ms = min(0xFFFFFFFF, max(1, int(min(remaining, 4_000_000) * 1000))) if remaining is not None else 0
             result = await stream.call(kv_pb2.Op(timeout_ms=timeout_ms, **{kind: req}), size, write, remaining)
             if result.code != 0:
                 raise classify(error_for(result.code, result.message, result.retry_after_ms), write=write, sent=True)

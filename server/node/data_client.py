@@ -84,6 +84,12 @@ class _Stream:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        # A task cancelled before it started never ran _run's cleanup: its callers hear here.
+        waiting, self._waiting = self._waiting, {}
+        self._queue.clear()
+        for fut in waiting.values():
+            if not fut.done():
+                fut.set_exception(StreamBroken("stream closed by the client"))
 
 
 class DataClient:

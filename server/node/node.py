@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_SERVICES = ["quorumkv.v1.Replication", "quorumkv.v1.Data"]
 TICK_SECONDS = 0.05
+MAX_ANSWER_BYTES = 4 << 20       # a Read answer message is cut after this many bytes of answers
 MAX_SCAN_BYTES = 8 << 20         # a Scan answer stops here (with more=True), far below the 64 MiB message cap
 MAINTENANCE_SECONDS = 1.0
 COMPACT_AFTER_ENTRIES = 10_000   # compact a replica's log once it holds this many entries
@@ -415,6 +416,7 @@ class _DataService(data_pb2_grpc.DataServicer):
                 while not done.empty():
                     items.append(done.get_nowait())
                 out = response_type()
+                size = 0
                 for item in items:
                     if item is None:
                         continue
@@ -422,12 +424,17 @@ class _DataService(data_pb2_grpc.DataServicer):
                     outstanding -= 1
                     if fut.cancelled():
                         continue
+                    answer = out.responses.add()
                     if fut.exception() is not None:   # e.g. an engine error in a read: this request only
                         log.error("request %d failed here: %r", req_id, fut.exception())
-                        fill(out.responses.add(), req_id,
+                        fill(answer, req_id,
                              (data_pb2.UNAVAILABLE, f"this node could not serve it: {fut.exception()}; retry"))
                     else:
-                        fill(out.responses.add(), req_id, fut.result())
+                        fill(answer, req_id, fut.result())
+                    size += answer.ByteSize() if op == "read" else 0
+                    if size >= MAX_ANSWER_BYTES:   # many large values: several messages, each far below the cap
+                        yield out
+                        out, size = response_type(), 0
                 if out.responses:
                     if timeline.ENABLED:
                         timeline.mark("data.response")

@@ -26,6 +26,7 @@ Thread-safety: one asyncio loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import time
@@ -181,7 +182,7 @@ class Router:
             c = self._clients[address] = DataClient(address, sender_id=self.id)
         return c
 
-    async def refresh(self, deadline: float) -> None:
+    async def refresh(self, deadline: float) -> bool:
         """Fetches the MM's routing now (the first message of a fresh Watch),
         for what only current routing can settle: a table this copy does not
         know (created through another router a moment ago), or a table id a
@@ -193,10 +194,12 @@ class Router:
                 if not rt.keepalive:
                     if rt.version > self.routing.version:
                         self._install(Routing(rt))
-                    break
+                    call.cancel()
+                    return True
             call.cancel()
         except grpc.aio.AioRpcError as exc:
             log.debug("routing refresh failed: %s", exc.code())
+        return False
 
     # ------------------------------------------------------------- operations
     async def _route(self, table: str, key: bytes, deadline: float) -> Route:
@@ -204,10 +207,12 @@ class Router:
         try:
             return self.routing.route(table, key)
         except NoSuchTable:
-            await self.refresh(deadline)
+            asked = await self.refresh(deadline)
         try:
             return self.routing.route(table, key)
         except NoSuchTable:
+            if not asked:   # this copy may be behind: not knowing is not NOT_FOUND
+                raise self._unavailable(f"table {table!r} (no metadata manager answered)") from None
             raise RouterError(grpc.StatusCode.NOT_FOUND, f"no table named {table!r}") from None
 
     async def _recreated(self, table: str, dropped_id: int, deadline: float) -> bool:
@@ -245,8 +250,8 @@ class Router:
                 req_timeout = max(0.01, deadline - time.monotonic())
                 try:
                     resp = await asyncio.wait_for(client.write_request(data_pb2.WriteRequest(
-                        rg=route.rg, batch=batch, request_id=request_id, if_seq=if_seq, if_absent=if_absent)),
-                        req_timeout)
+                        rg=route.rg, batch=batch, request_id=wire_request_id(request_id, route.table_id),
+                        if_seq=if_seq, if_absent=if_absent)), req_timeout)
                 except (StreamBroken, TimeoutError):
                     unknown = True   # it may have reached the leader: retry under the same request id
                 else:
@@ -261,9 +266,8 @@ class Router:
                         raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, resp.message)
                     if code == data_pb2.TABLE_DROPPED:
                         if await self._recreated(table, route.table_id, deadline):
-                            # It was voided everywhere (never applied), so it goes to the new
-                            # table as a new request: its old id would be answered TABLE_DROPPED.
-                            request_id = random.getrandbits(63) + 1
+                            # Voided everywhere (never applied): it goes to the new table,
+                            # under the id every router derives for it there.
                             self.stats["retries"] += 1
                             continue
                         raise RouterError(grpc.StatusCode.NOT_FOUND, f"table {table!r} was dropped before the "
@@ -410,6 +414,16 @@ class Router:
             await c.close()
         if self._meta_channel is not None:
             await self._meta_channel.close(grace=None)
+
+
+def wire_request_id(request_id: int, table_id: int) -> int:
+    """The id a write goes to its group under: the client's request id and
+    the table's id, hashed. Every router derives the same one, so the
+    leader's deduplication (server/node/dedup.py) answers a retry through any
+    router; and a retry that finds its table dropped and created again is a
+    new request for the new table (the old one voided it: never applied)."""
+    digest = hashlib.blake2b(request_id.to_bytes(8, "big") + table_id.to_bytes(4, "big"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 1) + 1
 
 
 def _token(table_id: int, last_key: bytes) -> bytes:

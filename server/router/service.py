@@ -65,6 +65,10 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def DeleteTable(self, request, context):  # noqa: N802
         try:
             check_table(request.table)
+            if not self.router.routing.has_table(request.table):
+                # Created through another router a moment ago: its ranges must
+                # come from current routing, or no group would hear of the drop.
+                await self.router.refresh(_deadline(context))
             try:
                 held = self.router.routing.ranges(request.table)
             except NoSuchTable:
@@ -88,9 +92,15 @@ class KVService(kv_pb2_grpc.KVServicer):
         routing copy shows the change (the MM pushes it right after)."""
         deadline = time.monotonic() + DEFAULT_DEADLINE
         while self.router.routing.has_table(table) != present and time.monotonic() < deadline:
-            await self.router._await_change(deadline)
+            if not await self.router.refresh(deadline):   # the watch may be slow: ask now
+                await self.router._await_change(deadline)
 
     async def ListTables(self, request, context):  # noqa: N802
+        # Current routing, not this router's copy: a table just created or
+        # dropped through another router shows (read-your-writes for clients
+        # that spread calls over routers).
+        if not await self.router.refresh(_deadline(context)):
+            await _abort(context, self.router._unavailable("the table list (no metadata manager answered)"))
         return kv_pb2.ListTablesResponse(tables=self.router.routing.tables())
 
     # ---------------------------------------------------------------- records

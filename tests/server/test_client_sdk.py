@@ -843,3 +843,12 @@ def test_facade_exports():
     for cls in (TableNotFound, TableExists, InvalidArgument, ConditionFailed, Unavailable, DeadlineExceeded,
                 OutcomeUnknown):
         assert issubclass(cls, QuorumKVError)
+
+
+@pytest.mark.parametrize("timeout", [5_000_000.0, float("inf")])
+def test_a_timeout_longer_than_the_wire_holds_is_capped_not_an_untyped_error(kv, timeout):
+    _fake, address = kv
+    with quorumkv.Client(address, timeout=5, retry=FAST_RETRY) as c:
+        c.create_table("t")
+        c.put("t", b"k", b"v", timeout=timeout)
+        assert c.get("t", b"k", timeout=timeout).value == b"v"

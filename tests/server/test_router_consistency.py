@@ -9,11 +9,15 @@ of a table or hears NOT_FOUND for one another router just created.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from inproc_cluster import InProcessCluster
 
 import quorumkv
+from server.node import node as node_module
+from server.node.data_client import DataClient, StreamBroken
+from server.proto import data_pb2
 from server.router import router as router_module
 from server.router.router import MAX_KEY, key_after
 
@@ -111,3 +115,138 @@ def test_a_table_created_through_one_router_is_found_at_once_through_another(tmp
             await c.close()
 
     assert asyncio.run(run()) == b"v"
+
+
+def test_a_drop_through_a_router_that_had_not_seen_the_table_reaches_its_groups(tmp_path):
+    async def run():
+        c = await InProcessCluster(tmp_path).start()
+        try:
+            _, a_addr = await c.add_router(1001)
+            b, b_addr = await c.add_router(1002)
+            cr, c_addr = await c.add_router(1003)
+            _stop_watching(b)
+            async with quorumkv.AsyncClient(a_addr, timeout=5) as a, quorumkv.AsyncClient(b_addr, timeout=5) as bc, \
+                    quorumkv.AsyncClient(c_addr, timeout=5) as cc:
+                await a.create_table("t")
+                await cc.put("t", b"k", b"before")   # C knows "t"...
+                _stop_watching(cr)                     # ...and stops following the MM
+                await bc.drop_table("t")               # B never saw "t": it must still tell t's groups
+                with pytest.raises(quorumkv.TableNotFound):
+                    await cc.put("t", b"k2", b"after")
+                with pytest.raises(quorumkv.TableNotFound):
+                    await cc.get("t", b"k")
+                return await bc.tables()
+        finally:
+            await c.close()
+
+    assert "t" not in asyncio.run(run())
+
+
+def test_tables_through_a_router_that_missed_a_create_lists_it(tmp_path):
+    async def run():
+        c = await InProcessCluster(tmp_path).start()
+        try:
+            _, a_addr = await c.add_router(1001)
+            b, b_addr = await c.add_router(1002)
+            _stop_watching(b)
+            async with quorumkv.AsyncClient(a_addr, timeout=5) as a, quorumkv.AsyncClient(b_addr, timeout=5) as bc:
+                await a.create_table("fresh")
+                return await bc.tables()
+        finally:
+            await c.close()
+
+    assert "fresh" in asyncio.run(run())
+
+
+def test_a_table_a_router_does_not_know_is_unavailable_not_missing_while_the_mm_cannot_answer(tmp_path):
+    async def run():
+        c = await InProcessCluster(tmp_path).start()
+        try:
+            _, a_addr = await c.add_router(1001)
+            b, b_addr = await c.add_router(1002)
+            _stop_watching(b)
+            async with quorumkv.AsyncClient(a_addr, timeout=2) as a, quorumkv.AsyncClient(b_addr, timeout=2) as bc:
+                await a.create_table("fresh")
+                await a.put("fresh", b"k", b"v")
+                c.mm.deactivate("a failover window (test)")   # the MM answers UNAVAILABLE meanwhile
+                with pytest.raises(quorumkv.Unavailable):
+                    await bc.get("fresh", b"k")
+        finally:
+            await c.close()
+
+    asyncio.run(run())
+
+
+def test_one_logical_write_is_applied_once_whichever_router_retries_it_across_a_recreated_table(tmp_path):
+    async def run():
+        c = await InProcessCluster(tmp_path).start()
+        try:
+            _, a_addr = await c.add_router(1001)
+            r1, _ = await c.add_router(1002)
+            r2, _ = await c.add_router(1003)
+            async with quorumkv.AsyncClient(a_addr, timeout=5) as a:
+                await a.create_table("t")
+                for r in (r1, r2):   # both route "t" to its first incarnation from here on
+                    await r.refresh(time.monotonic() + 5)
+                    _stop_watching(r)
+                await a.drop_table("t")
+                await a.create_table("t")
+                x = 0x1234_5678_9ABC   # the SDK's request id of one put(if_absent)
+                first = await r1.write("t", b"k", b"v", if_absent=True, request_id=x, deadline=time.monotonic() + 5)
+                # its answer lost, the SDK retries the same id through another stale router, then a current one
+                again = await r2.write("t", b"k", b"v", if_absent=True, request_id=x, deadline=time.monotonic() + 5)
+                third = await r1.write("t", b"k", b"v", if_absent=True, request_id=x, deadline=time.monotonic() + 5)
+                return first, again, third
+        finally:
+            await c.close()
+
+    first, again, third = asyncio.run(run())
+    assert first == again == third   # the same stored seq: applied once, answered from the window
+
+
+def test_a_table_name_ending_in_a_newline_is_refused(tmp_path):
+    async def run():
+        c = await InProcessCluster(tmp_path).start()
+        try:
+            _, addr = await c.add_router(1001)
+            async with quorumkv.AsyncClient(addr, timeout=3) as cl:
+                with pytest.raises(quorumkv.InvalidArgument):
+                    await cl.create_table("t\n")
+        finally:
+            await c.close()
+
+    asyncio.run(run())
+
+
+def test_get_many_of_values_past_one_answer_message_arrives_whole(tmp_path, monkeypatch):
+    # The node cuts its answers into messages of MAX_ANSWER_BYTES (4 MiB; here
+    # 1,000 bytes), so many 1 MiB values never make one message past gRPC's cap.
+    monkeypatch.setattr(node_module, "MAX_ANSWER_BYTES", 1000)
+
+    async def run():
+        c = await InProcessCluster(tmp_path).start()
+        try:
+            _, addr = await c.add_router(1001)
+            async with quorumkv.AsyncClient(addr, timeout=5) as cl:
+                await cl.create_table("t")
+                records = [(b"k%02d" % i, bytes([i]) * 600) for i in range(20)]
+                await cl.put_many("t", records)
+                got = await cl.get_many("t", [k for k, _ in records])
+                return records, [r.value for r in got]
+        finally:
+            await c.close()
+
+    records, values = asyncio.run(run())
+    assert values == [v for _, v in records]
+
+
+def test_a_data_stream_closed_before_its_task_ran_fails_its_callers():
+    async def run():
+        dc = DataClient("127.0.0.1:9")
+        w = asyncio.ensure_future(dc.write_request(data_pb2.WriteRequest(rg=1, batch=b"x", request_id=7)))
+        await asyncio.sleep(0)   # submitted: the stream's task exists, not started
+        await dc.close()         # what Router._install does for a node that moved
+        with pytest.raises(StreamBroken):
+            await asyncio.wait_for(w, 2)
+
+    asyncio.run(run())
