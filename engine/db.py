@@ -69,6 +69,7 @@ Record.__doc__ = "A live record: its value and its 16-byte seq."
 Entry = namedtuple("Entry", ["value", "seq", "deleted"])
 Entry.__doc__ = "The newest version of a key: a value, or a tombstone (deleted=True, value None) with its seq."
 
+_NUMBERED_FILE = re.compile(r"(?:MANIFEST-)?(\d+)(?:\.\w+)?")   # NNNNNN.log, NNNNNN.sst, MANIFEST-NNNNNN
 TABLE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}\Z")   # \Z: "$" would let a final newline through
 TABLE_NAME_RULE = "1 to 128 characters from A-Z a-z 0-9 _ . -, not starting with . or -"
 MAX_KEY = write_batch.MAX_KEY
@@ -236,8 +237,15 @@ class DB:
             vs.recover()
         elif not opts.create_if_missing:
             raise InvalidArgumentError(f"no database at {self.path} (create_if_missing=False)")
+        # Every file number on disk counts as used: WAL segments roll (and
+        # memtables rotate) without a MANIFEST edit, so the MANIFEST's
+        # next_file may be behind them, and a number handed out again would
+        # truncate a segment this open is about to replay.
+        names = env.list_dir(self.path)
+        on_disk = [int(m.group(1)) for m in map(_NUMBERED_FILE.fullmatch, names) if m]
+        vs.next_file = max(vs.next_file, max(on_disk, default=0) + 1)
         # Replay the WAL segments the MANIFEST does not cover, oldest first.
-        logs = sorted(int(n[:-4]) for n in env.list_dir(self.path) if n.endswith(".log") and n[:-4].isdigit())
+        logs = sorted(int(n[:-4]) for n in names if n.endswith(".log") and n[:-4].isdigit())
         mem = Memtable()
         last_lsn = vs.last_lsn
         applied = vs.applied_index
@@ -539,6 +547,7 @@ class DB:
                     self._stats["stalls"] += 1
                 self._schedule_background()
                 self._bg_cv.wait()
+                self._check_open()   # close() wakes a stalled writer: nothing will make room any more
                 continue
             new_log = self._roll_wal()
             self._imm_log_number = new_log
@@ -727,8 +736,9 @@ class DB:
             try:
                 self._check_open()
                 self._make_room_for_write(force=True)
-                while self._sv.imm is not None and self._bg_error is None:
+                while self._sv.imm is not None and self._bg_error is None and not self._closed:
                     self._bg_cv.wait()
+                self._check_open()   # closed meanwhile: the background thread stopped, nothing flushes it
                 if self._bg_error is not None:
                     raise QuorumKVError(f"background error: {self._bg_error}")
             finally:
@@ -950,11 +960,20 @@ class DB:
         the memtable is flushed first, so a clean close loses nothing."""
         if self._closed:
             return
-        if not self.options.wal and self._bg_error is None and self._sv.mem.count:
+        # The memtable, an immutable one not flushed yet, or an applied index
+        # an empty batch moved: each is lost to a close that skips it.
+        for _ in range(3):
+            if self.options.wal or self._bg_error is not None or not (
+                    self._sv.mem.count or self._sv.imm is not None
+                    or self._mem_applied_index > self._versions.applied_index):
+                break
             self.flush()
         with self._mutex:
             self._closed = True
             self._open_for_writes = False
+            for _lo, _hi, done in self._manual:   # compact_range callers: the background thread stops
+                if done is not None:
+                    done.set()
             self._bg_cv.notify_all()
             bg = self._bg_thread
         if bg is not None:
