@@ -71,3 +71,25 @@ class InProcessCluster:
             await n.stop()
         await self.mm.stop()
 
+
+
+def run_with_routers(tmp, routers: int, body, timeout: float = 5.0):
+    """Starts a cluster with `routers` routers (ids 1001...) and an AsyncClient
+    on each, returns what `await body(cluster, routers, clients)` returns, and
+    stops everything (clients, routers, node, MM) whatever happens."""
+    import contextlib
+
+    import quorumkv
+
+    async def go():
+        cluster = await InProcessCluster(tmp).start()
+        try:
+            made = [await cluster.add_router(1001 + i) for i in range(routers)]
+            async with contextlib.AsyncExitStack() as stack:
+                clients = [await stack.enter_async_context(quorumkv.AsyncClient(address, timeout=timeout))
+                           for _, address in made]
+                return await body(cluster, [r for r, _ in made], clients)
+        finally:
+            await cluster.close()
+
+    return asyncio.run(go())
