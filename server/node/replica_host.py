@@ -172,7 +172,13 @@ class ReplicaHost:
             self._wake.set()
 
     def _check_recovered(self) -> None:
-        if self._recover_target and self.replica.log.applied_index >= self._recover_target:
+        """Votes again once what a leader had committed is applied here and
+        durable: in the log store (entries) or the engine (an installed
+        snapshot). The replica's applied index alone moves when a snapshot's
+        last chunk is stepped, before the install is on disk."""
+        target = self._recover_target
+        durable = max(self.storage.log.last_index, self.storage.db.applied_index)
+        if target and self.replica.log.applied_index >= target and durable >= target:
             self.storage.clear_recovering()
             self.recovering = False
             log.warning("rg %d: caught up to %d: voting again", self.rg, self._recover_target)
@@ -450,13 +456,22 @@ class ReplicaHost:
                 return
             index = r.log.applied_index
             src = self._snapshots[req.member] = _SnapshotSource(index, self.storage.snapshot_chunks(index))
-        data = src.chunk(req.offset)
+        try:
+            data = src.chunk(req.offset)
+        except TableNotFoundError:   # a table dropped since the source listed it: the next snapshot has it dropped
+            data = None
         if data is None:
             self._snapshots.pop(req.member, None)
             r.abort_snapshot(req.member)
             self._wake.set()
             return
-        done = src.chunk(req.offset + 1) is None
+        try:
+            done = src.chunk(req.offset + 1) is None
+        except TableNotFoundError:   # as above: this transfer ends; the member asks again
+            self._snapshots.pop(req.member, None)
+            r.abort_snapshot(req.member)
+            self._wake.set()
+            return
         if done:
             self._snapshots.pop(req.member, None)
         r.snapshot_chunk(req.member, src.index, req.offset, data, done)
@@ -474,6 +489,8 @@ class ReplicaHost:
         members = r.progress()
         if members and self.compact_due != COMPACT_FORCE:
             index = min(index, min(p.match for p in members.values()))
+        if self._snapshots:   # even when forced: a member installing one needs the log after it
+            index = min(index, min(src.index for src in self._snapshots.values()))
         if index > r.log.base.index:
             r.compact_log(index)
             self.storage.log.compact(index)
