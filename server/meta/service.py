@@ -255,7 +255,7 @@ class MetaServer:
         return gl
 
     def _assignment(self, rg: int) -> meta_pb2.ReplicaAssignment:
-        a = meta_pb2.ReplicaAssignment(rg=rg, established=rg in self.established)
+        a = meta_pb2.ReplicaAssignment(rg=rg, established=rg in self.established, epoch=self.groups[rg].epoch)
         codec.config_to_pb(self.groups[rg].config, a.config)
         return a
 

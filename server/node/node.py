@@ -170,16 +170,20 @@ class Node:
         self._io.shutdown(wait=True)
 
     # ---------------------------------------------------------------- replicas
-    def _host(self, rg: int, established: bool = False) -> ReplicaHost:
+    def _host(self, rg: int, established: bool = False, epoch: int = 0) -> ReplicaHost:
         """The replica of `rg`, created if needed. A replica of an established
         group (one that has had a leader) with no data on this disk lost it:
-        it rejoins without a vote until it caught up (ReplicaHost.recovering)."""
+        it rejoins without a vote until it caught up (ReplicaHost.recovering),
+        having promised the group's current `epoch` (the MM's), so that no
+        deposed leader of an older one counts it."""
         h = self.hosts.get(rg)
         if h is None:
             path = os.path.join(self.data_dir, f"rg-{rg}")
             if established and not os.path.exists(path):
                 mark_recovering(path)
             storage = ReplicaStorage(path, self.id, engine_options=self._engine_options)
+            if storage.recovering:
+                storage.promise_at_least(epoch)
             h = ReplicaHost(rg, self.id, storage, self.options, lambda to, m, rg=rg: self.send(rg, to, m), self._io,
                             recovering=storage.recovering)
             self.hosts[rg] = h
@@ -269,7 +273,7 @@ class Node:
                     self._background(link.close())
             self.directory = new
         for a in command.host:
-            self._host(a.rg, a.established)
+            self._host(a.rg, a.established, a.epoch)
         for rg in command.drop:
             self._background(self._drop(rg))
         self.deliver_all(command.envelopes, "the metadata manager")

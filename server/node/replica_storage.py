@@ -302,6 +302,13 @@ class ReplicaStorage:
         self.db.drop_table(table_name(table_id))
         self._tables.discard(table_id)
 
+    def promise_at_least(self, epoch: int) -> None:
+        """Durably promises `epoch` if the log's promise is lower (a member
+        that lost its data, told the group's current epoch by the MM: rule E2
+        then fences every older leader)."""
+        if epoch > self.log.promised_epoch:
+            self.log.persist(HardState(epoch, self.log.commit_index), ())
+
     def clear_recovering(self) -> None:
         """Caught up: the member may vote again (durably)."""
         path = os.path.join(self.directory, RECOVERING)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from server.proto import replication_pb2 as server_dot_proto_dot_replication__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17server/proto/meta.proto\x12\x0bquorumkv.v1\x1a\x1eserver/proto/replication.proto\"p\n\rNodeHeartbeat\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\x12(\n\tenvelopes\x18\x04 \x03(\x0b\x32\x15.quorumkv.v1.Envelope\"/\n\x0bNodeAddress\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"Y\n\x11ReplicaAssignment\x12\n\n\x02rg\x18\x01 \x01(\x04\x12#\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x13.quorumkv.v1.Config\x12\x13\n\x0b\x65stablished\x18\x03 \x01(\x08\"\xbb\x01\n\x0bMetaCommand\x12+\n\tdirectory\x18\x01 \x03(\x0b\x32\x18.quorumkv.v1.NodeAddress\x12\x19\n\x11\x64irectory_version\x18\x02 \x01(\x04\x12,\n\x04host\x18\x03 \x03(\x0b\x32\x1e.quorumkv.v1.ReplicaAssignment\x12\x0c\n\x04\x64rop\x18\x04 \x03(\x04\x12(\n\tenvelopes\x18\x05 \x03(\x0b\x32\x15.quorumkv.v1.Envelope\"(\n\tGroupSpec\x12\n\n\x02rg\x18\x01 \x01(\x04\x12\x0f\n\x07members\x18\x02 \x03(\r\"\x87\x01\n\nGroupState\x12\n\n\x02rg\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0e\n\x06leader\x18\x03 \x01(\r\x12#\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x13.quorumkv.v1.Config\x12)\n\x08replicas\x18\x05 \x03(\x0b\x32\x17.quorumkv.v1.NodeStatus\"h\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05\x61live\x18\x03 \x01(\x08\x12)\n\x06report\x18\x04 \x01(\x0b\x32\x19.quorumkv.v1.StatusReport\"=\n\x13\x43reateGroupResponse\x12&\n\x05group\x18\x01 \x01(\x0b\x32\x17.quorumkv.v1.GroupState\"\x13\n\x11ListGroupsRequest\"N\n\x12ListGroupsResponse\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.quorumkv.v1.GroupState\x12\x0f\n\x07version\x18\x02 \x01(\x04\"\'\n\nRangeRoute\x12\r\n\x05start\x18\x01 \x01(\x0c\x12\n\n\x02rg\x18\x02 \x01(\x04\"U\n\nTableRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08table_id\x18\x02 \x01(\r\x12\'\n\x06ranges\x18\x03 \x03(\x0b\x32\x17.quorumkv.v1.RangeRoute\"7\n\nGroupRoute\x12\n\n\x02rg\x18\x01 \x01(\x04\x12\x0e\n\x06leader\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"\xad\x01\n\x0cRoutingTable\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x11\n\tkeepalive\x18\x05 \x01(\x08\x12\'\n\x06tables\x18\x02 \x03(\x0b\x32\x17.quorumkv.v1.TableRoute\x12\'\n\x06groups\x18\x03 \x03(\x0b\x32\x17.quorumkv.v1.GroupRoute\x12\'\n\x05nodes\x18\x04 \x03(\x0b\x32\x18.quorumkv.v1.NodeAddress\"%\n\x0cWatchRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"3\n\x0fNewTableRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsplit_keys\x18\x02 \x03(\x0c\":\n\x10NewTableResponse\x12&\n\x05table\x18\x01 \x01(\x0b\x32\x17.quorumkv.v1.TableRoute\" \n\x10\x44ropTableRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"%\n\x11\x44ropTableResponse\x12\x10\n\x08table_id\x18\x01 \x01(\r\"\x0f\n\rBackupRequest\"\"\n\x0e\x42\x61\x63kupResponse\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x32\x81\x04\n\x04Meta\x12\x45\n\tHeartbeat\x12\x1a.quorumkv.v1.NodeHeartbeat\x1a\x18.quorumkv.v1.MetaCommand(\x01\x30\x01\x12G\n\x0b\x43reateGroup\x12\x16.quorumkv.v1.GroupSpec\x1a .quorumkv.v1.CreateGroupResponse\x12M\n\nListGroups\x12\x1e.quorumkv.v1.ListGroupsRequest\x1a\x1f.quorumkv.v1.ListGroupsResponse\x12?\n\x05Watch\x12\x19.quorumkv.v1.WatchRequest\x1a\x19.quorumkv.v1.RoutingTable0\x01\x12J\n\x0b\x43reateTable\x12\x1c.quorumkv.v1.NewTableRequest\x1a\x1d.quorumkv.v1.NewTableResponse\x12J\n\tDropTable\x12\x1d.quorumkv.v1.DropTableRequest\x1a\x1e.quorumkv.v1.DropTableResponse\x12\x41\n\x06\x42\x61\x63kup\x12\x1a.quorumkv.v1.BackupRequest\x1a\x1b.quorumkv.v1.BackupResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17server/proto/meta.proto\x12\x0bquorumkv.v1\x1a\x1eserver/proto/replication.proto\"p\n\rNodeHeartbeat\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\x12(\n\tenvelopes\x18\x04 \x03(\x0b\x32\x15.quorumkv.v1.Envelope\"/\n\x0bNodeAddress\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"h\n\x11ReplicaAssignment\x12\n\n\x02rg\x18\x01 \x01(\x04\x12#\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x13.quorumkv.v1.Config\x12\x13\n\x0b\x65stablished\x18\x03 \x01(\x08\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\"\xbb\x01\n\x0bMetaCommand\x12+\n\tdirectory\x18\x01 \x03(\x0b\x32\x18.quorumkv.v1.NodeAddress\x12\x19\n\x11\x64irectory_version\x18\x02 \x01(\x04\x12,\n\x04host\x18\x03 \x03(\x0b\x32\x1e.quorumkv.v1.ReplicaAssignment\x12\x0c\n\x04\x64rop\x18\x04 \x03(\x04\x12(\n\tenvelopes\x18\x05 \x03(\x0b\x32\x15.quorumkv.v1.Envelope\"(\n\tGroupSpec\x12\n\n\x02rg\x18\x01 \x01(\x04\x12\x0f\n\x07members\x18\x02 \x03(\r\"\x87\x01\n\nGroupState\x12\n\n\x02rg\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0e\n\x06leader\x18\x03 \x01(\r\x12#\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x13.quorumkv.v1.Config\x12)\n\x08replicas\x18\x05 \x03(\x0b\x32\x17.quorumkv.v1.NodeStatus\"h\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05\x61live\x18\x03 \x01(\x08\x12)\n\x06report\x18\x04 \x01(\x0b\x32\x19.quorumkv.v1.StatusReport\"=\n\x13\x43reateGroupResponse\x12&\n\x05group\x18\x01 \x01(\x0b\x32\x17.quorumkv.v1.GroupState\"\x13\n\x11ListGroupsRequest\"N\n\x12ListGroupsResponse\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.quorumkv.v1.GroupState\x12\x0f\n\x07version\x18\x02 \x01(\x04\"\'\n\nRangeRoute\x12\r\n\x05start\x18\x01 \x01(\x0c\x12\n\n\x02rg\x18\x02 \x01(\x04\"U\n\nTableRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08table_id\x18\x02 \x01(\r\x12\'\n\x06ranges\x18\x03 \x03(\x0b\x32\x17.quorumkv.v1.RangeRoute\"7\n\nGroupRoute\x12\n\n\x02rg\x18\x01 \x01(\x04\x12\x0e\n\x06leader\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"\xad\x01\n\x0cRoutingTable\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x11\n\tkeepalive\x18\x05 \x01(\x08\x12\'\n\x06tables\x18\x02 \x03(\x0b\x32\x17.quorumkv.v1.TableRoute\x12\'\n\x06groups\x18\x03 \x03(\x0b\x32\x17.quorumkv.v1.GroupRoute\x12\'\n\x05nodes\x18\x04 \x03(\x0b\x32\x18.quorumkv.v1.NodeAddress\"%\n\x0cWatchRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"3\n\x0fNewTableRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsplit_keys\x18\x02 \x03(\x0c\":\n\x10NewTableResponse\x12&\n\x05table\x18\x01 \x01(\x0b\x32\x17.quorumkv.v1.TableRoute\" \n\x10\x44ropTableRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"%\n\x11\x44ropTableResponse\x12\x10\n\x08table_id\x18\x01 \x01(\r\"\x0f\n\rBackupRequest\"\"\n\x0e\x42\x61\x63kupResponse\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x32\x81\x04\n\x04Meta\x12\x45\n\tHeartbeat\x12\x1a.quorumkv.v1.NodeHeartbeat\x1a\x18.quorumkv.v1.MetaCommand(\x01\x30\x01\x12G\n\x0b\x43reateGroup\x12\x16.quorumkv.v1.GroupSpec\x1a .quorumkv.v1.CreateGroupResponse\x12M\n\nListGroups\x12\x1e.quorumkv.v1.ListGroupsRequest\x1a\x1f.quorumkv.v1.ListGroupsResponse\x12?\n\x05Watch\x12\x19.quorumkv.v1.WatchRequest\x1a\x19.quorumkv.v1.RoutingTable0\x01\x12J\n\x0b\x43reateTable\x12\x1c.quorumkv.v1.NewTableRequest\x1a\x1d.quorumkv.v1.NewTableResponse\x12J\n\tDropTable\x12\x1d.quorumkv.v1.DropTableRequest\x1a\x1e.quorumkv.v1.DropTableResponse\x12\x41\n\x06\x42\x61\x63kup\x12\x1a.quorumkv.v1.BackupRequest\x1a\x1b.quorumkv.v1.BackupResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,43 +37,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODEADDRESS']._serialized_start=186
   _globals['_NODEADDRESS']._serialized_end=233
   _globals['_REPLICAASSIGNMENT']._serialized_start=235
-  _globals['_REPLICAASSIGNMENT']._serialized_end=324
-  _globals['_METACOMMAND']._serialized_start=327
-  _globals['_METACOMMAND']._serialized_end=514
-  _globals['_GROUPSPEC']._serialized_start=516
-  _globals['_GROUPSPEC']._serialized_end=556
-  _globals['_GROUPSTATE']._serialized_start=559
-  _globals['_GROUPSTATE']._serialized_end=694
-  _globals['_NODESTATUS']._serialized_start=696
-  _globals['_NODESTATUS']._serialized_end=800
-  _globals['_CREATEGROUPRESPONSE']._serialized_start=802
-  _globals['_CREATEGROUPRESPONSE']._serialized_end=863
-  _globals['_LISTGROUPSREQUEST']._serialized_start=865
-  _globals['_LISTGROUPSREQUEST']._serialized_end=884
-  _globals['_LISTGROUPSRESPONSE']._serialized_start=886
-  _globals['_LISTGROUPSRESPONSE']._serialized_end=964
-  _globals['_RANGEROUTE']._serialized_start=966
-  _globals['_RANGEROUTE']._serialized_end=1005
-  _globals['_TABLEROUTE']._serialized_start=1007
-  _globals['_TABLEROUTE']._serialized_end=1092
-  _globals['_GROUPROUTE']._serialized_start=1094
-  _globals['_GROUPROUTE']._serialized_end=1149
-  _globals['_ROUTINGTABLE']._serialized_start=1152
-  _globals['_ROUTINGTABLE']._serialized_end=1325
-  _globals['_WATCHREQUEST']._serialized_start=1327
-  _globals['_WATCHREQUEST']._serialized_end=1364
-  _globals['_NEWTABLEREQUEST']._serialized_start=1366
-  _globals['_NEWTABLEREQUEST']._serialized_end=1417
-  _globals['_NEWTABLERESPONSE']._serialized_start=1419
-  _globals['_NEWTABLERESPONSE']._serialized_end=1477
-  _globals['_DROPTABLEREQUEST']._serialized_start=1479
-  _globals['_DROPTABLEREQUEST']._serialized_end=1511
-  _globals['_DROPTABLERESPONSE']._serialized_start=1513
-  _globals['_DROPTABLERESPONSE']._serialized_end=1550
-  _globals['_BACKUPREQUEST']._serialized_start=1552
-  _globals['_BACKUPREQUEST']._serialized_end=1567
-  _globals['_BACKUPRESPONSE']._serialized_start=1569
-  _globals['_BACKUPRESPONSE']._serialized_end=1603
-  _globals['_META']._serialized_start=1606
-  _globals['_META']._serialized_end=2119
+  _globals['_REPLICAASSIGNMENT']._serialized_end=339
+  _globals['_METACOMMAND']._serialized_start=342
+  _globals['_METACOMMAND']._serialized_end=529
+  _globals['_GROUPSPEC']._serialized_start=531
+  _globals['_GROUPSPEC']._serialized_end=571
+  _globals['_GROUPSTATE']._serialized_start=574
+  _globals['_GROUPSTATE']._serialized_end=709
+  _globals['_NODESTATUS']._serialized_start=711
+  _globals['_NODESTATUS']._serialized_end=815
+  _globals['_CREATEGROUPRESPONSE']._serialized_start=817
+  _globals['_CREATEGROUPRESPONSE']._serialized_end=878
+  _globals['_LISTGROUPSREQUEST']._serialized_start=880
+  _globals['_LISTGROUPSREQUEST']._serialized_end=899
+  _globals['_LISTGROUPSRESPONSE']._serialized_start=901
+  _globals['_LISTGROUPSRESPONSE']._serialized_end=979
+  _globals['_RANGEROUTE']._serialized_start=981
+  _globals['_RANGEROUTE']._serialized_end=1020
+  _globals['_TABLEROUTE']._serialized_start=1022
+  _globals['_TABLEROUTE']._serialized_end=1107
+  _globals['_GROUPROUTE']._serialized_start=1109
+  _globals['_GROUPROUTE']._serialized_end=1164
+  _globals['_ROUTINGTABLE']._serialized_start=1167
+  _globals['_ROUTINGTABLE']._serialized_end=1340
+  _globals['_WATCHREQUEST']._serialized_start=1342
+  _globals['_WATCHREQUEST']._serialized_end=1379
+  _globals['_NEWTABLEREQUEST']._serialized_start=1381
+  _globals['_NEWTABLEREQUEST']._serialized_end=1432
+  _globals['_NEWTABLERESPONSE']._serialized_start=1434
+  _globals['_NEWTABLERESPONSE']._serialized_end=1492
+  _globals['_DROPTABLEREQUEST']._serialized_start=1494
+  _globals['_DROPTABLEREQUEST']._serialized_end=1526
+  _globals['_DROPTABLERESPONSE']._serialized_start=1528
+  _globals['_DROPTABLERESPONSE']._serialized_end=1565
+  _globals['_BACKUPREQUEST']._serialized_start=1567
+  _globals['_BACKUPREQUEST']._serialized_end=1582
+  _globals['_BACKUPRESPONSE']._serialized_start=1584
+  _globals['_BACKUPRESPONSE']._serialized_end=1618
+  _globals['_META']._serialized_start=1621
+  _globals['_META']._serialized_end=2134
 # @@protoc_insertion_point(module_scope)

@@ -28,14 +28,16 @@ class NodeAddress(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
 
 class ReplicaAssignment(_message.Message):
-    __slots__ = ("rg", "config", "established")
+    __slots__ = ("rg", "config", "established", "epoch")
     RG_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     ESTABLISHED_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     rg: int
     config: _replication_pb2.Config
     established: bool
-    def __init__(self, rg: _Optional[int] = ..., config: _Optional[_Union[_replication_pb2.Config, _Mapping]] = ..., established: _Optional[bool] = ...) -> None: ...
+    epoch: int
+    def __init__(self, rg: _Optional[int] = ..., config: _Optional[_Union[_replication_pb2.Config, _Mapping]] = ..., established: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class MetaCommand(_message.Message):
     __slots__ = ("directory", "directory_version", "host", "drop", "envelopes")

@@ -179,3 +179,67 @@ def test_a_wiped_member_keeps_its_recovering_mark_until_the_snapshot_is_installe
             await g.close()
 
     asyncio.run(go())
+
+
+def test_a_wiped_member_rejoins_fencing_leaders_of_older_epochs(tmp_path):
+    """3 is away during epoch 1 (leader 1); 1 is cut off, 2 leads epoch 2 with
+    3 and commits b=2; 3's disk is wiped and the node hosts it again. Were it
+    to start with promised epoch 0, the deposed 1 (still cut off from the MM
+    and from 2, but reaching 3) would count 3's acks and commit a stale write
+    at an index where epoch 2 committed b=2. The MM hands the re-hosted
+    replica the group's epoch (ReplicaAssignment.epoch), which it promises
+    first (Node._host): E2 fences 1, and 3's NotMyLeader deposes it (E5)."""
+    async def go():
+        g = HostGroup(str(tmp_path))
+        try:
+            g.down = {3}
+            await g.elect(1, 1, (1, 2))
+            g.write(1, b"a", b"1")
+            await g.pump()
+            g.down = {1}
+            await g.elect(2, 2, (2, 3))
+            b = g.write(2, b"b", b"2")
+            await g.pump()
+            assert b.result().outcome is Outcome.OK
+            await g.hosts[3].close()
+            path = os.path.join(g.base, "3")
+            shutil.rmtree(path)
+            mark_recovering(path)
+            storage = ReplicaStorage(path, node_id=3)
+            storage.promise_at_least(g.hosts[2].replica.epoch)   # what Node._host does with the MM's epoch
+            h3 = ReplicaHost(RG, 3, storage, g.options, lambda to, msg: g.queue.append(msg), g.io, recovering=True)
+            g.hosts[3] = h3
+            h3.start()
+            g.down = {2}                                # 1 reaches 3, not 2 nor the MM
+            stale = g.write(1, b"b", b"STALE")         # through a router with stale routing
+            await g.pump(ticks=10)
+            h1 = g.hosts[1]
+            assert not (stale.done() and stale.result().outcome is Outcome.OK)
+            assert h1.replica.epoch >= 2 and h1.replica.role.name == "FOLLOWER"
+            assert h3.replica.log.last_index == 0      # nothing of 1's taken
+        finally:
+            await g.close()
+
+    asyncio.run(go())
+
+
+def test_the_node_hosts_a_replica_it_lost_having_promised_the_groups_epoch(tmp_path):
+    from server.meta.service import MetaServer
+    from server.meta.store import MetaStore
+    from server.node.node import Node
+
+    async def go():
+        mm = MetaServer("127.0.0.1:0")
+        mm.activate(MetaStore(str(tmp_path / "meta")))
+        gl = mm.create_group(5, [1, 2, 3])
+        gl.epoch = 7
+        assignment = mm._assignment(5)   # what a MetaCommand's host list carries
+        mm.deactivate("test over")
+        node = Node(1, "127.0.0.1:0", str(tmp_path / "node"), ["127.0.0.1:1"], block_cache_bytes=0)
+        h = node._host(assignment.rg, True, assignment.epoch)   # no rg-5 on this disk: it lost it
+        try:
+            return assignment.epoch, h.recovering, h.replica.epoch
+        finally:
+            await h.close()
+
+    assert asyncio.run(go()) == (7, True, 7)
