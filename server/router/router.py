@@ -49,6 +49,7 @@ MAX_KEY = 4096
 MAX_VALUE = 1 << 20
 DEFAULT_DEADLINE = 10.0
 DEFAULT_PAGE = 1000
+REFRESH_TIMEOUT = 2.0     # one routing fetch (refresh), whatever its callers' deadlines
 MAX_PAGE_BYTES = 8 << 20   # a page stops adding ranges past this: with one range's scan it stays far below 64 MiB
 MAX_PAGE = 10_000
 RETRY_AFTER_MS = 200
@@ -104,6 +105,9 @@ class Router:
         self._watch_task: asyncio.Task | None = None
         self._meta_channel: grpc.aio.Channel | None = None
         self._meta_index = 0
+        self._fetch_task: asyncio.Task | None = None   # refresh(): the fetch in flight,
+        self._fetch_number = 0                          # ... its number,
+        self._fetches_started = 0                       # ... and how many were started
         self.metadata = ((NODE_METADATA_KEY, str(router_id)),)   # on every call to other cluster processes
         self.stats = {"writes": 0, "reads": 0, "lists": 0, "retries": 0, "routing_updates": 0}
 
@@ -186,10 +190,32 @@ class Router:
         """Fetches the MM's routing now (the first message of a fresh Watch),
         for what only current routing can settle: a table this copy does not
         know (created through another router a moment ago), or a table id a
-        node reports dropped (the name may name a new table by now)."""
+        node reports dropped (the name may name a new table by now). False if
+        no MM answered by the deadline.
+
+        One fetch at a time per router: a caller shares a fetch only if it
+        started after the caller arrived (an older one may predate what the
+        caller must see), so a flood of requests for a missing table costs
+        the MM at most one fetch per round trip, not one per request."""
+        arrived = self._fetches_started
+        while time.monotonic() < deadline:
+            if self._fetch_task is None or self._fetch_task.done():
+                self._fetches_started += 1
+                self._fetch_task = asyncio.get_running_loop().create_task(self._fetch_routing())
+                self._fetch_number = self._fetches_started
+            task, number = self._fetch_task, self._fetch_number
+            try:
+                fresh = await asyncio.wait_for(asyncio.shield(task), max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                return False
+            if number > arrived:   # this fetch started after we arrived: it is fresh enough
+                return fresh
+        return False
+
+    async def _fetch_routing(self) -> bool:
         try:
             call = self.meta_stub().Watch(meta_pb2.WatchRequest(known_version=0), metadata=self.metadata,
-                                          timeout=max(0.01, deadline - time.monotonic()))
+                                          timeout=REFRESH_TIMEOUT)
             async for rt in call:
                 if not rt.keepalive:
                     if rt.version > self.routing.version:
@@ -407,9 +433,10 @@ class Router:
         return left
 
     async def close(self) -> None:
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            await asyncio.gather(self._watch_task, return_exceptions=True)
+        for task in (self._watch_task, self._fetch_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for c in self._clients.values():
             await c.close()
         if self._meta_channel is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import grpc
 import pytest
 from inproc_cluster import run_with_routers
 
@@ -187,3 +188,17 @@ def test_a_data_stream_closed_before_its_task_ran_fails_its_callers():
             await asyncio.wait_for(w, 2)
 
     asyncio.run(run())
+
+
+def test_requests_for_a_missing_table_share_the_routers_lookups_at_the_mm(tmp_path):
+    # Each must look at current routing, but 50 at once cost the MM two fetches
+    # (the one in flight when most arrived predates them; the next one is shared).
+    async def body(c, routers, clients):
+        r, = routers
+        before = r._fetches_started
+        results = await asyncio.gather(*(r.get("missing", b"k", deadline=time.monotonic() + 5) for _ in range(50)),
+                                       return_exceptions=True)
+        return {getattr(x, "code", x) for x in results}, r._fetches_started - before
+
+    codes, fetches = run_with_routers(tmp_path, 1, body)
+    assert codes == {grpc.StatusCode.NOT_FOUND} and fetches <= 2
