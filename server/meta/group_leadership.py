@@ -66,6 +66,7 @@ class GroupLeadership:
         self.change_started = 0
         self.last_leader_report = 0
         self.leader_reported = False
+        self.quorum_lost = False   # the leader's last report said it hears no quorum (CQ2)
         self.last_resend = 0
         self.phase = ChangePhase.NONE
         self.phase_started = 0
@@ -77,11 +78,12 @@ class GroupLeadership:
         self.replacements = 0
 
     # ---------------------------------------------------------------- epochs
-    def start_epoch(self) -> None:
+    def start_epoch(self, avoid: frozenset[int] = frozenset()) -> None:
         self.epoch += 1
         self.elections += 1
-        self.change = EpochChange(self.epoch, self.config, rank=self.leader_rank)
+        self.change = EpochChange(self.epoch, self.config, rank=self.leader_rank, avoid=avoid)
         self.leader = None
+        self.quorum_lost = False
         self.change_started = self.ticks
         if self.persist is not None:
             self.persist(self)   # durable before any message of the new epoch leaves (E1)
@@ -136,8 +138,12 @@ class GroupLeadership:
     def _on_status(self, rep: StatusReport) -> None:
         if rep.sender != self.leader or rep.epoch != self.epoch or rep.role is Role.FOLLOWER:
             return
-        self.last_leader_report = self.ticks
         self.leader_reported = True
+        # CQ2: a leader that hears from no quorum cannot commit; its reports do
+        # not keep it in place, and the next epoch is chosen without it.
+        self.quorum_lost = not rep.quorum_contact
+        if not self.quorum_lost:
+            self.last_leader_report = self.ticks
         noop = self.joint_noop.get(rep.epoch)
         if noop is not None and rep.commit_index >= noop:
             self.joint_committed = True  # J3
@@ -157,7 +163,8 @@ class GroupLeadership:
         if self.change is not None and self.leader is None and stalled:
             self.start_epoch()
         elif self.leader is not None and self.ticks - self.last_leader_report > self.leader_timeout_ticks:
-            self.start_epoch()  # the leader stopped reporting: depose it
+            # The leader stopped reporting, or reports that it hears no quorum: depose it.
+            self.start_epoch(frozenset({self.leader}) if self.quorum_lost else frozenset())
         if self.phase is ChangePhase.LEARNER and self.settled() and (
                 self.learner_caught_up or self.ticks - self.phase_started > LEARNER_PATIENCE_TICKS):
             self.phase = ChangePhase.JOINT

@@ -83,6 +83,8 @@ def status_to_pb(msg: StatusReport, b: pb.StatusReport) -> pb.StatusReport:
         m = b.match.add()
         m.member = member
         m.match_index = index
+    if not msg.quorum_contact:
+        b.quorum_lost = True
     return b
 
 
@@ -160,7 +162,8 @@ def _append_ack(env: pb.Envelope) -> AppendAck:
 def _decode_status(env: pb.Envelope, h: dict) -> Message:
     b = env.status_report
     return StatusReport(**h, role=Role(b.role), last=_pos(b.last), commit_index=b.commit_index,
-                        applied_index=b.applied_index, match=tuple((m.member, m.match_index) for m in b.match))
+                        applied_index=b.applied_index, match=tuple((m.member, m.match_index) for m in b.match),
+                        quorum_contact=not b.quorum_lost)
 
 
 # Append, AppendAck, Heartbeat and HeartbeatAck are decoded before this table is consulted (decode()).

@@ -39,7 +39,13 @@ from server.node.meta_link import MetaLink
 from server.node.metrics import CLIENT_LATENCY, CLIENT_OPS, NodeCollector
 from server.node.peers import SERVER_OPTIONS, PeerLink
 from server.node.replica_host import COMPACT_FORCE, DROPPED_TABLE, ReplicaHost
-from server.node.replica_storage import ReplicaStorage, mark_recovering, table_name
+from server.node.replica_storage import (
+    PARTIAL_SUFFIXES,
+    ReplicaStorage,
+    mark_recovering,
+    remove_replica_dir,
+    table_name,
+)
 from server.node.write_path import Listener, Outcome, Result
 from server.node_identity import NODE_METADATA_KEY, RequireNodeId
 from server.observability import add_health, register, set_serving, start_metrics
@@ -62,6 +68,9 @@ FOLLOWER_APPLY_BATCH = 64        # see ReplicaOptions.follower_apply_batch
 # A group with no write or read for 1 s (idle_after_ticks) heartbeats every
 # 500 ms instead of 100: a node's idle CPU is mostly its groups' heartbeats.
 IDLE_HEARTBEAT_TICKS = 10
+# A leader that heard from no quorum for this long says so to the MM, which
+# deposes it (ReplicaOptions.check_quorum_ticks): three idle heartbeat periods.
+CHECK_QUORUM_TICKS = 3 * IDLE_HEARTBEAT_TICKS
 # Quorum-first sending (server/replication/README.md, "Trailing followers"): a
 # leader of 3 sends each write at once to one follower, and to the other once
 # 32 entries wait for it or at the next tick (50 ms).
@@ -106,6 +115,7 @@ class Node:
         self.options = options or ReplicaOptions(eager_commit=False, follower_apply_batch=FOLLOWER_APPLY_BATCH,
                                                  lease_ns=lease_ms * 1_000_000,
                                                  idle_heartbeat_ticks=IDLE_HEARTBEAT_TICKS,
+                                                 check_quorum_ticks=CHECK_QUORUM_TICKS,
                                                  trailing_batch_entries=trailing_batch_entries)
         self.compact_after_entries = compact_after_entries
         self.metrics_listen = metrics_listen
@@ -129,7 +139,9 @@ class Node:
     async def start(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
         for name in sorted(os.listdir(self.data_dir)):
-            if name.startswith("rg-"):
+            if name.startswith("rg-") and name.endswith(PARTIAL_SUFFIXES):
+                shutil.rmtree(os.path.join(self.data_dir, name), ignore_errors=True)   # a crash's leftover
+            elif name.startswith("rg-"):
                 self._host(int(name[3:]))
         server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[
             RequireNodeId(["/quorumkv.v1.Replication/", "/quorumkv.v1.Data/"])])
@@ -194,7 +206,7 @@ class Node:
         h = self.hosts.pop(rg, None)
         if h is not None:
             await h.close()
-            shutil.rmtree(os.path.join(self.data_dir, f"rg-{rg}"), ignore_errors=True)
+            remove_replica_dir(os.path.join(self.data_dir, f"rg-{rg}"))
 
     def send(self, rg: int, to: int, msg: Message) -> None:
         if to == METADATA_MANAGER_ID:

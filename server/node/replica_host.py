@@ -121,7 +121,7 @@ class ReplicaHost:
         if recovering:
             log.warning("rg %d: no data on this disk for an established group: rejoining without a vote "
                         "until caught up", rg)
-            self.replica.hold_promises_from_start()   # LL3: the lost incarnation may have held for a lease
+            self.replica.rejoin_without_data()   # LL3 and S6 (server/replication/README.md)
         self._pending_reads: list[_Read] = []
         self._read_groups: dict[int, list[_Read]] = {}
         self._read_token = 0
@@ -138,6 +138,7 @@ class ReplicaHost:
         # show may have changed (a message stepped, a Ready begun or finished),
         # so the node rebuilds only those reports (Node.status_envelopes).
         self.status_version = 0
+        self._quorum_contact = True
         self._wake.set()   # the first Ready replays committed entries above the engine's applied index
 
     # ------------------------------------------------------------- inputs
@@ -181,6 +182,7 @@ class ReplicaHost:
         if target and self.replica.log.applied_index >= target and durable >= target:
             self.storage.clear_recovering()
             self.recovering = False
+            self.replica.caught_up()
             log.warning("rg %d: caught up to %d: voting again", self.rg, self._recover_target)
 
     def tick(self) -> None:
@@ -191,6 +193,10 @@ class ReplicaHost:
         replicas on a node is most of its idle CPU."""
         self.replica.observe_time(lease_clock())
         self.replica.tick()
+        contact = self.replica.quorum_contact()
+        if contact is not self._quorum_contact:   # CQ1 moves with ticks alone: the MM must hear of it
+            self._quorum_contact = contact
+            self.status_version += 1
         if self.compact_due or self.replica.has_ready():
             self._wake.set()
 

@@ -13,6 +13,8 @@ Layout of a replica directory:
     <dir>/snapshot.staging  received snapshot chunks, framed like the WAL
     <dir>/RECOVERING        present while a member that lost its data catches up
                             (it must not vote: server/replication/README.md)
+    <dir>.new, <dir>.dropped   a crash's leftovers of mark_recovering and
+                            remove_replica_dir: the node removes them at start
 
 Why one engine DB per replica (not one per node with a keyspace per replica):
 the engine's applied index is per DB, a snapshot install replaces the whole
@@ -84,14 +86,40 @@ def table_name(table_id: int) -> str:
 RECOVERING = "RECOVERING"
 
 
+PARTIAL_SUFFIXES = (".new", ".dropped")   # replica directories a crash may leave; removed at start
+
+
 def mark_recovering(directory: str) -> None:
     """Before a replica that lost its data first opens: the marker is durable
     before anything else is created, so a crash while catching up cannot make
-    the member forget that it must not vote yet."""
-    os.makedirs(directory, exist_ok=True)
-    DEFAULT_ENV.write_file_atomic(os.path.join(directory, RECOVERING), b"lost its data; catching up\n")
-    DEFAULT_ENV.sync_dir(directory)
+    the member forget that it must not vote yet. The directory appears under
+    its name with the marker already in it (built as <directory>.new, then
+    renamed): a crash in between leaves no empty replica directory, which
+    would open as a fresh member with a vote."""
+    if os.path.exists(directory):
+        DEFAULT_ENV.write_file_atomic(os.path.join(directory, RECOVERING), b"lost its data; catching up\n")
+        DEFAULT_ENV.sync_dir(directory)
+        return
+    building = directory + ".new"
+    shutil.rmtree(building, ignore_errors=True)
+    os.makedirs(building)
+    DEFAULT_ENV.write_file_atomic(os.path.join(building, RECOVERING), b"lost its data; catching up\n")
+    DEFAULT_ENV.sync_dir(building)
+    DEFAULT_ENV.rename(building, directory)
     DEFAULT_ENV.sync_dir(os.path.dirname(directory) or ".")
+
+
+def remove_replica_dir(directory: str) -> None:
+    """A dropped replica's directory goes in one step (renamed, then deleted):
+    a crash halfway through a recursive delete would leave a partial replica
+    (a log without its engine, say) to be opened at the next start."""
+    if not os.path.exists(directory):
+        return
+    doomed = directory + ".dropped"
+    shutil.rmtree(doomed, ignore_errors=True)
+    DEFAULT_ENV.rename(directory, doomed)
+    DEFAULT_ENV.sync_dir(os.path.dirname(directory) or ".")
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _without_tables(rep: bytes, table_ids: list[int]) -> bytes:

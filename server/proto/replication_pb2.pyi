@@ -133,12 +133,13 @@ class MemberMatch(_message.Message):
     def __init__(self, member: _Optional[int] = ..., match_index: _Optional[int] = ...) -> None: ...
 
 class StatusReport(_message.Message):
-    __slots__ = ("role", "last", "commit_index", "applied_index", "match", "size_bytes", "ops_per_second", "fsyncs", "snapshots_installed")
+    __slots__ = ("role", "last", "commit_index", "applied_index", "match", "quorum_lost", "size_bytes", "ops_per_second", "fsyncs", "snapshots_installed")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
     COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
     MATCH_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_LOST_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     OPS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     FSYNCS_FIELD_NUMBER: _ClassVar[int]
@@ -148,11 +149,12 @@ class StatusReport(_message.Message):
     commit_index: int
     applied_index: int
     match: _containers.RepeatedCompositeFieldContainer[MemberMatch]
+    quorum_lost: bool
     size_bytes: int
     ops_per_second: float
     fsyncs: int
     snapshots_installed: int
-    def __init__(self, role: _Optional[int] = ..., last: _Optional[_Union[LogPosition, _Mapping]] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., match: _Optional[_Iterable[_Union[MemberMatch, _Mapping]]] = ..., size_bytes: _Optional[int] = ..., ops_per_second: _Optional[float] = ..., fsyncs: _Optional[int] = ..., snapshots_installed: _Optional[int] = ...) -> None: ...
+    def __init__(self, role: _Optional[int] = ..., last: _Optional[_Union[LogPosition, _Mapping]] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., match: _Optional[_Iterable[_Union[MemberMatch, _Mapping]]] = ..., quorum_lost: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., ops_per_second: _Optional[float] = ..., fsyncs: _Optional[int] = ..., snapshots_installed: _Optional[int] = ...) -> None: ...
 
 class Envelope(_message.Message):
     __slots__ = ("rg", "epoch", "sender", "recipient", "promise_request", "promise_response", "appointment", "not_my_leader", "append", "append_ack", "heartbeat", "heartbeat_ack", "snapshot_chunk", "snapshot_ack", "status_report")

@@ -34,18 +34,22 @@ from server.replication.quorum import has_quorum
 
 
 class EpochChange:
-    __slots__ = ("epoch", "config", "mm_id", "rank", "promises", "superseded", "leader")
+    __slots__ = ("epoch", "config", "mm_id", "rank", "avoid", "promises", "superseded", "leader")
 
     def __init__(self, epoch: int, config: Config, mm_id: int = METADATA_MANAGER_ID,
-                 rank: Callable[[int], int] | None = None):
+                 rank: Callable[[int], int] | None = None, avoid: frozenset[int] = frozenset()):
         """Requires: epoch above every epoch the MM issued before; config has voters.
-        `rank(member)`: lower is preferred among promisers whose logs tie (invariant 2)."""
+        `rank(member)`: lower is preferred among promisers whose logs tie (invariant 2).
+        `avoid`: members the appointee is chosen without (CQ2: a leader deposed
+        for losing its quorum); the choice then waits for a quorum of other
+        promisers. Any quorum of promisers is a safe choice (M3's argument)."""
         if not config.voters:
             raise ValueError("a config needs voters")
         self.epoch = epoch
         self.config = config
         self.mm_id = mm_id
         self.rank = rank
+        self.avoid = avoid
         self.promises: dict[int, LogPosition] = {}
         self.superseded = False
         self.leader: int | None = None
@@ -70,9 +74,14 @@ class EpochChange:
     def choose_leader(self) -> int | None:
         """The appointee once a quorum promised (fixed from then on), else None."""
         if self.leader is None and not self.superseded and self.has_quorum():
+            pool = self.promises
+            if self.avoid:
+                pool = {m: pos for m, pos in pool.items() if m not in self.avoid}
+                if not has_quorum(self.config, pool.keys()):
+                    return None
             voters = self.config.all_voters()
             rank = self.rank or (lambda m: 0)
-            candidates = [(pos, m in self.config.voters, -rank(m), -m) for m, pos in self.promises.items()
+            candidates = [(pos, m in self.config.voters, -rank(m), -m) for m, pos in pool.items()
                           if m in voters]
             self.leader = -max(candidates)[3]
         return self.leader

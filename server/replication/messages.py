@@ -52,6 +52,7 @@ class AppendResult(IntEnum):
 
     ACCEPTED = 1      # the logs match up to `index`
     LOG_MISMATCH = 2  # no entry at prev; `index` is the rejected prev index
+    LOG_LOST = 3      # as LOG_MISMATCH, from a member that lost its data (S6): forget its match
 
 
 class Role(IntEnum):
@@ -183,6 +184,8 @@ class AppendAck(Message):
     ACCEPTED: the member's log matches the leader's up to `index`.
     LOG_MISMATCH: `index` is the prev index rejected; `hint_index` is the prev
     index the leader should try next.
+    LOG_LOST: the same, from a member rejoining after losing its data (S6):
+    whatever it acknowledged before may be gone.
     """
 
     TYPE: ClassVar[MessageType] = MessageType.APPEND_ACK
@@ -244,6 +247,8 @@ class StatusReport(Message):
 
     `match` is the leader's view of each member's durable match index (empty
     on followers); the MM uses it for learner catch-up (J1) and joint exit (J3).
+    `quorum_contact` is False from a leader that has not heard from a quorum
+    for `ReplicaOptions.check_quorum_ticks` (CQ1): the MM deposes it (CQ2).
     """
 
     TYPE: ClassVar[MessageType] = MessageType.STATUS_REPORT
@@ -252,3 +257,4 @@ class StatusReport(Message):
     commit_index: int = 0
     applied_index: int = 0
     match: tuple[tuple[int, int], ...] = ()
+    quorum_contact: bool = True

@@ -45,6 +45,15 @@ class ReplicaOptions:
     snapshot_retry_ticks: int = 8
     """A snapshot chunk unanswered for this long is asked for and sent again, from the same offset."""
 
+    check_quorum_ticks: int = 0
+    """Check-quorum (README CQ1-CQ2): a leader that has heard nothing from a
+    quorum of its config for this many ticks says so in its StatusReport, and
+    the MM deposes it, preferring a quorum of promisers without it. Needed
+    because the MM elects from heartbeats alone: a leader cut off from its
+    followers but not from the MM would otherwise stay, unable to commit.
+    Must exceed the longest heartbeat interval (idle_heartbeat_ticks) plus a
+    round trip. 0: off."""
+
     read_timeout_ticks: int = 100
     """A read not confirmed and served within this many ticks fails with TIMEOUT (R4)."""
 

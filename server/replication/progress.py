@@ -32,7 +32,7 @@ class ProgressState(IntEnum):
 
 class Progress:
     __slots__ = ("member", "learner", "match", "next", "state", "inflight", "probe_sent", "idle_ticks",
-                 "transfer", "sent_commit", "flush_to")
+                 "transfer", "sent_commit", "flush_to", "heard_tick")
 
     def __init__(self, member: int, next_index: int, learner: bool):
         self.member = member
@@ -46,6 +46,7 @@ class Progress:
         self.transfer: SnapshotSend | None = None
         self.sent_commit = 0  # the highest commit index sent to the member
         self.flush_to = 0  # a trailing member gets everything up to here without waiting for a batch
+        self.heard_tick = 0  # the leader's tick of the member's last message in this epoch (CQ1)
 
     def __repr__(self) -> str:
         return f"Progress({self.member} {self.state.name} match={self.match} next={self.next})"
@@ -128,6 +129,22 @@ class Progress:
         self.inflight.clear()
         self.probe_sent = False
         self.next = max(self.match + 1, min(rejected_index, hint_index + 1))
+        return True
+
+    def on_lost(self, rejected_index: int, hint_index: int) -> bool:
+        """The member lost its data (S6): what it acknowledged before may be
+        gone, so its match is forgotten (a rejection at or below the match is
+        exactly what would otherwise be taken as stale) and the member is
+        probed from its hint, down to a snapshot if the log no longer reaches.
+        A transfer in progress goes on. Returns False if nothing changed."""
+        self.idle_ticks = 0
+        if self.state is ProgressState.SNAPSHOT:
+            return False
+        self.match = 0
+        self.state = ProgressState.PROBE
+        self.inflight.clear()
+        self.probe_sent = False
+        self.next = max(1, min(rejected_index, hint_index + 1))
         return True
 
     def on_timeout(self) -> None:

@@ -110,6 +110,7 @@ class Replica:
         # not promising. LL3 holds whatever the settings are now.
         self._hold_epoch = state.promised_epoch
         self._hold_from_start = state.promised_epoch > 0
+        self._data_lost = False   # S6: rejections say LOG_LOST until the host says it caught up
         # LL6: the leader's clock against ours, over windows of CLOCK_CHECK_WINDOW_NS:
         # (epoch, leader's clock, ours) at the window's start, and the last verdict.
         self._clock_window: tuple[int, int, int] | None = None
@@ -173,7 +174,14 @@ class Replica:
         match = self._replicator.matches() if self._replicator is not None else ()
         return StatusReport(epoch=self._promised_epoch, sender=self.id, recipient=recipient, role=self._role,
                             last=self._log.last_position(), commit_index=self._log.commit_index,
-                            applied_index=self._log.applied_index, match=match)
+                            applied_index=self._log.applied_index, match=match,
+                            quorum_contact=self.quorum_contact())
+
+    def quorum_contact(self) -> bool:
+        """CQ1: False only on a leader that heard from no quorum of its config
+        for `check_quorum_ticks` (with the option off: always True)."""
+        window = self._opts.check_quorum_ticks
+        return self._replicator is None or not window or self._replicator.quorum_contact(window)
 
     # ============================================================== client API
     def propose(self, payloads: Sequence[bytes]) -> Proposal:
@@ -235,11 +243,19 @@ class Replica:
             self._hold_from_start = False
             self._hold_until = self._now + hold_ns(MAX_LEASE_NS)   # LL3: whatever lease it held for before
 
-    def hold_promises_from_start(self) -> None:
-        """LL3 for a member the node restarted with no data (a wiped disk): its
-        earlier incarnation may have held a promise for a leader's lease."""
+    def rejoin_without_data(self) -> None:
+        """The node restarted this member with no data (a wiped disk). LL3: its
+        earlier incarnation may have held a promise for a leader's lease. S6:
+        a leader may count matches it acknowledged before; its rejections say
+        LOG_LOST until caught_up()."""
         self._hold_from_start = True
         self._hold_epoch = self._promised_epoch
+        self._data_lost = True
+
+    def caught_up(self) -> None:
+        """S6: what a leader had committed when this member came back is durable
+        here again; rejections are plain LOG_MISMATCH from now on."""
+        self._data_lost = False
 
     def tick(self) -> None:
         """One unit of logical time."""
@@ -379,6 +395,8 @@ class Replica:
         # Acks of an epoch we do not lead: stale, dropped.
 
     def _step_leader(self, msg: Message) -> None:
+        if msg.epoch == self._promised_epoch and self._replicator is not None:
+            self._replicator.heard(msg.sender)
         if isinstance(msg, AppendAck):
             self._on_append_ack(msg)
         elif isinstance(msg, HeartbeatAck):
@@ -461,8 +479,8 @@ class Replica:
         match = self._log.accept(msg.prev, msg.entries)
         if match is None:
             self._reply(AppendAck(epoch=msg.epoch, sender=self.id, recipient=msg.sender,
-                                  result=AppendResult.LOG_MISMATCH, index=msg.prev.index,
-                                  hint_index=self._log.conflict_hint(msg.prev.index)))
+                                  result=AppendResult.LOG_LOST if self._data_lost else AppendResult.LOG_MISMATCH,
+                                  index=msg.prev.index, hint_index=self._log.conflict_hint(msg.prev.index)))
             return
         self._log.commit_to(min(msg.commit_index, match))
         self._reply(AppendAck(epoch=msg.epoch, sender=self.id, recipient=msg.sender,

@@ -33,7 +33,7 @@ from server.replication.messages import (
 )
 from server.replication.options import ReplicaOptions
 from server.replication.progress import Progress, ProgressState
-from server.replication.quorum import majority, quorum_value
+from server.replication.quorum import has_quorum, majority, quorum_value
 from server.replication.ready import SnapshotRequest
 
 
@@ -51,6 +51,7 @@ class Replicator:
         learners = config.learners - config.all_voters()
         self.progress: dict[int, Progress] = {m: Progress(m, next_index, m in learners)
                                               for m in sorted(config.members()) if m != leader_id}
+        self.ticks = 0   # since the appointment: every member counts as heard at 0 (CQ1)
         # quorum_index() runs after every acknowledgement: with one voter set
         # (no joint change), its inputs are fixed for this leadership.
         self._simple_quorum = not config.outgoing_voters
@@ -167,8 +168,22 @@ class Replicator:
         """Whether every member (learners included) has acknowledged the log up to `index`."""
         return all(pr.match >= index for pr in self.progress.values())
 
+    def heard(self, member: int) -> None:
+        """A message of this epoch came from `member` (CQ1)."""
+        pr = self.progress.get(member)
+        if pr is not None:
+            pr.heard_tick = self.ticks
+
+    def quorum_contact(self, window_ticks: int) -> bool:
+        """CQ1: whether the members heard from within the last `window_ticks`
+        ticks, with the leader, form a quorum of the config."""
+        heard = [m for m, pr in self.progress.items() if self.ticks - pr.heard_tick < window_ticks]
+        heard.append(self.leader_id)
+        return has_quorum(self.config, heard)
+
     def tick(self) -> None:
         """Retransmit timers: probes and pipelines unanswered, snapshot chunks unanswered."""
+        self.ticks += 1
         for pr in self.progress.values():
             if pr.state is ProgressState.SNAPSHOT:
                 assert pr.transfer is not None
@@ -205,6 +220,8 @@ class Replicator:
             if self._log.epoch_at(pr.match) is not None:
                 pr.become_probe()  # it caught up some other way: back to the log
             return moved
+        if msg.result is AppendResult.LOG_LOST:
+            return False if pr.on_lost(msg.index, msg.hint_index) else None
         return False if pr.on_rejected(msg.index, msg.hint_index) else None
 
     def send_to(self, member: int) -> None:

@@ -73,16 +73,17 @@ class InProcessCluster:
 
 
 
-def run_with_routers(tmp, routers: int, body, timeout: float = 5.0):
-    """Starts a cluster with `routers` routers (ids 1001...) and an AsyncClient
-    on each, returns what `await body(cluster, routers, clients)` returns, and
-    stops everything (clients, routers, node, MM) whatever happens."""
+def run_with_routers(tmp, routers: int, body, timeout: float = 5.0, **cluster_kw):
+    """Starts a cluster (InProcessCluster(tmp, **cluster_kw)) with `routers`
+    routers (ids 1001...) and an AsyncClient on each, returns what
+    `await body(cluster, routers, clients)` returns, and stops everything
+    (clients, routers, nodes, MM) whatever happens."""
     import contextlib
 
     import quorumkv
 
     async def go():
-        cluster = await InProcessCluster(tmp).start()
+        cluster = await InProcessCluster(tmp, **cluster_kw).start()
         try:
             made = [await cluster.add_router(1001 + i) for i in range(routers)]
             async with contextlib.AsyncExitStack() as stack:

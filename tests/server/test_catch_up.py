@@ -12,6 +12,7 @@ import os
 import shutil
 import threading
 
+import pytest
 from host_group import RG, HostGroup
 
 from engine._native import sequencer, write_batch
@@ -243,3 +244,116 @@ def test_the_node_hosts_a_replica_it_lost_having_promised_the_groups_epoch(tmp_p
             await h.close()
 
     assert asyncio.run(go()) == (7, True, 7)
+
+
+async def _rehost_wiped(g: HostGroup, n: int) -> ReplicaHost:
+    """What Node._host does for a replica the MM assigns it that has no data on this disk."""
+    await g.hosts[n].close()
+    path = os.path.join(g.base, str(n))
+    shutil.rmtree(path)
+    mark_recovering(path)
+    storage = ReplicaStorage(path, node_id=n)
+    storage.promise_at_least(max(h.replica.epoch for h in g.hosts.values()))
+    h = ReplicaHost(RG, n, storage, g.options, lambda to, msg: g.queue.append(msg), g.io, recovering=True)
+    g.hosts[n] = h
+    h.start()
+    return h
+
+
+@pytest.mark.parametrize("compacted", [False, True], ids=["log-tail", "snapshot"])
+def test_a_wiped_follower_catches_up_while_the_same_leader_stays(tmp_path, compacted):
+    """The leader keeps its match for 3 from before the wipe; 3's rejections at
+    or below it looked stale (S1) and 3 stayed empty, without a vote, until a
+    leader change. S6: a member rejoining without data says LOG_LOST, and the
+    leader probes it from scratch (down to a snapshot when its log was cut)."""
+    async def go():
+        g = HostGroup(str(tmp_path))
+        try:
+            await g.elect(1, 1, (1, 2, 3))
+            for i in range(12):
+                g.write(1, b"k%02d" % i, b"v%d" % i)
+                await g.pump()
+            h1 = g.hosts[1]
+            assert h1.replica.progress()[3].match == h1.replica.log.last_index
+            h3 = await _rehost_wiped(g, 3)
+            if compacted:
+                await g.compact(1)
+                assert h1.replica.log.base.index > 0
+            late = g.write(1, b"late", b"x")
+            await g.pump(ticks=40)
+            assert late.result().outcome is Outcome.OK
+            assert not h3.recovering and not os.path.exists(os.path.join(h3.storage.directory, RECOVERING))
+            assert h3.storage.snapshots_installed == (1 if compacted else 0)
+            for i in range(12):
+                assert h3.get(9, b"k%02d" % i)[0] == b"v%d" % i
+            assert h3.get(9, b"late")[0] == b"x"
+            assert h1.replica.progress()[3].match == h1.replica.log.last_index
+        finally:
+            await g.close()
+
+    asyncio.run(go())
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_crash_while_marking_a_lost_replica_leaves_no_replica_to_open(tmp_path, monkeypatch):
+    """mark_recovering used to create the directory, then the marker: a crash
+    in between left an empty rg directory that the next start opened as a
+    fresh member with a vote. Now the directory appears with its marker in it,
+    and the next start removes what a crash left half built."""
+    from server.node.node import Node
+
+    data = tmp_path / "node"
+    path = data / "rg-5"
+    os.makedirs(data)
+
+    def crash(*args, **kwargs):
+        raise _Crash()
+    monkeypatch.setattr(rs.DEFAULT_ENV, "write_file_atomic", crash)
+    with pytest.raises(_Crash):
+        mark_recovering(str(path))
+    monkeypatch.undo()
+    assert not path.exists()   # nothing under the replica's name: the MM's assignment marks it again
+
+    async def start_and_list():
+        node = Node(1, "127.0.0.1:0", str(data), ["127.0.0.1:1"], block_cache_bytes=0)
+        await node.start()
+        try:
+            return sorted(node.hosts), sorted(os.listdir(data))
+        finally:
+            await node.stop()
+
+    assert asyncio.run(start_and_list()) == ([], [])
+
+
+def test_a_crash_while_removing_a_dropped_replica_leaves_no_part_of_it(tmp_path, monkeypatch):
+    from server.node.node import Node
+
+    data = tmp_path / "node"
+    path = data / "rg-6"
+    storage = ReplicaStorage(str(path), node_id=1)
+    storage.close()
+
+    real_rmtree = shutil.rmtree
+
+    def crash(target, *args, **kwargs):
+        if os.path.exists(target):
+            raise _Crash()   # killed during the recursive delete
+        real_rmtree(target, *args, **kwargs)
+    monkeypatch.setattr(rs.shutil, "rmtree", crash)
+    with pytest.raises(_Crash):
+        rs.remove_replica_dir(str(path))
+    monkeypatch.undo()
+    assert not path.exists()
+
+    async def start_and_list():
+        node = Node(1, "127.0.0.1:0", str(data), ["127.0.0.1:1"], block_cache_bytes=0)
+        await node.start()
+        try:
+            return sorted(node.hosts), sorted(os.listdir(data))
+        finally:
+            await node.stop()
+
+    assert asyncio.run(start_and_list()) == ([], [])

@@ -118,3 +118,59 @@ def test_an_epoch_the_mm_started_and_ticked_at_once_still_waits():
     assert mm.appointed() == []
     mm.gl.step(_promise(mm.epoch, 1))
     assert mm.appointed() == [1]
+
+
+# ------------------------------------------------ CQ2: a leader that lost its quorum
+def _status(epoch: int, member: int, contact: bool):
+    from server.replication.messages import Role, StatusReport
+    return StatusReport(epoch=epoch, sender=member, recipient=MM, role=Role.LEADER, quorum_contact=contact)
+
+
+def test_an_avoided_member_is_appointed_only_by_a_quorum_without_it():
+    ch = EpochChange(5, Config(frozenset({1, 2, 3})), avoid=frozenset({1}))
+    ch.on_message(_promise(5, 1, LogPosition(4, 12)))   # the longest log: it would win (M3)
+    ch.on_message(_promise(5, 2, LogPosition(4, 10)))
+    assert ch.has_quorum() and ch.choose_leader() is None   # {1, 2} is a quorum, {2} is not
+    ch.on_message(_promise(5, 3, LogPosition(4, 11)))
+    assert ch.choose_leader() == 3   # the most up to date of the quorum {2, 3}
+
+
+def _group(sent: list[Message]) -> GroupLeadership:
+    gl = GroupLeadership({1, 2, 3}, sent.append, leader_timeout_ticks=4)
+    gl.start_epoch()
+    for m in (1, 2, 3):
+        gl.step(_promise(gl.epoch, m, LogPosition(0, 0)))
+    assert gl.leader == 1
+    sent.clear()
+    return gl
+
+
+def test_reports_of_a_leader_that_hears_no_quorum_do_not_keep_it_in_place():
+    sent: list[Message] = []
+    gl = _group(sent)
+    for _ in range(20):                       # a leader that hears its quorum stays
+        gl.step(_status(1, 1, contact=True))
+        gl.tick()
+    assert gl.epoch == 1 and gl.leader == 1
+    for _ in range(5):                        # it reports losing its quorum, every tick
+        gl.step(_status(1, 1, contact=False))
+        gl.tick()
+    assert gl.epoch == 2 and gl.leader is None, "deposed once its reports said it hears no quorum"
+    assert gl.change is not None and gl.change.avoid == frozenset({1})
+    gl.step(_promise(2, 1, LogPosition(1, 9)))   # 1 reaches the MM and has the longest log
+    gl.step(_promise(2, 2, LogPosition(1, 7)))
+    assert gl.leader is None
+    gl.step(_promise(2, 3, LogPosition(1, 7)))
+    assert gl.leader == 2
+    assert [m.recipient for m in sent if isinstance(m, Appointment)] == [2]
+
+
+def test_a_leader_that_just_stopped_reporting_is_not_avoided():
+    sent: list[Message] = []
+    gl = _group(sent)
+    for _ in range(6):
+        gl.tick()
+    assert gl.epoch == 2 and gl.change is not None and gl.change.avoid == frozenset()
+    for m, last in ((1, LogPosition(1, 9)), (2, LogPosition(1, 7))):
+        gl.step(_promise(2, m, last))
+    assert gl.leader == 1   # back after a restart, with the longest log

@@ -41,6 +41,7 @@ class Cluster:
         for n in self.nodes.values():
             n.start()
         self.everyone = set(self.nodes) | {METADATA_MANAGER_ID}
+        self.leaders_keep_mm = False   # the schedule's isolate_leader leaves the leader's link to the MM
         self.next_request = 0
         self.trace: list[str] | None = None
 

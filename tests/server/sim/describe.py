@@ -51,7 +51,8 @@ def describe(m: Message) -> str:
     if isinstance(m, AppendAck):
         if m.result is AppendResult.ACCEPTED:
             return f"{head} accepted {m.index}"
-        return f"{head} rejected prev={m.index} hint={m.hint_index}"
+        lost = " (data lost)" if m.result is AppendResult.LOG_LOST else ""
+        return f"{head} rejected prev={m.index} hint={m.hint_index}{lost}"
     if isinstance(m, (Heartbeat, HeartbeatAck)):
         lease = f" lease={m.lease_ns // 1_000_000}ms" if m.lease_ns else ""
         if isinstance(m, Heartbeat):
@@ -63,5 +64,6 @@ def describe(m: Message) -> str:
         tail = "installed" if m.installed else f"next={m.next_offset}"
         return f"{head} snapshot={m.snapshot} {tail}"
     if isinstance(m, StatusReport):
-        return f"{head} {m.role.name} last={m.last} commit={m.commit_index}"
+        lost = " (hears no quorum)" if not m.quorum_contact else ""
+        return f"{head} {m.role.name} last={m.last} commit={m.commit_index}{lost}"
     return head  # pragma: no cover

@@ -111,7 +111,8 @@ class ScenarioEnv:
             max_append_entries=int(kw.get("max-append-entries", 64)),
             snapshot_retry_ticks=int(kw.get("snapshot-retry", 8)), read_timeout_ticks=int(kw.get("read-timeout", 10)),
             lease_ns=int(kw.get("lease", 0)) * 1_000_000, idle_heartbeat_ticks=int(kw.get("idle", 0)),
-            idle_after_ticks=int(kw.get("idle-after", 20)), trailing_batch_entries=int(kw.get("trailing", 0)))
+            idle_after_ticks=int(kw.get("idle-after", 20)), trailing_batch_entries=int(kw.get("trailing", 0)),
+            check_quorum_ticks=int(kw.get("check-quorum", 0)))
         rates = {int(i): float(r) for i, r in _pairs(kw.get("rates", ""))}
         node_options = {int(i): replace(options, lease_ns=int(ms) * 1_000_000)
                         for i, ms in _pairs(kw.get("leases", ""))}
@@ -197,7 +198,7 @@ class ScenarioEnv:
     def cmd_tick(self, args: list[str], kw: dict[str, str]) -> None:
         node = self.c.nodes[int(args[0])]
         for _ in range(int(kw.get("n", 1))):
-            self.c.tick(node, report=False)
+            self.c.tick(node, report=kw.get("report") == "1")   # report=1: its StatusReport goes to the MM
             self._settle()
 
     def cmd_tick_mm(self, args: list[str], kw: dict[str, str]) -> None:

@@ -84,11 +84,19 @@ def run_schedule(seed: int, members: int = 3, steps: int = 300, spares: int = 1,
                       follower_apply_batch=(1, 4, 64)[seed % 3], lease_ns=lease_ns,
                       idle_heartbeat_ticks=IDLE_HEARTBEAT_TICKS if idle else 0, idle_after_ticks=IDLE_AFTER_TICKS,
                       trailing_batch_entries=trailing)
+    # Half the seeds have leaders report losing their quorum (CQ1, the nodes'
+    # setting) after three of their longest heartbeat periods, so that the MM
+    # deposes them and elects without them (CQ2).
+    check_quorum = (seed // 48) % 2 == 1
+    if check_quorum:
+        options = replace(options, check_quorum_ticks=3 * max(options.heartbeat_ticks,
+                                                                 options.idle_heartbeat_ticks))
     node_ids = range(1, members + 1 + spares)
     rates = {i: 1 + time_rng.uniform(-clock_rate_spread, clock_rate_spread) for i in node_ids} if lease_ns else {}
     cluster = Cluster(voters, list(range(members + 1, members + 1 + spares)), rng, options,
                       snapshot_chunk_bytes=rng.choice([48, 256, 1 << 20]), duplicate_p=rng.choice([0.0, 0.02]),
                       clock_rates=rates)
+    cluster.leaders_keep_mm = check_quorum
     crash_p = rng.choice([0.0, 0.002, 0.01])
     compact_p = rng.choice([0.0, 0.05, 0.3])
     slow_disk_p = rng.choice([0.0, 0.5, 0.9])
@@ -155,7 +163,10 @@ def _do(cluster: Cluster, action: str, rng: random.Random, nodes: list) -> None:
     elif action == "isolate_leader":
         leaders = cluster.leaders()
         if leaders:
-            net.isolate({rng.choice(leaders).id}, cluster.everyone)
+            # With check-quorum on (CQ1), the leader keeps its link to the MM:
+            # only its own report can then depose it (CQ2).
+            reach = cluster.everyone - {METADATA_MANAGER_ID} if cluster.leaders_keep_mm else cluster.everyone
+            net.isolate({rng.choice(leaders).id}, reach)
     elif action == "cut_link":
         a, b = rng.sample(sorted(cluster.everyone), 2)
         net.cut(a, b)
