@@ -298,13 +298,23 @@ class _Crash(Exception):
     pass
 
 
+async def _start_and_list(data) -> tuple[list[int], list[str]]:
+    """Starts a node on `data` and stops it: the replicas it hosted, and what is left in the directory."""
+    from server.node.node import Node
+
+    node = Node(1, "127.0.0.1:0", str(data), ["127.0.0.1:1"], block_cache_bytes=0)
+    await node.start()
+    try:
+        return sorted(node.hosts), sorted(os.listdir(data))
+    finally:
+        await node.stop()
+
+
 def test_a_crash_while_marking_a_lost_replica_leaves_no_replica_to_open(tmp_path, monkeypatch):
     """mark_recovering used to create the directory, then the marker: a crash
     in between left an empty rg directory that the next start opened as a
     fresh member with a vote. Now the directory appears with its marker in it,
     and the next start removes what a crash left half built."""
-    from server.node.node import Node
-
     data = tmp_path / "node"
     path = data / "rg-5"
     os.makedirs(data)
@@ -317,20 +327,10 @@ def test_a_crash_while_marking_a_lost_replica_leaves_no_replica_to_open(tmp_path
     monkeypatch.undo()
     assert not path.exists()   # nothing under the replica's name: the MM's assignment marks it again
 
-    async def start_and_list():
-        node = Node(1, "127.0.0.1:0", str(data), ["127.0.0.1:1"], block_cache_bytes=0)
-        await node.start()
-        try:
-            return sorted(node.hosts), sorted(os.listdir(data))
-        finally:
-            await node.stop()
-
-    assert asyncio.run(start_and_list()) == ([], [])
+    assert asyncio.run(_start_and_list(data)) == ([], [])
 
 
 def test_a_crash_while_removing_a_dropped_replica_leaves_no_part_of_it(tmp_path, monkeypatch):
-    from server.node.node import Node
-
     data = tmp_path / "node"
     path = data / "rg-6"
     storage = ReplicaStorage(str(path), node_id=1)
@@ -348,12 +348,4 @@ def test_a_crash_while_removing_a_dropped_replica_leaves_no_part_of_it(tmp_path,
     monkeypatch.undo()
     assert not path.exists()
 
-    async def start_and_list():
-        node = Node(1, "127.0.0.1:0", str(data), ["127.0.0.1:1"], block_cache_bytes=0)
-        await node.start()
-        try:
-            return sorted(node.hosts), sorted(os.listdir(data))
-        finally:
-            await node.stop()
-
-    assert asyncio.run(start_and_list()) == ([], [])
+    assert asyncio.run(_start_and_list(data)) == ([], [])
