@@ -28,6 +28,7 @@ ELECTION_RETRY_TICKS = 8      # an epoch change without an appointed leader this
 LEADER_TIMEOUT_TICKS = 10     # a leader whose status reports stop this long is deposed
 LEARNER_PATIENCE_TICKS = 30
 RESEND_TICKS = 3              # the MM's RPC retry: requests and appointments not yet answered go out again
+AVOID_TICKS = 40              # CQ2: epochs started this long after a leader lost its quorum are chosen without it
 
 
 class ChangePhase(IntEnum):
@@ -42,7 +43,7 @@ class GroupLeadership:
                  config: Config | None = None, leader_timeout_ticks: int = LEADER_TIMEOUT_TICKS,
                  election_retry_ticks: int = ELECTION_RETRY_TICKS,
                  leader_rank: Callable[[int], int] | None = None,
-                 member_alive: Callable[[int], bool] | None = None):
+                 member_alive: Callable[[int], bool] | None = None, avoid_ticks: int = AVOID_TICKS):
         """`epoch` and `config`: what a restarted MM read back from its store.
         `leader_rank(member)`: which of the members whose logs tie to appoint
         (lowest first; EpochChange invariant 2): the MM passes the number of
@@ -50,12 +51,20 @@ class GroupLeadership:
         `member_alive` too, an appointment waits (two ticks at most)
         for a live member yet to promise that ranks below every promiser, which
         with an equal log would be chosen: the first quorum to answer is
-        otherwise often the same two nodes."""
+        otherwise often the same two nodes.
+        `avoid_ticks` (CQ2): for this long after a leader is deposed for
+        hearing no quorum, every epoch started (retries too) appoints from a
+        quorum of promisers without it. It must outlast the promise holds
+        (LL2) of followers that still got its heartbeats: hold_ns of the
+        longest lease (611 ms) plus an election retry."""
         self.send = send
         self.leader_rank = leader_rank
         self.member_alive = member_alive
         self.persist = persist
         self.leader_timeout_ticks = leader_timeout_ticks
+        self.avoid_ticks = avoid_ticks
+        self.avoid: frozenset[int] = frozenset()   # CQ2: whom epochs started before avoid_until avoid
+        self.avoid_until = 0
         self.election_retry_ticks = election_retry_ticks
         self.epoch = epoch
         self.config = config or Config(frozenset(voters))
@@ -78,9 +87,10 @@ class GroupLeadership:
         self.replacements = 0
 
     # ---------------------------------------------------------------- epochs
-    def start_epoch(self, avoid: frozenset[int] = frozenset()) -> None:
+    def start_epoch(self) -> None:
         self.epoch += 1
         self.elections += 1
+        avoid = self.avoid if self.ticks < self.avoid_until else frozenset()
         self.change = EpochChange(self.epoch, self.config, rank=self.leader_rank, avoid=avoid)
         self.leader = None
         self.quorum_lost = False
@@ -116,7 +126,7 @@ class GroupLeadership:
         rank, alive = self.leader_rank, self.member_alive
         if rank is None or alive is None or self.ticks > self.change_started + 1 or not ch.has_quorum():
             return False
-        voters = self.config.all_voters()
+        voters = self.config.all_voters() - ch.avoid
         promised = [rank(m) for m in ch.promises if m in voters]
         best = min(promised) if promised else 0
         return any(rank(m) < best and alive(m) for m in voters if m not in ch.promises)
@@ -164,7 +174,9 @@ class GroupLeadership:
             self.start_epoch()
         elif self.leader is not None and self.ticks - self.last_leader_report > self.leader_timeout_ticks:
             # The leader stopped reporting, or reports that it hears no quorum: depose it.
-            self.start_epoch(frozenset({self.leader}) if self.quorum_lost else frozenset())
+            if self.quorum_lost:
+                self.avoid, self.avoid_until = frozenset({self.leader}), self.ticks + self.avoid_ticks
+            self.start_epoch()
         if self.phase is ChangePhase.LEARNER and self.settled() and (
                 self.learner_caught_up or self.ticks - self.phase_started > LEARNER_PATIENCE_TICKS):
             self.phase = ChangePhase.JOINT

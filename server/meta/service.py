@@ -67,6 +67,7 @@ class MetaOptions:
     tick_seconds: float = 0.05
     leader_timeout_seconds: float = 0.5
     election_retry_seconds: float = 0.4
+    avoid_deposed_seconds: float = 2.0   # CQ2 (GroupLeadership avoid_ticks)
 
 
 @dataclass
@@ -179,6 +180,7 @@ class MetaServer:
                              persist=lambda g, rg=rg: self._persist_group(rg, g), epoch=epoch, config=config,
                              leader_timeout_ticks=self._ticks(o.leader_timeout_seconds),
                              election_retry_ticks=self._ticks(o.election_retry_seconds),
+                             avoid_ticks=self._ticks(o.avoid_deposed_seconds),
                              leader_rank=self._groups_led, member_alive=self._node_alive)
         self.groups[rg] = gl
         self.members[rg] = members

@@ -105,6 +105,8 @@ def encode(rg: int, msg: Message, env: pb.Envelope) -> pb.Envelope:
         b.result = msg.result
         b.index = msg.index
         b.hint_index = msg.hint_index
+        if msg.lost_id:
+            b.lost_id = msg.lost_id
     elif t is Heartbeat:
         b = env.heartbeat
         b.commit_index = msg.commit_index
@@ -156,7 +158,7 @@ def _append_ack(env: pb.Envelope) -> AppendAck:
     result = _APPEND_RESULTS.get(b.result)
     if result is None:
         raise ValueError(f"append_ack for rg {env.rg} has unknown result {b.result}")
-    return AppendAck(env.epoch, env.sender, env.recipient, result, b.index, b.hint_index)
+    return AppendAck(env.epoch, env.sender, env.recipient, result, b.index, b.hint_index, b.lost_id)
 
 
 def _decode_status(env: pb.Envelope, h: dict) -> Message:

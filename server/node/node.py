@@ -139,10 +139,15 @@ class Node:
     async def start(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
         for name in sorted(os.listdir(self.data_dir)):
-            if name.startswith("rg-") and name.endswith(PARTIAL_SUFFIXES):
+            if not name.startswith("rg-"):
+                continue
+            if name.endswith(PARTIAL_SUFFIXES):
                 shutil.rmtree(os.path.join(self.data_dir, name), ignore_errors=True)   # a crash's leftover
-            elif name.startswith("rg-"):
+            elif name[3:].isdigit():
                 self._host(int(name[3:]))
+            else:
+                log.warning("%s: not a replica directory (rg-<group id>): left alone",
+                            os.path.join(self.data_dir, name))
         server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[
             RequireNodeId(["/quorumkv.v1.Replication/", "/quorumkv.v1.Data/"])])
         replication_pb2_grpc.add_ReplicationServicer_to_server(_ReplicationService(self), server)

@@ -73,14 +73,16 @@ class Append(_message.Message):
     def __init__(self, prev: _Optional[_Union[LogPosition, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit_index: _Optional[int] = ...) -> None: ...
 
 class AppendAck(_message.Message):
-    __slots__ = ("result", "index", "hint_index")
+    __slots__ = ("result", "index", "hint_index", "lost_id")
     RESULT_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     HINT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LOST_ID_FIELD_NUMBER: _ClassVar[int]
     result: int
     index: int
     hint_index: int
-    def __init__(self, result: _Optional[int] = ..., index: _Optional[int] = ..., hint_index: _Optional[int] = ...) -> None: ...
+    lost_id: int
+    def __init__(self, result: _Optional[int] = ..., index: _Optional[int] = ..., hint_index: _Optional[int] = ..., lost_id: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("commit_index", "round", "lease_ns", "sent_at_ns")

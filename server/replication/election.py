@@ -40,9 +40,12 @@ class EpochChange:
                  rank: Callable[[int], int] | None = None, avoid: frozenset[int] = frozenset()):
         """Requires: epoch above every epoch the MM issued before; config has voters.
         `rank(member)`: lower is preferred among promisers whose logs tie (invariant 2).
-        `avoid`: members the appointee is chosen without (CQ2: a leader deposed
-        for losing its quorum); the choice then waits for a quorum of other
-        promisers. Any quorum of promisers is a safe choice (M3's argument)."""
+        `avoid`: members not to appoint (CQ2: a leader deposed for losing its
+        quorum). The appointee is the most up-to-date of a quorum of other
+        promisers, or, once all promisers form a quorum, a member whose
+        position ties with the greatest of them all; else the choice waits.
+        Either is safe: M3's argument needs only that the appointee's log be
+        at least as up to date as every member of some quorum of promisers."""
         if not config.voters:
             raise ValueError("a config needs voters")
         self.epoch = epoch
@@ -78,11 +81,14 @@ class EpochChange:
             if self.avoid:
                 pool = {m: pos for m, pos in pool.items() if m not in self.avoid}
                 if not has_quorum(self.config, pool.keys()):
-                    return None
+                    best = max(self.promises.values())
+                    pool = {m: pos for m, pos in pool.items() if pos == best}
             voters = self.config.all_voters()
             rank = self.rank or (lambda m: 0)
             candidates = [(pos, m in self.config.voters, -rank(m), -m) for m, pos in pool.items()
                           if m in voters]
+            if not candidates:
+                return None
             self.leader = -max(candidates)[3]
         return self.leader
 

@@ -185,13 +185,16 @@ class AppendAck(Message):
     LOG_MISMATCH: `index` is the prev index rejected; `hint_index` is the prev
     index the leader should try next.
     LOG_LOST: the same, from a member rejoining after losing its data (S6):
-    whatever it acknowledged before may be gone.
+    whatever it acknowledged before may be gone. `lost_id` names that loss
+    (a leader acts on each once); also the answer to a Heartbeat whose commit
+    index the member no longer holds (`index` is then that commit index).
     """
 
     TYPE: ClassVar[MessageType] = MessageType.APPEND_ACK
     result: AppendResult = AppendResult.ACCEPTED
     index: int = 0
     hint_index: int = 0
+    lost_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)

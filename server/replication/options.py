@@ -101,5 +101,11 @@ class ReplicaOptions:
                      "follower_apply_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.check_quorum_ticks < 0:
+            raise ValueError("check_quorum_ticks must be 0 (off) or positive")
+        if self.check_quorum_ticks and self.check_quorum_ticks <= max(self.heartbeat_ticks, self.idle_heartbeat_ticks):
+            raise ValueError(f"check_quorum_ticks ({self.check_quorum_ticks}) must exceed the longest heartbeat "
+                             f"interval (heartbeat_ticks {self.heartbeat_ticks}, idle_heartbeat_ticks "
+                             f"{self.idle_heartbeat_ticks}) plus a round trip: healthy idle leaders would be deposed")
         if not 0 <= self.lease_ns <= MAX_LEASE_NS:
             raise ValueError(f"lease_ns must be 0 (off) or positive, at most {MAX_LEASE_NS} (lease.MAX_LEASE_NS)")

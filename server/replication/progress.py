@@ -32,7 +32,7 @@ class ProgressState(IntEnum):
 
 class Progress:
     __slots__ = ("member", "learner", "match", "next", "state", "inflight", "probe_sent", "idle_ticks",
-                 "transfer", "sent_commit", "flush_to", "heard_tick")
+                 "transfer", "sent_commit", "flush_to", "heard_tick", "lost_id")
 
     def __init__(self, member: int, next_index: int, learner: bool):
         self.member = member
@@ -47,6 +47,7 @@ class Progress:
         self.sent_commit = 0  # the highest commit index sent to the member
         self.flush_to = 0  # a trailing member gets everything up to here without waiting for a batch
         self.heard_tick = 0  # the leader's tick of the member's last message in this epoch (CQ1)
+        self.lost_id = 0  # the member's last loss of data acted on (S6)
 
     def __repr__(self) -> str:
         return f"Progress({self.member} {self.state.name} match={self.match} next={self.next})"
@@ -131,16 +132,21 @@ class Progress:
         self.next = max(self.match + 1, min(rejected_index, hint_index + 1))
         return True
 
-    def on_lost(self, rejected_index: int, hint_index: int) -> bool:
+    def on_lost(self, rejected_index: int, hint_index: int, lost_id: int) -> bool:
         """The member lost its data (S6): what it acknowledged before may be
         gone, so its match is forgotten (a rejection at or below the match is
         exactly what would otherwise be taken as stale) and the member is
         probed from its hint, down to a snapshot if the log no longer reaches.
-        A transfer in progress goes on. Returns False if nothing changed."""
+        A loss already acted on is a plain rejection (a late answer must not
+        undo the catch-up since). A transfer in progress goes on. Returns
+        False if nothing changed."""
+        if lost_id == self.lost_id:
+            return self.on_rejected(rejected_index, hint_index)
+        self.lost_id = lost_id
         self.idle_ticks = 0
-        if self.state is ProgressState.SNAPSHOT:
-            return False
         self.match = 0
+        if self.state is ProgressState.SNAPSHOT:
+            return True
         self.state = ProgressState.PROBE
         self.inflight.clear()
         self.probe_sent = False

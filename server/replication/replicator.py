@@ -221,7 +221,7 @@ class Replicator:
                 pr.become_probe()  # it caught up some other way: back to the log
             return moved
         if msg.result is AppendResult.LOG_LOST:
-            return False if pr.on_lost(msg.index, msg.hint_index) else None
+            return False if pr.on_lost(msg.index, msg.hint_index, msg.lost_id) else None
         return False if pr.on_rejected(msg.index, msg.hint_index) else None
 
     def send_to(self, member: int) -> None:

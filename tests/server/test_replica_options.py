@@ -23,3 +23,12 @@ def test_at_least_one(field: str) -> None:
 def test_lease_bounds() -> None:
     with pytest.raises(ValueError, match="lease_ns"):
         ReplicaOptions(lease_ns=-1)
+
+
+def test_check_quorum_window_must_outlast_every_heartbeat_interval() -> None:
+    ReplicaOptions(check_quorum_ticks=0)
+    ReplicaOptions(idle_heartbeat_ticks=10, check_quorum_ticks=30)
+    with pytest.raises(ValueError, match="check_quorum_ticks must be 0 \\(off\\) or positive"):
+        ReplicaOptions(check_quorum_ticks=-1)
+    with pytest.raises(ValueError, match="must exceed the longest heartbeat interval"):
+        ReplicaOptions(idle_heartbeat_ticks=10, check_quorum_ticks=5)   # healthy idle leaders deposed
