@@ -607,8 +607,12 @@ class DB:
             self._table_id(table)   # raises TableNotFoundError
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY:
             _check_key(key)         # raises InvalidArgumentError
-        snap = self._visible_lsn if snapshot is None else snapshot.lsn
+        # The SuperVersion before the lsn: a compaction installed in between would
+        # have dropped versions below the lsn in the files a later SuperVersion
+        # names (tests/engine/test_read_during_compaction.py); the files of one
+        # held here stay, and what it holds is the state at this moment.
         sv = self._sv
+        snap = self._visible_lsn if snapshot is None else snapshot.lsn
         ikey = prefix + key
         hit = sv.mem.get(ikey, snap)
         if hit is None:
@@ -654,8 +658,8 @@ class DB:
             _check_key(end, "end")
         if limit is not None and (type(limit) is not int or limit < 0):
             raise InvalidArgumentError(f"limit must be a non-negative int or None, got {limit!r}")
+        sv = self._sv   # before the lsn, as in _lookup
         snap = self._visible_lsn if snapshot is None else snapshot.lsn
-        sv = self._sv
         prefix = _prefix(tid)
         lo = prefix + (start or b"")
         hi = prefix + end if end is not None else _prefix(tid + 1)
