@@ -185,6 +185,7 @@ class DB:
         self._open_for_writes = True
         self._mutex = threading.Lock()
         self._bg_cv = threading.Condition(self._mutex)
+        self._groups_in_flight = 0   # synced groups writing and fsyncing outside the mutex; close() waits
         self._queue = WriteQueue(self._mutex)
         self._queued = self._queue.writers   # truthy while anyone waits to write
         self._stats = dict.fromkeys(
@@ -455,6 +456,7 @@ class DB:
             group = queue.take_group(self._max_group_bytes)
             self._assign_lsns(group)
             mem = sv.mem
+            self._groups_in_flight += 1
         error = None
         try:
             framed = wal_frame.encode_wal_group([g.rep for g in group], [g.lsn for g in group])
@@ -474,6 +476,9 @@ class DB:
             else:
                 self._set_bg_error(error)
             queue.finish_group(group, error)
+            self._groups_in_flight -= 1
+            if self._closed:
+                self._bg_cv.notify_all()   # close() waits for this group
         if w.error is not None:
             raise w.error
 
@@ -983,6 +988,11 @@ class DB:
         if bg is not None:
             bg.join()
         with self._mutex:
+            # A synced group commit in flight (its WAL write and fsync happen
+            # outside the mutex) finishes before its file is closed and the
+            # directory released.
+            while self._groups_in_flight:
+                self._bg_cv.wait()
             if self._wal is not None:
                 self._wal.close()
             self._versions.close()

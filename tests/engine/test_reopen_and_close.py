@@ -137,3 +137,49 @@ def test_a_flush_racing_a_close_returns_or_raises_and_never_hangs():
         db.close()
         t.join(10)
         assert not t.is_alive() and outcome, i
+
+
+def test_close_waits_for_a_synced_group_commit_in_flight(monkeypatch):
+    """A synced writer writes and fsyncs its group outside the mutex. close()
+    used to close the WAL and release the directory lock meanwhile: the
+    writer's fsync then hit a closed file, or its bytes landed in a segment
+    another process had opened and replayed. close() now waits for it."""
+    import engine.db as engine_db
+
+    env = MemEnv()
+    db = DB.open("/c/db", env=env)   # sync="always": the group-commit path
+    db.create_table("t")
+    parked, release = threading.Event(), threading.Event()
+    real_hit = engine_db.failpoints.hit
+
+    def hit(name):
+        if name == "wal.after_write" and not parked.is_set():
+            parked.set()
+            release.wait(10)
+        real_hit(name)
+    monkeypatch.setattr(engine_db.failpoints, "hit", hit)
+    outcome: list = []
+
+    def writer():
+        try:
+            db.put("t", b"k", b"v")
+            outcome.append("ok")
+        except QuorumKVError as exc:
+            outcome.append(exc)
+    w = threading.Thread(target=writer, daemon=True)
+    w.start()
+    assert parked.wait(10)
+    closer = threading.Thread(target=db.close, daemon=True)
+    closer.start()
+    closer.join(0.3)   # a bounded look: close() must NOT return while the write is in flight
+    closed_early = not closer.is_alive()
+    release.set()
+    w.join(10)
+    closer.join(10)
+    assert not closed_early, "close() returned while a synced group commit was in flight"
+    assert outcome == ["ok"] and not closer.is_alive()
+    again = DB.open("/c/db", env=env)
+    try:
+        assert again.get("t", b"k").value == b"v"
+    finally:
+        again.close()
