@@ -91,15 +91,18 @@ class AsyncClient:
                            timeout: float | None = None) -> None:
         """Create table `name`, as len(split_keys)+1 ranges if given. Raises TableExists if it exists.
 
-        (A retry after a lost answer can raise TableExists for the caller's own
-        table: table calls carry no request id, see kv.proto.)"""
-        req = kv_pb2.CreateTableRequest(table=as_table(name), split_keys=[as_key(k) for k in split_keys or ()])
+        Retried (a lost answer, a router that died) under one request id: a
+        retry of a create that was made answers as the first call would have."""
+        req = kv_pb2.CreateTableRequest(table=as_table(name), split_keys=[as_key(k) for k in split_keys or ()],
+                                        request_id=self._request_id())
         await self._unary("CreateTable", req, write=True, timeout=timeout)
 
     async def drop_table(self, name: str, *, timeout: float | None = None) -> None:
-        """Drop table `name` and all its records. Raises TableNotFound if it does not exist."""
-        await self._unary("DeleteTable", kv_pb2.DeleteTableRequest(table=as_table(name)), write=True,
-                          timeout=timeout)
+        """Drop table `name` and all its records. Raises TableNotFound if it does not exist.
+        Retried under one request id, as create_table."""
+        await self._unary("DeleteTable", kv_pb2.DeleteTableRequest(table=as_table(name),
+                                                                   request_id=self._request_id()),
+                          write=True, timeout=timeout)
 
     async def tables(self, *, timeout: float | None = None) -> list[str]:
         """The names of all tables."""

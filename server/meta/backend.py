@@ -63,6 +63,11 @@ class MetaBackend(Protocol):
         Raises MetaStoreError (or OSError, embedded) when it cannot."""
         ...
 
+    def put_many(self, changes: list[tuple[str, str | int, Any]]) -> None:
+        """put() of several records (kind, key, value) as one change: after a
+        crash, all of them or none. Raises as put() does."""
+        ...
+
     def backup(self) -> bytes:
         """The whole state as one backup document (server/meta/backup.py)."""
         ...

@@ -10,6 +10,19 @@ the table has exactly one range. Table ids are cluster-wide and never reused
 (a dropped table's keys may still sit in the RGs' engines until reclaimed):
 the counter is the record `counter/table_id`.
 
+Retries: a create or drop whose answer was lost (its router died, say) is
+retried by the SDK under the same request id; without one the retry heard
+TableExists for the caller's own new table, or NoSuchTable for its own drop
+(and the groups' part of that drop was never done). The last
+TABLE_REQUESTS_KEPT such calls are remembered,
+
+    request/<id> = {"op": "create" | "drop", "table": name, "id": table id,
+                    "ranges": [...], "n": order}
+
+written in the same atomic change as the table record (put_many), so a
+retry gets the first call's answer (the table as it was created or
+dropped) whatever happened since. Oldest forgotten first.
+
 Placement: a new table's ranges go to the RGs holding the fewest ranges, in
 turn, so tables spread over the groups (the controller's splits and moves,
 issue 5, refine it later).
@@ -18,13 +31,16 @@ Thread-safety: none; the MM's loop owns it.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from engine.db import TABLE_NAME_PATTERN, TABLE_NAME_RULE
 from server.meta.backend import MetaBackend
 from server.node.dedup import DEDUP_TABLE_ID
 
 MAX_KEY = 4096
+TABLE_REQUESTS_KEPT = 10_000
 
 
 class TableExists(ValueError):
@@ -33,6 +49,10 @@ class TableExists(ValueError):
 
 class NoSuchTable(KeyError):
     pass
+
+
+class RequestIdReused(ValueError):
+    """A request id already answered a different table call."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +67,17 @@ class Catalog:
         self.store = store
         self.tables: dict[str, Table] = {}
         for name, rec in store.items("table"):
-            self.tables[name] = Table(name, rec["id"], tuple((bytes.fromhex(s), rg) for s, rg in rec["ranges"]))
+            self.tables[name] = Table(name, rec["id"], _ranges(rec["ranges"]))
+        self.requests: OrderedDict[int, dict[str, Any]] = OrderedDict(
+            sorted(((int(k), v) for k, v in store.items("request")), key=lambda kv: kv[1]["n"]))
 
-    def create_table(self, name: str, split_keys: list[bytes], groups: list[int]) -> Table:
+    def create_table(self, name: str, split_keys: list[bytes], groups: list[int], request_id: int = 0) -> Table:
         """Raises ValueError for a bad name or split key or when there is no RG,
-        TableExists when the name is taken."""
+        TableExists when the name is taken, RequestIdReused. A call already
+        made under `request_id` returns the table it created."""
+        done = self._done(request_id, "create", name)
+        if done is not None:
+            return done
         if not isinstance(name, str) or not TABLE_NAME_PATTERN.match(name):
             raise ValueError(f"table name {name!r} is invalid: use {TABLE_NAME_RULE}")
         if name in self.tables:
@@ -73,15 +99,55 @@ class Catalog:
         table_id = (self.store.get("counter", "table_id") or 0) + 1
         if table_id >= DEDUP_TABLE_ID:   # the ids above are the replicas' own (server/node/dedup.py)
             raise ValueError(f"table ids are exhausted ({table_id - 1} tables were created)")
-        self.store.put("counter", "table_id", table_id)
-        self.store.put("table", name, {"id": table_id, "ranges": [[s.hex(), rg] for s, rg in ranges]})
-        t = self.tables[name] = Table(name, table_id, ranges)
+        t = Table(name, table_id, ranges)
+        self._commit([("counter", "table_id", table_id), ("table", name, {"id": table_id, "ranges": _hex(ranges)})],
+                     request_id, "create", t)
+        self.tables[name] = t
         return t
 
-    def drop_table(self, name: str) -> Table:
+    def drop_table(self, name: str, request_id: int = 0) -> Table:
+        """The table dropped. Raises NoSuchTable, RequestIdReused. A call
+        already made under `request_id` returns the table it dropped."""
+        done = self._done(request_id, "drop", name)
+        if done is not None:
+            return done
         t = self.tables.get(name)
         if t is None:
             raise NoSuchTable(name)
-        self.store.put("table", name, None)
+        self._commit([("table", name, None)], request_id, "drop", t)
         del self.tables[name]
         return t
+
+    # ------------------------------------------------------------ retries
+    def _done(self, request_id: int, op: str, name: str) -> Table | None:
+        rec = self.requests.get(request_id) if request_id else None
+        if rec is None:
+            return None
+        if rec["op"] != op or rec["table"] != name:
+            raise RequestIdReused(f"request id {request_id} already answered a {rec['op']} of table "
+                                  f"{rec['table']!r}: use a new id for each call")
+        return Table(rec["table"], rec["id"], _ranges(rec["ranges"]))
+
+    def _commit(self, changes: list, request_id: int, op: str, t: Table) -> None:
+        """One atomic store change: the table's records and, for a call with a
+        request id, its answer (evicting the oldest beyond TABLE_REQUESTS_KEPT)."""
+        evicted: list[int] = []
+        if request_id:
+            n = next(reversed(self.requests.values()))["n"] + 1 if self.requests else 1
+            rec = {"op": op, "table": t.name, "id": t.table_id, "ranges": _hex(t.ranges), "n": n}
+            changes = changes + [("request", request_id, rec)]
+            evicted = list(self.requests)[:max(0, len(self.requests) + 1 - TABLE_REQUESTS_KEPT)]
+            changes += [("request", old, None) for old in evicted]
+        self.store.put_many(changes)
+        for old in evicted:
+            del self.requests[old]
+        if request_id:
+            self.requests[request_id] = rec
+
+
+def _ranges(rows) -> tuple[tuple[bytes, int], ...]:
+    return tuple((bytes.fromhex(s), rg) for s, rg in rows)
+
+
+def _hex(ranges) -> list[list]:
+    return [[s.hex(), rg] for s, rg in ranges]

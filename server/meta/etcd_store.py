@@ -120,28 +120,40 @@ class EtcdStore:
         """Durably sets (value None: deletes) one record through a fenced compare-and-swap Txn.
         Raises StoreFenced when the leader key or the record is not as this store last saw it
         (nothing written), StoreUnavailable when etcd did not answer (outcome unknown)."""
-        name = f"{kind}/{key}"
-        if value is None and name not in self.records:
+        self.put_many([(kind, key, value)])
+
+    def put_many(self, changes: list[tuple[str, str | int, Any]]) -> None:
+        """put() of several records in one Txn: all of them or none."""
+        changes = [(f"{kind}/{key}", value) for kind, key, value in changes]
+        changes = [(name, value) for name, value in changes if value is not None or name in self.records]
+        if not changes:
             return
-        ek = records_prefix(self.prefix) + name.encode()
-        compare = [compare_mod(ek, self._revisions.get(name, 0))]
+        rp = records_prefix(self.prefix)
+        compare, ops = [], []
+        for name, value in changes:
+            ek = rp + name.encode()
+            compare.append(compare_mod(ek, self._revisions.get(name, 0)))
+            ops.append(op_delete(ek) if value is None
+                       else op_put(ek, json.dumps(value, separators=(",", ":")).encode()))
         if self.fence is not None:
             compare.append(compare_create(self.fence.key, self.fence.create_revision))
-        op = op_delete(ek) if value is None else op_put(ek, json.dumps(value, separators=(",", ":")).encode())
+        first = rp + changes[0][0].encode()
+        names = ", ".join(name for name, _ in changes)
         try:
-            resp = self.client.txn(compare, [op], [op_range(self.fence.key if self.fence else ek)])
+            resp = self.client.txn(compare, ops, [op_range(self.fence.key if self.fence else first)])
         except EtcdError as exc:
-            raise StoreUnavailable(f"write of {name} not confirmed: {exc}") from None
+            raise StoreUnavailable(f"write of {names} not confirmed: {exc}") from None
         if not resp.succeeded:
-            raise StoreFenced(self._refusal(name, resp))
+            raise StoreFenced(self._refusal(names, resp))
         self.revision = resp.header.revision
         self.writes += 1
-        if value is None:
-            self.records.pop(name, None)
-            self._revisions.pop(name, None)
-        else:
-            self.records[name] = value
-            self._revisions[name] = resp.header.revision
+        for name, value in changes:
+            if value is None:
+                self.records.pop(name, None)
+                self._revisions.pop(name, None)
+            else:
+                self.records[name] = value
+                self._revisions[name] = resp.header.revision
 
     def _refusal(self, name: str, resp) -> str:
         kvs = resp.responses[0].response_range.kvs if resp.responses else []

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from server.meta.backend import MetaBackend, MetaStoreError
-from server.meta.catalog import Catalog, NoSuchTable, TableExists
+from server.meta.catalog import Catalog, NoSuchTable, RequestIdReused, TableExists
 from server.meta.group_leadership import GroupLeadership
 from server.node import codec
 from server.node.peers import SERVER_OPTIONS
@@ -481,9 +481,12 @@ class _MetaService(meta_pb2_grpc.MetaServicer):
     async def CreateTable(self, request, context):  # noqa: N802
         await self._require_active(context)
         try:
-            t = self.mm.catalog.create_table(request.name, list(request.split_keys), sorted(self.mm.groups))
+            t = self.mm.catalog.create_table(request.name, list(request.split_keys), sorted(self.mm.groups),
+                                             request.request_id)
         except TableExists as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except RequestIdReused as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except ValueError as exc:
             code = grpc.StatusCode.UNAVAILABLE if not self.mm.groups else grpc.StatusCode.INVALID_ARGUMENT
             await context.abort(code, str(exc))
@@ -499,13 +502,15 @@ class _MetaService(meta_pb2_grpc.MetaServicer):
     async def DropTable(self, request, context):  # noqa: N802
         await self._require_active(context)
         try:
-            t = self.mm.catalog.drop_table(request.name)
+            t = self.mm.catalog.drop_table(request.name, request.request_id)
         except NoSuchTable:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no table named {request.name!r}")
+        except RequestIdReused as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except MetaStoreError as exc:
             await self._store_failed(exc, context)
         self.mm.routing_changed()
-        return meta_pb2.DropTableResponse(table_id=t.table_id)
+        return meta_pb2.DropTableResponse(table_id=t.table_id, rgs=sorted({rg for _, rg in t.ranges}))
 
     async def ListGroups(self, request, context):  # noqa: N802
         await self._require_active(context)

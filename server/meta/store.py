@@ -9,7 +9,8 @@ On-disk layout in the MM's data directory:
 
     meta.log        frames (engine/_native/wal_frame.pyx framing, CRC32C), each
                     payload one JSON object: {"kind": K, "key": KEY, "value": V}
-                    (value null deletes the record)
+                    (value null deletes the record), or {"changes": [such
+                    objects]}: several records changed at once (put_many)
     meta.snapshot   {"records": {"K/KEY": V, ...}} written atomically
                     (write, fsync, rename, fsync dir) every SNAPSHOT_EVERY
                     changes; meta.log then starts over empty
@@ -118,10 +119,16 @@ class MetaStore:
         Raises MetaStoreError if it could not, and refuses every later change:
         a failed write may leave a torn frame that only a reopen (which drops a
         torn tail) can take away, and a frame written after it would be lost."""
+        self._append({"kind": kind, "key": str(key), "value": value})
+
+    def put_many(self, changes: list[tuple[str, str | int, Any]]) -> None:
+        """Several records in one frame, so one fsync, and all or none after a crash."""
+        self._append({"changes": [{"kind": k, "key": str(key), "value": v} for k, key, v in changes]})
+
+    def _append(self, change: dict) -> None:
         if self._failure is not None:
             raise MetaStoreError(f"the metadata store refuses changes after an I/O error ({self._failure}): "
                                  "restart the metadata manager")
-        change = {"kind": kind, "key": str(key), "value": value}
         try:
             self._writer.add(wal_frame.WRITE_BATCH, [json.dumps(change, separators=(",", ":")).encode()], True)
         except OSError as exc:
@@ -138,6 +145,10 @@ class MetaStore:
                 raise MetaStoreError(f"the metadata store's snapshot failed: {exc}") from exc
 
     def _apply(self, change: dict) -> None:
+        if "changes" in change:
+            for one in change["changes"]:
+                self._apply(one)
+            return
         name = f"{change['kind']}/{change['key']}"
         if change["value"] is None:
             self.records.pop(name, None)

@@ -17,12 +17,14 @@ class Record(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., seq: _Optional[bytes] = ...) -> None: ...
 
 class CreateTableRequest(_message.Message):
-    __slots__ = ("table", "split_keys")
+    __slots__ = ("table", "split_keys", "request_id")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     SPLIT_KEYS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     table: str
     split_keys: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, table: _Optional[str] = ..., split_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    request_id: int
+    def __init__(self, table: _Optional[str] = ..., split_keys: _Optional[_Iterable[bytes]] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class CreateTableResponse(_message.Message):
     __slots__ = ("ranges",)
@@ -31,10 +33,12 @@ class CreateTableResponse(_message.Message):
     def __init__(self, ranges: _Optional[int] = ...) -> None: ...
 
 class DeleteTableRequest(_message.Message):
-    __slots__ = ("table",)
+    __slots__ = ("table", "request_id")
     TABLE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     table: str
-    def __init__(self, table: _Optional[str] = ...) -> None: ...
+    request_id: int
+    def __init__(self, table: _Optional[str] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class DeleteTableResponse(_message.Message):
     __slots__ = ()

@@ -154,12 +154,14 @@ class WatchRequest(_message.Message):
     def __init__(self, known_version: _Optional[int] = ...) -> None: ...
 
 class NewTableRequest(_message.Message):
-    __slots__ = ("name", "split_keys")
+    __slots__ = ("name", "split_keys", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SPLIT_KEYS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     split_keys: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, name: _Optional[str] = ..., split_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    request_id: int
+    def __init__(self, name: _Optional[str] = ..., split_keys: _Optional[_Iterable[bytes]] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class NewTableResponse(_message.Message):
     __slots__ = ("table",)
@@ -168,16 +170,20 @@ class NewTableResponse(_message.Message):
     def __init__(self, table: _Optional[_Union[TableRoute, _Mapping]] = ...) -> None: ...
 
 class DropTableRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    request_id: int
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class DropTableResponse(_message.Message):
-    __slots__ = ("table_id",)
+    __slots__ = ("table_id", "rgs")
     TABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    RGS_FIELD_NUMBER: _ClassVar[int]
     table_id: int
-    def __init__(self, table_id: _Optional[int] = ...) -> None: ...
+    rgs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, table_id: _Optional[int] = ..., rgs: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class BackupRequest(_message.Message):
     __slots__ = ()

@@ -23,7 +23,6 @@ import grpc
 from server.proto import kv_pb2, kv_pb2_grpc, meta_pb2
 from server.router.metrics import LATENCY, OPS, measured
 from server.router.router import DEFAULT_DEADLINE, Router, RouterError, check_key, check_table
-from server.router.routing import NoSuchTable
 
 log = logging.getLogger(__name__)
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
@@ -53,7 +52,8 @@ class KVService(kv_pb2_grpc.KVServicer):
             for k in request.split_keys:
                 check_key(k, "split key")
             resp = await self.router.meta_stub().CreateTable(
-                meta_pb2.NewTableRequest(name=request.table, split_keys=list(request.split_keys)),
+                meta_pb2.NewTableRequest(name=request.table, split_keys=list(request.split_keys),
+                                         request_id=request.request_id),
                 timeout=context.time_remaining() or DEFAULT_DEADLINE, metadata=self.router.metadata)
         except RouterError as err:
             await _abort(context, err)
@@ -65,24 +65,19 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def DeleteTable(self, request, context):  # noqa: N802
         try:
             check_table(request.table)
-            if not self.router.routing.has_table(request.table):
-                # Created through another router a moment ago: its ranges must
-                # come from current routing, or no group would hear of the drop.
-                await self.router.refresh(_deadline(context))
-            try:
-                held = self.router.routing.ranges(request.table)
-            except NoSuchTable:
-                held = []
-            await self.router.meta_stub().DropTable(meta_pb2.DropTableRequest(name=request.table),
-                                                    timeout=context.time_remaining() or DEFAULT_DEADLINE,
-                                                    metadata=self.router.metadata)
+            # The MM names the groups that held the table (not this router's
+            # routing, which may not have it yet: created elsewhere a moment
+            # ago), also to a retry of a drop it already made (request_id).
+            resp = await self.router.meta_stub().DropTable(
+                meta_pb2.DropTableRequest(name=request.table, request_id=request.request_id),
+                timeout=context.time_remaining() or DEFAULT_DEADLINE, metadata=self.router.metadata)
         except RouterError as err:
             await _abort(context, err)
         except grpc.aio.AioRpcError as exc:
             await context.abort(exc.code(), exc.details())
         await self._until_version_has(request.table, False)
-        if held:   # then free its space in the groups that held it
-            left = await self.router.drop_table_data(held[0].table_id, {r.rg for r in held}, _deadline(context))
+        if resp.rgs:   # then free its space in the groups that held it
+            left = await self.router.drop_table_data(resp.table_id, set(resp.rgs), _deadline(context))
             if left:
                 log.warning("table %r dropped; its data in groups %s is not freed yet", request.table, sorted(left))
         return kv_pb2.DeleteTableResponse()

@@ -114,6 +114,43 @@ def test_put_get_items_survive_reopen(backend):
         s.close()
 
 
+def test_put_many_sets_and_deletes_several_records_at_once(backend):
+    s = backend.open()
+    _fill(s)
+    s.put_many([("table", "stocks", None), ("counter", "table_id", 7), ("request", 42, {"op": "drop"})])
+    want = _state(s)
+    assert s.get("table", "stocks") is None and s.get("request", 42) == {"op": "drop"}
+    s.close()
+    s = backend.open()
+    assert _state(s) == want and s.get("request", 42) == {"op": "drop"}
+    s.close()
+
+
+def test_a_torn_put_many_leaves_none_of_its_records(tmp_path):
+    """The embedded store writes put_many as one frame: a crash in its middle
+    (the frame's tail missing) keeps the records as they were."""
+    s = MetaStore(str(tmp_path / "m"))
+    s.put("table", "a", {"id": 1})
+    s.put_many([("table", "a", None), ("table", "b", {"id": 2})])
+    s.close()
+    log = tmp_path / "m" / "meta.log"
+    data = log.read_bytes()
+    log.write_bytes(data[:-5])             # the last frame torn
+    s = MetaStore(str(tmp_path / "m"))
+    assert (s.get("table", "a"), s.get("table", "b")) == ({"id": 1}, None)
+    s.close()
+
+
+def test_etcd_put_many_is_refused_whole(etcd):
+    b = Etcd(etcd)
+    first, second = b.open(), b.open()
+    first.put("group", 1, {"epoch": 5})
+    with pytest.raises(StoreFenced):
+        second.put_many([("group", 2, {"epoch": 1}), ("group", 1, {"epoch": 9})])   # 1 changed meanwhile
+    again = b.open()
+    assert (again.get("group", 1), again.get("group", 2)) == ({"epoch": 5}, None)
+
+
 def test_backup_then_restore_gives_the_same_state(backend, tmp_path):
     s = backend.open()
     _fill(s)

@@ -30,10 +30,14 @@ class FailingStore:
         return [(k.split("/", 1)[1], v) for k, v in self.records.items() if k.startswith(kind + "/")]
 
     def put(self, kind, key, value):
+        self.put_many([(kind, key, value)])
+
+    def put_many(self, changes):
         if self.allowed <= 0:
             raise StoreFenced("the metadata manager at elsewhere:1 took over")
         self.allowed -= 1
-        self.records[f"{kind}/{key}"] = value
+        for kind, key, value in changes:
+            self.records[f"{kind}/{key}"] = value
 
     def backup(self):
         return backup.encode(self.records)

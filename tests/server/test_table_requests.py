@@ -1,0 +1,91 @@
+"""Table calls retried under their request id (server/meta/catalog.py, "Retries").
+
+A create or drop whose answer was lost (the router died, a deadline cut it)
+is retried by the SDK with the same request id. It used to hear TableExists
+for the caller's own new table, or NoSuchTable for its own drop, whose
+groups then never freed the table's data. Now the MM remembers the last
+TABLE_REQUESTS_KEPT calls, in the same atomic change as the table record.
+"""
+from __future__ import annotations
+
+import grpc
+import pytest
+from inproc_cluster import run_with_routers
+
+from server.meta import catalog as catalog_mod
+from server.meta.catalog import Catalog, NoSuchTable, RequestIdReused, TableExists
+from server.meta.store import MetaStore
+from server.proto import kv_pb2, kv_pb2_grpc
+
+
+def test_a_retried_create_or_drop_gets_the_first_answer_after_a_restart(tmp_path):
+    store = MetaStore(str(tmp_path / "m"))
+    cat = Catalog(store)
+    first = cat.create_table("t", [b"m"], [1, 2], request_id=11)
+    with pytest.raises(TableExists):
+        cat.create_table("t", [], [1, 2], request_id=12)     # another call: the name is taken
+    store.close()
+    store = MetaStore(str(tmp_path / "m"))
+    cat = Catalog(store)
+    assert cat.create_table("t", [b"m"], [1, 2], request_id=11) == first
+    dropped = cat.drop_table("t", request_id=21)
+    assert dropped == first
+    assert cat.drop_table("t", request_id=21) == first        # its retry: the same answer
+    with pytest.raises(NoSuchTable):
+        cat.drop_table("t", request_id=22)
+    assert cat.create_table("t", [b"m"], [1, 2], request_id=11) == first   # a stale retry creates nothing
+    assert "t" not in cat.tables
+    again = cat.create_table("t", [], [1, 2], request_id=31)   # a new table under the old name
+    assert again.table_id != first.table_id
+    assert cat.drop_table("t", request_id=21) == first        # a stale drop retry leaves the new one alone
+    assert cat.tables["t"] == again
+    with pytest.raises(RequestIdReused, match="request id 21 already answered a drop"):
+        cat.create_table("u", [], [1], request_id=21)
+    store.close()
+
+
+def test_the_oldest_requests_are_forgotten_in_the_same_change(tmp_path, monkeypatch):
+    monkeypatch.setattr(catalog_mod, "TABLE_REQUESTS_KEPT", 3)
+    store = MetaStore(str(tmp_path / "m"))
+    cat = Catalog(store)
+    for i in range(1, 6):
+        cat.create_table(f"t{i}", [], [1], request_id=100 + i)
+    assert list(cat.requests) == [103, 104, 105]
+    assert sorted(int(k) for k, _ in store.items("request")) == [103, 104, 105]
+    store.close()
+    cat = Catalog(MetaStore(str(tmp_path / "m")))
+    assert list(cat.requests) == [103, 104, 105]
+    with pytest.raises(TableExists):                          # forgotten: a plain call again
+        cat.create_table("t1", [], [1], request_id=101)
+    cat.store.close()
+
+
+def test_a_create_and_a_drop_whose_answers_were_lost_are_retried_through_a_router(tmp_path):
+    """The same request sent twice to a router (as the SDK's retry does after
+    a lost answer): both answers OK; the drop's retry frees the data again
+    in the groups the MM names."""
+    async def body(c, routers, clients):
+        (_, address), = [(r, a) for r, _s, a in c.routers]
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = kv_pb2_grpc.KVStub(channel)
+            create = kv_pb2.CreateTableRequest(table="t", request_id=7)
+            first = await stub.CreateTable(create)
+            second = await stub.CreateTable(create)
+            await clients[0].put("t", b"k", b"v")
+            drop = kv_pb2.DeleteTableRequest(table="t", request_id=8)
+            await stub.DeleteTable(drop)
+            await stub.DeleteTable(drop)
+            try:
+                await stub.DeleteTable(kv_pb2.DeleteTableRequest(table="t", request_id=9))
+                missing = None
+            except grpc.aio.AioRpcError as exc:
+                missing = exc.code()
+            try:
+                await stub.CreateTable(kv_pb2.CreateTableRequest(table="u", request_id=8))
+                reused = None
+            except grpc.aio.AioRpcError as exc:
+                reused = exc.code()
+        return first.ranges, second.ranges, missing, reused, await clients[0].tables()
+
+    assert run_with_routers(tmp_path, 1, body) == (1, 1, grpc.StatusCode.NOT_FOUND,
+                                                   grpc.StatusCode.INVALID_ARGUMENT, [])
