@@ -23,6 +23,15 @@ written in the same atomic change as the table record (put_many), so a
 retry gets the first call's answer (the table as it was created or
 dropped) whatever happened since. Oldest forgotten first.
 
+Dropped data: a drop also records, in the same change, the groups whose
+engines still hold the table's rows,
+
+    dropping/<table id> = {"rgs": [rg, ...]}
+
+until each has dropped them (data_freed; the MM's TableReclaimer sees to it,
+server/meta/table_reclaimer.py): the router that made the drop frees them
+at once, within its client's deadline, but it may die or run out of time.
+
 Placement: a new table's ranges go to the RGs holding the fewest ranges, in
 turn, so tables spread over the groups (the controller's splits and moves,
 issue 5, refine it later).
@@ -70,6 +79,7 @@ class Catalog:
             self.tables[name] = Table(name, rec["id"], _ranges(rec["ranges"]))
         self.requests: OrderedDict[int, dict[str, Any]] = OrderedDict(
             sorted(((int(k), v) for k, v in store.items("request")), key=lambda kv: kv[1]["n"]))
+        self.dropping: dict[int, set[int]] = {int(k): set(v["rgs"]) for k, v in store.items("dropping")}
 
     def create_table(self, name: str, split_keys: list[bytes], groups: list[int], request_id: int = 0) -> Table:
         """Raises ValueError for a bad name or split key or when there is no RG,
@@ -114,9 +124,23 @@ class Catalog:
         t = self.tables.get(name)
         if t is None:
             raise NoSuchTable(name)
-        self._commit([("table", name, None)], request_id, "drop", t)
+        rgs = {rg for _, rg in t.ranges}
+        self._commit([("table", name, None), ("dropping", t.table_id, {"rgs": sorted(rgs)})], request_id, "drop", t)
         del self.tables[name]
+        self.dropping[t.table_id] = rgs
         return t
+
+    def data_freed(self, table_id: int, rg: int) -> None:
+        """Group `rg` dropped the rows of dropped table `table_id`."""
+        rgs = self.dropping.get(table_id)
+        if rgs is None or rg not in rgs:
+            return
+        left = rgs - {rg}
+        self.store.put("dropping", table_id, {"rgs": sorted(left)} if left else None)
+        if left:
+            self.dropping[table_id] = left
+        else:
+            del self.dropping[table_id]
 
     # ------------------------------------------------------------ retries
     def _done(self, request_id: int, op: str, name: str) -> Table | None:

@@ -48,6 +48,7 @@ import grpc
 from server.meta.backend import MetaBackend, MetaStoreError
 from server.meta.catalog import Catalog, NoSuchTable, RequestIdReused, TableExists
 from server.meta.group_leadership import GroupLeadership
+from server.meta.table_reclaimer import TableReclaimer
 from server.node import codec
 from server.node.peers import SERVER_OPTIONS
 from server.node_identity import RequireNodeId
@@ -97,6 +98,7 @@ class MetaServer:
         self._routing_changed = asyncio.Event()
         self._server: grpc.aio.Server | None = None
         self._tick_task: asyncio.Task | None = None
+        self._reclaim_task: asyncio.Task | None = None
 
     def _reset_state(self) -> None:
         self.sessions: dict[int, _NodeSession] = {}
@@ -127,6 +129,7 @@ class MetaServer:
         self.active = True
         self.routing_version = max(self.routing_version + 1, time.time_ns() // 1000)
         self._tick_task = asyncio.get_running_loop().create_task(self._ticker(), name="meta-ticker")
+        self._reclaim_task = asyncio.get_running_loop().create_task(TableReclaimer(self).run(), name="reclaimer")
         log.info("active: %d nodes, %d groups, %d tables", len(self.nodes), len(self.groups),
                  len(self.catalog.tables))
         self._report_health()
@@ -139,9 +142,10 @@ class MetaServer:
         log.warning("standing by: %s", reason)
         self.active = False
         self.standby_reason = reason
-        if self._tick_task is not None:
-            self._tick_task.cancel()   # possibly the running task itself: it stops at its next await
-            self._tick_task = None
+        for task in (self._tick_task, self._reclaim_task):
+            if task is not None:
+                task.cancel()   # possibly the running task itself: it stops at its next await
+        self._tick_task = self._reclaim_task = None
         for s in self.sessions.values():
             s.outbox.put_nowait(None)
         self._routing_changed.set()    # watches wake up, see inactive, and end
@@ -370,10 +374,9 @@ class MetaServer:
         return f"{self.listen.rsplit(':', 1)[0]}:{self.port}"
 
     async def stop(self) -> None:
-        task = self._tick_task
+        tasks = [t for t in (self._tick_task, self._reclaim_task) if t is not None]
         self.deactivate("stopping")
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.stop(grace=0.5)
 

@@ -89,3 +89,36 @@ def test_a_create_and_a_drop_whose_answers_were_lost_are_retried_through_a_route
 
     assert run_with_routers(tmp_path, 1, body) == (1, 1, grpc.StatusCode.NOT_FOUND,
                                                    grpc.StatusCode.INVALID_ARGUMENT, [])
+
+
+def test_the_mm_frees_a_dropped_tables_rows_its_router_did_not(tmp_path, monkeypatch):
+    """The router's own attempt is cut short (it died, or its deadline ran
+    out: here it frees nothing); the MM's TableReclaimer asks the group,
+    and forgets the pending drop once the group has dropped the rows."""
+    import asyncio
+    import time
+
+    from server.meta import table_reclaimer
+    from server.router.router import Router
+
+    async def nothing(self, table_id, rgs, deadline):
+        return set(rgs)
+    monkeypatch.setattr(Router, "drop_table_data", nothing)
+    monkeypatch.setattr(table_reclaimer, "RECLAIM_SECONDS", 0.05)
+    monkeypatch.setattr(table_reclaimer, "RECLAIM_AFTER", 0.1)
+
+    async def body(c, routers, clients):
+        await clients[0].create_table("t")
+        await clients[0].put("t", b"k", b"v")
+        table_id = c.mm.catalog.tables["t"].table_id
+        db = c.nodes[0].hosts[1].storage.db
+        assert f"t{table_id}" in db.tables()
+        await clients[0].drop_table("t")
+        pending = dict(c.mm.catalog.dropping)
+        deadline = time.monotonic() + 10
+        while c.mm.catalog.dropping or f"t{table_id}" in db.tables():   # conditions, polled
+            assert time.monotonic() < deadline, "the dropped table's rows were never freed"
+            await asyncio.sleep(0.05)
+        return pending == {table_id: {1}}, c.mm.store.get("dropping", table_id)
+
+    assert run_with_routers(tmp_path, 1, body) == (True, None)
