@@ -451,12 +451,25 @@ class DB:
                 if w.error is not None:
                     raise w.error
                 return
-            if self._batch_wait_s:
-                queue.wait_for_company(self._batch_wait_s)
-            group = queue.take_group(self._max_group_bytes)
-            self._assign_lsns(group)
-            mem = sv.mem
+            # From here until the group is finished, close() waits for it: its
+            # WAL write and fsync happen outside the mutex, and so may the wait
+            # for company (which releases it).
             self._groups_in_flight += 1
+            try:
+                if self._batch_wait_s:
+                    queue.wait_for_company(self._batch_wait_s)
+                group = queue.take_group(self._max_group_bytes)
+                if self._closed or self._bg_error is not None:   # while it waited for company
+                    try:
+                        self._make_room_for_write()   # raises DBClosedError or the background error
+                    except BaseException as exc:
+                        queue.finish_group(group, exc)
+                        raise
+                self._assign_lsns(group)
+                mem = sv.mem
+            except BaseException:
+                self._group_finished()
+                raise
         error = None
         try:
             framed = wal_frame.encode_wal_group([g.rep for g in group], [g.lsn for g in group])
@@ -468,19 +481,25 @@ class DB:
         except BaseException as exc:   # the WAL may now hold a partial group: stop writing
             error = exc
         with self._mutex:
-            if error is None:
-                self._wal_bytes += len(framed)
-                self._wal_syncs += 1
-                self._wal_records_synced += len(group)
-                self._published(group)
-            else:
-                self._set_bg_error(error)
-            queue.finish_group(group, error)
-            self._groups_in_flight -= 1
-            if self._closed:
-                self._bg_cv.notify_all()   # close() waits for this group
+            try:
+                if error is None:
+                    self._wal_bytes += len(framed)
+                    self._wal_syncs += 1
+                    self._wal_records_synced += len(group)
+                    self._published(group)
+                else:
+                    self._set_bg_error(error)
+                queue.finish_group(group, error)
+            finally:
+                self._group_finished()
         if w.error is not None:
             raise w.error
+
+    def _group_finished(self) -> None:
+        """Requires the mutex: a synced group is done (committed or failed)."""
+        self._groups_in_flight -= 1
+        if self._closed:
+            self._bg_cv.notify_all()   # close() waits for it
 
     def _assign_lsns(self, group: list[Writer]) -> int:
         """Requires the mutex. Gives each batch its first lsn."""

@@ -10,7 +10,10 @@ On-disk layout in the MM's data directory:
     meta.log        frames (engine/_native/wal_frame.pyx framing, CRC32C), each
                     payload one JSON object: {"kind": K, "key": KEY, "value": V}
                     (value null deletes the record), or {"changes": [such
-                    objects]}: several records changed at once (put_many)
+                    objects]}: several records changed at once (put_many;
+                    an MM older than this frame cannot replay a log that
+                    holds one: roll back only after a clean open, which
+                    folds the log into the snapshot)
     meta.snapshot   {"records": {"K/KEY": V, ...}} written atomically
                     (write, fsync, rename, fsync dir) every SNAPSHOT_EVERY
                     changes; meta.log then starts over empty

@@ -50,7 +50,12 @@ class TableReclaimer:
         try:
             while self.mm.active:
                 await asyncio.sleep(self.every)
-                await self.reclaim_once()
+                try:
+                    await self.reclaim_once()
+                except MetaStoreError:
+                    raise
+                except Exception:  # noqa: BLE001 - one failed pass must not end the task unseen
+                    log.exception("freeing dropped tables' rows failed; trying again in %.1f s", self.every)
         except MetaStoreError as exc:
             self.mm.store_failed(exc)
         finally:
@@ -76,7 +81,11 @@ class TableReclaimer:
             del self._seen[table_id]
 
     async def _drop_in(self, rg: int, table_id: int) -> bool:
-        """Whether group `rg` no longer holds rows of `table_id` (dropped now, or the group is gone)."""
+        """Whether group `rg` no longer holds rows of `table_id` (dropped now,
+        or the group is gone from the MM). A node answering that it has no
+        replica of the group proves nothing of the other members (it may have
+        lost its disk, or its address may be another node's by now): asked
+        again later."""
         gl = self.mm.groups.get(rg)
         if gl is None:
             return True
@@ -91,4 +100,4 @@ class TableReclaimer:
         except grpc.aio.AioRpcError as exc:
             log.info("freeing dropped table %d in rg %d: %s", table_id, rg, exc.code().name)
             return False
-        return resp.code in (data_pb2.OK, data_pb2.UNKNOWN_GROUP)
+        return resp.code == data_pb2.OK

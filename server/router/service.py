@@ -59,7 +59,7 @@ class KVService(kv_pb2_grpc.KVServicer):
             await _abort(context, err)
         except grpc.aio.AioRpcError as exc:
             await context.abort(exc.code(), exc.details())
-        await self._until_version_has(request.table, True)
+        await self._routing_as_of_now(context)
         return kv_pb2.CreateTableResponse(ranges=len(resp.table.ranges))
 
     async def DeleteTable(self, request, context):  # noqa: N802
@@ -75,20 +75,21 @@ class KVService(kv_pb2_grpc.KVServicer):
             await _abort(context, err)
         except grpc.aio.AioRpcError as exc:
             await context.abort(exc.code(), exc.details())
-        await self._until_version_has(request.table, False)
+        await self._routing_as_of_now(context)
         if resp.rgs:   # then free its space in the groups that held it
             left = await self.router.drop_table_data(resp.table_id, set(resp.rgs), _deadline(context))
             if left:
                 log.warning("table %r dropped; its data in groups %s is not freed yet", request.table, sorted(left))
         return kv_pb2.DeleteTableResponse()
 
-    async def _until_version_has(self, table: str, present: bool) -> None:
-        """Read-your-writes for table changes: this router answers once its own
-        routing copy shows the change (the MM pushes it right after)."""
-        deadline = time.monotonic() + DEFAULT_DEADLINE
-        while self.router.routing.has_table(table) != present and time.monotonic() < deadline:
-            if not await self.router.refresh(deadline):   # the watch may be slow: ask now
-                await self.router._await_change(deadline)
+    async def _routing_as_of_now(self, context: grpc.aio.ServicerContext) -> None:
+        """Read-your-writes for table changes: this router answers once its
+        routing copy is one fetched after the MM answered (the MM moves its
+        routing version before it answers). Not "until the name shows or
+        goes": a retried call gets the first call's answer, and the name may
+        have been dropped or created again since. If no MM answers in time,
+        the change is made all the same: the watch brings it."""
+        await self.router.refresh(_deadline(context))
 
     async def ListTables(self, request, context):  # noqa: N802
         # Current routing, not this router's copy: a table just created or

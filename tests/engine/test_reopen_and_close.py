@@ -183,3 +183,42 @@ def test_close_waits_for_a_synced_group_commit_in_flight(monkeypatch):
         assert again.get("t", b"k").value == b"v"
     finally:
         again.close()
+
+
+def test_close_waits_for_a_batch_leader_waiting_for_company(tmp_path):
+    """sync="batch": the group's leader waits for company with the mutex
+    released, before its WAL write. close() did not count it as in flight,
+    closed the WAL, and the leader then wrote to the closed file (EBADF) or,
+    on MemEnv, was acknowledged after close() had returned. Found by a review
+    (session 11). Now the write fails with DBClosedError or is durable."""
+    from engine import DBClosedError
+
+    path = str(tmp_path / "db")
+    db = DB.open(path, sync="batch", batch_wait_us=1_000_000)
+    db.create_table("t")
+    outcome: list = []
+
+    def writer():
+        try:
+            db.put("t", b"k", b"v")
+            outcome.append("ok")
+        except BaseException as exc:  # noqa: BLE001 - what the caller would see
+            outcome.append(exc)
+    waiting = threading.Event()
+    real_wait = db._queue.wait_for_company
+
+    def wait_for_company(seconds):
+        waiting.set()
+        real_wait(seconds)
+    db._queue.wait_for_company = wait_for_company
+    w = threading.Thread(target=writer, daemon=True)
+    w.start()
+    assert waiting.wait(10)   # the leader waits for company, the mutex released
+    db.close()
+    w.join(10)
+    assert outcome and (outcome[0] == "ok" or isinstance(outcome[0], DBClosedError)), outcome
+    again = DB.open(path)
+    try:
+        assert (again.get("t", b"k") is not None) == (outcome[0] == "ok")
+    finally:
+        again.close()

@@ -8,6 +8,10 @@ TABLE_REQUESTS_KEPT calls, in the same atomic change as the table record.
 """
 from __future__ import annotations
 
+import asyncio
+import time
+from types import SimpleNamespace
+
 import grpc
 import pytest
 from inproc_cluster import run_with_routers
@@ -15,7 +19,8 @@ from inproc_cluster import run_with_routers
 from server.meta import catalog as catalog_mod
 from server.meta.catalog import Catalog, NoSuchTable, RequestIdReused, TableExists
 from server.meta.store import MetaStore
-from server.proto import kv_pb2, kv_pb2_grpc
+from server.meta.table_reclaimer import TableReclaimer
+from server.proto import data_pb2, data_pb2_grpc, kv_pb2, kv_pb2_grpc
 
 
 def test_a_retried_create_or_drop_gets_the_first_answer_after_a_restart(tmp_path):
@@ -95,9 +100,6 @@ def test_the_mm_frees_a_dropped_tables_rows_its_router_did_not(tmp_path, monkeyp
     """The router's own attempt is cut short (it died, or its deadline ran
     out: here it frees nothing); the MM's TableReclaimer asks the group,
     and forgets the pending drop once the group has dropped the rows."""
-    import asyncio
-    import time
-
     from server.meta import table_reclaimer
     from server.router.router import Router
 
@@ -122,3 +124,66 @@ def test_the_mm_frees_a_dropped_tables_rows_its_router_did_not(tmp_path, monkeyp
         return pending == {table_id: {1}}, c.mm.store.get("dropping", table_id)
 
     assert run_with_routers(tmp_path, 1, body) == (True, None)
+
+
+@pytest.mark.parametrize("retried", ["drop-after-a-new-table-of-the-name", "create-after-its-drop"])
+def test_a_retry_after_the_name_changed_hands_is_answered_at_once(tmp_path, retried):
+    """The router waited for the name to leave (or enter) its routing, which
+    never happens when the name was created again (dropped) since: the retry
+    heard DEADLINE_EXCEEDED. It now waits for routing fetched after the MM's
+    answer. Found by a review (session 11)."""
+    async def body(c, routers, clients):
+        (_, address), = [(r, a) for r, _s, a in c.routers]
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = kv_pb2_grpc.KVStub(channel)
+            create = kv_pb2.CreateTableRequest(table="t", request_id=1)
+            drop = kv_pb2.DeleteTableRequest(table="t", request_id=2)
+            await stub.CreateTable(create)
+            await stub.DeleteTable(drop)
+            if retried == "drop-after-a-new-table-of-the-name":
+                await stub.CreateTable(kv_pb2.CreateTableRequest(table="t", request_id=3))
+                call = stub.DeleteTable(drop, timeout=3.0)
+            else:
+                call = stub.CreateTable(create, timeout=3.0)
+            await call
+            return await clients[0].tables()
+
+    assert run_with_routers(tmp_path, 1, body) == (["t"] if retried.startswith("drop") else [])
+
+
+class _Data(data_pb2_grpc.DataServicer):
+    def __init__(self, code):
+        self.code = code
+
+    async def DropTable(self, request, context):  # noqa: N802 - gRPC's name
+        return data_pb2.GroupDropTableResponse(code=self.code)
+
+
+@pytest.mark.parametrize("answer", [data_pb2.UNKNOWN_GROUP, data_pb2.OK])
+def test_a_leader_without_the_group_does_not_end_a_pending_drop(tmp_path, answer):
+    """UNKNOWN_GROUP from the node the MM names as leader (it lost its disk, or
+    its address is another node's now) says nothing of the other members:
+    the drop stays pending. Found by a review (session 11)."""
+    async def go():
+        server = grpc.aio.server()
+        data_pb2_grpc.add_DataServicer_to_server(_Data(answer), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        store = MetaStore(str(tmp_path / "m"))
+        cat = Catalog(store)
+        cat.create_table("t", [], [1])
+        t = cat.drop_table("t")
+        mm = SimpleNamespace(active=True, catalog=cat, groups={1: SimpleNamespace(leader=7)},
+                             nodes={7: f"127.0.0.1:{port}"})
+        r = TableReclaimer(mm, every=0, after=0)
+        try:
+            await r.reclaim_once()
+        finally:
+            for client in r._clients.values():
+                await client.close()
+            await server.stop(None)
+            store.close()
+        return dict(cat.dropping), t.table_id
+
+    dropping, table_id = asyncio.run(go())
+    assert dropping == ({table_id: {1}} if answer == data_pb2.UNKNOWN_GROUP else {})
