@@ -324,6 +324,13 @@ class Node:
         while True:
             next_at += TICK_SECONDS
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+            # Ticks the loop missed (it was blocked) are skipped, not run back to
+            # back: a burst of ticks with the acknowledgements still queued would
+            # make a leader look cut off from its quorum (check-quorum, CQ1) and
+            # time out retransmits for nothing.
+            now = loop.time()
+            if now - next_at > TICK_SECONDS:
+                next_at = now
             for h in self.hosts.values():
                 h.tick()
 

@@ -44,3 +44,35 @@ def test_a_leader_cut_off_from_its_followers_but_not_the_mm_is_replaced(tmp_path
                                                      groups=((1, (1, 2, 3)),), nodes=(1, 2, 3))
     assert new != old and got == [b"1", b"2"]
     print(f"new leader {replaced_after:.2f} s after the cut")
+
+
+def test_a_node_skips_the_ticks_its_loop_missed(tmp_path):
+    """After the loop was blocked (here 0.3 s), the node's ticker ran the
+    missed ticks back to back, while the acknowledgements that arrived
+    meanwhile were still queued: a leader could count 30 ticks without
+    hearing from anyone (CQ1). Missed ticks are skipped now, as the MM's are."""
+    from server.node.node import Node
+
+    class Counting:
+        ticks = 0
+
+        def tick(self):
+            Counting.ticks += 1
+
+    async def go():
+        node = Node(1, "127.0.0.1:0", str(tmp_path / "n"), ["127.0.0.1:1"], block_cache_bytes=0)
+        node.hosts = {1: Counting()}
+        task = asyncio.get_running_loop().create_task(node._ticker())
+        try:
+            while Counting.ticks < 2:    # the ticker runs
+                await asyncio.sleep(0.01)
+            time.sleep(0.3)              # the loop is blocked for six ticks' time
+            before = Counting.ticks
+            for _ in range(10):          # ten loop rounds, no time to speak of
+                await asyncio.sleep(0)
+            return Counting.ticks - before
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    assert asyncio.run(go()) <= 1
