@@ -23,12 +23,13 @@ from enum import IntEnum
 from server.replication.election import EpochChange
 from server.replication.errors import InvariantViolation
 from server.replication.messages import Config, Message, NotMyLeader, Role, StatusReport
+from server.replication.quorum import has_quorum
 
 ELECTION_RETRY_TICKS = 8      # an epoch change without an appointed leader this long is retried higher
 LEADER_TIMEOUT_TICKS = 10     # a leader whose status reports stop this long is deposed
 LEARNER_PATIENCE_TICKS = 30
 RESEND_TICKS = 3              # the MM's RPC retry: requests and appointments not yet answered go out again
-AVOID_TICKS = 40              # CQ2: epochs started this long after a leader lost its quorum are chosen without it
+AVOID_TICKS = 100             # CQ2: epochs started this long after a leader lost its quorum are chosen without it
 
 
 class ChangePhase(IntEnum):
@@ -55,16 +56,23 @@ class GroupLeadership:
         `avoid_ticks` (CQ2): for this long after a leader is deposed for
         hearing no quorum, every epoch started (retries too) appoints from a
         quorum of promisers without it. It must outlast the promise holds
-        (LL2) of followers that still got its heartbeats: hold_ns of the
-        longest lease (611 ms) plus an election retry."""
+        (LL2) of followers that still got its heartbeats (hold_ns of the
+        longest lease, 611 ms, plus an election retry), and a whole round of
+        the next such deposition (an election, the node's check-quorum
+        window of 1.5 s, the leader timeout): 5 s. Several deposed
+        leaders are avoided together, the window renewed for all of them at
+        each such deposition (two bad members of five would otherwise take
+        turns); all are forgiven once a leader that committed in its epoch
+        reports that it hears its quorum. A leader is avoided only if the other voters
+        the MM sees alive could form a quorum: one whose followers died is
+        the only leader there can be."""
         self.send = send
         self.leader_rank = leader_rank
         self.member_alive = member_alive
         self.persist = persist
         self.leader_timeout_ticks = leader_timeout_ticks
         self.avoid_ticks = avoid_ticks
-        self.avoid: frozenset[int] = frozenset()   # CQ2: whom epochs started before avoid_until avoid
-        self.avoid_until = 0
+        self.avoid: dict[int, int] = {}   # CQ2: deposed leader -> the tick until which new epochs avoid it
         self.election_retry_ticks = election_retry_ticks
         self.epoch = epoch
         self.config = config or Config(frozenset(voters))
@@ -90,7 +98,7 @@ class GroupLeadership:
     def start_epoch(self) -> None:
         self.epoch += 1
         self.elections += 1
-        avoid = self.avoid if self.ticks < self.avoid_until else frozenset()
+        avoid = frozenset(m for m, until in self.avoid.items() if self.ticks < until)
         self.change = EpochChange(self.epoch, self.config, rank=self.leader_rank, avoid=avoid)
         self.leader = None
         self.quorum_lost = False
@@ -154,6 +162,11 @@ class GroupLeadership:
         self.quorum_lost = not rep.quorum_contact
         if not self.quorum_lost:
             self.last_leader_report = self.ticks
+            if rep.role is Role.LEADER:
+                # A leader that committed in its epoch (M5) and hears its quorum:
+                # whom CQ2 avoided is no longer in the way. (Not LEADER_ELECT: a
+                # new leader counts every member as heard until CQ1's window ends.)
+                self.avoid.clear()
         noop = self.joint_noop.get(rep.epoch)
         if noop is not None and rep.commit_index >= noop:
             self.joint_committed = True  # J3
@@ -174,8 +187,13 @@ class GroupLeadership:
             self.start_epoch()
         elif self.leader is not None and self.ticks - self.last_leader_report > self.leader_timeout_ticks:
             # The leader stopped reporting, or reports that it hears no quorum: depose it.
-            if self.quorum_lost:
-                self.avoid, self.avoid_until = frozenset({self.leader}), self.ticks + self.avoid_ticks
+            if self.quorum_lost and self._others_could_lead(self.leader):
+                # Whom the window still avoids stays avoided with it: a streak of
+                # leaders that hear no quorum (two bad members of five) must not
+                # let an earlier one back in between.
+                until = self.ticks + self.avoid_ticks
+                self.avoid = {m: until for m, t in self.avoid.items() if self.ticks < t}
+                self.avoid[self.leader] = until
             self.start_epoch()
         if self.phase is ChangePhase.LEARNER and self.settled() and (
                 self.learner_caught_up or self.ticks - self.phase_started > LEARNER_PATIENCE_TICKS):
@@ -187,6 +205,12 @@ class GroupLeadership:
             self.phase = ChangePhase.NONE
             self.config = Config(self.target)  # J3
             self.start_epoch()
+
+    def _others_could_lead(self, leader: int) -> bool:
+        """Whether the voters but `leader` that the MM sees alive form a quorum
+        (all of them count as alive without `member_alive`)."""
+        alive = self.member_alive or (lambda m: True)
+        return has_quorum(self.config, [m for m in self.config.all_voters() if m != leader and alive(m)])
 
     def _resend(self) -> None:
         ch = self.change

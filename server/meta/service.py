@@ -68,7 +68,7 @@ class MetaOptions:
     tick_seconds: float = 0.05
     leader_timeout_seconds: float = 0.5
     election_retry_seconds: float = 0.4
-    avoid_deposed_seconds: float = 2.0   # CQ2 (GroupLeadership avoid_ticks)
+    avoid_deposed_seconds: float = 5.0   # CQ2 (GroupLeadership avoid_ticks)
 
 
 @dataclass

@@ -77,13 +77,13 @@ class EpochChange:
     def choose_leader(self) -> int | None:
         """The appointee once a quorum promised (fixed from then on), else None."""
         if self.leader is None and not self.superseded and self.has_quorum():
+            voters = self.config.all_voters()
             pool = self.promises
             if self.avoid:
                 pool = {m: pos for m, pos in pool.items() if m not in self.avoid}
                 if not has_quorum(self.config, pool.keys()):
-                    best = max(self.promises.values())
+                    best = max(pos for m, pos in self.promises.items() if m in voters)
                     pool = {m: pos for m, pos in pool.items() if pos == best}
-            voters = self.config.all_voters()
             rank = self.rank or (lambda m: 0)
             candidates = [(pos, m in self.config.voters, -rank(m), -m) for m, pos in pool.items()
                           if m in voters]

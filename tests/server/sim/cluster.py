@@ -33,7 +33,8 @@ class Cluster:
         self.clock_rates = clock_rates or {}
         self.net = FakeNetwork(rng, duplicate_p)
         self.checker = Checker(self)
-        self.mm = GroupLeadership(set(voters), self.send)
+        # Liveness as the MM sees it (its node sessions): a node that is up.
+        self.mm = GroupLeadership(set(voters), self.send, member_alive=lambda m: self.nodes[m].up)
         options = options or ReplicaOptions()
         node_options = node_options or {}
         self.nodes: dict[int, SimNode] = {i: SimNode(i, self, node_options.get(i, options), snapshot_chunk_bytes)
