@@ -49,6 +49,20 @@ class StoreUnavailable(MetaStoreError):
     """The store could not be reached in time: the change may or may not have been applied."""
 
 
+class RecordMap:
+    """get() and items() over `self.records` ("kind/key" -> value), the
+    in-memory copy both backends keep of what they made durable."""
+
+    records: dict[str, Any]
+
+    def get(self, kind: str, key: str | int) -> Any:
+        return self.records.get(f"{kind}/{key}")
+
+    def items(self, kind: str) -> list[tuple[str, Any]]:
+        prefix = kind + "/"
+        return [(k[len(prefix):], v) for k, v in self.records.items() if k.startswith(prefix)]
+
+
 class MetaBackend(Protocol):
     def get(self, kind: str, key: str | int) -> Any:
         """The record's value, or None when there is none (not an error)."""

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.meta import backup as backup_format
-from server.meta.backend import StoreFenced, StoreUnavailable
+from server.meta.backend import RecordMap, StoreFenced, StoreUnavailable
 from server.meta.etcd_client import EtcdClient, EtcdError, compare_create, compare_mod, op_delete, op_put, op_range
 
 TXN_OPS = 100
@@ -80,7 +80,7 @@ class Fence:
     create_revision: int
 
 
-class EtcdStore:
+class EtcdStore(RecordMap):
     def __init__(self, client: EtcdClient, prefix: bytes, fence: Fence | None):
         """An empty store; `load()` reads the records. `fence` None writes without leadership
         (tests, tools); the MM always passes its campaign's Fence."""
@@ -109,13 +109,6 @@ class EtcdStore:
         self._revisions = {kv.key[len(rp):].decode(): kv.mod_revision for kv in kvs}
 
     # ----------------------------------------------------------- MetaBackend
-    def get(self, kind: str, key: str | int) -> Any:
-        return self.records.get(f"{kind}/{key}")
-
-    def items(self, kind: str) -> list[tuple[str, Any]]:
-        prefix = kind + "/"
-        return [(k[len(prefix):], v) for k, v in self.records.items() if k.startswith(prefix)]
-
     def put(self, kind: str, key: str | int, value: Any) -> None:
         """Durably sets (value None: deletes) one record through a fenced compare-and-swap Txn.
         Raises StoreFenced when the leader key or the record is not as this store last saw it

@@ -50,13 +50,13 @@ from engine._native import wal_frame
 from engine.env import DEFAULT_ENV, Env
 from engine.wal import LogWriter, read_log
 from server.meta import backup as backup_format
-from server.meta.backend import MetaStoreError
+from server.meta.backend import MetaStoreError, RecordMap
 
 SNAPSHOT_EVERY = 1000
 LOCK_NAME = "LOCK"
 
 
-class MetaStore:
+class MetaStore(RecordMap):
     def __init__(self, directory: str, env: Env = DEFAULT_ENV):
         self.directory = directory
         self.env = env
@@ -109,13 +109,6 @@ class MetaStore:
                 env.sync_dir(directory)
         finally:
             lock.release()
-
-    def get(self, kind: str, key: str | int) -> Any:
-        return self.records.get(f"{kind}/{key}")
-
-    def items(self, kind: str) -> list[tuple[str, Any]]:
-        prefix = kind + "/"
-        return [(k[len(prefix):], v) for k, v in self.records.items() if k.startswith(prefix)]
 
     def put(self, kind: str, key: str | int, value: Any) -> None:
         """Durably sets (value None: deletes) one record; returns once fsynced.
