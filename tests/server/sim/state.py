@@ -46,7 +46,8 @@ class KVStateMachine:
 
 
 class DurableStore:
-    def __init__(self) -> None:
+    def __init__(self, data_id: int = 0) -> None:
+        self.data_id = data_id   # the node's data life (README S6)
         self.hard = HardState()
         self.base: LogPosition = ZERO_POSITION
         self.entries: list[Entry] = []
@@ -104,4 +105,5 @@ class DurableStore:
 
     def durable_state(self) -> DurableState:
         return DurableState(promised_epoch=self.hard.promised_epoch, commit_index=self.hard.commit_index,
-                            base=self.base, entries=list(self.entries), applied_index=self.engine.applied_index)
+                            base=self.base, entries=list(self.entries), applied_index=self.engine.applied_index,
+                            data_id=self.data_id)
