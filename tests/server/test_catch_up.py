@@ -394,8 +394,10 @@ def test_a_late_acceptance_of_the_lost_data_life_does_not_strand_the_member():
     it, and member 2 stayed behind for the whole leadership. Acceptances now
     name their data life, and none of a lost one counts. Found by a review
     (session 11), on the simulator."""
-    from sim.cluster import TICK_NS
-    from sim.realtime import elected, pump, step
+    import random
+
+    from sim.cluster import TICK_NS, Cluster
+    from sim.realtime import pump, step
     from sim.state import DurableStore
 
     from server.replication.messages import AppendAck, AppendResult
@@ -403,7 +405,13 @@ def test_a_late_acceptance_of_the_lost_data_life_does_not_strand_the_member():
 
     opts = ReplicaOptions(eager_commit=False, follower_apply_batch=64, idle_heartbeat_ticks=10,
                           check_quorum_ticks=30, max_append_entries=4)
-    c = elected((1, 2, 3), opts)
+    c = Cluster([1, 2, 3], [], random.Random(0), opts, snapshot_chunk_bytes=1 << 20)
+    c.mm.start_epoch()
+    pump(c)
+    for _ in range(40):
+        if c.serving_leader() is not None:
+            break
+        step(c)
     one = c.nodes[1]
     assert c.serving_leader() is one
     c.propose(one, 20)

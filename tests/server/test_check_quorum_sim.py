@@ -11,9 +11,11 @@ on: only the old leader was ever appointed.
 """
 from __future__ import annotations
 
+import random
+
 import pytest
 from sim.cluster import TICK_NS, Cluster
-from sim.realtime import elected
+from sim.realtime import pump as _pump
 from sim.realtime import step as _step
 
 from server.replication.options import ReplicaOptions
@@ -36,8 +38,14 @@ TOPOLOGIES = {
 @pytest.mark.parametrize("topology", sorted(TOPOLOGIES))
 def test_a_leader_that_hears_no_quorum_is_replaced_by_another(topology: str, lease_ms: int) -> None:
     voters, cuts = TOPOLOGIES[topology]
-    c = elected(voters, _node_options(lease_ms))
-    assert c.serving_leader().id == 1
+    c = Cluster(list(voters), [], random.Random(0), _node_options(lease_ms), snapshot_chunk_bytes=1 << 20)
+    c.mm.start_epoch()
+    _pump(c)
+    for _ in range(40):
+        if c.serving_leader() is not None:
+            break
+        _step(c)
+    assert c.serving_leader() is not None and c.serving_leader().id == 1
     for a, b in cuts:   # every link to the MM stays
         c.net.cut(a, b)
     appointed = []
@@ -53,7 +61,14 @@ def test_a_leader_that_hears_no_quorum_is_replaced_by_another(topology: str, lea
 
 
 def _cluster(voters=(1, 2, 3), lease_ms: int = 0) -> Cluster:
-    return elected(voters, _node_options(lease_ms))
+    c = Cluster(list(voters), [], random.Random(0), _node_options(lease_ms), snapshot_chunk_bytes=1 << 20)
+    c.mm.start_epoch()
+    _pump(c)
+    for _ in range(40):
+        if c.serving_leader() is not None:
+            return c
+        _step(c)
+    raise AssertionError("no first leader")
 
 
 def _steps_to_a_serving_leader(c: Cluster, limit: int = 400, among=None) -> tuple[int | None, int | None]:

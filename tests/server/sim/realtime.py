@@ -4,11 +4,6 @@ working link is delivered. For tests of what takes real time: check-quorum
 (test_check_quorum_sim.py), a wiped member's catch-up (test_catch_up.py)."""
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
-
-from server.replication.options import ReplicaOptions
-
 from .cluster import TICK_NS, Cluster
 
 
@@ -38,15 +33,3 @@ def step(c: Cluster) -> None:
     pump(c)
     c.mm.tick()
     pump(c)
-
-
-def elected(voters: Sequence[int], options: ReplicaOptions) -> Cluster:
-    """A cluster of `voters` whose first leader (the lowest id) serves."""
-    c = Cluster(list(voters), [], random.Random(0), options, snapshot_chunk_bytes=1 << 20)
-    c.mm.start_epoch()
-    pump(c)
-    for _ in range(40):
-        if c.serving_leader() is not None:
-            return c
-        step(c)
-    raise AssertionError("no first leader in 2 s")
