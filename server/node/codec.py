@@ -105,8 +105,8 @@ def encode(rg: int, msg: Message, env: pb.Envelope) -> pb.Envelope:
         b.result = msg.result
         b.index = msg.index
         b.hint_index = msg.hint_index
-        if msg.data_id:
-            b.data_id = msg.data_id
+        if msg.lost_id:
+            b.lost_id = msg.lost_id
     elif t is Heartbeat:
         b = env.heartbeat
         b.commit_index = msg.commit_index
@@ -138,8 +138,6 @@ def encode(rg: int, msg: Message, env: pb.Envelope) -> pb.Envelope:
         _set_pos(b.snapshot, msg.snapshot)
         b.next_offset = msg.next_offset
         b.installed = msg.installed
-        if msg.data_id:
-            b.data_id = msg.data_id
     elif t is StatusReport:
         status_to_pb(msg, env.status_report)
     else:
@@ -160,7 +158,7 @@ def _append_ack(env: pb.Envelope) -> AppendAck:
     result = _APPEND_RESULTS.get(b.result)
     if result is None:
         raise ValueError(f"append_ack for rg {env.rg} has unknown result {b.result}")
-    return AppendAck(env.epoch, env.sender, env.recipient, result, b.index, b.hint_index, b.data_id)
+    return AppendAck(env.epoch, env.sender, env.recipient, result, b.index, b.hint_index, b.lost_id)
 
 
 def _decode_status(env: pb.Envelope, h: dict) -> Message:
@@ -183,7 +181,7 @@ _DECODERS: dict[str, Callable[[pb.Envelope, dict], Message]] = {
         data=env.snapshot_chunk.data, done=env.snapshot_chunk.done),
     "snapshot_ack": lambda env, h: SnapshotAck(
         **h, snapshot=_pos(env.snapshot_ack.snapshot), next_offset=env.snapshot_ack.next_offset,
-        installed=env.snapshot_ack.installed, data_id=env.snapshot_ack.data_id),
+        installed=env.snapshot_ack.installed),
     "status_report": _decode_status,
 }
 

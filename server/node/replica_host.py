@@ -121,7 +121,7 @@ class ReplicaHost:
         if recovering:
             log.warning("rg %d: no data on this disk for an established group: rejoining without a vote "
                         "until caught up", rg)
-            self.replica.rejoin_without_data()   # LL3 and S6 (server/replication/README.md)
+            self.replica.rejoin_without_data(time.time_ns())   # LL3 and S6 (server/replication/README.md)
         self._pending_reads: list[_Read] = []
         self._read_groups: dict[int, list[_Read]] = {}
         self._read_token = 0

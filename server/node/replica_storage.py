@@ -13,9 +13,6 @@ Layout of a replica directory:
     <dir>/snapshot.staging  received snapshot chunks, framed like the WAL
     <dir>/RECOVERING        present while a member that lost its data catches up
                             (it must not vote: server/replication/README.md)
-    <dir>/DATA_ID           this data life's id, decimal (README S6): written
-                            when the directory is made (a wiped member gets a
-                            new one), kept by restarts
     <dir>.new, <dir>.dropped   a crash's leftovers of mark_recovering and
                             remove_replica_dir: the node removes them at start
 
@@ -63,7 +60,6 @@ import os
 import shutil
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 
 from engine import DB, failpoints
 from engine._native import wal_frame, write_batch
@@ -88,14 +84,6 @@ def table_name(table_id: int) -> str:
 
 
 RECOVERING = "RECOVERING"
-DATA_ID = "DATA_ID"
-
-
-def _write_data_id(directory: str) -> int:
-    """A new data life's id (S6), durable in `directory` (its fsync is the caller's)."""
-    data_id = (int.from_bytes(os.urandom(8), "little") >> 1) or 1
-    DEFAULT_ENV.write_file_atomic(os.path.join(directory, DATA_ID), b"%d\n" % data_id)
-    return data_id
 
 
 PARTIAL_SUFFIXES = (".new", ".dropped")   # replica directories a crash may leave; removed at start
@@ -109,14 +97,12 @@ def mark_recovering(directory: str) -> None:
     renamed): a crash in between leaves no empty replica directory, which
     would open as a fresh member with a vote."""
     if os.path.exists(directory):
-        _write_data_id(directory)
         DEFAULT_ENV.write_file_atomic(os.path.join(directory, RECOVERING), b"lost its data; catching up\n")
         DEFAULT_ENV.sync_dir(directory)
         return
     building = directory + ".new"
     shutil.rmtree(building, ignore_errors=True)
     os.makedirs(building)
-    _write_data_id(building)
     DEFAULT_ENV.write_file_atomic(os.path.join(building, RECOVERING), b"lost its data; catching up\n")
     DEFAULT_ENV.sync_dir(building)
     DEFAULT_ENV.rename(building, directory)
@@ -175,19 +161,13 @@ class ReplicaStorage:
         self._staging_for: LogPosition | None = None
         self.snapshots_installed = 0
         self.recovering = os.path.exists(os.path.join(directory, RECOVERING))
-        id_path = os.path.join(directory, DATA_ID)
-        if os.path.exists(id_path):
-            self.data_id = int(DEFAULT_ENV.read_file(id_path))
-        else:   # a new replica (or one made before data ids): its life starts here
-            self.data_id = _write_data_id(directory)
-            DEFAULT_ENV.sync_dir(directory)
 
     @property
     def _db_path(self) -> str:
         return os.path.join(self.directory, "db")
 
     def durable_state(self) -> DurableState:
-        return replace(self.log.durable_state(self.db.applied_index), data_id=self.data_id)
+        return self.log.durable_state(self.db.applied_index)
 
     # ------------------------------------------------------------ Ready step 2
     def needs_fsync(self, chunks: Sequence[StagedChunk], snapshot: LogPosition | None,

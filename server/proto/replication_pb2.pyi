@@ -73,16 +73,16 @@ class Append(_message.Message):
     def __init__(self, prev: _Optional[_Union[LogPosition, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit_index: _Optional[int] = ...) -> None: ...
 
 class AppendAck(_message.Message):
-    __slots__ = ("result", "index", "hint_index", "data_id")
+    __slots__ = ("result", "index", "hint_index", "lost_id")
     RESULT_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     HINT_INDEX_FIELD_NUMBER: _ClassVar[int]
-    DATA_ID_FIELD_NUMBER: _ClassVar[int]
+    LOST_ID_FIELD_NUMBER: _ClassVar[int]
     result: int
     index: int
     hint_index: int
-    data_id: int
-    def __init__(self, result: _Optional[int] = ..., index: _Optional[int] = ..., hint_index: _Optional[int] = ..., data_id: _Optional[int] = ...) -> None: ...
+    lost_id: int
+    def __init__(self, result: _Optional[int] = ..., index: _Optional[int] = ..., hint_index: _Optional[int] = ..., lost_id: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("commit_index", "round", "lease_ns", "sent_at_ns")
@@ -117,16 +117,14 @@ class SnapshotChunk(_message.Message):
     def __init__(self, snapshot: _Optional[_Union[LogPosition, _Mapping]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., done: _Optional[bool] = ...) -> None: ...
 
 class SnapshotAck(_message.Message):
-    __slots__ = ("snapshot", "next_offset", "installed", "data_id")
+    __slots__ = ("snapshot", "next_offset", "installed")
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
     INSTALLED_FIELD_NUMBER: _ClassVar[int]
-    DATA_ID_FIELD_NUMBER: _ClassVar[int]
     snapshot: LogPosition
     next_offset: int
     installed: bool
-    data_id: int
-    def __init__(self, snapshot: _Optional[_Union[LogPosition, _Mapping]] = ..., next_offset: _Optional[int] = ..., installed: _Optional[bool] = ..., data_id: _Optional[int] = ...) -> None: ...
+    def __init__(self, snapshot: _Optional[_Union[LogPosition, _Mapping]] = ..., next_offset: _Optional[int] = ..., installed: _Optional[bool] = ...) -> None: ...
 
 class MemberMatch(_message.Message):
     __slots__ = ("member", "match_index")

@@ -185,18 +185,16 @@ class AppendAck(Message):
     LOG_MISMATCH: `index` is the prev index rejected; `hint_index` is the prev
     index the leader should try next.
     LOG_LOST: the same, from a member rejoining after losing its data (S6):
-    whatever it acknowledged before may be gone. Also the answer to a
-    Heartbeat whose commit index the member no longer holds (`index` is then
-    that commit index). `data_id` (every result) names the member's data
-    life: a leader acts on each loss once, and counts no acceptance of a
-    life it saw lost.
+    whatever it acknowledged before may be gone. `lost_id` names that loss
+    (a leader acts on each once); also the answer to a Heartbeat whose commit
+    index the member no longer holds (`index` is then that commit index).
     """
 
     TYPE: ClassVar[MessageType] = MessageType.APPEND_ACK
     result: AppendResult = AppendResult.ACCEPTED
     index: int = 0
     hint_index: int = 0
-    data_id: int = 0
+    lost_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +242,6 @@ class SnapshotAck(Message):
     snapshot: LogPosition = ZERO_POSITION
     next_offset: int = 0
     installed: bool = False
-    data_id: int = 0   # as AppendAck.data_id (S6)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ class ProgressState(IntEnum):
 
 class Progress:
     __slots__ = ("member", "learner", "match", "next", "state", "inflight", "probe_sent", "idle_ticks",
-                 "transfer", "sent_commit", "flush_to", "heard_tick", "data_id", "lost_data_ids")
+                 "transfer", "sent_commit", "flush_to", "heard_tick", "lost_id")
 
     def __init__(self, member: int, next_index: int, learner: bool):
         self.member = member
@@ -47,8 +47,7 @@ class Progress:
         self.sent_commit = 0  # the highest commit index sent to the member
         self.flush_to = 0  # a trailing member gets everything up to here without waiting for a batch
         self.heard_tick = 0  # the leader's tick of the member's last message in this epoch (CQ1)
-        self.data_id = 0  # the member's data life its counted acceptances came from (S6; 0: none seen)
-        self.lost_data_ids: set[int] = set()   # lives it lost since (S6): nothing of theirs counts
+        self.lost_id = 0  # the member's last loss of data acted on (S6)
 
     def __repr__(self) -> str:
         return f"Progress({self.member} {self.state.name} match={self.match} next={self.next})"
@@ -133,36 +132,17 @@ class Progress:
         self.next = max(self.match + 1, min(rejected_index, hint_index + 1))
         return True
 
-    def counts(self, data_id: int) -> bool:
-        """S6: whether an acceptance (AppendAck, installed SnapshotAck) from
-        data life `data_id` is counted: not one of a life the member lost (a
-        late answer of it would raise the match to entries the member no
-        longer holds), nor of a life other than the one already counted
-        (until its LOG_LOST says it replaced that one). 0: a member without
-        ids, always counted."""
-        if not data_id:
-            return True
-        if data_id in self.lost_data_ids:
-            return False
-        if not self.data_id:
-            self.data_id = data_id
-        return data_id == self.data_id
-
-    def on_lost(self, rejected_index: int, hint_index: int, data_id: int) -> bool:
-        """The member lost its data and is data life `data_id` now (S6): what
-        it acknowledged before may be gone, so its match is forgotten (a
-        rejection at or below the match is exactly what would otherwise be
-        taken as stale) and the member is probed from its hint, down to a
-        snapshot if the log no longer reaches. A loss already acted on is a
-        plain rejection (a late answer must not undo the catch-up since). A
-        transfer in progress goes on. Returns False if nothing changed."""
-        if data_id in self.lost_data_ids:
-            return False
-        if data_id == self.data_id:
+    def on_lost(self, rejected_index: int, hint_index: int, lost_id: int) -> bool:
+        """The member lost its data (S6): what it acknowledged before may be
+        gone, so its match is forgotten (a rejection at or below the match is
+        exactly what would otherwise be taken as stale) and the member is
+        probed from its hint, down to a snapshot if the log no longer reaches.
+        A loss already acted on is a plain rejection (a late answer must not
+        undo the catch-up since). A transfer in progress goes on. Returns
+        False if nothing changed."""
+        if lost_id == self.lost_id:
             return self.on_rejected(rejected_index, hint_index)
-        if self.data_id:
-            self.lost_data_ids.add(self.data_id)
-        self.data_id = data_id
+        self.lost_id = lost_id
         self.idle_ticks = 0
         self.match = 0
         if self.state is ProgressState.SNAPSHOT:

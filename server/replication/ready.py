@@ -127,4 +127,3 @@ class DurableState:
     base: LogPosition = ZERO_POSITION
     entries: list[Entry] = field(default_factory=list)
     applied_index: int = 0
-    data_id: int = 0   # the id of this member's data life (S6); 0: none (acks then carry none)

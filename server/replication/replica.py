@@ -110,8 +110,7 @@ class Replica:
         # not promising. LL3 holds whatever the settings are now.
         self._hold_epoch = state.promised_epoch
         self._hold_from_start = state.promised_epoch > 0
-        self._data_id = state.data_id   # S6: on every acknowledgement, so a leader tells data lives apart
-        self._data_lost = False          # S6: rejections say LOG_LOST (until the host says it caught up)
+        self._lost_id = 0   # S6: nonzero while rejections say LOG_LOST (until the host says it caught up)
         # LL6: the leader's clock against ours, over windows of CLOCK_CHECK_WINDOW_NS:
         # (epoch, leader's clock, ours) at the window's start, and the last verdict.
         self._clock_window: tuple[int, int, int] | None = None
@@ -244,22 +243,22 @@ class Replica:
             self._hold_from_start = False
             self._hold_until = self._now + hold_ns(MAX_LEASE_NS)   # LL3: whatever lease it held for before
 
-    def rejoin_without_data(self) -> None:
-        """The node restarted this member with no data (a wiped disk), under a
-        new data id (DurableState.data_id). LL3: its earlier incarnation may
-        have held a promise for a leader's lease. S6: a leader may count
-        matches it acknowledged before; its rejections say LOG_LOST until
-        caught_up()."""
-        if self._data_id <= 0:
-            raise ReplicaMisuseError("rejoin_without_data() needs a data id (DurableState.data_id)")
+    def rejoin_without_data(self, lost_id: int) -> None:
+        """The node restarted this member with no data (a wiped disk). LL3: its
+        earlier incarnation may have held a promise for a leader's lease. S6:
+        a leader may count matches it acknowledged before; its rejections say
+        LOG_LOST, naming this loss by `lost_id` (nonzero, new for each
+        restart), until caught_up()."""
+        if lost_id <= 0:
+            raise ReplicaMisuseError("rejoin_without_data() needs a positive lost_id")
         self._hold_from_start = True
         self._hold_epoch = self._promised_epoch
-        self._data_lost = True
+        self._lost_id = lost_id
 
     def caught_up(self) -> None:
         """S6: what a leader had committed when this member came back is durable
         here again; rejections are plain LOG_MISMATCH from now on."""
-        self._data_lost = False
+        self._lost_id = 0
 
     def tick(self) -> None:
         """One unit of logical time."""
@@ -483,13 +482,13 @@ class Replica:
         match = self._log.accept(msg.prev, msg.entries)
         if match is None:
             self._reply(AppendAck(epoch=msg.epoch, sender=self.id, recipient=msg.sender,
-                                  result=AppendResult.LOG_LOST if self._data_lost else AppendResult.LOG_MISMATCH,
+                                  result=AppendResult.LOG_LOST if self._lost_id else AppendResult.LOG_MISMATCH,
                                   index=msg.prev.index, hint_index=self._log.conflict_hint(msg.prev.index),
-                                  data_id=self._data_id))
+                                  lost_id=self._lost_id))
             return
         self._log.commit_to(min(msg.commit_index, match))
         self._reply(AppendAck(epoch=msg.epoch, sender=self.id, recipient=msg.sender,
-                              result=AppendResult.ACCEPTED, index=match, data_id=self._data_id))
+                              result=AppendResult.ACCEPTED, index=match))
 
     def _on_heartbeat(self, msg: Heartbeat) -> None:
         # The leader sends at most our acknowledged match, so we hold those entries (L4).
@@ -510,17 +509,17 @@ class Replica:
             held = own
         self._reply(HeartbeatAck(epoch=msg.epoch, sender=self.id, recipient=msg.sender, round=msg.round,
                                  lease_ns=held))
-        if self._data_lost and msg.commit_index > self._log.last_index:
+        if self._lost_id and msg.commit_index > self._log.last_index:
             # S6: an idle leader sends no Append this member could reject, and
             # still counts what it held before its data was lost.
             self._reply(AppendAck(epoch=msg.epoch, sender=self.id, recipient=msg.sender,
                                   result=AppendResult.LOG_LOST, index=msg.commit_index,
-                                  hint_index=self._log.last_index, data_id=self._data_id))
+                                  hint_index=self._log.last_index, lost_id=self._lost_id))
 
     def _on_snapshot_chunk(self, msg: SnapshotChunk) -> None:
         def ack(next_offset: int = 0, installed: bool = False) -> None:
             self._reply(SnapshotAck(epoch=msg.epoch, sender=self.id, recipient=msg.sender, snapshot=msg.snapshot,
-                                    next_offset=next_offset, installed=installed, data_id=self._data_id))
+                                    next_offset=next_offset, installed=installed))
 
         log = self._log
         if log.commit_index >= msg.snapshot.index or log.epoch_at(msg.snapshot.index) == msg.snapshot.epoch:

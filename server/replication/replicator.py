@@ -207,8 +207,6 @@ class Replicator:
         if pr is None:
             return None
         if msg.result is AppendResult.ACCEPTED:
-            if not pr.counts(msg.data_id):
-                return None
             if pr.state is not ProgressState.SNAPSHOT:
                 moved = pr.on_accepted(msg.index)
                 if moved and pr.member in self.trailing:
@@ -223,7 +221,7 @@ class Replicator:
                 pr.become_probe()  # it caught up some other way: back to the log
             return moved
         if msg.result is AppendResult.LOG_LOST:
-            return False if pr.on_lost(msg.index, msg.hint_index, msg.data_id) else None
+            return False if pr.on_lost(msg.index, msg.hint_index, msg.lost_id) else None
         return False if pr.on_rejected(msg.index, msg.hint_index) else None
 
     def send_to(self, member: int) -> None:
@@ -243,8 +241,6 @@ class Replicator:
         """Returns True when the member's match moved (then: commit, send_to)."""
         pr = self.progress.get(msg.sender)
         if pr is None:
-            return False
-        if msg.installed and not pr.counts(msg.data_id):
             return False
         if not msg.installed:
             t = pr.transfer

@@ -15,8 +15,6 @@ import random
 
 import pytest
 from sim.cluster import TICK_NS, Cluster
-from sim.realtime import pump as _pump
-from sim.realtime import step as _step
 
 from server.replication.options import ReplicaOptions
 
@@ -24,6 +22,32 @@ from server.replication.options import ReplicaOptions
 def _node_options(lease_ms: int) -> ReplicaOptions:
     return ReplicaOptions(eager_commit=False, follower_apply_batch=64, lease_ns=lease_ms * 1_000_000,
                           idle_heartbeat_ticks=10, check_quorum_ticks=30)
+
+
+def _pump(c: Cluster) -> None:
+    for _ in range(50):
+        moved = False
+        while c.net.in_flight:
+            m = c.net.in_flight.pop(0)
+            if c.net.connected(m.sender, m.recipient):
+                c.deliver(m)
+            moved = True
+        for n in c.nodes.values():
+            while n.up and n.process_ready():
+                moved = True
+                if n.app is not None and n.pending is None:
+                    n.store.flush(n.app)
+        if not moved:
+            return
+
+
+def _step(c: Cluster) -> None:
+    c.advance_time(TICK_NS)
+    for node in c.nodes.values():
+        c.tick(node, report=True)
+    _pump(c)
+    c.mm.tick()
+    _pump(c)
 
 
 TOPOLOGIES = {

@@ -38,7 +38,7 @@ SAMPLES: list[Message] = [
            entries=(Entry(7, 42, EntryKind.NOOP), Entry(7, 43, EntryKind.WRITE, b"\x00batch\xff" * 100))),
     Append(**H, prev=LogPosition(0, 0)),
     AppendAck(**H, result=AppendResult.LOG_MISMATCH, index=41, hint_index=30),
-    AppendAck(**H, result=AppendResult.LOG_LOST, index=41, hint_index=0, data_id=1 << 62),
+    AppendAck(**H, result=AppendResult.LOG_LOST, index=41, hint_index=0, lost_id=1 << 62),
     Heartbeat(**H, commit_index=43, round=9, lease_ns=300_000_000, sent_at_ns=12_345_678_901),
     HeartbeatAck(**H, round=9, lease_ns=400_000_000),
     SnapshotChunk(**H, snapshot=LogPosition(6, 100), offset=3, data=b"chunk" * 1000, done=True),

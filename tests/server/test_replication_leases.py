@@ -159,8 +159,8 @@ def test_a_member_restarted_without_data_holds_from_its_start() -> None:
     """LL3 for a wiped disk: the node tells the replica (ReplicaHost with
     recovering=True); its empty state alone looks like a brand-new member."""
     opts = ReplicaOptions(lease_ns=LEASE_MS * 1_000_000)
-    wiped = Replica(2, DurableState(data_id=1), opts)
-    wiped.rejoin_without_data()
+    wiped = Replica(2, DurableState(), opts)
+    wiped.rejoin_without_data(1)
     wiped.observe_time(5_000_000_000)
     wiped.step(PromiseRequest(epoch=3, sender=0, recipient=2))
     answers = wiped.ready().messages_after_persist if wiped.has_ready() else []

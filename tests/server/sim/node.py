@@ -32,7 +32,7 @@ class SimNode:
         self.id = node_id
         self.cluster = cluster
         self.options = options
-        self.store = DurableStore(data_id=node_id)
+        self.store = DurableStore()
         self.replica: Replica | None = None
         self.app: KVStateMachine | None = None
         self.frozen: dict[int, list[bytes]] = {}

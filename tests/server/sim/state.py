@@ -46,8 +46,7 @@ class KVStateMachine:
 
 
 class DurableStore:
-    def __init__(self, data_id: int = 0) -> None:
-        self.data_id = data_id   # the node's data life (README S6)
+    def __init__(self) -> None:
         self.hard = HardState()
         self.base: LogPosition = ZERO_POSITION
         self.entries: list[Entry] = []
@@ -105,5 +104,4 @@ class DurableStore:
 
     def durable_state(self) -> DurableState:
         return DurableState(promised_epoch=self.hard.promised_epoch, commit_index=self.hard.commit_index,
-                            base=self.base, entries=list(self.entries), applied_index=self.engine.applied_index,
-                            data_id=self.data_id)
+                            base=self.base, entries=list(self.entries), applied_index=self.engine.applied_index)
