@@ -19,11 +19,24 @@ from engine.errors import DBLockedError
 
 
 class _MemFile:
-    __slots__ = ("data", "synced")
+    """`data`: the bytes written (the write position is its end). `reserved`:
+    the length allocate() gave the file; readers see `data` followed by zeros
+    up to it. `synced` and `reserved_synced`: what a power loss keeps."""
+
+    __slots__ = ("data", "synced", "reserved", "reserved_synced")
 
     def __init__(self) -> None:
         self.data = bytearray()
         self.synced = 0
+        self.reserved = 0
+        self.reserved_synced = 0
+
+    def contents(self) -> bytes:
+        tail = self.reserved - len(self.data)
+        return bytes(self.data) + bytes(tail) if tail > 0 else bytes(self.data)
+
+    def length(self) -> int:
+        return max(len(self.data), self.reserved)
 
 
 class _MemWritable(WritableFile):
@@ -44,10 +57,16 @@ class _MemWritable(WritableFile):
     def write(self, data: bytes) -> None:
         self.append(data)
 
+    def allocate(self, size: int) -> None:
+        self._env._before("allocate", self._path)
+        with self._env._lock:
+            self._node.reserved = max(self._node.reserved, size)
+
     def sync(self) -> None:
         self._env._before("sync", self._path)
         with self._env._lock:
             self._node.synced = len(self._node.data)
+            self._node.reserved_synced = self._node.reserved
 
     def close(self) -> None:
         self._closed = True
@@ -65,14 +84,14 @@ class _MemRandom(RandomAccessFile):
 
     def read(self, offset: int, n: int) -> bytes:
         self._env._before("read", self._path)
-        return bytes(self._node.data[offset:offset + n])
+        return self._node.contents()[offset:offset + n]
 
     def close(self) -> None:
         pass
 
     @property
     def size(self) -> int:
-        return len(self._node.data)
+        return self._node.length()
 
 
 class _MemLock(FileLock):
@@ -118,7 +137,7 @@ class MemEnv(Env):
             node = self._files.get(path)
             if node is None:
                 raise FileNotFoundError(path)
-            return bytes(node.data)
+            return node.contents()
 
     def exists(self, path: str) -> bool:
         with self._lock:
@@ -148,6 +167,8 @@ class MemEnv(Env):
             node = self._files[path]
             del node.data[size:]
             node.synced = min(node.synced, size)
+            node.reserved = min(node.reserved, size)
+            node.reserved_synced = min(node.reserved_synced, size)
 
     def sync_dir(self, path: str) -> None:
         self._before("sync_dir", path)
@@ -166,6 +187,7 @@ class MemEnv(Env):
             if node is None:
                 raise FileNotFoundError(path)
             node.synced = len(node.data)
+            node.reserved_synced = node.reserved
 
     def mkdirs(self, path: str) -> None:
         with self._lock:
@@ -175,7 +197,7 @@ class MemEnv(Env):
 
     def file_size(self, path: str) -> int:
         with self._lock:
-            return len(self._files[path].data)
+            return self._files[path].length()
 
     def lock(self, path: str) -> FileLock:
         with self._lock:
@@ -190,6 +212,7 @@ class MemEnv(Env):
             files: dict[str, _MemFile] = {}
             for name, node in self._durable_names.items():
                 node.data = node.data[:node.synced]
+                node.reserved = node.reserved_synced
                 files[name] = node
             # Files open for writing keep their (durable) node; their handles
             # are dead after a crash, like every handle.

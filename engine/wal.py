@@ -11,7 +11,10 @@ WAL frame payload (type WRITE_BATCH):
     lsn  the lsn of the batch's first record; record i has lsn + i.
 
 read_log() applies the replay rules: stop cleanly at a torn tail (counted),
-raise CorruptionError for a bad frame that valid frames follow. A torn write
+raise CorruptionError for a bad frame that valid frames follow. Zeros after
+the last frame, and nothing else, are unwritten space (reserved ahead of the
+writes by WritableFile.allocate, or a file length a crash kept without its
+data): a clean end, not counted. A torn write
 keeps its header (it is a prefix of what was written), so after a complete
 frame with a bad checksum the search for later valid frames starts past the
 extent its length claims: a value inside the torn payload that happens to
@@ -46,7 +49,11 @@ def read_log(env: Env, path: str) -> LogContents:
     """Every valid frame of a log file, applying the replay rules."""
     data = env.read_file(path)
     frames, end, status = wal_frame.decode_frames(data, 0)
-    if status == wal_frame.OK:
+    if status == wal_frame.OK or data.count(0, end) == len(data) - end:
+        # Nothing after the last frame, or only zeros: space reserved ahead of
+        # the writes (WritableFile.allocate) or a length a crash kept without
+        # the data. Unwritten, not torn. (Zeros never form a valid frame:
+        # a frame's type is never 0.)
         return LogContents(frames, end, 0)
     if status == wal_frame.BAD_TYPE:
         raise CorruptionError("log frame of unknown type (written by a newer version?)", path, end)

@@ -225,6 +225,36 @@ def test_checksummed_but_invalid_wal_frames_are_corruption_naming_file_and_offse
     assert path in str(exc.value) and f"offset {at}" in str(exc.value)
 
 
+@pytest.mark.parametrize("zeros", [1, 9, 4096])
+def test_zeros_after_the_last_wal_frame_are_unwritten_space_not_a_torn_tail(zeros):
+    # Space reserved ahead of the writes (WritableFile.allocate), or a file
+    # length a crash kept without its data, reads as zeros: nothing was
+    # written there, so nothing is lost or counted.
+    env, wal, written = make_wal_db(12)
+    data = env.read_file(f"{DB_PATH}/{wal}")
+    with DB.open(DB_PATH, env=clone(env, replace={wal: data + bytes(zeros)})) as db:
+        assert db.stats()["wal_torn_tail_bytes"] == 0
+        for key, value, seq in written:
+            assert db.get("t", key) == Record(value, seq)
+
+
+@pytest.mark.parametrize("tail", ["torn-frame-then-zeros", "zeros-then-garbage"])
+def test_damage_before_or_among_trailing_zeros_is_still_a_torn_tail(tail):
+    env, wal, written = make_wal_db(12)
+    data = env.read_file(f"{DB_PATH}/{wal}")
+    start, end = frame_spans(data)[-1]
+    if tail == "torn-frame-then-zeros":   # the last frame half written, in reserved space
+        damaged, lost = data[:start + (end - start) // 2] + bytes(4096), 1
+    else:
+        damaged, lost = data + bytes(100) + b"\x07junk", 0
+    with DB.open(DB_PATH, env=clone(env, replace={wal: damaged})) as db:
+        assert db.stats()["wal_torn_tail_bytes"] == len(damaged) - (start if lost else len(data))
+        for key, value, seq in written[:len(written) - lost]:
+            assert db.get("t", key) == Record(value, seq)
+        if lost:
+            assert db.get("t", written[-1][0]) is None
+
+
 # --------------------------------------------- (c) damage in the last record
 
 def test_bit_flip_in_the_last_wal_record_is_a_torn_tail():

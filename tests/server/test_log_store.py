@@ -10,6 +10,7 @@ a call that raised leaves the state before or after it, never a mix.
 """
 from __future__ import annotations
 
+import os
 import random
 import struct
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from engine.env import PosixEnv
 from engine.env_fault import FaultInjectionEnv
 from engine.env_mem import MemEnv
 from engine.errors import CorruptionError, DBClosedError, DBLockedError, InvalidArgumentError, QuorumKVError
-from server.node.log_store import FORMAT_VERSION, LogStore
+from server.node.log_store import ALLOCATE_AHEAD_BYTES, FORMAT_VERSION, LogStore
 from server.replication.messages import ZERO_POSITION, Entry, EntryKind, LogPosition
 from server.replication.ready import HardState
 
@@ -125,9 +126,22 @@ def flip(data: bytes, offset: int, bit: int = 0) -> bytes:
     return bytes(b)
 
 
-def frame_spans(data: bytes) -> list[tuple[int, int]]:
+def whole_frames(data: bytes) -> list[tuple[int, int, bytes]]:
+    """The frames of a segment that ends cleanly: after the last frame, nothing
+    or only the zeros of space reserved ahead (segment rule 6)."""
     frames, end, status = wal_frame.decode_frames(data)
-    assert status == wal_frame.OK and end == len(data)
+    assert status == wal_frame.OK or data[end:] == bytes(len(data) - end)
+    return frames
+
+
+def written(data: bytes) -> bytes:
+    """A segment's bytes up to the end of its last frame (without the zeros reserved ahead)."""
+    spans = frame_spans(data)
+    return data[:spans[-1][1] if spans else 0]
+
+
+def frame_spans(data: bytes) -> list[tuple[int, int]]:
+    frames = whole_frames(data)
     return [(off, off + wal_frame.HEADER_SIZE + len(payload)) for off, _, payload in frames]
 
 
@@ -135,9 +149,7 @@ def read_records(data: bytes) -> list[tuple]:
     """An independent reader of a segment, written from the module's byte
     diagram: [(kind, fields...)] of every record of every frame."""
     out = []
-    frames, end, status = wal_frame.decode_frames(data)
-    assert status == wal_frame.OK and end == len(data)
-    for _, ftype, payload in frames:
+    for _, ftype, payload in whole_frames(data):
         assert ftype == wal_frame.WRITE_BATCH
         assert payload[0] == FORMAT_VERSION
         pos = 1
@@ -262,6 +274,38 @@ def test_round_trip_on_the_real_file_system(tmp_path):
         store.persist(HardState(4, 40), entries(4, 41, 41))
     with LogStore.open(env, path) as store:
         assert store.last_index == 41 and store.commit_index == 40
+
+
+def test_the_open_segment_is_reserved_ahead_in_steps_and_replays_whole(tmp_path):
+    # Segment rule 6: an fdatasync of an append into reserved space commits
+    # no new file length; replay takes the reserved zeros for unwritten space.
+    env = PosixEnv()
+    path = str(tmp_path / "log")
+    payload = b"p" * 4000
+    with LogStore.open(env, path) as store:
+        store.persist(HardState(1, 0), [Entry(1, 1, EntryKind.WRITE, payload)])
+        (name,) = segments(env, path)
+        seg = f"{path}/{name}"
+        written_bytes = store.stats()["bytes_written"]
+        assert os.path.getsize(seg) == written_bytes + ALLOCATE_AHEAD_BYTES
+        steps = [os.path.getsize(seg)]
+        index = 1
+        while store.stats()["bytes_written"] < 2 * ALLOCATE_AHEAD_BYTES + 10_000:
+            index += 1
+            store.persist(HardState(1, index - 1), [Entry(1, index, EntryKind.WRITE, payload)])
+            if os.path.getsize(seg) != steps[-1]:
+                steps.append(os.path.getsize(seg))
+            assert store.stats()["bytes_written"] <= os.path.getsize(seg)
+        assert len(steps) == 3 and all(b - a > ALLOCATE_AHEAD_BYTES for a, b in zip(steps, steps[1:]))
+        assert store.stats()["fsyncs"] == index                 # still one fdatasync per call
+        want, total = state_of(store), store.stats()["bytes_written"]
+    data = env.read_file(seg)
+    assert len(data) == steps[-1] and data[total:] == bytes(len(data) - total)   # the rest is zeros
+    with LogStore.open(env, path) as store:
+        assert state_of(store) == want and store.stats()["torn_tail_bytes"] == 0
+        store.persist(HardState(2, index), [Entry(2, index + 1, EntryKind.NOOP)])   # a new segment
+    with LogStore.open(env, path) as store:   # the reserved tail of a segment a newer one follows is no damage
+        assert store.last_index == index + 1 and store.stats()["torn_tail_bytes"] == 0
 
 
 def test_use_after_close_and_bad_arguments():
@@ -495,7 +539,7 @@ def count_ops(op: str) -> int:
 
 
 @pytest.mark.parametrize("dir_survives", [False, True], ids=["unsynced-dir-lost", "unsynced-dir-kept"])
-@pytest.mark.parametrize("op", ["append", "sync", "sync_dir", "open_writable", "remove"])
+@pytest.mark.parametrize("op", ["append", "allocate", "sync", "sync_dir", "open_writable", "remove"])
 def test_failure_at_every_step_then_power_loss_leaves_before_or_after(op, dir_survives):
     # dir_survives: the file system happened to persist the directory's
     # unsynced changes (new names, removals) before the power loss, as a real
@@ -655,7 +699,7 @@ def test_one_write_and_one_fdatasync_per_call_and_none_without_work():
         stats = store.stats()
         assert stats["fsyncs"] == calls and stats["writes"] == calls
         assert stats["dir_fsyncs"] == stats["segments_created"] > 1
-        assert stats["bytes_written"] == sum(env.file_size(f"{DIR}/{n}") for n in segments(env))
+        assert stats["bytes_written"] == sum(len(written(env.read_file(f"{DIR}/{n}"))) for n in segments(env))
         before = dict(env.op_counts)
         store.persist(None, [])
         store.persist(store.hard_state, ())             # unchanged hard state: nothing to write
@@ -703,7 +747,7 @@ def test_a_cut_end_of_a_segment_a_newer_one_follows_is_corruption(newer):
     # power failed before its first write was synced).
     env, names, _ = make_segmented_log()
     victim = names[1] if newer == "segments" else names[-1]
-    data = env.read_file(f"{DIR}/{victim}")
+    data = written(env.read_file(f"{DIR}/{victim}"))
     e = clone(env, replace={victim: data[:-3]})
     if newer == "one-empty-segment":
         e.open_writable(f"{DIR}/{int(victim[:-5]) + 1:06d}.rlog").close()
@@ -751,7 +795,7 @@ def test_the_last_segment_lost_whole_with_no_entries_in_newer_ones_is_detected()
 def test_checksummed_but_malformed_frames_are_corruption(bad):
     env, names, _ = make_segmented_log()
     last = names[-1]
-    data = env.read_file(f"{DIR}/{last}")
+    data = written(env.read_file(f"{DIR}/{last}"))
     payload = {
         "version": bytes([FORMAT_VERSION + 1]) + struct.pack("<BQQ", 4, 1, 1),
         "kind": bytes([FORMAT_VERSION, 9]),
