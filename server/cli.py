@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--trailing-batch", type=int, default=None,
                       help="quorum-first sending: a leader sends each write at once only to the followers its "
                            "quorum needs, and to the others once this many entries wait or at its next tick "
-                           "(default: server/node/node.py's TRAILING_BATCH_ENTRIES, 32; 0: every follower at "
+                           "(default: server/node/node.py's TRAILING_BATCH_ENTRIES, 128; 0: every follower at "
                            "once; server/replication/README.md, \"Trailing followers\")")
     node.add_argument("--block-cache-mib", type=int, default=None,
                       help="one block cache for every replica's engine on this node, in MiB (default: "

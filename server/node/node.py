@@ -73,8 +73,11 @@ IDLE_HEARTBEAT_TICKS = 10
 CHECK_QUORUM_TICKS = 3 * IDLE_HEARTBEAT_TICKS
 # Quorum-first sending (server/replication/README.md, "Trailing followers"): a
 # leader of 3 sends each write at once to one follower, and to the other once
-# 32 entries wait for it or at the next tick (50 ms).
-TRAILING_BATCH_ENTRIES = 32
+# 128 entries wait for it or at the next tick (50 ms). 128 rather than 32: the
+# trailing member's batches cost every member's shared CPU less often (one
+# client's writes +4%, the median of four A/B runs; bench/RESULTS.md
+# 2026-11-28 06:40), and its lag stays bounded by the tick.
+TRAILING_BATCH_ENTRIES = 128
 # One block cache for every replica's engine on the node (engine Options.block_cache):
 # the node's read memory is bounded once, whatever the number of replicas.
 BLOCK_CACHE_BYTES = 256 << 20

@@ -52,7 +52,7 @@ def _followers_caught_up(cluster: LocalCluster, leader: int, timeout: float = 10
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("trailing_batch", ["32", "0"])
+@pytest.mark.parametrize("trailing_batch", ["128", "0"])
 def test_trailing_follower_fsyncs_in_batches_and_catches_up(tmp_path, trailing_batch):
     with LocalCluster(str(tmp_path / "c"), nodes=3, node_args=["--trailing-batch", trailing_batch]) as cluster:
         cluster.create_group(RG, [1, 2, 3])
@@ -63,7 +63,7 @@ def test_trailing_follower_fsyncs_in_batches_and_catches_up(tmp_path, trailing_b
         if trailing_batch == "0":
             assert min(fsyncs.values()) >= WRITES, fsyncs   # both followers: one fsync per write at least
         else:
-            # One follower fsyncs each write, the other a batch of 32 or a
+            # One follower fsyncs each write, the other a batch of 128 or a
             # tick's worth (50 ms: dozens of writes here). Which one trails may
             # change on the way (a tick's batch can be acknowledged before the
             # quorum follower's last write: README, the choice is made again),
