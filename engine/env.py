@@ -49,7 +49,7 @@ class WritableFile(ABC):
         the file's new length (a journal commit on ext4, about 30% of a small
         append's fdatasync here, more when two processes sync at once); a
         write into reserved space needs none (server/node/log_store.py,
-        bench/RESULTS.md 2026-11-28 06:45). Readers of such a file must take a
+        bench/RESULTS.md 2026-11-28 06:05). Readers of such a file must take a
         tail of zeros for unwritten space (engine/wal.py, read_log). An Env
         that cannot reserve space keeps this default: writes then grow the
         file as before."""

@@ -104,7 +104,7 @@ Segment rules:
      journal; in reserved space only the first sync of each step does. On
      this machine that took a small append's fdatasync from 150 to 100 us
      with two processes syncing at once, and one client's replicated writes
-     5-6% faster (bench/RESULTS.md, 2026-11-28 06:45). The cost: at most one
+     5-6% faster (bench/RESULTS.md, 2026-11-28 06:05). The cost: at most one
      step of disk per segment, and per idle replica, beyond its log.
 
 Invariants:

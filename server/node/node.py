@@ -76,7 +76,7 @@ CHECK_QUORUM_TICKS = 3 * IDLE_HEARTBEAT_TICKS
 # 128 entries wait for it or at the next tick (50 ms). 128 rather than 32: the
 # trailing member's batches cost every member's shared CPU less often (one
 # client's writes +4%, the median of four A/B runs; bench/RESULTS.md
-# 2026-11-28 06:40), and its lag stays bounded by the tick.
+# 2026-11-28 06:11), and its lag stays bounded by the tick.
 TRAILING_BATCH_ENTRIES = 128
 # One block cache for every replica's engine on the node (engine Options.block_cache):
 # the node's read memory is bounded once, whatever the number of replicas.
