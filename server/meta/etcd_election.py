@@ -87,7 +87,7 @@ class EtcdElection:
         self.holder: str | None = None     # the leading process's address, as last read
         self._terms = 0
         self._deadline = 0.0               # monotonic: our lease is certainly alive until then
-        self._resign: tuple[int, str] | None = None
+        self._resign: tuple[int, str, float] | None = None
         self._failing = False
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -98,10 +98,12 @@ class EtcdElection:
         self._thread = threading.Thread(target=self._run, name="meta-election", daemon=True)
         self._thread.start()
 
-    def resign(self, term: Term, reason: str) -> None:
-        """Ends `term` (if still current): revoke the lease, then campaign again."""
+    def resign(self, term: Term, reason: str, pause: float = 0.0) -> None:
+        """Ends `term` (if still current): revoke the lease, then campaign again,
+        after `pause` seconds (a failure that will not clear at once, e.g. a
+        state this MM cannot load, must not become a loop of campaigns)."""
         with self._lock:
-            self._resign = (term.number, reason)
+            self._resign = (term.number, reason, pause)
         self._wake.set()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -171,12 +173,12 @@ class EtcdElection:
         self.on_elected(term)
         return granted / 3
 
-    def _on_leading(self, resign: tuple[int, str] | None) -> float:
+    def _on_leading(self, resign: tuple[int, str, float] | None) -> float:
         term = self.term
         assert term is not None
         if resign is not None and resign[0] == term.number:
             self._lose(term, f"resigned: {resign[1]}", revoke=True)
-            return 0.0
+            return resign[2]
         now = time.monotonic()
         if now >= self._deadline:
             self._lose(term, "lease not renewed in time", revoke=True)

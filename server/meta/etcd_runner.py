@@ -78,7 +78,9 @@ class EtcdRunner:
             store = EtcdStore.open(self.client, self.prefix, Fence(term.key, term.create_revision))
         except StoreUnavailable as exc:
             log.error("elected but could not load the state: %s", exc)
-            self.election.resign(term, str(exc))
+            # Campaign again after a poll, not at once: etcd down, or the
+            # records of an unfinished restore, stays so for a while.
+            self.election.resign(term, str(exc), pause=self.election.poll_seconds)
             return
         self.term = term
         self.mm.activate(store)

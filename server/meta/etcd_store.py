@@ -18,6 +18,8 @@ Layout in etcd, under the cluster's prefix P = "/quorumkv/<cluster name>/":
     P + "records/<kind>/<key>"
                             one record: its JSON value, UTF-8 (backend.py names
                             the kinds); no key: no record
+    P + "restoring"         present while a restore writes the records (JSON:
+                            how many it writes); an MM refuses to load them
 
 Writes: every put is one Txn:
 
@@ -41,7 +43,13 @@ earlier MM, and remembers each record's mod_revision for the compares above.
 
 Restore: `EtcdStore.restore` writes a backup's records (backup.py) under the
 prefix, refusing when records or a leader key are there unless forced;
-batches of TXN_OPS puts (etcd's default --max-txn-ops is 128).
+batches of TXN_OPS puts (etcd's default --max-txn-ops is 128, and one Txn is
+capped at 1.5 MiB), so a restore is several Txns. It writes P + "restoring"
+first and deletes it with the last batch: a restore that stopped half way
+(killed, etcd unreachable) leaves the marker, and load() refuses the partial
+records (StoreUnavailable: an elected MM resigns and campaigns again) until a
+restore runs to the end. A restore finding the marker replaces the partial
+records without --force.
 
 Thread-safety: none; the MM's loop owns it. Calls block the loop for one
 etcd round trip (a few ms), as the embedded store blocks it for an fsync.
@@ -73,6 +81,11 @@ def records_prefix(prefix: bytes) -> bytes:
     return prefix + b"records/"
 
 
+def restoring_key(prefix: bytes) -> bytes:
+    """Present while a restore is writing the records (module docstring, "Restore")."""
+    return prefix + b"restoring"
+
+
 @dataclass(frozen=True)
 class Fence:
     """What a write must find to go through: the leader key as this MM's campaign created it."""
@@ -100,11 +113,18 @@ class EtcdStore(RecordMap):
         return store
 
     def load(self) -> None:
+        """Reads every record. Raises StoreUnavailable when etcd does not answer, or
+        when a restore that did not finish left its marker: the records are partial."""
         rp = records_prefix(self.prefix)
         try:
             kvs, self.revision = self.client.range_prefix(rp)
+            restoring = self.client.get(restoring_key(self.prefix))
         except EtcdError as exc:
             raise StoreUnavailable(str(exc)) from None
+        if restoring is not None:
+            raise StoreUnavailable(f"a restore into {self.prefix.decode()} did not finish (its marker "
+                                   f"{restoring_key(self.prefix).decode()} is there): the records are partial; "
+                                   "run `quorumkv meta restore` again")
         self.records = {kv.key[len(rp):].decode(): json.loads(kv.value) for kv in kvs}
         self._revisions = {kv.key[len(rp):].decode(): kv.mod_revision for kv in kvs}
 
@@ -175,24 +195,31 @@ class EtcdStore(RecordMap):
         no MM writes meanwhile (stop them: a forced restore under an active MM makes its
         next write fail its compare-and-swap, and it reloads)."""
         rp = records_prefix(prefix)
+        marker = restoring_key(prefix)
         records = backup_format.for_restore(records)
+        names = sorted(records)
         try:
             existing, _ = client.range_prefix(rp)
             holder = client.get(leader_key(prefix))
+            unfinished = client.get(marker) is not None   # a restore that stopped half way: partial records
             if not force:
                 if holder is not None:
                     raise backup_format.BackupError(
                         f"a metadata manager is active at {holder.value.decode(errors='replace')}: "
                         "stop it first (or use --force)")
-                if existing:
+                if existing and not unfinished:
                     raise backup_format.BackupError(
                         f"{len(existing)} records already exist under {prefix.decode()} (use --force to replace them)")
+            # The marker first: from here until the last batch, no MM loads these records.
+            client.txn([], [op_put(marker, json.dumps({"records": len(names)}).encode())])
             if existing:
                 client.delete_prefix(rp)
-            names = sorted(records)
-            for lo in range(0, len(names), TXN_OPS):
+            batches = [names[lo:lo + TXN_OPS] for lo in range(0, len(names), TXN_OPS)] or [[]]
+            for k, batch in enumerate(batches):
                 ops = [op_put(rp + n.encode(), json.dumps(records[n], separators=(",", ":")).encode())
-                       for n in names[lo:lo + TXN_OPS]]
+                       for n in batch]
+                if k == len(batches) - 1:
+                    ops.append(op_delete(marker))   # with the last records: the state is whole
                 client.txn([], ops)
         except EtcdError as exc:
             raise StoreUnavailable(str(exc)) from None

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 
 import pytest
 
 from server.meta import backup
-from server.meta.backend import StoreFenced
-from server.meta.etcd_client import EtcdClient, compare_create, op_put
+from server.meta.backend import StoreFenced, StoreUnavailable
+from server.meta.etcd_client import EtcdClient, EtcdError, compare_create, op_put
 from server.meta.etcd_election import ElectionState, EtcdElection
-from server.meta.etcd_store import EtcdStore, Fence, cluster_prefix, leader_key
+from server.meta.etcd_store import TXN_OPS, EtcdStore, Fence, cluster_prefix, leader_key
 from server.meta.etcd_testing import EtcdCluster, EtcdClusterError, etcd_binary
 from server.meta.store import MetaStore
 
@@ -173,6 +174,65 @@ def test_backup_then_restore_gives_the_same_state(backend, tmp_path):
     restored = MetaStore(fresh)
     assert backup.decode(restored.backup()) == want
     restored.close()
+
+
+class _FailingTxns:
+    """An EtcdClient whose Txns fail from the `fail_at`-th one on (a restore killed half way)."""
+
+    def __init__(self, client: EtcdClient, fail_at: int):
+        self._client, self._left = client, fail_at
+
+    def txn(self, *args, **kwargs):
+        if self._left == 0:
+            raise EtcdError("injected: the restore stopped here")
+        self._left -= 1
+        return self._client.txn(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+@pytest.mark.parametrize("stopped_after", [1, 2, 3])   # txns done: the marker, then batches of records
+def test_an_etcd_restore_that_stopped_half_way_is_never_loaded_and_a_rerun_completes_it(etcd, stopped_after):
+    b = Etcd(etcd)
+    s = b.open()
+    _fill(s)
+    records = backup.decode(s.backup())
+    records.update({f"node/{n}": f"127.0.0.1:{8000 + n}" for n in range(10, 10 + 2 * TXN_OPS + 20)})   # 3 batches
+    etcd.lease_revoke(b.lease)
+    with pytest.raises(StoreUnavailable):
+        EtcdStore.restore(_FailingTxns(etcd, stopped_after), b.prefix, records, force=True)
+    with pytest.raises(StoreUnavailable, match="did not finish"):
+        b.open()                                    # partial records: no MM may load them
+    EtcdStore.restore(etcd, b.prefix, records)      # no --force needed over an unfinished restore
+    restored = EtcdStore.open(etcd, b.prefix, None)
+    assert backup.decode(restored.backup()) == backup.for_restore(records)
+    with pytest.raises(backup.BackupError):
+        EtcdStore.restore(etcd, b.prefix, records)  # finished: a restore over it needs --force again
+
+
+def test_a_resign_with_a_pause_campaigns_again_only_after_it(etcd):
+    """An MM that cannot load the state (etcd failing, an unfinished restore) resigns
+    with a pause (etcd_runner.py): its next campaign waits for it instead of looping."""
+    key = leader_key(cluster_prefix(f"pause-{os.getpid()}-{next(_names)}"))
+    elected: list[tuple[float, object]] = []
+    won = threading.Event()
+
+    def on_elected(term) -> None:
+        elected.append((time.monotonic(), term))
+        won.set()
+
+    e = EtcdElection(etcd, key, "mm-a:1", ttl=2, on_elected=on_elected, poll_seconds=0.05)
+    e.start()
+    try:
+        assert won.wait(10)
+        won.clear()
+        resigned = time.monotonic()
+        e.resign(elected[0][1], "cannot load the state", pause=0.6)
+        assert won.wait(10)
+        assert elected[1][0] - resigned >= 0.6
+    finally:
+        e.stop()
 
 
 def test_backup_document_is_checked():
