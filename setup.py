@@ -25,6 +25,7 @@ NATIVE_MODULES = [
     "block_cache",
     "table_reader",
     "commit",
+    "u64_map",
 ]
 
 trace = os.environ.get("QUORUMKV_CYTHON_TRACE") == "1"

@@ -40,11 +40,12 @@ Thread-safety: the host's event loop only.
 from __future__ import annotations
 
 import struct
-from collections import OrderedDict
+from array import array
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from engine._native import write_batch
+from engine._native.u64_map import U64Map
 
 DEDUP_TABLE_ID = 2**32 - 2        # the engine's largest table id; the catalog never hands it out
 DEDUP_WINDOW = 50_000             # request ids remembered per replica (whole entries: up to one entry fewer)
@@ -69,21 +70,41 @@ Rows = Iterable[tuple[bytes, bytes, bytes]]
 
 class DedupWindow:
     """The window, loaded from the table's rows on first use (`source`), so a
-    node opening hundreds of idle replicas reads none of them."""
+    node opening hundreds of idle replicas reads none of them.
+
+    In memory, about 110 bytes an id instead of about 500 with a dict of
+    tuples (bench/dedup_memory.py; bench/RESULTS.md, 2026-11-28 06:50): one
+    record per (request id, entry) in log order, kept in flat arrays (its
+    id, its entry's index, its order and status, where its seqs start in one
+    byte arena), and a U64Map from each id to its newest record's number.
+    Evicting the oldest entry drops records from the front; the arrays give
+    the dropped prefix back once it is as long as what is kept."""
 
     def __init__(self, capacity: int = DEDUP_WINDOW, source: Callable[[], Rows] | None = None):
         if capacity < 1:
             raise ValueError("the window holds at least one request")
         self.capacity = capacity
         self._source = source
-        self._ids: dict[int, Applied] = {}
-        self._entries: OrderedDict[int, tuple[tuple[int, ...], int]] = OrderedDict()   # index -> (ids, parts)
+        self._clear()
 
-    def _loaded(self) -> dict[int, Applied]:
+    def _clear(self) -> None:
+        self._newest: U64Map = U64Map()   # request id -> number of its newest record
+        self._base = 0                    # number of the record at position 0 of the arrays
+        self._head = 0                    # position of the oldest record kept
+        self._rec_id = array("Q")         # per record, in log order: the request id,
+        self._rec_index = array("Q")      # the index of its entry,
+        self._rec_meta = array("Q")       # order << 8 | status,
+        self._rec_seqs = array("Q")       # where its seqs start in _seqs (arena offset + _seqs_base)
+        self._seqs = bytearray()          # the records' seqs, in record order
+        self._seqs_base = 0
+        self._parts: dict[int, int] = {}  # entry index -> its rows, when more than one
+        self._last_index = 0              # the newest entry recorded
+
+    def _loaded(self) -> U64Map:
         if self._source is not None:
             source, self._source = self._source, None
             self.load(source())
-        return self._ids
+        return self._newest
 
     def __len__(self) -> int:
         return len(self._loaded())
@@ -92,12 +113,19 @@ class DedupWindow:
         return request_id in self._loaded()
 
     def get(self, request_id: int) -> Applied | None:
-        return self._loaded().get(request_id)
+        n = self._loaded().get(request_id)
+        if n is None:
+            return None
+        i = n - self._base
+        start = self._rec_seqs[i] - self._seqs_base
+        end = self._rec_seqs[i + 1] - self._seqs_base if i + 1 < len(self._rec_seqs) else len(self._seqs)
+        meta = self._rec_meta[i]
+        return Applied(self._rec_index[i], meta >> 8, meta & 0xFF, bytes(self._seqs[start:end]))
 
     def reset(self, source: Callable[[], Rows]) -> None:
         """Forgets the window; the next use loads it from `source` (after a snapshot install)."""
         self._source = source
-        self._ids, self._entries = {}, OrderedDict()
+        self._clear()
 
     def load(self, rows: Rows) -> None:
         """Replaces the window by the dedup table's rows (key, value, seq), as
@@ -107,22 +135,26 @@ class DedupWindow:
             index, part = _KEY.unpack(key)
             parts.setdefault(index, []).append((part, value))
         self._source = None
-        self._ids, self._entries = {}, OrderedDict()
+        self._clear()
         for index in sorted(parts):
             self._add(index, [r for _part, value in sorted(parts[index]) for r in _unpack(value)],
                       len(parts[index]))
 
-    def _add(self, index: int, requests: list[tuple[int, int, bytes]], parts: int) -> tuple[int, ...]:
-        ids = self._ids
-        rids = []
+    def _add(self, index: int, requests: list[tuple[int, int, bytes]], parts: int) -> None:
+        newest = self._newest
         for order, (rid, status, seqs) in enumerate(requests):
-            a = ids.get(rid)
-            if a is not None and a.index == index:
+            n = newest.get(rid)
+            if n is not None and self._rec_index[n - self._base] == index:
                 continue   # twice in one entry: the first counts
-            ids[rid] = Applied(index, order, status, seqs)
-            rids.append(rid)
-        self._entries[index] = (tuple(rids), parts)
-        return tuple(rids)
+            newest[rid] = self._base + len(self._rec_id)
+            self._rec_id.append(rid)
+            self._rec_index.append(index)
+            self._rec_meta.append(order << 8 | status)
+            self._rec_seqs.append(self._seqs_base + len(self._seqs))
+            self._seqs += seqs
+        if parts > 1:
+            self._parts[index] = parts
+        self._last_index = index
 
     def record(self, index: int, requests: list[tuple[int, int, bytes]], seq: bytes) -> bytes | None:
         """Adds the requests (id, status, seqs) of the entry at `index`, in
@@ -130,24 +162,45 @@ class DedupWindow:
         than `capacity` ids (never the new one). Returns the engine batch that
         makes the table match (`seq` on every record), or None if nothing
         changes: no requests, or an entry recorded already (a replay after a
-        crash that kept the window but not the entry's records)."""
-        ids = self._loaded()
-        if not requests or index in self._entries:
+        crash that kept the window but not the entry's records). Entries are
+        recorded in log order, so "recorded already" is "at or below the
+        newest entry recorded"."""
+        newest = self._loaded()
+        if not requests or index <= self._last_index:
             return None
         values = _pack(requests)
         self._add(index, requests, len(values))
         records = []
-        while len(ids) > self.capacity and len(self._entries) > 1:
-            old, (rids, parts) = self._entries.popitem(last=False)
-            for rid in rids:
-                a = ids.get(rid)
-                if a is not None and a.index == old:
-                    del ids[rid]
+        while len(newest) > self.capacity and self._rec_index[self._head] != index:
+            old = self._rec_index[self._head]
+            while self._rec_index[self._head] == old:   # the new entry's records end the arrays
+                rid = self._rec_id[self._head]
+                if newest.get(rid) == self._base + self._head:   # not applied again by a later entry
+                    newest.pop(rid)
+                self._head += 1
             records.extend((write_batch.DELETE, DEDUP_TABLE_ID, _KEY.pack(old, part), None, seq)
-                           for part in range(parts))
+                           for part in range(self._parts.pop(old, 1)))
+        if self._head and 2 * self._head >= len(self._rec_id):
+            self._trim()
         records.extend((write_batch.VALUE, DEDUP_TABLE_ID, _KEY.pack(index, part), value, seq)
                        for part, value in enumerate(values))
         return write_batch.encode_many(records)
+
+    def _trim(self) -> None:
+        """Gives back the arrays' dropped prefix (amortized: at most once per as many records kept)."""
+        h = self._head
+        cut = self._rec_seqs[h] - self._seqs_base
+        del self._rec_id[:h], self._rec_index[:h], self._rec_meta[:h], self._rec_seqs[:h], self._seqs[:cut]
+        self._base += h
+        self._seqs_base += cut
+        self._head = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the window's arrays, arena and map (what it costs a replica)."""
+        arrays = (self._rec_id, self._rec_index, self._rec_meta, self._rec_seqs)
+        return (sum(a.buffer_info()[1] * a.itemsize for a in arrays) + len(self._seqs)
+                + self._loaded().nbytes)
 
 
 def _pack(requests: list[tuple[int, int, bytes]]) -> list[bytes]:

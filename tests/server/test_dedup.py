@@ -324,3 +324,67 @@ def test_a_snapshot_of_a_state_without_rows_installs(tmp_path):
         assert installed == 1 and applied == g.hosts[1].replica.log.applied_index
 
     asyncio.run(go())
+
+
+class _ReferenceWindow:
+    """The window's rules written plainly (a dict and a list of entries), to hold
+    DedupWindow's compact arrays to: which ids are in, with what, and which rows
+    each record() writes and deletes. Every replica must evict the same ids."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.ids: dict[int, tuple[int, int, int, bytes]] = {}   # id -> (index, order, status, seqs)
+        self.entries: list[tuple[int, list[int], int]] = []      # (index, ids recorded there, parts), oldest first
+
+    def record(self, index: int, requests, parts: int) -> list[tuple[int, int]] | None:
+        if not requests or any(i == index for i, _, _ in self.entries):
+            return None
+        rids = []
+        for order, (rid, status, seqs) in enumerate(requests):
+            if rid in self.ids and self.ids[rid][0] == index:
+                continue
+            self.ids[rid] = (index, order, status, seqs)
+            rids.append(rid)
+        self.entries.append((index, rids, parts))
+        changes = []
+        while len(self.ids) > self.capacity and len(self.entries) > 1:
+            old, old_ids, old_parts = self.entries.pop(0)
+            for rid in old_ids:
+                if self.ids.get(rid, (None,))[0] == old:
+                    del self.ids[rid]
+            changes += [(write_batch.DELETE, old)] * old_parts
+        return changes + [(write_batch.VALUE, index)] * parts
+
+
+def test_the_compact_window_keeps_exactly_the_ids_the_plain_rules_keep():
+    import random
+
+    rng = random.Random(11)
+    for capacity in (1, 3, 17, 200):
+        w, ref = DedupWindow(capacity=capacity), _ReferenceWindow(capacity)
+        table: dict[bytes, bytes] = {}
+        pool = [rng.getrandbits(64) | 1 for _ in range(3 * capacity + 5)]   # ids come back: retries
+        index = 0
+        for _ in range(40 * capacity + 50):
+            index += rng.choice((1, 1, 2))
+            requests = [(rng.choice(pool), rng.choice((APPLIED, VOIDED)), rng.randbytes(16 * rng.choice((1, 1, 3))))
+                        for _ in range(rng.choice((1, 1, 2, 4)))]
+            seq = index.to_bytes(8, "big") + bytes(8)
+            batch = w.record(index, requests, seq)
+            rows = [] if batch is None else write_batch.decode(batch)
+            want = ref.record(index, requests, sum(1 for r in rows if r[0] == write_batch.VALUE))
+            assert [(kind, int.from_bytes(key[:8], "big")) for kind, _, key, _, _ in rows] == (want or []), index
+            for kind, _, key, value, _ in rows:
+                if kind == write_batch.VALUE:
+                    table[key] = value
+                else:
+                    del table[key]
+            if rng.random() < 0.05:
+                assert w.record(index, requests, seq) is None   # a replay: recorded already
+            assert len(w) == len(ref.ids)
+        for rid in pool:
+            got = w.get(rid)
+            assert (None if got is None else tuple(got)) == ref.ids.get(rid), rid
+        # A restart rebuilds the same window from the table alone.
+        again = DedupWindow(capacity=capacity, source=lambda t=table: [(k, v, b"") for k, v in t.items()])
+        assert [again.get(rid) for rid in pool] == [w.get(rid) for rid in pool]
