@@ -1,10 +1,11 @@
 """Quorum-first sending in real processes (server/replication/README.md, "Trailing followers").
 
 A 3-node group takes sequential writes. With the nodes' default
-(`--trailing-batch 32`) the leader sends each write at once to one follower
+(`--trailing-batch 128`) the leader sends each write at once to one follower
 and to the other in batches, so the trailing follower makes a fraction of the
 quorum follower's log fsyncs, and still ends up holding every write. With
-`--trailing-batch 0` both followers fsync every write.
+`--trailing-batch 0` both followers get every write at once and fsync
+(nearly) every one.
 """
 from __future__ import annotations
 
@@ -61,7 +62,11 @@ def test_trailing_follower_fsyncs_in_batches_and_catches_up(tmp_path, trailing_b
         fsyncs = _followers_caught_up(cluster, leader)
         total = sum(fsyncs.values())
         if trailing_batch == "0":
-            assert min(fsyncs.values()) >= WRITES, fsyncs   # both followers: one fsync per write at least
+            # Both followers get each write at once. The commit waits for the
+            # faster one only, so the other may fall behind by a write or two
+            # and then persist what waits for it with one fsync (as it should):
+            # "nearly every write", which no trailing member comes close to.
+            assert min(fsyncs.values()) >= WRITES * 3 // 4, fsyncs
         else:
             # One follower fsyncs each write, the other a batch of 128 or a
             # tick's worth (50 ms: dozens of writes here). Which one trails may
