@@ -11,10 +11,15 @@ WAL frame payload (type WRITE_BATCH):
     lsn  the lsn of the batch's first record; record i has lsn + i.
 
 read_log() applies the replay rules: stop cleanly at a torn tail (counted),
-raise CorruptionError for a bad frame that valid frames follow. Zeros after
-the last frame, and nothing else, are unwritten space (reserved ahead of the
-writes by WritableFile.allocate, or a file length a crash kept without its
-data): a clean end, not counted. A torn write
+raise CorruptionError for a bad frame that valid frames follow. A file whose
+space is reserved ahead of its writes (WritableFile.allocate; read with
+reserved_tail=True) ends in zeros that were never written: a clean end; torn
+bytes are counted up to the last non-zero byte, and a bad frame whose
+claimed length runs into the zeros is treated like one running past the end
+of the file (its length may be damaged). Every other file keeps the strict
+rule: zeros after the last frame are a torn tail, or damage in a segment a
+newer one follows (e.g. an acknowledged frame whose data a failing disk
+lost). A torn write
 keeps its header (it is a prefix of what was written), so after a complete
 frame with a bad checksum the search for later valid frames starts past the
 extent its length claims: a value inside the torn payload that happens to
@@ -45,27 +50,44 @@ class LogContents:
     torn_bytes: int                        # bytes after it, dropped as a torn tail
 
 
-def read_log(env: Env, path: str) -> LogContents:
-    """Every valid frame of a log file, applying the replay rules."""
+def read_log(env: Env, path: str, reserved_tail: bool = False) -> LogContents:
+    """Every valid frame of a log file, applying the replay rules (module
+    docstring); `reserved_tail`: the file's space was reserved ahead of its
+    writes, so it may end in unwritten zeros."""
     data = env.read_file(path)
     frames, end, status = wal_frame.decode_frames(data, 0)
-    if status == wal_frame.OK or data.count(0, end) == len(data) - end:
-        # Nothing after the last frame, or only zeros: space reserved ahead of
-        # the writes (WritableFile.allocate) or a length a crash kept without
-        # the data. Unwritten, not torn. (Zeros never form a valid frame:
-        # a frame's type is never 0.)
+    if status == wal_frame.OK:
+        return LogContents(frames, end, 0)
+    written = _written_end(data, end) if reserved_tail else len(data)
+    if written == end:   # only unwritten space after the last frame (zeros never form a frame: type 0 is none)
         return LogContents(frames, end, 0)
     if status == wal_frame.BAD_TYPE:
         raise CorruptionError("log frame of unknown type (written by a newer version?)", path, end)
     search_from = end + 1
     if status == wal_frame.BAD_CRC:
         (claimed,) = struct.unpack_from("<I", data, end + 4)
-        search_from = end + wal_frame.HEADER_SIZE + claimed
+        if end + wal_frame.HEADER_SIZE + claimed <= written:
+            search_from = end + wal_frame.HEADER_SIZE + claimed
+        # else: the claimed extent runs into unwritten space, like a length
+        # running past the end of the file: the length itself may be damaged.
     nxt = wal_frame.find_valid_frame(data, search_from) if search_from < len(data) else -1
     if nxt >= 0:
         raise CorruptionError(f"{_STATUS_NAMES[status]} before valid frames at offset {nxt}: "
                               "acknowledged data is damaged", path, end)
-    return LogContents(frames, end, len(data) - end)
+    return LogContents(frames, end, written - end)
+
+
+def _written_end(data: bytes, start: int) -> int:
+    """The end of the last non-zero byte at or after `start` (`start` if none),
+    looking back from the end a MiB at a time: a reserved tail is short."""
+    hi = len(data)
+    while hi > start:
+        lo = max(start, hi - (1 << 20))
+        chunk = data[lo:hi]
+        if chunk.count(0) != len(chunk):
+            return lo + len(chunk.rstrip(b"\0"))
+        hi = lo
+    return start
 
 
 def decode_wal_payload(payload: bytes, path: str | None = None, offset: int | None = None) -> tuple[int, bytes]:

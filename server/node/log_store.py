@@ -97,15 +97,20 @@ Segment rules:
      SYNC_FAILED in the directory (best effort, written atomically: the disk
      may refuse it too); open() removes it once rule 3's rewrite is durable.
   6. The open segment's space is reserved ahead of its writes, in steps of
-     ALLOCATE_AHEAD_BYTES (WritableFile.allocate), so a segment may end in up
-     to that many zero bytes, which replay reads as unwritten space, not as
-     a torn tail (engine/wal.py). Why: an fdatasync after an append that
-     grows the file also commits the new length to the file system's
-     journal; in reserved space only the first sync of each step does. On
-     this machine that took a small append's fdatasync from 150 to 100 us
-     with two processes syncing at once, and one client's replicated writes
-     5-6% faster (bench/RESULTS.md, 2026-11-28 06:05). The cost: at most one
-     step of disk per segment, and per idle replica, beyond its log.
+     ALLOCATE_AHEAD_BYTES (WritableFile.allocate), so the newest segment may
+     end in zeros that were never written; replay reads them as unwritten
+     space, not as a torn tail (engine/wal.py, read_log with reserved_tail).
+     No other segment keeps reserved space: before a newer segment is
+     created, the open one is cut to what was written and synced, and open()
+     cuts the newest one it replays (rule 3), so an older segment ending in
+     zeros is damage, as before. Why: an fdatasync after an append that grows
+     the file must also write the file's new length (on this machine's ext4
+     without a journal, a synchronous inode write); in reserved space only
+     the first write into each new block changes metadata. A small append's
+     write + fdatasync went from about 160 to about 100 us, and one client's
+     replicated writes 5-6% faster (bench/fsync_modes.py; bench/RESULTS.md,
+     2026-11-28 06:05). A reservation that fails (less than a step of disk
+     free) is skipped: the write goes ahead without it.
 
 Invariants:
   1. The in-memory state (base, entries, hard state) is exactly what a replay
@@ -127,6 +132,7 @@ durable_state() are immutable and shared with the caller, not copied.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import struct
@@ -142,6 +148,8 @@ from engine.wal import read_log
 from server import timeline
 from server.replication.messages import ZERO_POSITION, Entry, EntryKind, LogPosition
 from server.replication.ready import DurableState, HardState
+
+log = logging.getLogger(__name__)
 
 FRAME_TYPE = wal_frame.WRITE_BATCH   # the only frame type used (see the module docstring)
 FORMAT_VERSION = 1
@@ -330,6 +338,7 @@ class LogStore:
         self._segments: list[_Segment] = []
         self._file: WritableFile | None = None   # the newest segment, once this session wrote to it
         self._allocated = 0   # bytes of self._file reserved (segment rule 6)
+        self._allocate_failures = 0
         self._next_number = 1
         self._failure: BaseException | None = None
         self._fsyncs = self._dir_fsyncs = self._bytes_written = self._writes = 0
@@ -371,7 +380,8 @@ class LogStore:
         contents = {}
         empty_newest = None   # a newest segment without one valid frame: it holds nothing (rule 3)
         if numbers:
-            newest = contents[numbers[-1]] = read_log(env, self._segment_path(numbers[-1]))
+            # Only the newest segment may end in reserved space (rule 6).
+            newest = contents[numbers[-1]] = read_log(env, self._segment_path(numbers[-1]), reserved_tail=True)
             if not newest.frames:
                 empty_newest = numbers.pop()
         k = len(numbers) - 1
@@ -417,6 +427,8 @@ class LogStore:
                 self._torn_tail_bytes += last_log.torn_bytes
                 env.write_file_atomic(path, env.read_file(path)[:last_log.valid_bytes])
             else:
+                if env.file_size(path) > last_log.valid_bytes:   # its reserved space (rule 6): given back
+                    env.truncate(path, last_log.valid_bytes)
                 env.sync_file(path)
                 env.sync_dir(self.path)
         if sync_failed:
@@ -628,6 +640,11 @@ class LogStore:
         framed = wal_frame.encode_frames(FRAME_TYPE, [payload])
         try:
             if new_segment:
+                if self._file is not None and self._allocated > self._file.size:
+                    # Rule 6: the segment a newer one follows keeps no reserved
+                    # space, durably before the newer one holds anything.
+                    self._env.truncate(self._segments[-1].path, self._file.size)
+                    self._file.sync()
                 number = self._next_number
                 path = self._segment_path(number)
                 self._next_number += 1
@@ -642,7 +659,12 @@ class LogStore:
             end = self._file.size + len(framed)
             if end > self._allocated:   # rule 6
                 self._allocated = end + ALLOCATE_AHEAD_BYTES
-                self._file.allocate(self._allocated)
+                try:
+                    self._file.allocate(self._allocated)
+                except OSError as exc:   # e.g. less than a step free: write without it
+                    self._allocate_failures += 1
+                    if self._allocate_failures == 1:
+                        log.warning("%s: cannot reserve log space ahead (%s): writing without", self.path, exc)
             self._file.write(framed)
             self._bytes_written += len(framed)
             if timeline.ENABLED:

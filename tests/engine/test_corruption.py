@@ -16,6 +16,7 @@ from engine.db import DB, Record, WriteBatch
 from engine.env import PosixEnv
 from engine.env_mem import MemEnv
 from engine.errors import CorruptionError, DBLockedError
+from engine.wal import read_log
 
 SEED = 0xC0FFEE
 DB_PATH = "/db"
@@ -225,34 +226,64 @@ def test_checksummed_but_invalid_wal_frames_are_corruption_naming_file_and_offse
     assert path in str(exc.value) and f"offset {at}" in str(exc.value)
 
 
-@pytest.mark.parametrize("zeros", [1, 9, 4096])
-def test_zeros_after_the_last_wal_frame_are_unwritten_space_not_a_torn_tail(zeros):
-    # Space reserved ahead of the writes (WritableFile.allocate), or a file
-    # length a crash kept without its data, reads as zeros: nothing was
-    # written there, so nothing is lost or counted.
+def test_zeros_after_the_last_wal_frame_are_still_a_torn_tail():
+    # The engine's WAL reserves no space, so zeros there were written or
+    # lost, never "unwritten": read_log's strict rule (reserved_tail=False).
     env, wal, written = make_wal_db(12)
     data = env.read_file(f"{DB_PATH}/{wal}")
-    with DB.open(DB_PATH, env=clone(env, replace={wal: data + bytes(zeros)})) as db:
-        assert db.stats()["wal_torn_tail_bytes"] == 0
+    with DB.open(DB_PATH, env=clone(env, replace={wal: data + bytes(9)})) as db:
+        assert db.stats()["wal_torn_tail_bytes"] == 9
         for key, value, seq in written:
             assert db.get("t", key) == Record(value, seq)
 
 
-@pytest.mark.parametrize("tail", ["torn-frame-then-zeros", "zeros-then-garbage"])
-def test_damage_before_or_among_trailing_zeros_is_still_a_torn_tail(tail):
-    env, wal, written = make_wal_db(12)
-    data = env.read_file(f"{DB_PATH}/{wal}")
+def test_a_zeroed_last_frame_of_a_non_final_wal_segment_is_corruption():
+    # Length kept, data lost (a failing disk): an acknowledged write is gone
+    # from the middle of the history, which must not open silently.
+    env, logs, _ = make_segmented_wal_db()
+    victim = logs[0]
+    data = env.read_file(f"{DB_PATH}/{victim}")
     start, end = frame_spans(data)[-1]
-    if tail == "torn-frame-then-zeros":   # the last frame half written, in reserved space
-        damaged, lost = data[:start + (end - start) // 2] + bytes(4096), 1
-    else:
-        damaged, lost = data + bytes(100) + b"\x07junk", 0
-    with DB.open(DB_PATH, env=clone(env, replace={wal: damaged})) as db:
-        assert db.stats()["wal_torn_tail_bytes"] == len(damaged) - (start if lost else len(data))
-        for key, value, seq in written[:len(written) - lost]:
-            assert db.get("t", key) == Record(value, seq)
-        if lost:
-            assert db.get("t", written[-1][0]) is None
+    with pytest.raises(CorruptionError) as exc:
+        DB.open(DB_PATH, env=clone(env, replace={victim: data[:start] + bytes(end - start)})).close()
+    assert exc.value.path == f"{DB_PATH}/{victim}"
+
+
+def _log_file(frames: list[bytes], tail: bytes = b"") -> MemEnv:
+    env = MemEnv()
+    env.mkdirs("/l")
+    f = env.open_writable("/l/log")
+    f.append(wal_frame.encode_frames(wal_frame.WRITE_BATCH, frames) + tail)
+    f.sync()
+    env.sync_dir("/l")
+    return env
+
+
+def test_read_log_with_a_reserved_tail_takes_trailing_zeros_for_unwritten_space():
+    frames = [b"a" * 40, b"b" * 40, b"c" * 40]
+    whole = wal_frame.encode_frames(wal_frame.WRITE_BATCH, frames)
+    last = len(whole) - (wal_frame.HEADER_SIZE + 40)
+    env = _log_file(frames, bytes(4096))
+    reserved = read_log(env, "/l/log", reserved_tail=True)
+    assert [p for _, _, p in reserved.frames] == frames and reserved.torn_bytes == 0
+    assert read_log(env, "/l/log").torn_bytes == 4096                 # strict: a torn tail
+    # The last frame half written into reserved space: torn, counted up to
+    # its last non-zero byte, not over the reserved zeros.
+    env = _log_file([], whole[:last + 30] + bytes(4096))
+    torn = read_log(env, "/l/log", reserved_tail=True)
+    assert len(torn.frames) == 2 and torn.torn_bytes == 30
+
+
+@pytest.mark.parametrize("bit", [12, 16, 18])   # the claimed length grows by 4 KiB .. 256 KiB: into the zeros
+def test_read_log_with_a_reserved_tail_a_damaged_length_before_valid_frames_is_corruption(bit):
+    frames = [bytes([65 + i]) * 150 for i in range(6)]
+    data = bytearray(wal_frame.encode_frames(wal_frame.WRITE_BATCH, frames) + bytes(1 << 20))
+    start = wal_frame.decode_frames(bytes(data))[0][2][0]
+    data[start + 4 + bit // 8] ^= 1 << (bit % 8)
+    env = _log_file([], bytes(data))
+    with pytest.raises(CorruptionError) as exc:
+        read_log(env, "/l/log", reserved_tail=True)
+    assert exc.value.offset == start
 
 
 # --------------------------------------------- (c) damage in the last record
