@@ -116,7 +116,10 @@ class Env(ABC):
     def rename(self, src: str, dst: str) -> None: ...
 
     @abstractmethod
-    def truncate(self, path: str, size: int) -> None: ...
+    def truncate(self, path: str, size: int) -> None:
+        """Cuts the file to `size` bytes; durable once the file is synced
+        afterwards (sync_file, or a sync of a writable handle on it: an
+        fdatasync commits a changed length)."""
 
     @abstractmethod
     def sync_dir(self, path: str) -> None: ...

@@ -1,7 +1,8 @@
 """FaultInjectionEnv: a MemEnv that fails chosen operations on demand.
 
 fail_after(op, n): the (n+1)-th call of op ("append", "allocate", "sync",
-"sync_dir", "rename", "remove", "open_writable", "read") from now raises OSError(EIO), and
+"sync_dir", "rename", "remove", "truncate", "open_writable", "read") from now
+raises OSError(EIO), and
 so does every later one until clear_faults(). Together with MemEnv.crash()
 this lets tests stop the engine at any I/O step and check what a reopen sees.
 """

@@ -4,7 +4,8 @@ Each file keeps its bytes and how many of them are durable (synced); each
 directory entry (a file's name) is durable once sync_dir() ran after it was
 created or renamed. crash() (used by FaultInjectionEnv and the crash tests)
 forgets everything not durable, as a power loss would:
-  * every file is cut back to its synced length;
+  * every file is cut back to its synced length (a truncate not synced
+    since is undone);
   * a file whose name was never made durable disappears;
   * a rename not followed by sync_dir() is undone.
 Thread-safety: one lock around all state.
@@ -23,13 +24,16 @@ class _MemFile:
     the length allocate() gave the file; readers see `data` followed by zeros
     up to it. `synced` and `reserved_synced`: what a power loss keeps."""
 
-    __slots__ = ("data", "synced", "reserved", "reserved_synced")
+    __slots__ = ("data", "synced", "reserved", "reserved_synced", "before_cut")
 
     def __init__(self) -> None:
         self.data = bytearray()
         self.synced = 0
         self.reserved = 0
         self.reserved_synced = 0
+        # The durable bytes when a truncate cut into them, until the next sync:
+        # a power loss before that sync brings them back (as on ext4).
+        self.before_cut: bytes | None = None
 
     def contents(self) -> bytes:
         tail = self.reserved - len(self.data)
@@ -67,6 +71,7 @@ class _MemWritable(WritableFile):
         with self._env._lock:
             self._node.synced = len(self._node.data)
             self._node.reserved_synced = self._node.reserved
+            self._node.before_cut = None
 
     def close(self) -> None:
         self._closed = True
@@ -163,12 +168,15 @@ class MemEnv(Env):
             self._files[dst] = node
 
     def truncate(self, path: str, size: int) -> None:
+        """Cuts the file now; the cut is durable after the file's next sync
+        (before it, a power loss brings the cut durable bytes back)."""
+        self._before("truncate", path)
         with self._lock:
             node = self._files[path]
+            if node.before_cut is None and max(node.synced, node.reserved_synced) > size:
+                node.before_cut = bytes(node.data[:node.synced])
             del node.data[size:]
-            node.synced = min(node.synced, size)
             node.reserved = min(node.reserved, size)
-            node.reserved_synced = min(node.reserved_synced, size)
 
     def sync_dir(self, path: str) -> None:
         self._before("sync_dir", path)
@@ -188,6 +196,7 @@ class MemEnv(Env):
                 raise FileNotFoundError(path)
             node.synced = len(node.data)
             node.reserved_synced = node.reserved
+            node.before_cut = None
 
     def mkdirs(self, path: str) -> None:
         with self._lock:
@@ -211,6 +220,9 @@ class MemEnv(Env):
         with self._lock:
             files: dict[str, _MemFile] = {}
             for name, node in self._durable_names.items():
+                if node.before_cut is not None:   # a cut not synced yet: undone
+                    node.data = bytearray(node.before_cut)
+                    node.before_cut = None
                 node.data = node.data[:node.synced]
                 node.reserved = node.reserved_synced
                 files[name] = node

@@ -77,7 +77,8 @@ Segment rules:
      and is ignored (a leftover of an interrupted deletion) and removed again.
   3. open() repairs the last segment, which stops being the last at the next
      write: a torn tail is cut off by rewriting the valid prefix atomically
-     (Env.write_file_atomic, since the Env cannot fsync a truncation), and a
+     (Env.write_file_atomic: a fresh copy, which the SYNC_FAILED case below
+     needs anyway; reserved zeros alone are cut with a synced truncate), and a
      segment with no valid frame is removed (and the directory fsynced), its
      number given to the next segment so that the numbers stay contiguous.
      Whatever it replays it first makes durable: a process that died between
@@ -339,6 +340,7 @@ class LogStore:
         self._file: WritableFile | None = None   # the newest segment, once this session wrote to it
         self._allocated = 0   # bytes of self._file reserved (segment rule 6)
         self._allocate_failures = 0
+        self._allocate_errno: int | None = None   # of the last failure: a different one is logged again
         self._next_number = 1
         self._failure: BaseException | None = None
         self._fsyncs = self._dir_fsyncs = self._bytes_written = self._writes = 0
@@ -476,11 +478,12 @@ class LogStore:
     def stats(self) -> dict[str, int]:
         """Counters since open: fsyncs (file fdatasyncs) and dir_fsyncs,
         bytes_written, writes (calls that wrote), segment counts,
-        torn_tail_bytes dropped by open(), remove_failures (retried later)."""
+        torn_tail_bytes dropped by open(), remove_failures (retried later),
+        allocate_failures (space not reserved ahead: rule 6)."""
         return dict(fsyncs=self._fsyncs, dir_fsyncs=self._dir_fsyncs, bytes_written=self._bytes_written,
                     writes=self._writes, segments=len(self._segments), segments_created=self._segments_created,
                     segments_deleted=self._segments_deleted, remove_failures=self._remove_failures,
-                    torn_tail_bytes=self._torn_tail_bytes)
+                    torn_tail_bytes=self._torn_tail_bytes, allocate_failures=self._allocate_failures)
 
     # ------------------------------------------------------------- writing
     def persist_commit_hint(self, hard_state: HardState) -> None:
@@ -663,8 +666,10 @@ class LogStore:
                     self._file.allocate(self._allocated)
                 except OSError as exc:   # e.g. less than a step free: write without it
                     self._allocate_failures += 1
-                    if self._allocate_failures == 1:
-                        log.warning("%s: cannot reserve log space ahead (%s): writing without", self.path, exc)
+                    if self._allocate_failures == 1 or exc.errno != self._allocate_errno:
+                        log.warning("%s: cannot reserve log space ahead (%s): writing without (failures so far: "
+                                    "%d)", self.path, exc, self._allocate_failures)
+                    self._allocate_errno = exc.errno
             self._file.write(framed)
             self._bytes_written += len(framed)
             if timeline.ENABLED:

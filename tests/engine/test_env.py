@@ -75,3 +75,22 @@ def test_allocate_is_a_fault_injection_point():
         f.allocate(4096)
     assert exc.value.errno == errno.EIO
     assert env.op_counts["allocate"] == 1 and env.file_size("/d/f") == 0
+
+
+def test_a_truncate_is_durable_only_once_the_file_is_synced():
+    # As on ext4: a power loss before the next sync brings the cut bytes back.
+    env = MemEnv()
+    env.mkdirs("/d")
+    f = env.open_writable("/d/f")
+    f.write(b"abcdef")
+    f.allocate(64)
+    f.sync()
+    env.sync_dir("/d")
+    env.truncate("/d/f", 3)
+    assert env.read_file("/d/f") == b"abc"
+    env.crash()
+    assert env.read_file("/d/f") == b"abcdef" + bytes(58)
+    env.truncate("/d/f", 3)
+    env.sync_file("/d/f")
+    env.crash()
+    assert env.read_file("/d/f") == b"abc"

@@ -318,7 +318,7 @@ def test_a_failed_reservation_is_skipped_and_the_write_goes_ahead():
         store.compact(2)
         store.persist(HardState(1, 3), entries(1, 4, 4))
         want = state_of(store)
-    assert env.op_counts["allocate"] >= 1
+    assert env.op_counts["allocate"] >= 1 and store.stats()["allocate_failures"] >= 1
     env.crash()
     with LogStore.open(env, DIR) as store:
         assert state_of(store) == want
@@ -622,7 +622,7 @@ def count_ops(op: str) -> int:
 
 
 @pytest.mark.parametrize("dir_survives", [False, True], ids=["unsynced-dir-lost", "unsynced-dir-kept"])
-@pytest.mark.parametrize("op", ["append", "allocate", "sync", "sync_dir", "open_writable", "remove"])
+@pytest.mark.parametrize("op", ["append", "allocate", "sync", "sync_dir", "truncate", "open_writable", "remove"])
 def test_failure_at_every_step_then_power_loss_leaves_before_or_after(op, dir_survives):
     # dir_survives: the file system happened to persist the directory's
     # unsynced changes (new names, removals) before the power loss, as a real
