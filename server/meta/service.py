@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -195,6 +196,12 @@ class MetaServer:
                         frozenset(rec.get("learners", ())))
         gl = self._new_leadership(rg, tuple(rec["members"]), rec["epoch"], config)
         gl.leader = rec.get("leader")   # confirmed by its next status reports, or deposed
+        # CQ2: who a predecessor MM deposed for hearing no quorum stays avoided
+        # for what is left of the window (wall clock: the window outlives the MM).
+        now = time.time()
+        for member, until in rec.get("avoid", ()):
+            if until > now:
+                gl.avoid[member] = gl.ticks + math.ceil((until - now) / self.options.tick_seconds)
         self._count_leader(rg, gl.leader)
         if rec.get("established") or gl.leader is not None:
             self.established.add(rg)
@@ -238,9 +245,14 @@ class MetaServer:
         c = gl.config
         if gl.leader is not None:
             self.established.add(rg)
-        self.store.put("group", rg, {"members": list(self.members[rg]), "epoch": gl.epoch, "leader": gl.leader,
-                                     "voters": sorted(c.voters), "outgoing": sorted(c.outgoing_voters),
-                                     "learners": sorted(c.learners), "established": rg in self.established})
+        rec = {"members": list(self.members[rg]), "epoch": gl.epoch, "leader": gl.leader,
+               "voters": sorted(c.voters), "outgoing": sorted(c.outgoing_voters),
+               "learners": sorted(c.learners), "established": rg in self.established}
+        avoid = sorted((m, until) for m, until in gl.avoid.items() if until > gl.ticks)
+        if avoid:   # CQ2's window, as wall-clock ends, for an MM that takes over within it
+            now = time.time()
+            rec["avoid"] = [[m, round(now + (until - gl.ticks) * self.options.tick_seconds, 3)] for m, until in avoid]
+        self.store.put("group", rg, rec)
 
     def create_group(self, rg: int, members: list[int]) -> GroupLeadership:
         if rg <= 0:

@@ -129,3 +129,53 @@ def test_a_restored_older_backup_elects_in_an_epoch_no_earlier_mm_issued():
         env.run(f"tick {c.mm.leader} n=1")
         env.run("stabilize")
     assert backup.for_restore(records)["counter/table_id"] == 7 + backup.TABLE_ID_GAP
+
+
+def test_an_mm_that_takes_over_within_cq2s_window_avoids_the_same_deposed_leader(tmp_path):
+    # CQ2 (server/replication/README.md): a leader deposed for hearing no
+    # quorum is avoided for a window. An MM that fails over inside it loads
+    # the avoidance with the group, so its next epoch does not appoint that
+    # leader again (its log is often the longest: writes it could not replicate).
+    from server.replication.messages import LogPosition, PromiseResponse, Role, StatusReport
+
+    def promise(epoch: int, member: int, last: LogPosition) -> PromiseResponse:
+        return PromiseResponse(epoch=epoch, sender=member, recipient=0, last=last)
+
+    async def first_mm() -> tuple[int, list]:
+        mm = MetaServer("127.0.0.1:0", MetaOptions(tick_seconds=3600.0, avoid_deposed_seconds=60.0))
+        mm.activate(MetaStore(str(tmp_path / "meta")))   # the ticker never fires: ticks by hand
+        mm._node_alive = lambda node_id: True            # as if every node heartbeats (no processes here)
+        try:
+            gl = mm.create_group(1, [1, 2, 3])
+            gl.start_epoch()
+            for m in (1, 2, 3):
+                gl.step(promise(gl.epoch, m, LogPosition(0, 0)))
+            leader = gl.leader
+            for _ in range(gl.leader_timeout_ticks + 2):   # it reports hearing no quorum, every tick
+                gl.step(StatusReport(epoch=gl.epoch, sender=leader, recipient=0, role=Role.LEADER,
+                                     quorum_contact=False))
+                gl.tick()
+            assert gl.leader is None and gl.change.avoid == frozenset({leader})
+            return leader, mm.store.get("group", 1)["avoid"]
+        finally:
+            await mm.stop()
+
+    async def second_mm(deposed: int) -> None:
+        mm = MetaServer("127.0.0.1:0", MetaOptions(tick_seconds=3600.0, avoid_deposed_seconds=60.0))
+        mm.activate(MetaStore(str(tmp_path / "meta")))
+        try:
+            gl = mm.groups[1]
+            gl.start_epoch()                             # its first election: the deposed one still avoided
+            assert gl.change.avoid == frozenset({deposed})
+            others = sorted({1, 2, 3} - {deposed})
+            gl.step(promise(gl.epoch, deposed, LogPosition(1, 9)))   # the longest log
+            gl.step(promise(gl.epoch, others[0], LogPosition(1, 7)))
+            assert gl.leader is None                     # {deposed, one other} is no quorum without it
+            gl.step(promise(gl.epoch, others[1], LogPosition(1, 7)))
+            assert gl.leader == others[0]
+        finally:
+            await mm.stop()
+
+    deposed, recorded = asyncio.run(first_mm())
+    assert [m for m, _until in recorded] == [deposed]
+    asyncio.run(second_mm(deposed))
