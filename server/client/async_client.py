@@ -46,7 +46,7 @@ from typing import Any
 import grpc
 
 from server.client.batch_stream import OP_OVERHEAD, BatchStream
-from server.client.errors import InvalidArgument, QuorumKVError, error_for, error_for_rpc
+from server.client.errors import InvalidArgument, OutcomeUnknown, QuorumKVError, error_for, error_for_rpc
 from server.client.paging import Pager
 from server.client.record import BytesLike, Record, as_bound, as_key, as_seq, as_table, as_value
 from server.client.retry import DEFAULT_TIMEOUT, Deadline, RetryPolicy, classify, with_retries
@@ -213,9 +213,15 @@ class AsyncClient:
             remaining = deadline.remaining()
             # A uint32 on the wire: a longer (or infinite) timeout is capped, the router caps it lower anyway.
             timeout_ms = min(0xFFFFFFFF, max(1, int(min(remaining, 4_000_000) * 1000))) if remaining is not None else 0
-            result = await stream.call(kv_pb2.Op(timeout_ms=timeout_ms, **{kind: req}), size, write, remaining)
-            if result.code != 0:
-                raise classify(error_for(result.code, result.message, result.retry_after_ms), write=write, sent=True)
+            try:
+                result = await stream.call(kv_pb2.Op(timeout_ms=timeout_ms, **{kind: req}), size, write, remaining)
+                if result.code != 0:
+                    raise classify(error_for(result.code, result.message, result.retry_after_ms), write=write,
+                                   sent=True)
+            except OutcomeUnknown:
+                if write:   # the next attempt says so: its router cannot know this one's seq (kv.proto, retry)
+                    req.retry = True
+                raise
             return result
 
         return await with_retries(attempt, self._deadline(timeout), self._retry, self._rng, write=write,

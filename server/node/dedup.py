@@ -23,7 +23,15 @@ request ids (two or more if its requests' seqs pass a value's 1 MiB):
     seq    the largest seq stamped in the entry
 
 status: APPLIED, or VOIDED (its table was dropped before it committed, so a
-retry hears TABLE_DROPPED); seqs: the seqs its records were stored with. An
+retry hears TABLE_DROPPED); seqs: the seqs its records were stored with.
+
+One more record, key (entry index 0, part 0) (no entry has index 0): its
+value is the highest seq of the entries evicted so far (`evicted_through`,
+absent until the first eviction). A retry whose id is not in the window and
+whose first attempt was stamped at or below it may have applied in an
+evicted entry: the leader answers it OUTCOME_UNKNOWN instead of applying it
+again (write_path.py). Stamped seqs only grow in log order (issue 3's
+sequencer rule), so an attempt stamped above it can only be in a kept entry. An
 id applied again by a later entry (a retry proposed anew) counts from the
 later one. Eviction drops whole entries, oldest first, while the window holds
 more than `capacity` ids, so it is deterministic and costs one engine delete
@@ -53,6 +61,7 @@ MAX_DEDUP_RECORDS = 60_000        # records of one deduplicated request: its seq
 APPLIED, VOIDED = 1, 2
 _REQUEST = struct.Struct("<QBI")
 _KEY = struct.Struct(">QH")
+_EVICTED_KEY = _KEY.pack(0, 0)   # the highest seq of the entries evicted so far
 _PART_BYTES = write_batch.MAX_VALUE - 64
 
 
@@ -98,7 +107,9 @@ class DedupWindow:
         self._seqs = bytearray()          # the records' seqs, in record order
         self._seqs_base = 0
         self._parts: dict[int, int] = {}  # entry index -> its rows, when more than one
+        self._rec_entry_seq = bytearray()  # per record, 16 bytes: the highest seq of its entry
         self._last_index = 0              # the newest entry recorded
+        self.evicted_through = b""        # the highest seq of the entries evicted (b"": none yet)
 
     def _loaded(self) -> U64Map:
         if self._source is not None:
@@ -131,16 +142,25 @@ class DedupWindow:
         """Replaces the window by the dedup table's rows (key, value, seq), as
         a restart or a snapshot install leaves them."""
         parts: dict[int, list[tuple[int, bytes]]] = {}
-        for key, value, _seq in rows:
+        seqs: dict[int, bytes] = {}
+        evicted = b""
+        for key, value, seq in rows:
+            if key == _EVICTED_KEY:
+                evicted = value
+                continue
             index, part = _KEY.unpack(key)
             parts.setdefault(index, []).append((part, value))
+            seqs[index] = seq
         self._source = None
         self._clear()
+        self.evicted_through = evicted
         for index in sorted(parts):
             self._add(index, [r for _part, value in sorted(parts[index]) for r in _unpack(value)],
-                      len(parts[index]))
+                      len(parts[index]), seqs[index])
 
-    def _add(self, index: int, requests: list[tuple[int, int, bytes]], parts: int) -> None:
+    def _add(self, index: int, requests: list[tuple[int, int, bytes]], parts: int, seq: bytes) -> None:
+        if len(seq) != 16:
+            raise ValueError(f"entry {index}'s seq must be 16 bytes, not {len(seq)}")
         newest = self._newest
         for order, (rid, status, seqs) in enumerate(requests):
             n = newest.get(rid)
@@ -152,6 +172,7 @@ class DedupWindow:
             self._rec_meta.append(order << 8 | status)
             self._rec_seqs.append(self._seqs_base + len(self._seqs))
             self._seqs += seqs
+            self._rec_entry_seq += seq
         if parts > 1:
             self._parts[index] = parts
         self._last_index = index
@@ -169,10 +190,12 @@ class DedupWindow:
         if not requests or index <= self._last_index:
             return None
         values = _pack(requests)
-        self._add(index, requests, len(values))
+        self._add(index, requests, len(values), seq)
         records = []
+        evicted = self.evicted_through
         while len(newest) > self.capacity and self._rec_index[self._head] != index:
             old = self._rec_index[self._head]
+            evicted = max(evicted, bytes(self._rec_entry_seq[16 * self._head:16 * self._head + 16]))
             while self._rec_index[self._head] == old:   # the new entry's records end the arrays
                 rid = self._rec_id[self._head]
                 if newest.get(rid) == self._base + self._head:   # not applied again by a later entry
@@ -180,6 +203,9 @@ class DedupWindow:
                 self._head += 1
             records.extend((write_batch.DELETE, DEDUP_TABLE_ID, _KEY.pack(old, part), None, seq)
                            for part in range(self._parts.pop(old, 1)))
+        if evicted != self.evicted_through:
+            self.evicted_through = evicted
+            records.append((write_batch.VALUE, DEDUP_TABLE_ID, _EVICTED_KEY, evicted, seq))
         if self._head and 2 * self._head >= len(self._rec_id):
             self._trim()
         records.extend((write_batch.VALUE, DEDUP_TABLE_ID, _KEY.pack(index, part), value, seq)
@@ -191,6 +217,7 @@ class DedupWindow:
         h = self._head
         cut = self._rec_seqs[h] - self._seqs_base
         del self._rec_id[:h], self._rec_index[:h], self._rec_meta[:h], self._rec_seqs[:h], self._seqs[:cut]
+        del self._rec_entry_seq[:16 * h]
         self._base += h
         self._seqs_base += cut
         self._head = 0
@@ -200,7 +227,15 @@ class DedupWindow:
         """Bytes of the window's arrays, arena and map (what it costs a replica)."""
         arrays = (self._rec_id, self._rec_index, self._rec_meta, self._rec_seqs)
         return (sum(a.buffer_info()[1] * a.itemsize for a in arrays) + len(self._seqs)
-                + self._loaded().nbytes)
+                + len(self._rec_entry_seq) + self._loaded().nbytes)
+
+    def may_have_forgotten(self, first_seq: bytes) -> bool:
+        """Whether a request whose attempts were all stamped at or above
+        `first_seq` may have applied in an entry this window evicted (module
+        docstring): then a retry of it that is not in the window has an
+        unknown outcome."""
+        self._loaded()
+        return bool(self.evicted_through) and first_seq <= self.evicted_through
 
 
 def _pack(requests: list[tuple[int, int, bytes]]) -> list[bytes]:

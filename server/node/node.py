@@ -490,8 +490,11 @@ class _DataService(data_pb2_grpc.DataServicer):
             problem = (data_pb2.INVALID_ARGUMENT, "a conditional write holds exactly one record")
         elif req.if_seq and (len(req.if_seq) != 16 or req.if_absent):
             problem = (data_pb2.INVALID_ARGUMENT, "if_seq must be 16 bytes and excludes if_absent")
+        elif req.first_seq and (len(req.first_seq) != 16 or not req.request_id):
+            problem = (data_pb2.INVALID_ARGUMENT, "first_seq must be 16 bytes, on a write with a request id")
         if problem is None:
-            h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent, on_done, wake=False)
+            h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent, on_done, wake=False,
+                           first_seq=req.first_seq)
             return h
         _answer_now(on_done, problem)
         return None

@@ -202,13 +202,13 @@ class ReplicaHost:
 
     def submit_write(self, rep: bytes, request_id: int = 0, if_seq: bytes = b"",
                      if_absent: bool = False, on_done: Listener | None = None,
-                     wake: bool = True) -> asyncio.Future:
+                     wake: bool = True, first_seq: bytes = b"") -> asyncio.Future:
         """A client's write batch (seqs set by the router). Resolves to a Result
         (write_path.py) whose value is (log index, concatenated stored seqs);
-        `on_done` as in WritePath.submit. wake=False: the caller calls
+        `on_done` and `first_seq` as in WritePath.submit. wake=False: the caller calls
         start_client_work() once its batch is in (so the loop is not woken
         first, ahead of the peer links that carry the proposal)."""
-        fut = self.writes.submit(rep, request_id, if_seq, if_absent, on_done)
+        fut = self.writes.submit(rep, request_id, if_seq, if_absent, on_done, first_seq)
         if wake:
             self._wake.set()
         return fut

@@ -152,13 +152,16 @@ class WritePath:
 
     # ---------------------------------------------------------------- inputs
     def submit(self, rep: bytes, request_id: int = 0, if_seq: bytes = b"", if_absent: bool = False,
-               on_done: Listener | None = None) -> asyncio.Future:
+               on_done: Listener | None = None, first_seq: bytes = b"") -> asyncio.Future:
         """A client's write; its future resolves to a Result. `on_done(future)`,
         if given, is called the moment the future is done, inside the call
         that settled it (typically the apply): one loop round sooner than a
         done-callback, which asyncio schedules for the next round. (A retry
         that joins an attempt in flight hears a round after that attempt:
-        it follows the first future's done-callback.)"""
+        it follows the first future's done-callback.) `first_seq`: set on a
+        retry, the lowest seq any attempt of it was stamped with; a retry
+        the window no longer knows but may have forgotten (dedup.py) is
+        answered OUTCOME_UNKNOWN and not applied."""
         fut = asyncio.get_running_loop().create_future()
         if request_id:
             done = self._applied.get(request_id)
@@ -169,6 +172,12 @@ class WritePath:
             first = self._inflight.get(request_id)
             if first is not None and not first.done():
                 first.add_done_callback(lambda f: _copy_outcome(f, fut, on_done))
+                return fut
+            if (first_seq and self.replica.role is Role.LEADER
+                    and self._logged.get(request_id, 0) <= self.replica.log.applied_index
+                    and self._applied.may_have_forgotten(first_seq)):
+                fut.set_result(Result(Outcome.OUTCOME_UNKNOWN, self.replica.epoch, self.node_id))
+                notify(fut, on_done)
                 return fut
             self._inflight[request_id] = fut
             if self._logged.get(request_id, 0) > self.replica.log.applied_index:

@@ -31,20 +31,22 @@ CONDITION_FAILED: Code
 TABLE_DROPPED: Code
 
 class WriteRequest(_message.Message):
-    __slots__ = ("id", "rg", "batch", "request_id", "if_seq", "if_absent")
+    __slots__ = ("id", "rg", "batch", "request_id", "if_seq", "if_absent", "first_seq")
     ID_FIELD_NUMBER: _ClassVar[int]
     RG_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     IF_SEQ_FIELD_NUMBER: _ClassVar[int]
     IF_ABSENT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
     id: int
     rg: int
     batch: bytes
     request_id: int
     if_seq: bytes
     if_absent: bool
-    def __init__(self, id: _Optional[int] = ..., rg: _Optional[int] = ..., batch: _Optional[bytes] = ..., request_id: _Optional[int] = ..., if_seq: _Optional[bytes] = ..., if_absent: _Optional[bool] = ...) -> None: ...
+    first_seq: bytes
+    def __init__(self, id: _Optional[int] = ..., rg: _Optional[int] = ..., batch: _Optional[bytes] = ..., request_id: _Optional[int] = ..., if_seq: _Optional[bytes] = ..., if_absent: _Optional[bool] = ..., first_seq: _Optional[bytes] = ...) -> None: ...
 
 class WriteResponse(_message.Message):
     __slots__ = ("id", "code", "message", "seqs", "epoch", "leader", "index")

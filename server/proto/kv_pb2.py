@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15server/proto/kv.proto\x12\x0bquorumkv.v1\"1\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0b\n\x03seq\x18\x03 \x01(\x0c\"K\n\x12\x43reateTableRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x12\n\nsplit_keys\x18\x02 \x03(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"%\n\x13\x43reateTableResponse\x12\x0e\n\x06ranges\x18\x01 \x01(\r\"7\n\x12\x44\x65leteTableRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\"\x15\n\x13\x44\x65leteTableResponse\"\x13\n\x11ListTablesRequest\"$\n\x12ListTablesResponse\x12\x0e\n\x06tables\x18\x01 \x03(\t\"n\n\nPutRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x0e\n\x06if_seq\x18\x04 \x01(\x0c\x12\x11\n\tif_absent\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\x04\"\x1a\n\x0bPutResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x0c\"(\n\nGetRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"8\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0b\n\x03seq\x18\x03 \x01(\x0c\"O\n\rDeleteRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x0e\n\x06if_seq\x18\x03 \x01(\x0c\x12\x12\n\nrequest_id\x18\x04 \x01(\x04\"\x1d\n\x0e\x44\x65leteResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x0c\"p\n\x0bListRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x11\n\tkeys_only\x18\x05 \x01(\x08\x12\x14\n\x0c\x63ontinuation\x18\x06 \x01(\x0c\"J\n\x0cListResponse\x12$\n\x07records\x18\x01 \x03(\x0b\x32\x13.quorumkv.v1.Record\x12\x14\n\x0c\x63ontinuation\x18\x02 \x01(\x0c\"\xa8\x01\n\x02Op\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\x12&\n\x03put\x18\x02 \x01(\x0b\x32\x17.quorumkv.v1.PutRequestH\x00\x12&\n\x03get\x18\x03 \x01(\x0b\x32\x17.quorumkv.v1.GetRequestH\x00\x12,\n\x06\x64\x65lete\x18\x04 \x01(\x0b\x32\x1a.quorumkv.v1.DeleteRequestH\x00\x42\x04\n\x02op\"x\n\x08OpResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x0c\x12\r\n\x05\x66ound\x18\x05 \x01(\x08\x12\r\n\x05value\x18\x06 \x01(\x0c\x12\x16\n\x0eretry_after_ms\x18\x07 \x01(\r\"\'\n\x07OpBatch\x12\x1c\n\x03ops\x18\x01 \x03(\x0b\x32\x0f.quorumkv.v1.Op\"7\n\rOpResultBatch\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.quorumkv.v1.OpResult2\xef\x04\n\x02KV\x12P\n\x0b\x43reateTable\x12\x1f.quorumkv.v1.CreateTableRequest\x1a .quorumkv.v1.CreateTableResponse\x12P\n\x0b\x44\x65leteTable\x12\x1f.quorumkv.v1.DeleteTableRequest\x1a .quorumkv.v1.DeleteTableResponse\x12M\n\nListTables\x12\x1e.quorumkv.v1.ListTablesRequest\x1a\x1f.quorumkv.v1.ListTablesResponse\x12\x38\n\x03Put\x12\x17.quorumkv.v1.PutRequest\x1a\x18.quorumkv.v1.PutResponse\x12\x38\n\x03Get\x12\x17.quorumkv.v1.GetRequest\x1a\x18.quorumkv.v1.GetResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.quorumkv.v1.DeleteRequest\x1a\x1b.quorumkv.v1.DeleteResponse\x12;\n\x04List\x12\x18.quorumkv.v1.ListRequest\x1a\x19.quorumkv.v1.ListResponse\x12\x43\n\nListStream\x12\x18.quorumkv.v1.ListRequest\x1a\x19.quorumkv.v1.ListResponse0\x01\x12=\n\x05\x42\x61tch\x12\x14.quorumkv.v1.OpBatch\x1a\x1a.quorumkv.v1.OpResultBatch(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15server/proto/kv.proto\x12\x0bquorumkv.v1\"1\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0b\n\x03seq\x18\x03 \x01(\x0c\"K\n\x12\x43reateTableRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x12\n\nsplit_keys\x18\x02 \x03(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"%\n\x13\x43reateTableResponse\x12\x0e\n\x06ranges\x18\x01 \x01(\r\"7\n\x12\x44\x65leteTableRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\"\x15\n\x13\x44\x65leteTableResponse\"\x13\n\x11ListTablesRequest\"$\n\x12ListTablesResponse\x12\x0e\n\x06tables\x18\x01 \x03(\t\"}\n\nPutRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x0e\n\x06if_seq\x18\x04 \x01(\x0c\x12\x11\n\tif_absent\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\x04\x12\r\n\x05retry\x18\x07 \x01(\x08\"\x1a\n\x0bPutResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x0c\"(\n\nGetRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"8\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0b\n\x03seq\x18\x03 \x01(\x0c\"^\n\rDeleteRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x0e\n\x06if_seq\x18\x03 \x01(\x0c\x12\x12\n\nrequest_id\x18\x04 \x01(\x04\x12\r\n\x05retry\x18\x05 \x01(\x08\"\x1d\n\x0e\x44\x65leteResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x0c\"p\n\x0bListRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x11\n\tkeys_only\x18\x05 \x01(\x08\x12\x14\n\x0c\x63ontinuation\x18\x06 \x01(\x0c\"J\n\x0cListResponse\x12$\n\x07records\x18\x01 \x03(\x0b\x32\x13.quorumkv.v1.Record\x12\x14\n\x0c\x63ontinuation\x18\x02 \x01(\x0c\"\xa8\x01\n\x02Op\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\x12&\n\x03put\x18\x02 \x01(\x0b\x32\x17.quorumkv.v1.PutRequestH\x00\x12&\n\x03get\x18\x03 \x01(\x0b\x32\x17.quorumkv.v1.GetRequestH\x00\x12,\n\x06\x64\x65lete\x18\x04 \x01(\x0b\x32\x1a.quorumkv.v1.DeleteRequestH\x00\x42\x04\n\x02op\"x\n\x08OpResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x0c\x12\r\n\x05\x66ound\x18\x05 \x01(\x08\x12\r\n\x05value\x18\x06 \x01(\x0c\x12\x16\n\x0eretry_after_ms\x18\x07 \x01(\r\"\'\n\x07OpBatch\x12\x1c\n\x03ops\x18\x01 \x03(\x0b\x32\x0f.quorumkv.v1.Op\"7\n\rOpResultBatch\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.quorumkv.v1.OpResult2\xef\x04\n\x02KV\x12P\n\x0b\x43reateTable\x12\x1f.quorumkv.v1.CreateTableRequest\x1a .quorumkv.v1.CreateTableResponse\x12P\n\x0b\x44\x65leteTable\x12\x1f.quorumkv.v1.DeleteTableRequest\x1a .quorumkv.v1.DeleteTableResponse\x12M\n\nListTables\x12\x1e.quorumkv.v1.ListTablesRequest\x1a\x1f.quorumkv.v1.ListTablesResponse\x12\x38\n\x03Put\x12\x17.quorumkv.v1.PutRequest\x1a\x18.quorumkv.v1.PutResponse\x12\x38\n\x03Get\x12\x17.quorumkv.v1.GetRequest\x1a\x18.quorumkv.v1.GetResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.quorumkv.v1.DeleteRequest\x1a\x1b.quorumkv.v1.DeleteResponse\x12;\n\x04List\x12\x18.quorumkv.v1.ListRequest\x1a\x19.quorumkv.v1.ListResponse\x12\x43\n\nListStream\x12\x18.quorumkv.v1.ListRequest\x1a\x19.quorumkv.v1.ListResponse0\x01\x12=\n\x05\x42\x61tch\x12\x14.quorumkv.v1.OpBatch\x1a\x1a.quorumkv.v1.OpResultBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,29 +46,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTABLESRESPONSE']._serialized_start=306
   _globals['_LISTTABLESRESPONSE']._serialized_end=342
   _globals['_PUTREQUEST']._serialized_start=344
-  _globals['_PUTREQUEST']._serialized_end=454
-  _globals['_PUTRESPONSE']._serialized_start=456
-  _globals['_PUTRESPONSE']._serialized_end=482
-  _globals['_GETREQUEST']._serialized_start=484
-  _globals['_GETREQUEST']._serialized_end=524
-  _globals['_GETRESPONSE']._serialized_start=526
-  _globals['_GETRESPONSE']._serialized_end=582
-  _globals['_DELETEREQUEST']._serialized_start=584
-  _globals['_DELETEREQUEST']._serialized_end=663
-  _globals['_DELETERESPONSE']._serialized_start=665
-  _globals['_DELETERESPONSE']._serialized_end=694
-  _globals['_LISTREQUEST']._serialized_start=696
-  _globals['_LISTREQUEST']._serialized_end=808
-  _globals['_LISTRESPONSE']._serialized_start=810
-  _globals['_LISTRESPONSE']._serialized_end=884
-  _globals['_OP']._serialized_start=887
-  _globals['_OP']._serialized_end=1055
-  _globals['_OPRESULT']._serialized_start=1057
-  _globals['_OPRESULT']._serialized_end=1177
-  _globals['_OPBATCH']._serialized_start=1179
-  _globals['_OPBATCH']._serialized_end=1218
-  _globals['_OPRESULTBATCH']._serialized_start=1220
-  _globals['_OPRESULTBATCH']._serialized_end=1275
-  _globals['_KV']._serialized_start=1278
-  _globals['_KV']._serialized_end=1901
+  _globals['_PUTREQUEST']._serialized_end=469
+  _globals['_PUTRESPONSE']._serialized_start=471
+  _globals['_PUTRESPONSE']._serialized_end=497
+  _globals['_GETREQUEST']._serialized_start=499
+  _globals['_GETREQUEST']._serialized_end=539
+  _globals['_GETRESPONSE']._serialized_start=541
+  _globals['_GETRESPONSE']._serialized_end=597
+  _globals['_DELETEREQUEST']._serialized_start=599
+  _globals['_DELETEREQUEST']._serialized_end=693
+  _globals['_DELETERESPONSE']._serialized_start=695
+  _globals['_DELETERESPONSE']._serialized_end=724
+  _globals['_LISTREQUEST']._serialized_start=726
+  _globals['_LISTREQUEST']._serialized_end=838
+  _globals['_LISTRESPONSE']._serialized_start=840
+  _globals['_LISTRESPONSE']._serialized_end=914
+  _globals['_OP']._serialized_start=917
+  _globals['_OP']._serialized_end=1085
+  _globals['_OPRESULT']._serialized_start=1087
+  _globals['_OPRESULT']._serialized_end=1207
+  _globals['_OPBATCH']._serialized_start=1209
+  _globals['_OPBATCH']._serialized_end=1248
+  _globals['_OPRESULTBATCH']._serialized_start=1250
+  _globals['_OPRESULTBATCH']._serialized_end=1305
+  _globals['_KV']._serialized_start=1308
+  _globals['_KV']._serialized_end=1931
 # @@protoc_insertion_point(module_scope)

@@ -55,20 +55,22 @@ class ListTablesResponse(_message.Message):
     def __init__(self, tables: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PutRequest(_message.Message):
-    __slots__ = ("table", "key", "value", "if_seq", "if_absent", "request_id")
+    __slots__ = ("table", "key", "value", "if_seq", "if_absent", "request_id", "retry")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     IF_SEQ_FIELD_NUMBER: _ClassVar[int]
     IF_ABSENT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
     table: str
     key: bytes
     value: bytes
     if_seq: bytes
     if_absent: bool
     request_id: int
-    def __init__(self, table: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., if_seq: _Optional[bytes] = ..., if_absent: _Optional[bool] = ..., request_id: _Optional[int] = ...) -> None: ...
+    retry: bool
+    def __init__(self, table: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., if_seq: _Optional[bytes] = ..., if_absent: _Optional[bool] = ..., request_id: _Optional[int] = ..., retry: _Optional[bool] = ...) -> None: ...
 
 class PutResponse(_message.Message):
     __slots__ = ("seq",)
@@ -95,16 +97,18 @@ class GetResponse(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., value: _Optional[bytes] = ..., seq: _Optional[bytes] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("table", "key", "if_seq", "request_id")
+    __slots__ = ("table", "key", "if_seq", "request_id", "retry")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     IF_SEQ_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
     table: str
     key: bytes
     if_seq: bytes
     request_id: int
-    def __init__(self, table: _Optional[str] = ..., key: _Optional[bytes] = ..., if_seq: _Optional[bytes] = ..., request_id: _Optional[int] = ...) -> None: ...
+    retry: bool
+    def __init__(self, table: _Optional[str] = ..., key: _Optional[bytes] = ..., if_seq: _Optional[bytes] = ..., request_id: _Optional[int] = ..., retry: _Optional[bool] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("seq",)

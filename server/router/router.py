@@ -14,7 +14,9 @@ Retries, within the request's deadline:
   OUTCOME_UNKNOWN (leader stepped down with the write in flight): retried
       with the same request id, which the new leader answers from the log if
       the write did commit (the node deduplicates), so a write never applies
-      twice with different outcomes
+      twice with different outcomes; each retry carries the first attempt's
+      seq (WriteRequest.first_seq), so a leader whose window may have dropped
+      that attempt answers OUTCOME_UNKNOWN rather than apply it again
 At the deadline: UNAVAILABLE with a retry hint (trailing metadata
 "retry-after-ms"), or UNKNOWN for a write whose outcome is still unknown.
 
@@ -255,8 +257,10 @@ class Router:
         return bool(leader) and self.routing.with_leader(route.rg, leader, epoch)
 
     async def write(self, table: str, key: bytes, value: bytes | None, *, if_seq: bytes = b"",
-                    if_absent: bool = False, request_id: int = 0, deadline: float) -> bytes:
-        """A put (value not None) or delete; returns the stored seq."""
+                    if_absent: bool = False, request_id: int = 0, retry: bool = False, deadline: float) -> bytes:
+        """A put (value not None) or delete; returns the stored seq. `retry`: the
+        client already sent this request id through another call whose
+        outcome it does not know (its seq unknown here)."""
         check_table(table)
         check_key(key)
         if value is not None:
@@ -268,16 +272,27 @@ class Router:
         kind = write_batch.VALUE if value is not None else write_batch.DELETE
         self.stats["writes"] += 1
         unknown = False
+        # Every attempt after the first tells the leader the lowest seq any
+        # attempt was stamped with (data.proto, first_seq): the first one's
+        # (this router's sequencer only grows), or zeros after another call's
+        # attempt, whose seq is not known here. The leader then answers a retry
+        # its deduplication window may have forgotten OUTCOME_UNKNOWN.
+        first_seq = bytes(16) if retry else b""
+        sent = False
         while True:
             route = await self._route(table, key, deadline)
             client = self._client(route.leader) if route.leader else None
             if client is not None:
-                batch = write_batch.encode_one(kind, route.table_id, key, value, self._sequencer.next())
+                seq = self._sequencer.next()
+                batch = write_batch.encode_one(kind, route.table_id, key, value, seq)
+                wire_first_seq = first_seq if sent or retry else b""
+                if not sent:
+                    sent, first_seq = True, first_seq or seq
                 req_timeout = max(0.01, deadline - time.monotonic())
                 try:
                     resp = await asyncio.wait_for(client.write_request(data_pb2.WriteRequest(
                         rg=route.rg, batch=batch, request_id=wire_request_id(request_id, route.table_id),
-                        if_seq=if_seq, if_absent=if_absent)), req_timeout)
+                        if_seq=if_seq, if_absent=if_absent, first_seq=wire_first_seq)), req_timeout)
                 except (StreamBroken, TimeoutError):
                     unknown = True   # it may have reached the leader: retry under the same request id
                 else:

@@ -105,7 +105,7 @@ class KVService(kv_pb2_grpc.KVServicer):
             with measured("put"):
                 seq = await self.router.write(request.table, request.key, request.value, if_seq=request.if_seq,
                                               if_absent=request.if_absent, request_id=request.request_id,
-                                              deadline=_deadline(context))
+                                              retry=request.retry, deadline=_deadline(context))
         except RouterError as err:
             await _abort(context, err)
         return kv_pb2.PutResponse(seq=seq)
@@ -122,7 +122,8 @@ class KVService(kv_pb2_grpc.KVServicer):
         try:
             with measured("delete"):
                 seq = await self.router.write(request.table, request.key, None, if_seq=request.if_seq,
-                                              request_id=request.request_id, deadline=_deadline(context))
+                                              request_id=request.request_id, retry=request.retry,
+                                              deadline=_deadline(context))
         except RouterError as err:
             await _abort(context, err)
         return kv_pb2.DeleteResponse(seq=seq)
@@ -199,11 +200,11 @@ class KVService(kv_pb2_grpc.KVServicer):
             if which == "put":
                 p = op.put
                 out.seq = await self.router.write(p.table, p.key, p.value, if_seq=p.if_seq, if_absent=p.if_absent,
-                                                  request_id=p.request_id, deadline=deadline)
+                                                  request_id=p.request_id, retry=p.retry, deadline=deadline)
             elif which == "delete":
                 d = op.delete
                 out.seq = await self.router.write(d.table, d.key, None, if_seq=d.if_seq, request_id=d.request_id,
-                                                  deadline=deadline)
+                                                  retry=d.retry, deadline=deadline)
             elif which == "get":
                 resp = await self.router.get(op.get.table, op.get.key, deadline=deadline)
                 out.found, out.value, out.seq = resp.found, resp.value, resp.seq

@@ -570,6 +570,19 @@ def test_server_unknown_write_is_retried_with_the_same_request_id(kv):
     ids = put_request_ids(fake)
     assert len(ids) == 2 and ids[0] == ids[1]
     assert fake.tables["t"][b"k"] == (b"v", seq)
+    # The retry says an attempt with an unknown outcome went before it: its
+    # router cannot know that attempt's seq (kv.proto, PutRequest.retry).
+    assert [req.retry for _, _, req in fake.calls_of("put")] == [False, True]
+
+
+def test_a_write_retried_after_an_unavailable_router_is_no_retry_of_an_unknown_outcome(kv):
+    fake, address = kv
+    fake.tables["t"] = {}
+    fake.faults["delete"].append(Fault(SC.UNAVAILABLE, retry_after_ms=5))   # not applied: nothing unknown
+    fake.faults["delete"].append(Fault(SC.UNKNOWN))
+    with client(address) as c:
+        c.delete("t", b"k")
+    assert [req.retry for _, _, req in fake.calls_of("delete")] == [False, False, True]
 
 
 def test_write_that_may_have_applied_never_ends_unavailable(kv):

@@ -192,9 +192,50 @@ def test_a_condition_failing_on_a_write_of_the_same_round_reports_that_writes_se
     asyncio.run(go())
 
 
+def test_a_retry_the_window_may_have_forgotten_is_answered_unknown_not_applied_again(group):  # noqa: F811
+    # A window of 2 ids: the writes of ids 1 and 2 are evicted by the next
+    # ones. A retry of id 1 (the router's first attempt was stamped at ts
+    # 1001) is not in the window any more, and the window dropped entries
+    # stamped at or above 1001: it may have applied, so the leader must not
+    # apply it again (it would overwrite the writes acknowledged since).
+    from engine._native import sequencer
+
+    def seq(ts: int) -> bytes:
+        return sequencer.encode(ts, 0, 77)
+
+    async def go():
+        group.writes._applied.capacity = 2
+        for i in range(1, 5):
+            f = group.writes.submit(rep(b"k%d" % i, b"first", ts=1000 + i), request_id=i)
+            group.drive()
+            assert f.result().outcome is Outcome.OK
+        evicted = group.writes._applied.evicted_through
+        assert seq(1002) <= evicted < seq(1003)
+        newer = group.writes.submit(rep(b"k2", b"newer", ts=1010))   # acknowledged after id 2's write
+        group.drive()
+        assert newer.result().outcome is Outcome.OK
+        retry = group.writes.submit(rep(b"k2", b"first", ts=1020), request_id=2, first_seq=seq(1002))
+        group.drive()
+        assert retry.result().outcome is Outcome.OUTCOME_UNKNOWN
+        assert group.storage.get_entry(TABLE, b"k2").value == b"newer"      # not applied again
+        # An id the window never saw, first sent after everything it dropped: applied.
+        fresh = group.writes.submit(rep(b"k9", ts=1030), request_id=9, first_seq=seq(1025))
+        # One first sent before what it dropped (or by an unknown attempt: zeros): unknown.
+        old = group.writes.submit(rep(b"k8", ts=1031), request_id=8, first_seq=seq(1001))
+        zeros = group.writes.submit(rep(b"k7", ts=1032), request_id=7, first_seq=bytes(16))
+        kept = group.writes.submit(rep(b"k4", ts=1033), request_id=4, first_seq=seq(1001))   # still in the window
+        group.drive()
+        assert fresh.result().outcome is Outcome.OK
+        assert old.result().outcome is zeros.result().outcome is Outcome.OUTCOME_UNKNOWN
+        assert kept.result().outcome is Outcome.OK and kept.result().value[1] == seq(1004)   # its first answer
+        assert group.storage.get_entry(TABLE, b"k8") is None and group.storage.get_entry(TABLE, b"k7") is None
+
+    asyncio.run(go())
+
+
 def test_the_window_evicts_whole_entries_and_its_engine_batches_mirror_it():
     w = DedupWindow(capacity=3)
-    table: dict[bytes, bytes] = {}   # what the engine's dedup table holds after each batch
+    table: dict[bytes, tuple[bytes, bytes]] = {}   # what the engine's dedup table holds after each batch: value, seq
 
     def record(index: int, ids: list[int]) -> list[tuple[int, int]] | None:
         seq = index.to_bytes(8, "big") + bytes(8)
@@ -202,11 +243,11 @@ def test_the_window_evicts_whole_entries_and_its_engine_batches_mirror_it():
         if batch is None:
             return None
         changes = []
-        for kind, tid, key, value, _seq in write_batch.decode(batch):
+        for kind, tid, key, value, row_seq in write_batch.decode(batch):
             assert tid == DEDUP_TABLE_ID
             changes.append((kind, int.from_bytes(key[:8], "big")))   # (entry index, part)
             if kind == write_batch.VALUE:
-                table[key] = value
+                table[key] = (value, row_seq)
             else:
                 del table[key]
         return changes
@@ -214,13 +255,18 @@ def test_the_window_evicts_whole_entries_and_its_engine_batches_mirror_it():
     assert record(10, [1, 2]) == [(write_batch.VALUE, 10)]
     assert record(11, [3]) == [(write_batch.VALUE, 11)]
     assert record(11, [3]) is None                                # a replayed entry: recorded already
-    assert record(12, [2, 4]) == [(write_batch.DELETE, 10), (write_batch.VALUE, 12)]   # 4 ids > 3: entry 10 goes
+    assert w.evicted_through == b""
+    # 4 ids > 3: entry 10 goes, and the highest evicted seq is recorded (key: entry index 0)
+    assert record(12, [2, 4]) == [(write_batch.DELETE, 10), (write_batch.VALUE, 0), (write_batch.VALUE, 12)]
+    assert w.evicted_through == (10).to_bytes(8, "big") + bytes(8)
     assert [i for i in range(1, 6) if i in w] == [2, 3, 4]       # 2 stays: entry 12 applied it again
     assert (w.get(2).index, w.get(2).order, w.get(3).index) == (12, 0, 11)
-    assert record(13, [5, 5]) == [(write_batch.DELETE, 11), (write_batch.VALUE, 13)]   # twice in one entry: once
+    assert record(13, [5, 5]) == [(write_batch.DELETE, 11), (write_batch.VALUE, 0),   # twice in one entry: once
+                                  (write_batch.VALUE, 13)]
     # A restart (or a snapshot) rebuilds the same window from the table alone, lazily.
-    again = DedupWindow(capacity=3, source=lambda: [(key, value, b"") for key, value in table.items()])
+    again = DedupWindow(capacity=3, source=lambda: [(key, value, seq) for key, (value, seq) in table.items()])
     assert [again.get(i) for i in (2, 4, 5)] == [w.get(i) for i in (2, 4, 5)] and 3 not in again
+    assert again.evicted_through == w.evicted_through == (11).to_bytes(8, "big") + bytes(8)
     record(14, [6])   # both evict the same oldest entry next
     again.record(14, [(6, APPLIED, (6).to_bytes(16, "big"))], (14).to_bytes(8, "big") + bytes(8))
     assert [i for i in range(1, 7) if i in w] == [i for i in range(1, 7) if i in again] == [5, 6]
@@ -335,6 +381,7 @@ class _ReferenceWindow:
         self.capacity = capacity
         self.ids: dict[int, tuple[int, int, int, bytes]] = {}   # id -> (index, order, status, seqs)
         self.entries: list[tuple[int, list[int], int]] = []      # (index, ids recorded there, parts), oldest first
+        self.evicted_through = 0                                  # the index of the newest entry evicted
 
     def record(self, index: int, requests, parts: int) -> list[tuple[int, int]] | None:
         if not requests or any(i == index for i, _, _ in self.entries):
@@ -353,6 +400,9 @@ class _ReferenceWindow:
                 if self.ids.get(rid, (None,))[0] == old:
                     del self.ids[rid]
             changes += [(write_batch.DELETE, old)] * old_parts
+            self.evicted_through = old   # seqs grow with the index in this test
+        if changes:
+            changes.append((write_batch.VALUE, 0))
         return changes + [(write_batch.VALUE, index)] * parts
 
 
@@ -363,6 +413,7 @@ def test_the_compact_window_keeps_exactly_the_ids_the_plain_rules_keep():
     for capacity in (1, 3, 17, 200):
         w, ref = DedupWindow(capacity=capacity), _ReferenceWindow(capacity)
         table: dict[bytes, bytes] = {}
+        row_seqs: dict[bytes, bytes] = {}
         pool = [rng.getrandbits(64) | 1 for _ in range(3 * capacity + 5)]   # ids come back: retries
         index = 0
         for _ in range(40 * capacity + 50):
@@ -372,19 +423,23 @@ def test_the_compact_window_keeps_exactly_the_ids_the_plain_rules_keep():
             seq = index.to_bytes(8, "big") + bytes(8)
             batch = w.record(index, requests, seq)
             rows = [] if batch is None else write_batch.decode(batch)
-            want = ref.record(index, requests, sum(1 for r in rows if r[0] == write_batch.VALUE))
+            want = ref.record(index, requests, sum(1 for r in rows if r[0] == write_batch.VALUE and r[2] != bytes(10)))
             assert [(kind, int.from_bytes(key[:8], "big")) for kind, _, key, _, _ in rows] == (want or []), index
-            for kind, _, key, value, _ in rows:
+            for kind, _, key, value, row_seq in rows:
                 if kind == write_batch.VALUE:
                     table[key] = value
+                    row_seqs[key] = row_seq
                 else:
                     del table[key]
             if rng.random() < 0.05:
                 assert w.record(index, requests, seq) is None   # a replay: recorded already
             assert len(w) == len(ref.ids)
+            assert w.evicted_through == (ref.evicted_through.to_bytes(8, "big") + bytes(8) if ref.evicted_through
+                                         else b"")
         for rid in pool:
             got = w.get(rid)
             assert (None if got is None else tuple(got)) == ref.ids.get(rid), rid
         # A restart rebuilds the same window from the table alone.
-        again = DedupWindow(capacity=capacity, source=lambda t=table: [(k, v, b"") for k, v in t.items()])
+        again = DedupWindow(capacity=capacity, source=lambda t=table, s=row_seqs: [(k, v, s[k]) for k, v in t.items()])
         assert [again.get(rid) for rid in pool] == [w.get(rid) for rid in pool]
+        assert again.evicted_through == w.evicted_through

@@ -1,0 +1,65 @@
+"""The router's write retries under one request id tell the leader how old the first attempt is.
+
+A write whose answer was lost (OUTCOME_UNKNOWN, a broken stream, a timeout)
+is retried under the same request id; the leader answers a retry its
+deduplication window may have forgotten OUTCOME_UNKNOWN instead of applying
+it again (server/node/dedup.py). For that it needs the lowest seq any attempt
+was stamped with (data.proto, WriteRequest.first_seq): these tests show the
+router sends none on a first attempt, the first attempt's seq on every later
+one, and all zeros when the client says an earlier call's attempt is unknown.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine._native import write_batch
+from server.proto import data_pb2
+from server.router.router import Router
+from server.router.routing import Route
+
+
+class _Leader:
+    """A fake leader's DataClient: answers each write with the next code, records the requests."""
+
+    def __init__(self, codes: list[int]):
+        self.codes = codes
+        self.requests: list[data_pb2.WriteRequest] = []
+
+    async def write_request(self, req: data_pb2.WriteRequest) -> data_pb2.WriteResponse:
+        self.requests.append(req)
+        code = self.codes.pop(0)
+        seqs = write_batch.seqs(req.batch, 0, 1) if code == data_pb2.OK else b""
+        return data_pb2.WriteResponse(id=req.id, code=code, seqs=seqs, epoch=1, leader=1)
+
+
+def _router(leader: _Leader) -> Router:
+    r = Router(5, [])
+
+    async def route(table, key, deadline):
+        return Route(table_id=3, rg=1, leader=1, epoch=1, start=b"", end=None)
+
+    r._route = route
+    r._client = lambda node: leader
+    r._follow_answer = lambda route, leader_id, epoch: True   # the same leader again, at once
+    return r
+
+
+@pytest.mark.parametrize("retry", [False, True])
+def test_every_attempt_after_the_first_carries_the_first_attempts_seq(retry):
+    async def go():
+        leader = _Leader([data_pb2.OUTCOME_UNKNOWN, data_pb2.OUTCOME_UNKNOWN, data_pb2.OK])
+        r = _router(leader)
+        loop = asyncio.get_running_loop()
+        seq = await r.write("t", b"k", b"v", request_id=42, retry=retry, deadline=loop.time() + 30)
+        return leader.requests, seq
+
+    requests, seq = asyncio.run(go())
+    assert len(requests) == 3 and len({req.request_id for req in requests}) == 1
+    stamped = [write_batch.seqs(req.batch, 0, 1) for req in requests]
+    assert stamped == sorted(stamped) and seq == stamped[-1]
+    if retry:   # an attempt of an earlier call went first: its seq is not known here
+        assert [req.first_seq for req in requests] == [bytes(16)] * 3
+    else:
+        assert [req.first_seq for req in requests] == [b"", stamped[0], stamped[0]]
