@@ -29,7 +29,7 @@ One more record, key (entry index 0, part 0) (no entry has index 0): its
 value is the highest seq of the entries evicted so far (`evicted_through`,
 absent until the first eviction). A retry whose id is not in the window and
 whose first attempt was stamped at or below it may have applied in an
-evicted entry: the leader answers it OUTCOME_UNKNOWN instead of applying it
+evicted entry: the leader answers it FORGOTTEN instead of applying it
 again (write_path.py). Stamped seqs only grow in log order (issue 3's
 sequencer rule), so an attempt stamped above it can only be in a kept entry. An
 id applied again by a later entry (a retry proposed anew) counts from the
@@ -58,6 +58,7 @@ from engine._native.u64_map import U64Map
 DEDUP_TABLE_ID = 2**32 - 2        # the engine's largest table id; the catalog never hands it out
 DEDUP_WINDOW = 50_000             # request ids remembered per replica (whole entries: up to one entry fewer)
 MAX_DEDUP_RECORDS = 60_000        # records of one deduplicated request: its seqs fit in one engine value
+MAX_ENTRY_REQUESTS = 10_000       # request ids in one log entry at most (write_path.py splits proposals)
 APPLIED, VOIDED = 1, 2
 _REQUEST = struct.Struct("<QBI")
 _KEY = struct.Struct(">QH")
@@ -81,11 +82,12 @@ class DedupWindow:
     """The window, loaded from the table's rows on first use (`source`), so a
     node opening hundreds of idle replicas reads none of them.
 
-    In memory, about 110 bytes an id instead of about 500 with a dict of
+    In memory, about 130 bytes an id instead of about 500 with a dict of
     tuples (bench/dedup_memory.py; bench/RESULTS.md, 2026-11-28 06:50): one
     record per (request id, entry) in log order, kept in flat arrays (its
     id, its entry's index, its order and status, where its seqs start in one
-    byte arena), and a U64Map from each id to its newest record's number.
+    byte arena, its entry's highest seq for evicted_through), and a U64Map
+    from each id to its newest record's number.
     Evicting the oldest entry drops records from the front; the arrays give
     the dropped prefix back once it is as long as what is kept."""
 
@@ -157,6 +159,11 @@ class DedupWindow:
         for index in sorted(parts):
             self._add(index, [r for _part, value in sorted(parts[index]) for r in _unpack(value)],
                       len(parts[index]), seqs[index])
+        if not evicted and len(self._newest) >= self.capacity - MAX_ENTRY_REQUESTS:
+            # A table written before evicted_through was recorded: a window this
+            # full may have evicted (after an eviction it never holds fewer ids
+            # than this). Everything evicted is older than the oldest entry kept.
+            self.evicted_through = bytes(self._rec_entry_seq[:16])
 
     def _add(self, index: int, requests: list[tuple[int, int, bytes]], parts: int, seq: bytes) -> None:
         if len(seq) != 16:

@@ -95,7 +95,8 @@ _TAKEN_AT_ONCE = (AppendAck, HeartbeatAck, Heartbeat)
 _RESERVED_TABLE = f"table ids from {DEDUP_TABLE_ID} up are the replicas' own (server/node/dedup.py)"
 _DATA_CODE = {Outcome.OK: data_pb2.OK, Outcome.NOT_LEADER: data_pb2.NOT_LEADER,
               Outcome.OUTCOME_UNKNOWN: data_pb2.OUTCOME_UNKNOWN, Outcome.TIMEOUT: data_pb2.TIMEOUT,
-              Outcome.CONDITION_FAILED: data_pb2.CONDITION_FAILED, Outcome.TABLE_DROPPED: data_pb2.TABLE_DROPPED}
+              Outcome.CONDITION_FAILED: data_pb2.CONDITION_FAILED, Outcome.TABLE_DROPPED: data_pb2.TABLE_DROPPED,
+              Outcome.FORGOTTEN: data_pb2.FORGOTTEN}
 
 
 class Node:

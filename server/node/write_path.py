@@ -54,7 +54,7 @@ from typing import Any
 
 from engine._native import write_batch
 from server.node import entry_payload
-from server.node.dedup import APPLIED, VOIDED, Applied, DedupWindow
+from server.node.dedup import APPLIED, MAX_ENTRY_REQUESTS, VOIDED, Applied, DedupWindow
 from server.node.replica_storage import ReplicaStorage
 from server.replication.errors import NotLeaderError
 from server.replication.messages import Entry, EntryKind, Role
@@ -63,7 +63,7 @@ from server.replication.replica import Replica
 log = logging.getLogger(__name__)
 
 MAX_ENTRY_BYTES = 4 << 20   # pending writes beyond this go into further entries of the same proposal
-MAX_ENTRY_REQUESTS = 10_000   # ... and request ids beyond this: an entry's ids always fit the dedup window
+# ... and request ids beyond MAX_ENTRY_REQUESTS (dedup.py): an entry's ids always fit the dedup window
 
 
 class Outcome(IntEnum):
@@ -75,6 +75,7 @@ class Outcome(IntEnum):
     TIMEOUT = 6
     CONDITION_FAILED = 8
     TABLE_DROPPED = 9
+    FORGOTTEN = 10
 
 
 @dataclass(slots=True)
@@ -96,6 +97,7 @@ class _Write:
     if_seq: bytes = b""
     if_absent: bool = False
     on_done: Listener | None = None
+    first_seq: bytes = b""   # a retry: the lowest seq any attempt was stamped with (submit)
 
 
 @dataclass(slots=True)
@@ -159,9 +161,10 @@ class WritePath:
         done-callback, which asyncio schedules for the next round. (A retry
         that joins an attempt in flight hears a round after that attempt:
         it follows the first future's done-callback.) `first_seq`: set on a
-        retry, the lowest seq any attempt of it was stamped with; a retry
-        the window no longer knows but may have forgotten (dedup.py) is
-        answered OUTCOME_UNKNOWN and not applied."""
+        retry, the lowest seq any attempt of it that may have applied was
+        stamped with; a retry the window no longer knows but may have
+        forgotten (dedup.py) is answered FORGOTTEN when it would be proposed,
+        and not applied."""
         fut = asyncio.get_running_loop().create_future()
         if request_id:
             done = self._applied.get(request_id)
@@ -173,20 +176,14 @@ class WritePath:
             if first is not None and not first.done():
                 first.add_done_callback(lambda f: _copy_outcome(f, fut, on_done))
                 return fut
-            if (first_seq and self.replica.role is Role.LEADER
-                    and self._logged.get(request_id, 0) <= self.replica.log.applied_index
-                    and self._applied.may_have_forgotten(first_seq)):
-                fut.set_result(Result(Outcome.OUTCOME_UNKNOWN, self.replica.epoch, self.node_id))
-                notify(fut, on_done)
-                return fut
             self._inflight[request_id] = fut
             if self._logged.get(request_id, 0) > self.replica.log.applied_index:
                 # In this replica's log, not applied yet (typically: proposed by a
                 # deposed leader, and this one is new): its outcome is that entry's.
                 self._awaiting_log.setdefault(request_id, []).append(
-                    _Write(rep, fut, request_id, if_seq, if_absent, on_done))
+                    _Write(rep, fut, request_id, if_seq, if_absent, on_done, first_seq))
                 return fut
-        w = _Write(rep, fut, request_id, if_seq, if_absent, on_done)
+        w = _Write(rep, fut, request_id, if_seq, if_absent, on_done, first_seq)
         (self._conditional if if_seq or if_absent else self._pending).append(w)
         return fut
 
@@ -219,6 +216,13 @@ class WritePath:
             self._reject(self._pending + self._conditional, Outcome.NOT_LEADER)
             self._pending, self._conditional = [], []
             return
+        # A retry the window may have forgotten is not proposed, whatever the
+        # proposing role (LEADER_ELECT proposes too: right after a leader
+        # change, when retries come) and whenever it arrived (a retry taken
+        # while this replica still followed waits here for its appointment).
+        if any(w.first_seq for w in self._pending) or any(w.first_seq for w in self._conditional):
+            self._pending = self._unless_forgotten(self._pending)
+            self._conditional = self._unless_forgotten(self._conditional)
         writes: list[_Write] = []
         if self._conditional:
             if r.role is not Role.LEADER or r.log.applied_index < r.log.last_index:
@@ -228,6 +232,21 @@ class WritePath:
         self._pending = []
         if writes:
             self._propose(writes)
+
+    def _unless_forgotten(self, writes: list[_Write]) -> list[_Write]:
+        """`writes` without the retries whose first attempt the window may have
+        forgotten (dedup.py): those are answered FORGOTTEN, nothing applied. A
+        retry whose id is in the window, or logged here and not applied yet,
+        is not one: it gets the first attempt's outcome (submit)."""
+        kept = []
+        for w in writes:
+            if (w.first_seq and w.request_id not in self._applied
+                    and self._logged.get(w.request_id, 0) <= self.replica.log.applied_index
+                    and self._applied.may_have_forgotten(w.first_seq)):
+                self._resolve(w, Result(Outcome.FORGOTTEN, self.replica.epoch, self.node_id))
+            else:
+                kept.append(w)
+        return kept
 
     def _check_conditions(self, conditional: list[_Write]) -> list[_Write]:
         """The conditional writes whose condition holds now. One whose key a

@@ -19,6 +19,7 @@ class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNAVAILABLE: _ClassVar[Code]
     CONDITION_FAILED: _ClassVar[Code]
     TABLE_DROPPED: _ClassVar[Code]
+    FORGOTTEN: _ClassVar[Code]
 CODE_UNSPECIFIED: Code
 OK: Code
 NOT_LEADER: Code
@@ -29,6 +30,7 @@ TIMEOUT: Code
 UNAVAILABLE: Code
 CONDITION_FAILED: Code
 TABLE_DROPPED: Code
+FORGOTTEN: Code
 
 class WriteRequest(_message.Message):
     __slots__ = ("id", "rg", "batch", "request_id", "if_seq", "if_absent", "first_seq")

@@ -14,9 +14,10 @@ Retries, within the request's deadline:
   OUTCOME_UNKNOWN (leader stepped down with the write in flight): retried
       with the same request id, which the new leader answers from the log if
       the write did commit (the node deduplicates), so a write never applies
-      twice with different outcomes; each retry carries the first attempt's
-      seq (WriteRequest.first_seq), so a leader whose window may have dropped
-      that attempt answers OUTCOME_UNKNOWN rather than apply it again
+      twice with different outcomes; each retry carries the seq of the first
+      attempt that may have applied (WriteRequest.first_seq), so a leader
+      whose window may have dropped that attempt answers FORGOTTEN (UNKNOWN
+      to the client, at once) rather than apply it again
 At the deadline: UNAVAILABLE with a retry hint (trailing metadata
 "retry-after-ms"), or UNKNOWN for a write whose outcome is still unknown.
 
@@ -272,29 +273,27 @@ class Router:
         kind = write_batch.VALUE if value is not None else write_batch.DELETE
         self.stats["writes"] += 1
         unknown = False
-        # Every attempt after the first tells the leader the lowest seq any
-        # attempt was stamped with (data.proto, first_seq): the first one's
-        # (this router's sequencer only grows), or zeros after another call's
-        # attempt, whose seq is not known here. The leader then answers a retry
-        # its deduplication window may have forgotten OUTCOME_UNKNOWN.
+        # A retry tells the leader the lowest seq any attempt that may have
+        # applied was stamped with (data.proto, first_seq): that of the first
+        # attempt whose outcome is unknown (this router's sequencer only
+        # grows; a NOT_LEADER or TABLE_DROPPED answer means not applied), or
+        # zeros after another call's attempt, whose seq is not known here.
+        # The leader answers FORGOTTEN to a retry its window may have dropped.
         first_seq = bytes(16) if retry else b""
-        sent = False
         while True:
             route = await self._route(table, key, deadline)
             client = self._client(route.leader) if route.leader else None
             if client is not None:
                 seq = self._sequencer.next()
                 batch = write_batch.encode_one(kind, route.table_id, key, value, seq)
-                wire_first_seq = first_seq if sent or retry else b""
-                if not sent:
-                    sent, first_seq = True, first_seq or seq
                 req_timeout = max(0.01, deadline - time.monotonic())
                 try:
                     resp = await asyncio.wait_for(client.write_request(data_pb2.WriteRequest(
                         rg=route.rg, batch=batch, request_id=wire_request_id(request_id, route.table_id),
-                        if_seq=if_seq, if_absent=if_absent, first_seq=wire_first_seq)), req_timeout)
+                        if_seq=if_seq, if_absent=if_absent, first_seq=first_seq)), req_timeout)
                 except (StreamBroken, TimeoutError):
                     unknown = True   # it may have reached the leader: retry under the same request id
+                    first_seq = first_seq or seq
                 else:
                     code = resp.code
                     if code == data_pb2.OK:
@@ -305,16 +304,23 @@ class Router:
                                           f"condition failed: the record's current seq is {current}")
                     if code == data_pb2.INVALID_ARGUMENT:
                         raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, resp.message)
+                    if code == data_pb2.FORGOTTEN:   # final: another retry cannot learn more
+                        raise RouterError(grpc.StatusCode.UNKNOWN, "the write's outcome is unknown: an earlier "
+                                          "attempt may have applied, longer ago than the group remembers "
+                                          "requests; read the key to see whether it was applied")
                     if code == data_pb2.TABLE_DROPPED:
                         if await self._recreated(table, route.table_id, deadline):
                             # Voided everywhere (never applied): it goes to the new table,
-                            # under the id every router derives for it there.
+                            # under the id every router derives for it there (not sent by
+                            # this call yet: only another call's attempt may be unknown).
                             self.stats["retries"] += 1
+                            first_seq = bytes(16) if retry else b""
                             continue
                         raise RouterError(grpc.StatusCode.NOT_FOUND, f"table {table!r} was dropped before the "
                                           "write committed: it was not applied")
                     if code == data_pb2.OUTCOME_UNKNOWN:
                         unknown = True
+                        first_seq = first_seq or seq
                     if self._follow_answer(route, resp.leader, resp.epoch):
                         self.stats["retries"] += 1
                         continue

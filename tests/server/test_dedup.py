@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
-from host_group import TABLE, HostGroup
+import pytest
+from host_group import MEMBERS, TABLE, HostGroup
+from host_group import rep as rep_of
 from test_write_path import OneMemberGroup, group, rep  # noqa: F401 - group: a one-member group fixture
 
 from engine._native import write_batch
@@ -192,7 +194,7 @@ def test_a_condition_failing_on_a_write_of_the_same_round_reports_that_writes_se
     asyncio.run(go())
 
 
-def test_a_retry_the_window_may_have_forgotten_is_answered_unknown_not_applied_again(group):  # noqa: F811
+def test_a_retry_the_window_may_have_forgotten_is_answered_forgotten_not_applied_again(group):  # noqa: F811
     # A window of 2 ids: the writes of ids 1 and 2 are evicted by the next
     # ones. A retry of id 1 (the router's first attempt was stamped at ts
     # 1001) is not in the window any more, and the window dropped entries
@@ -216,7 +218,7 @@ def test_a_retry_the_window_may_have_forgotten_is_answered_unknown_not_applied_a
         assert newer.result().outcome is Outcome.OK
         retry = group.writes.submit(rep(b"k2", b"first", ts=1020), request_id=2, first_seq=seq(1002))
         group.drive()
-        assert retry.result().outcome is Outcome.OUTCOME_UNKNOWN
+        assert retry.result().outcome is Outcome.FORGOTTEN
         assert group.storage.get_entry(TABLE, b"k2").value == b"newer"      # not applied again
         # An id the window never saw, first sent after everything it dropped: applied.
         fresh = group.writes.submit(rep(b"k9", ts=1030), request_id=9, first_seq=seq(1025))
@@ -226,11 +228,105 @@ def test_a_retry_the_window_may_have_forgotten_is_answered_unknown_not_applied_a
         kept = group.writes.submit(rep(b"k4", ts=1033), request_id=4, first_seq=seq(1001))   # still in the window
         group.drive()
         assert fresh.result().outcome is Outcome.OK
-        assert old.result().outcome is zeros.result().outcome is Outcome.OUTCOME_UNKNOWN
+        assert old.result().outcome is zeros.result().outcome is Outcome.FORGOTTEN
         assert kept.result().outcome is Outcome.OK and kept.result().value[1] == seq(1004)   # its first answer
         assert group.storage.get_entry(TABLE, b"k8") is None and group.storage.get_entry(TABLE, b"k7") is None
 
     asyncio.run(go())
+
+
+def _seq(ts: int) -> bytes:
+    from engine._native import sequencer
+    return sequencer.encode(ts, 0, 77)
+
+
+async def _group_with_evicted_ids(tmp_path) -> HostGroup:
+    """3 members, each with a window of 2 ids: ids 1..4 written by leader 1
+    (1 and 2 evicted everywhere), then a newer write to k2."""
+    g = HostGroup(str(tmp_path))
+    for h in g.hosts.values():
+        h.writes._applied.capacity = 2
+    await g.elect(1, 1, (1, 2, 3))
+    for i in range(1, 5):
+        f = g.write(1, b"k%d" % i, b"first", request_id=i)
+        await g.pump()
+        assert f.result().outcome is Outcome.OK
+    newer = g.write(1, b"k2", b"newer")
+    await g.pump()
+    assert newer.result().outcome is Outcome.OK
+    return g
+
+
+@pytest.mark.parametrize("when", ["leader", "leader_elect", "follower_then_appointed"])
+def test_a_forgotten_retry_after_a_leader_change_is_not_applied_in_any_role(tmp_path, when):
+    # Right after a leader change is when routers retry. A new leader
+    # proposes before its NOOP commits (LEADER_ELECT), and a retry may reach
+    # a member before it processed its appointment: the check must hold
+    # whenever a write is proposed, not only when it is submitted.
+    from server.replication.messages import Appointment, Config, PromiseRequest
+
+    async def go():
+        g = await _group_with_evicted_ids(tmp_path)
+        g.down = {1}                                  # leader 1 dies
+        h2 = g.hosts[2]
+        appointment = Appointment(epoch=2, sender=0, recipient=2, config=Config(frozenset(MEMBERS)))
+        if when == "leader":
+            await g.elect(2, 2, (2, 3))
+            retry = g.write(2, b"k2", b"first", request_id=2, first_seq=_seq(1000))
+            await g.pump()
+        elif when == "leader_elect":
+            for n in (2, 3):
+                g.hosts[n].step(PromiseRequest(epoch=2, sender=0, recipient=n))
+            await g.pump()
+            g.down = {1, 3}                           # 3 is slow: the NOOP waits
+            h2.step(appointment)
+            await g.pump()
+            assert h2.replica.role is Role.LEADER_ELECT
+            retry = g.write(2, b"k2", b"first", request_id=2, first_seq=_seq(1000))
+            await g.pump()
+            g.down = {1}
+            await g.pump(ticks=4)
+        else:
+            for n in (2, 3):
+                g.hosts[n].step(PromiseRequest(epoch=2, sender=0, recipient=n))
+            await g.pump()
+            assert h2.replica.role is Role.FOLLOWER
+            h2.step(appointment, wake=False)          # the appointment and the retry in one loop turn
+            retry = h2.submit_write(rep_of(b"k2", b"first"), request_id=2, first_seq=_seq(1000), wake=False)
+            h2.start_client_work()
+            await g.pump(ticks=4)
+        outcome, value = retry.result().outcome, h2.storage.get_entry(TABLE, b"k2").value
+        await g.close()
+        return outcome, value
+
+    outcome, value = asyncio.run(go())
+    assert outcome is Outcome.FORGOTTEN and value == b"newer", (outcome, value)
+
+
+def test_a_window_stored_before_evicted_through_was_recorded_counts_as_having_evicted(group):  # noqa: F811
+    # A store written before the window recorded its evictions holds a full
+    # window and no index-0 row: after a restart it must not take a retry of
+    # an evicted id for one it never saw.
+    from server.node.dedup import _EVICTED_KEY
+    from server.node.write_path import WritePath
+
+    async def go():
+        group.writes._applied.capacity = 2
+        for i in range(1, 5):
+            f = group.writes.submit(rep(b"k%d" % i, b"first", ts=1000 + i), request_id=i)
+            group.drive()
+            assert f.result().outcome is Outcome.OK
+        group.writes.submit(rep(b"k2", b"newer", ts=1010))
+        group.drive()
+        group.storage.apply_dedup(write_batch.encode_many(   # what an older version left on disk
+            [(write_batch.DELETE, DEDUP_TABLE_ID, _EVICTED_KEY, None, _seq(1011))]))
+        group.writes = WritePath(1, group.replica, group.storage)   # a restart: the window reloads
+        group.writes._applied.capacity = 2
+        retry = group.writes.submit(rep(b"k2", b"first", ts=1020), request_id=2, first_seq=_seq(1002))
+        group.drive()
+        return retry.result().outcome, group.storage.get_entry(TABLE, b"k2").value
+
+    assert asyncio.run(go()) == (Outcome.FORGOTTEN, b"newer")
 
 
 def test_the_window_evicts_whole_entries_and_its_engine_batches_mirror_it():

@@ -43,6 +43,11 @@ def _router(leader: _Leader) -> Router:
     r._route = route
     r._client = lambda node: leader
     r._follow_answer = lambda route, leader_id, epoch: True   # the same leader again, at once
+
+    async def recreated(table, dropped_id, deadline):
+        return True   # the table was dropped and made again: the write goes to the new one
+
+    r._recreated = recreated
     return r
 
 
@@ -63,3 +68,36 @@ def test_every_attempt_after_the_first_carries_the_first_attempts_seq(retry):
         assert [req.first_seq for req in requests] == [bytes(16)] * 3
     else:
         assert [req.first_seq for req in requests] == [b"", stamped[0], stamped[0]]
+
+
+def test_attempts_that_surely_did_not_apply_do_not_count_as_first():
+    # NOT_LEADER and TABLE_DROPPED say "not applied": the first attempt that
+    # may have applied is the one after them (a stream broken here).
+    async def go():
+        leader = _Leader([data_pb2.NOT_LEADER, data_pb2.OUTCOME_UNKNOWN, data_pb2.TABLE_DROPPED,
+                          data_pb2.NOT_LEADER, data_pb2.OUTCOME_UNKNOWN, data_pb2.OK])
+        r = _router(leader)
+        loop = asyncio.get_running_loop()
+        await r.write("t", b"k", b"v", request_id=42, deadline=loop.time() + 30)
+        return leader.requests
+
+    requests = asyncio.run(go())
+    stamped = [write_batch.seqs(req.batch, 0, 1) for req in requests]
+    # after TABLE_DROPPED the write goes to the recreated table under a new
+    # wire id (here the same fake table id, so the same wire id): counted afresh
+    assert [req.first_seq for req in requests] == [b"", b"", stamped[1], b"", b"", stamped[4]]
+
+
+def test_a_forgotten_retry_ends_unknown_at_once_without_more_attempts():
+    from server.router.router import RouterError
+
+    async def go():
+        leader = _Leader([data_pb2.OUTCOME_UNKNOWN, data_pb2.FORGOTTEN, data_pb2.OK])
+        r = _router(leader)
+        loop = asyncio.get_running_loop()
+        with pytest.raises(RouterError) as exc:
+            await r.write("t", b"k", b"v", request_id=42, deadline=loop.time() + 30)
+        return leader.requests, exc.value
+
+    requests, err = asyncio.run(go())
+    assert len(requests) == 2 and err.code.name == "UNKNOWN" and "read the key" in err.message
