@@ -194,28 +194,36 @@ def test_a_condition_failing_on_a_write_of_the_same_round_reports_that_writes_se
     asyncio.run(go())
 
 
+def _seq(ts: int) -> bytes:
+    from engine._native import sequencer
+    return sequencer.encode(ts, 0, 77)
+
+
+def _write_ids_1_to_4_then_a_newer_k2(group: OneMemberGroup) -> None:  # noqa: F811
+    """With a window of 2: ids 1..4 write k1..k4 (stamped at ts 1001..1004; 1 and 2
+    are evicted), then a write without an id puts a newer value in k2."""
+    group.writes._applied.capacity = 2
+    for i in range(1, 5):
+        f = group.writes.submit(rep(b"k%d" % i, b"first", ts=1000 + i), request_id=i)
+        group.drive()
+        assert f.result().outcome is Outcome.OK
+    newer = group.writes.submit(rep(b"k2", b"newer", ts=1010))   # acknowledged after id 2's write
+    group.drive()
+    assert newer.result().outcome is Outcome.OK
+
+
 def test_a_retry_the_window_may_have_forgotten_is_answered_forgotten_not_applied_again(group):  # noqa: F811
     # A window of 2 ids: the writes of ids 1 and 2 are evicted by the next
     # ones. A retry of id 1 (the router's first attempt was stamped at ts
     # 1001) is not in the window any more, and the window dropped entries
     # stamped at or above 1001: it may have applied, so the leader must not
     # apply it again (it would overwrite the writes acknowledged since).
-    from engine._native import sequencer
-
-    def seq(ts: int) -> bytes:
-        return sequencer.encode(ts, 0, 77)
+    seq = _seq
 
     async def go():
-        group.writes._applied.capacity = 2
-        for i in range(1, 5):
-            f = group.writes.submit(rep(b"k%d" % i, b"first", ts=1000 + i), request_id=i)
-            group.drive()
-            assert f.result().outcome is Outcome.OK
+        _write_ids_1_to_4_then_a_newer_k2(group)
         evicted = group.writes._applied.evicted_through
         assert seq(1002) <= evicted < seq(1003)
-        newer = group.writes.submit(rep(b"k2", b"newer", ts=1010))   # acknowledged after id 2's write
-        group.drive()
-        assert newer.result().outcome is Outcome.OK
         retry = group.writes.submit(rep(b"k2", b"first", ts=1020), request_id=2, first_seq=seq(1002))
         group.drive()
         assert retry.result().outcome is Outcome.FORGOTTEN
@@ -233,11 +241,6 @@ def test_a_retry_the_window_may_have_forgotten_is_answered_forgotten_not_applied
         assert group.storage.get_entry(TABLE, b"k8") is None and group.storage.get_entry(TABLE, b"k7") is None
 
     asyncio.run(go())
-
-
-def _seq(ts: int) -> bytes:
-    from engine._native import sequencer
-    return sequencer.encode(ts, 0, 77)
 
 
 async def _group_with_evicted_ids(tmp_path) -> HostGroup:
@@ -311,13 +314,7 @@ def test_a_window_stored_before_evicted_through_was_recorded_counts_as_having_ev
     from server.node.write_path import WritePath
 
     async def go():
-        group.writes._applied.capacity = 2
-        for i in range(1, 5):
-            f = group.writes.submit(rep(b"k%d" % i, b"first", ts=1000 + i), request_id=i)
-            group.drive()
-            assert f.result().outcome is Outcome.OK
-        group.writes.submit(rep(b"k2", b"newer", ts=1010))
-        group.drive()
+        _write_ids_1_to_4_then_a_newer_k2(group)
         group.storage.apply_dedup(write_batch.encode_many(   # what an older version left on disk
             [(write_batch.DELETE, DEDUP_TABLE_ID, _EVICTED_KEY, None, _seq(1011))]))
         group.writes = WritePath(1, group.replica, group.storage)   # a restart: the window reloads
