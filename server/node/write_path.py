@@ -216,13 +216,19 @@ class WritePath:
             self._reject(self._pending + self._conditional, Outcome.NOT_LEADER)
             self._pending, self._conditional = [], []
             return
-        # A retry the window may have forgotten is not proposed, whatever the
-        # proposing role (LEADER_ELECT proposes too: right after a leader
-        # change, when retries come) and whenever it arrived (a retry taken
-        # while this replica still followed waits here for its appointment).
-        if any(w.first_seq for w in self._pending) or any(w.first_seq for w in self._conditional):
-            self._pending = self._unless_forgotten(self._pending)
-            self._conditional = self._unless_forgotten(self._conditional)
+        # A retry is checked again when it is proposed, not only when it was
+        # submitted: it may have come in while this replica followed, and its
+        # first attempt may have reached this log since (an old leader's late
+        # Append stepped in the same turn as the appointment, not shown to
+        # us by a Ready yet: observed here, once more, harmlessly). Its
+        # outcome is then the first attempt's; one the window may have
+        # forgotten is not proposed, whatever the proposing role
+        # (LEADER_ELECT proposes too, right after a leader change).
+        if any(w.request_id for w in self._pending) or any(w.request_id for w in self._conditional):
+            if r.log.last_index > r.log.stable_index:
+                self.observe(r.log.entries(r.log.stable_index + 1, r.log.last_index))
+            self._pending = self._retries_settled(self._pending)
+            self._conditional = self._retries_settled(self._conditional)
         writes: list[_Write] = []
         if self._conditional:
             if r.role is not Role.LEADER or r.log.applied_index < r.log.last_index:
@@ -233,16 +239,20 @@ class WritePath:
         if writes:
             self._propose(writes)
 
-    def _unless_forgotten(self, writes: list[_Write]) -> list[_Write]:
-        """`writes` without the retries whose first attempt the window may have
-        forgotten (dedup.py): those are answered FORGOTTEN, nothing applied. A
-        retry whose id is in the window, or logged here and not applied yet,
-        is not one: it gets the first attempt's outcome (submit)."""
+    def _retries_settled(self, writes: list[_Write]) -> list[_Write]:
+        """`writes` without the ones whose request id decides their outcome
+        now: in the window (the first attempt's outcome), in this log and not
+        applied yet (waits for that entry, as in submit), or a retry the window
+        may have forgotten (dedup.py: answered FORGOTTEN, nothing applied)."""
         kept = []
+        applied_index = self.replica.log.applied_index
         for w in writes:
-            if (w.first_seq and w.request_id not in self._applied
-                    and self._logged.get(w.request_id, 0) <= self.replica.log.applied_index
-                    and self._applied.may_have_forgotten(w.first_seq)):
+            done = self._applied.get(w.request_id) if w.request_id else None
+            if done is not None:
+                self._resolve(w, self._first_outcome(done))
+            elif w.request_id and self._logged.get(w.request_id, 0) > applied_index:
+                self._awaiting_log.setdefault(w.request_id, []).append(w)
+            elif w.first_seq and self._applied.may_have_forgotten(w.first_seq):
                 self._resolve(w, Result(Outcome.FORGOTTEN, self.replica.epoch, self.node_id))
             else:
                 kept.append(w)

@@ -306,6 +306,46 @@ def test_a_forgotten_retry_after_a_leader_change_is_not_applied_in_any_role(tmp_
     assert outcome is Outcome.FORGOTTEN and value == b"newer", (outcome, value)
 
 
+def test_a_retry_taken_while_following_waits_for_its_first_attempt_found_in_the_log_since(tmp_path):
+    # In one loop turn member 2 takes a router's retry of id 2 (still a
+    # follower: it waits for an appointment), then steps the old leader's
+    # late Append holding id 2's first attempt and a newer write to the same
+    # key, its promise and its appointment. The retry is proposed after those
+    # steps but before a Ready shows the Append: it must find id 2 in the log
+    # and take that entry's outcome, not be proposed again (which would
+    # apply id 2 twice, over the newer value). Found by a review.
+    from server.replication.messages import Append, Appointment, Config, PromiseRequest
+
+    async def go():
+        g = HostGroup(str(tmp_path))
+        await g.elect(1, 1, (1, 2, 3))
+        h2 = g.hosts[2]
+        g.write(1, b"k2", b"first", request_id=2)
+        await g.idle()
+        g.write(1, b"k2", b"newer")
+        await g.idle()
+        held = [m for m in g.queue if m.recipient == 2 and isinstance(m, Append) and m.entries]
+        g.queue = []
+        assert held
+        g.down = {1}                                            # 1 dies: the router retries at 2
+        g.hosts[3].step(PromiseRequest(epoch=2, sender=0, recipient=3))
+        await g.pump()
+        retry = h2.submit_write(rep_of(b"k2", b"first", ts=2000), request_id=2, first_seq=_seq(1000), wake=False)
+        for m in held:
+            h2.step(m, wake=False)
+        h2.step(PromiseRequest(epoch=2, sender=0, recipient=2), wake=False)
+        h2.step(Appointment(epoch=2, sender=0, recipient=2, config=Config(frozenset(MEMBERS))), wake=False)
+        h2.start_client_work()
+        await g.pump(ticks=6)
+        assert h2.replica.role is Role.LEADER
+        out = (retry.result().outcome, h2.storage.get_entry(TABLE, b"k2").value)
+        await g.close()
+        return out
+
+    outcome, value = asyncio.run(go())
+    assert value == b"newer" and outcome is Outcome.OK, (outcome, value)   # id 2's first outcome: applied
+
+
 def test_a_window_stored_before_evicted_through_was_recorded_counts_as_having_evicted(group):  # noqa: F811
     # A store written before the window recorded its evictions holds a full
     # window and no index-0 row: after a restart it must not take a retry of
