@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -194,8 +194,13 @@ class WritePath:
         return Result(Outcome.OK, self.replica.epoch, self.node_id, (done.index, done.seqs))
 
     def observe(self, entries: Sequence[Entry]) -> None:
-        """Entries entering this replica's log: the next stamps go above their
-        seqs, and their request ids are known to be in the log."""
+        """Entries entering this replica's log, from entries[0].index on (what
+        was there before is gone: a replaced suffix): the next stamps go above
+        their seqs, and their request ids are known to be in the log. Retries
+        that waited for an entry the log no longer holds are queued again."""
+        if not entries:
+            return
+        dropped = self._forget_logged_from(entries[0].index)
         for e in entries:
             if e.kind is EntryKind.WRITE and entry_payload.dropped_table(e.payload) is None:
                 requests, rep = entry_payload.decode(e.payload)
@@ -206,6 +211,25 @@ class WritePath:
                     if request_id not in self._applied:
                         self._logged[request_id] = e.index
                         self._ids_at.setdefault(e.index, set()).add(request_id)
+        self._requeue_awaiting(dropped - self._logged.keys())
+
+    def _forget_logged_from(self, index: int) -> set[int]:
+        """Forgets the request ids logged at `index` or later (those entries left
+        the log); returns them."""
+        dropped: set[int] = set()
+        for at in [at for at in self._ids_at if at >= index]:
+            for request_id in self._ids_at.pop(at):
+                if self._logged.get(request_id) == at:
+                    del self._logged[request_id]
+                    dropped.add(request_id)
+        return dropped
+
+    def _requeue_awaiting(self, request_ids: Iterable[int]) -> None:
+        """Retries that waited for an entry no longer in the log: proposed anew
+        (settled by their id first: _retries_settled)."""
+        for request_id in request_ids:
+            for w in self._awaiting_log.pop(request_id, []):
+                (self._conditional if w.if_seq or w.if_absent else self._pending).append(w)
 
     # ---------------------------------------------------------------- proposing
     def propose_pending(self) -> None:
@@ -393,6 +417,7 @@ class WritePath:
         self.last_seq = max(self.last_seq, self.storage.db.last_seq)
         for at in sorted(i for i in self._ids_at if i <= index):
             self._settle_logged(at)
+        self._requeue_awaiting(self._forget_logged_from(index + 1))   # the install emptied the log past it
 
     def propose_drop(self, table_id: int) -> asyncio.Future:
         """Proposes dropping a table on every replica; resolves when applied."""

@@ -346,6 +346,39 @@ def test_a_retry_taken_while_following_waits_for_its_first_attempt_found_in_the_
     assert value == b"newer" and outcome is Outcome.OK, (outcome, value)   # id 2's first outcome: applied
 
 
+def test_a_retry_whose_first_attempt_left_the_log_with_a_replaced_suffix_is_proposed_again(tmp_path):
+    # Leader 1, cut off, logs id 555 at an index that member 2's election
+    # then truncates away; 1 leads again with a shorter log. A retry of 555
+    # must not wait for an entry at that index (in an idle group, forever):
+    # the id left the log, so the retry is proposed anew. Found by a review.
+    async def go():
+        g = HostGroup(str(tmp_path))
+        await g.elect(1, 1, (1, 2, 3))
+        g.down = {1}
+        for key in (b"a", b"b"):
+            g.write(1, key, b"x")
+            await g.pump()
+        first = g.write(1, b"k", b"v1", request_id=555)
+        await g.pump()
+        h1 = g.hosts[1]
+        at = h1.replica.log.last_index
+        await g.elect(2, 2, (2, 3))                   # 2's NOOP replaces 1's suffix
+        g.down = set()
+        await g.pump(ticks=6)
+        assert first.result().outcome is Outcome.OUTCOME_UNKNOWN and h1.replica.log.last_index < at
+        g.down = {2}
+        await g.elect(3, 1, (1, 3))
+        retry = g.write(1, b"k", b"v1", request_id=555)
+        await g.pump(ticks=40)
+        outcome = retry.result().outcome if retry.done() else None
+        value = h1.storage.get_entry(TABLE, b"k")
+        await g.close()
+        return outcome, value
+
+    outcome, value = asyncio.run(go())
+    assert outcome is Outcome.OK and value.value == b"v1", (outcome, value)
+
+
 def test_a_window_stored_before_evicted_through_was_recorded_counts_as_having_evicted(group):  # noqa: F811
     # A store written before the window recorded its evictions holds a full
     # window and no index-0 row: after a restart it must not take a retry of
