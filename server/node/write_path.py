@@ -286,15 +286,12 @@ class WritePath:
         """The conditional writes whose condition holds now. One whose key a
         write accepted just before it changes (its seq not stamped yet) is
         kept for the next round, which checks it against the applied state:
-        an answer of CONDITION_FAILED carries the key's current seq."""
+        an answer of CONDITION_FAILED carries the key's current seq. (A retry
+        whose id applied meanwhile was answered just before: _retries_settled.)"""
         accepted: list[_Write] = []
         later: list[_Write] = []
         changed: set[tuple[int, bytes]] = set()   # keys accepted this round
         for w in conditional:
-            done = self._applied.get(w.request_id) if w.request_id else None
-            if done is not None:   # a retry of a write that applied meanwhile: its first outcome
-                self._resolve(w, self._first_outcome(done))
-                continue
             (_kind, tid, user_key, _value, _seq), = write_batch.decode(w.rep)   # one record: checked on arrival
             if (tid, user_key) in changed:
                 later.append(w)
