@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         procs = {role: _load(os.path.join(marks_dir, f"{pid}.marks")) for pid, role in roles.items()
                  if os.path.exists(os.path.join(marks_dir, f"{pid}.marks"))}
         client = _load(os.path.join(marks_dir, f"{os.getpid()}.marks"))
+        # The client's own steps between its send and its answer (server/node/data_client.py).
+        procs["client"] = [m for m in client if m[1] not in ("client.send", "client.answer")]
     print(f"write_timeline: {done} writes in {elapsed:.1f} s ({done / elapsed:.0f}/s), one client, "
           f"{os.cpu_count()} cores; median microseconds after the client sent a write")
     previous = 0.0

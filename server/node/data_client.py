@@ -18,6 +18,7 @@ import itertools
 
 import grpc
 
+from server import timeline
 from server.node.peers import STREAM_CHANNEL_OPTIONS
 from server.node_identity import NODE_METADATA_KEY
 from server.proto import data_pb2, data_pb2_grpc
@@ -58,6 +59,8 @@ class _Stream:
                 take, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
                 batch.requests.extend(take)
                 self.batches_sent += 1
+                if timeline.ENABLED:
+                    timeline.mark("client.batch_out")
                 yield batch
 
     async def _run(self) -> None:
@@ -65,6 +68,8 @@ class _Stream:
         err = StreamBroken("stream closed by the client")   # close() cancelled us
         try:
             async for out in call:
+                if timeline.ENABLED:
+                    timeline.mark("client.batch_in")
                 for resp in out.responses:
                     fut = self._waiting.pop(resp.id, None)
                     if fut is not None and not fut.done():
