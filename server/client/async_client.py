@@ -216,8 +216,8 @@ class AsyncClient:
             try:
                 result = await stream.call(kv_pb2.Op(timeout_ms=timeout_ms, **{kind: req}), size, write, remaining)
                 if result.code != 0:
-                    raise classify(error_for(result.code, result.message, result.retry_after_ms), write=write,
-                                   sent=True)
+                    raise classify(error_for(result.code, result.message, result.retry_after_ms, result.final),
+                                   write=write, sent=True)
             except OutcomeUnknown:
                 if write:   # the next attempt says so: its router cannot know this one's seq (kv.proto, retry)
                     req.retry = True

@@ -15,7 +15,10 @@ Contract:
      have reached the server without an answer. So `Unavailable` or
      `DeadlineExceeded` from a write means it was not applied.
   3. `Unavailable` and `OutcomeUnknown` reach the caller only after the SDK's
-     retries (server/client/retry.py) ran out of deadline.
+     retries (server/client/retry.py) ran out of deadline, except an
+     `OutcomeUnknown` the server marked `final`: the group no longer
+     remembers the request id, so no retry can settle it, and it is raised
+     at once.
 
 Thread-safety: exceptions are plain values; `error_for` is a pure function.
 """
@@ -24,16 +27,19 @@ from __future__ import annotations
 import grpc
 
 RETRY_AFTER_KEY = "retry-after-ms"     # the trailing metadata key of a unary UNAVAILABLE
+FINAL_KEY = "quorumkv-final"           # ... of a unary UNKNOWN that no retry can settle (kv.proto, OpResult.final)
 
 
 class QuorumKVError(Exception):
     """Base class of every SDK error. Other, unexpected status codes raise this class itself."""
 
-    def __init__(self, message: str, *, code: grpc.StatusCode | None = None, retry_after_ms: int = 0):
+    def __init__(self, message: str, *, code: grpc.StatusCode | None = None, retry_after_ms: int = 0,
+                 final: bool = False):
         super().__init__(message)
         self.message = message
         self.code = code
         self.retry_after_ms = retry_after_ms
+        self.final = final   # the server says retrying cannot change the answer
 
     def __str__(self) -> str:
         return self.message if self.code is None else f"{self.code.name}: {self.message}"
@@ -93,13 +99,14 @@ def status_code(code: int | grpc.StatusCode) -> grpc.StatusCode:
     return _CODE_OF_INT.get(code, grpc.StatusCode.UNKNOWN)
 
 
-def error_for(code: int | grpc.StatusCode, message: str, retry_after_ms: int = 0) -> QuorumKVError:
+def error_for(code: int | grpc.StatusCode, message: str, retry_after_ms: int = 0,
+              final: bool = False) -> QuorumKVError:
     """THE mapping: the exception for a non-OK status code (an int from OpResult or a grpc.StatusCode).
 
     Requires: `code` is not OK."""
     sc = status_code(code)
     cls = _BY_CODE.get(sc, QuorumKVError)
-    return cls(message or sc.name.lower(), code=sc, retry_after_ms=retry_after_ms)
+    return cls(message or sc.name.lower(), code=sc, retry_after_ms=retry_after_ms, final=final)
 
 
 def retry_after_ms_of(metadata) -> int:
@@ -113,6 +120,12 @@ def retry_after_ms_of(metadata) -> int:
     return 0
 
 
+def final_of(metadata) -> bool:
+    """Whether a call's trailing metadata marks its error final (FINAL_KEY)."""
+    return any(key == FINAL_KEY and value == "1" for key, value in metadata or ())
+
+
 def error_for_rpc(exc: grpc.aio.AioRpcError) -> QuorumKVError:
-    """`error_for` of a failed unary call, with its trailing `retry-after-ms`."""
-    return error_for(exc.code(), exc.details() or "", retry_after_ms_of(exc.trailing_metadata()))
+    """`error_for` of a failed unary call, with its trailing `retry-after-ms` and final mark."""
+    trailing = exc.trailing_metadata()
+    return error_for(exc.code(), exc.details() or "", retry_after_ms_of(trailing), final_of(trailing))

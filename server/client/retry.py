@@ -7,9 +7,10 @@ the caller finally sees.
 Contract:
   1. Retried: `Unavailable` (no leader yet, router unreachable, stream broken
      before the op was sent) and `OutcomeUnknown` (the op was sent and its
-     answer lost). A write is only ever retried with the SAME request id (its
-     caller builds the request once), so the server deduplicates it; reads
-     are idempotent. Nothing else is retried.
+     answer lost), unless the server marked it `final` (errors.py, contract
+     3). A write is only ever retried with the SAME request id (its caller
+     builds the request once), so the server deduplicates it; reads are
+     idempotent. Nothing else is retried.
   2. The wait before retry n (n = 0, 1, ...) is the server's `retry_after_ms`
      when it gave one, else a backoff of `min(max_backoff, initial_backoff *
      multiplier**n)`, half of it fixed and half uniformly random (jitter).
@@ -91,6 +92,10 @@ async def with_retries(attempt: Callable[[Deadline], Awaitable[T]], deadline: De
         try:
             return await attempt(deadline)
         except (Unavailable, OutcomeUnknown) as exc:
+            if exc.final:
+                exc.add_note(f"quorumkv: not retried after {retry + 1} attempt(s): the server says no retry "
+                             "can settle it")
+                raise
             last = exc
             maybe_applied = maybe_applied or (write and isinstance(exc, OutcomeUnknown))
         except DeadlineExceeded:

@@ -155,7 +155,7 @@ class Op(_message.Message):
     def __init__(self, id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., put: _Optional[_Union[PutRequest, _Mapping]] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteRequest, _Mapping]] = ...) -> None: ...
 
 class OpResult(_message.Message):
-    __slots__ = ("id", "code", "message", "seq", "found", "value", "retry_after_ms")
+    __slots__ = ("id", "code", "message", "seq", "found", "value", "retry_after_ms", "final")
     ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +163,7 @@ class OpResult(_message.Message):
     FOUND_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
     id: int
     code: int
     message: str
@@ -170,7 +171,8 @@ class OpResult(_message.Message):
     found: bool
     value: bytes
     retry_after_ms: int
-    def __init__(self, id: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., seq: _Optional[bytes] = ..., found: _Optional[bool] = ..., value: _Optional[bytes] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+    final: bool
+    def __init__(self, id: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., seq: _Optional[bytes] = ..., found: _Optional[bool] = ..., value: _Optional[bytes] = ..., retry_after_ms: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class OpBatch(_message.Message):
     __slots__ = ("ops",)

@@ -17,7 +17,8 @@ Retries, within the request's deadline:
       twice with different outcomes; each retry carries the seq of the first
       attempt that may have applied (WriteRequest.first_seq), so a leader
       whose window may have dropped that attempt answers FORGOTTEN (UNKNOWN
-      to the client, at once) rather than apply it again
+      to the client, at once, marked final so the SDK does not retry it)
+      rather than apply it again
 At the deadline: UNAVAILABLE with a retry hint (trailing metadata
 "retry-after-ms"), or UNKNOWN for a write whose outcome is still unknown.
 
@@ -63,11 +64,12 @@ _TOKEN_VERSION = 1
 class RouterError(Exception):
     """A request's failure as a gRPC status code and a message that says what to fix."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, retry_after_ms: int = 0):
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after_ms: int = 0, final: bool = False):
         super().__init__(message)
         self.code = code
         self.message = message
         self.retry_after_ms = retry_after_ms
+        self.final = final   # an UNKNOWN no retry can settle (kv.proto, OpResult.final)
 
 
 @dataclass(slots=True)
@@ -307,7 +309,7 @@ class Router:
                     if code == data_pb2.FORGOTTEN:   # final: another retry cannot learn more
                         raise RouterError(grpc.StatusCode.UNKNOWN, "the write's outcome is unknown: an earlier "
                                           "attempt may have applied, longer ago than the group remembers "
-                                          "requests; read the key to see whether it was applied")
+                                          "requests; read the key to see whether it was applied", final=True)
                     if code == data_pb2.TABLE_DROPPED:
                         if await self._recreated(table, route.table_id, deadline):
                             # Voided everywhere (never applied): it goes to the new table,

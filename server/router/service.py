@@ -2,8 +2,9 @@
 
 Purpose: maps each RPC to a Router operation, with the request's deadline
 (the client's, capped at DEFAULT_DEADLINE) and RouterError -> gRPC status:
-unary calls abort with the code and message (plus "retry-after-ms" trailing
-metadata on UNAVAILABLE); in the Batch stream each OpResult carries them.
+unary calls abort with the code and message (plus trailing metadata:
+"retry-after-ms" on UNAVAILABLE, "quorumkv-final" on an UNKNOWN no retry can
+settle); in the Batch stream each OpResult carries them.
 
 Batch: every op of an incoming OpBatch runs as its own task, so ops for the
 same RG leader meet in that leader's DataClient stream and travel together;
@@ -20,6 +21,7 @@ import time
 
 import grpc
 
+from server.client.errors import FINAL_KEY, RETRY_AFTER_KEY
 from server.proto import kv_pb2, kv_pb2_grpc, meta_pb2
 from server.router.metrics import LATENCY, OPS, measured
 from server.router.router import DEFAULT_DEADLINE, Router, RouterError, check_key, check_table
@@ -36,8 +38,13 @@ def _deadline(context: grpc.aio.ServicerContext) -> float:
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: RouterError):
+    trailing = []
     if err.retry_after_ms:
-        context.set_trailing_metadata((("retry-after-ms", str(err.retry_after_ms)),))
+        trailing.append((RETRY_AFTER_KEY, str(err.retry_after_ms)))
+    if err.final:
+        trailing.append((FINAL_KEY, "1"))
+    if trailing:
+        context.set_trailing_metadata(tuple(trailing))
     await context.abort(err.code, err.message)
 
 
@@ -214,6 +221,7 @@ class KVService(kv_pb2_grpc.KVServicer):
             out.code = err.code.value[0]
             out.message = err.message
             out.retry_after_ms = err.retry_after_ms
+            out.final = err.final
         except Exception as exc:  # noqa: BLE001 - a bug must still answer its op, not hang it
             log.exception("op %d failed", op.id)
             out.code = grpc.StatusCode.INTERNAL.value[0]

@@ -47,11 +47,12 @@ class Fault(NamedTuple):
     code: grpc.StatusCode
     retry_after_ms: int = 0
     message: str = ""
+    final: bool = False
 
 
 class _Abort(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str, retry_after_ms: int = 0):
-        self.code, self.message, self.retry_after_ms = code, message, retry_after_ms
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after_ms: int = 0, final: bool = False):
+        self.code, self.message, self.retry_after_ms, self.final = code, message, retry_after_ms, final
 
 
 _BREAK = object()
@@ -128,7 +129,7 @@ class FakeKV(kv_pb2_grpc.KVServicer):
             await asyncio.sleep(self.delays[kind])
         fault = self.faults[kind].popleft() if self.faults[kind] else self.always.get(kind)
         if fault is not None:
-            raise _Abort(fault.code, fault.message or f"injected {fault.code.name}", fault.retry_after_ms)
+            raise _Abort(fault.code, fault.message or f"injected {fault.code.name}", fault.retry_after_ms, fault.final)
 
     # ------------------------------------------------------------ unary calls
 
@@ -138,6 +139,7 @@ class FakeKV(kv_pb2_grpc.KVServicer):
             return body()
         except _Abort as a:
             md = (("retry-after-ms", str(a.retry_after_ms)),) if a.retry_after_ms else ()
+            md += (("quorumkv-final", "1"),) if a.final else ()
             await context.abort(a.code, a.message, trailing_metadata=md)
 
     async def CreateTable(self, request, context):
@@ -188,7 +190,8 @@ class FakeKV(kv_pb2_grpc.KVServicer):
                 return kv_pb2.OpResult(id=op.id, found=False)
             return kv_pb2.OpResult(id=op.id, found=True, value=hit[0], seq=hit[1])
         except _Abort as a:
-            return kv_pb2.OpResult(id=op.id, code=a.code.value[0], message=a.message, retry_after_ms=a.retry_after_ms)
+            return kv_pb2.OpResult(id=op.id, code=a.code.value[0], message=a.message, retry_after_ms=a.retry_after_ms,
+                                   final=a.final)
 
     async def Batch(self, request_iterator, context):
         self.streams += 1
@@ -573,6 +576,31 @@ def test_server_unknown_write_is_retried_with_the_same_request_id(kv):
     # The retry says an attempt with an unknown outcome went before it: its
     # router cannot know that attempt's seq (kv.proto, PutRequest.retry).
     assert [req.retry for _, _, req in fake.calls_of("put")] == [False, True]
+
+
+@pytest.mark.parametrize("kind", ["put", "delete"])
+def test_a_final_unknown_write_is_raised_at_once_not_retried(kv, kind):
+    # The router marks UNKNOWN final when the group forgot the request id
+    # (server/router/router.py, FORGOTTEN): every retry would be refused again.
+    fake, address = kv
+    fake.tables["t"] = {}
+    fake.faults[kind].append(Fault(SC.UNKNOWN, message="forgotten", final=True))
+    with client(address, timeout=5.0) as c:
+        t0 = time.monotonic()
+        with pytest.raises(OutcomeUnknown, match="forgotten") as info:
+            c.put("t", b"k", b"v") if kind == "put" else c.delete("t", b"k")
+        assert time.monotonic() - t0 < 2.0                   # not retried until the deadline
+    assert len(fake.calls_of(kind)) == 1 and info.value.final
+    assert any("no retry can settle it" in note for note in info.value.__notes__)
+
+
+def test_a_final_unknown_unary_write_is_raised_at_once_not_retried(kv):
+    fake, address = kv
+    fake.faults["CreateTable"].append(Fault(SC.UNKNOWN, final=True))
+    with client(address, timeout=5.0) as c:
+        with pytest.raises(OutcomeUnknown) as info:
+            c.create_table("t")
+    assert len(fake.calls_of("CreateTable")) == 1 and info.value.final
 
 
 def test_a_write_retried_after_an_unavailable_router_is_no_retry_of_an_unknown_outcome(kv):

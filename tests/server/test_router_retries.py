@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 
 from engine._native import write_batch
@@ -101,3 +102,44 @@ def test_a_forgotten_retry_ends_unknown_at_once_without_more_attempts():
 
     requests, err = asyncio.run(go())
     assert len(requests) == 2 and err.code.name == "UNKNOWN" and "read the key" in err.message
+    assert err.final   # the SDK must not retry it (kv.proto, OpResult.final)
+
+
+def test_the_service_carries_a_final_unknown_to_the_client():
+    """KVService puts RouterError.final on the wire: OpResult.final in the
+    Batch stream, "quorumkv-final" trailing metadata on a unary call."""
+    from server.client.errors import FINAL_KEY
+    from server.proto import kv_pb2
+    from server.router.router import RouterError
+    from server.router.service import KVService
+
+    class _Router:
+        async def write(self, *args, **kwargs):
+            raise RouterError(grpc.StatusCode.UNKNOWN, "forgotten", final=True)
+
+    class _Aborted(Exception):
+        pass
+
+    class _Context:
+        trailing = ()
+
+        def time_remaining(self):
+            return 5.0
+
+        def set_trailing_metadata(self, md):
+            self.trailing = md
+
+        async def abort(self, code, message):
+            raise _Aborted(code, message)
+
+    async def go():
+        service = KVService(_Router())
+        batch_result = await service._one(kv_pb2.Op(id=7, put=kv_pb2.PutRequest(table="t", key=b"k", value=b"v")))
+        ctx = _Context()
+        with pytest.raises(_Aborted):
+            await service.Delete(kv_pb2.DeleteRequest(table="t", key=b"k"), ctx)
+        return batch_result, ctx.trailing
+
+    result, trailing = asyncio.run(go())
+    assert result.code == grpc.StatusCode.UNKNOWN.value[0] and result.final and result.message == "forgotten"
+    assert (FINAL_KEY, "1") in trailing
