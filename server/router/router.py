@@ -23,7 +23,13 @@ At the deadline: UNAVAILABLE with a retry hint (trailing metadata
 "retry-after-ms"), or UNKNOWN for a write whose outcome is still unknown.
 
 Seqs: the router stamps each write with a seq from its own Sequencer (node id
-= the router's id); the leader stores max(seq, previous + 1) (issue 3).
+= the router's id); the leader stores max(seq, previous + 1) (issue 3). The
+router observes every stored seq its answers carry (writes and gets), so a
+router whose clock lags the groups' stamps still stamps its next writes above
+what it has seen: a retry's first_seq then stays above the leader's
+evicted_through unless the attempt really is older than the group's window
+(the guard in server/node/dedup.py refuses, conservatively, any retry whose
+first attempt was stamped at or below it).
 
 Thread-safety: one asyncio loop.
 """
@@ -298,6 +304,10 @@ class Router:
                     first_seq = first_seq or seq
                 else:
                     code = resp.code
+                    if len(resp.seqs) >= 16:
+                        # The group's stored seq (OK) or the record's (CONDITION_FAILED):
+                        # this router's later stamps go above it, however its clock lags.
+                        self._sequencer.observe(resp.seqs[-16:])
                     if code == data_pb2.OK:
                         return resp.seqs[:16]
                     if code == data_pb2.CONDITION_FAILED:
@@ -349,6 +359,8 @@ class Router:
                     resp = None
                 if resp is not None:
                     if resp.code == data_pb2.OK:
+                        if len(resp.seq) == 16:
+                            self._sequencer.observe(resp.seq)   # as a write's answer does (write())
                         return resp
                     if resp.code == data_pb2.TABLE_DROPPED:
                         if await self._recreated(table, route.table_id, deadline):

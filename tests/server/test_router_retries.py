@@ -11,6 +11,7 @@ one, and all zeros when the client says an earlier call's attempt is unknown.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -143,3 +144,56 @@ def test_the_service_carries_a_final_unknown_to_the_client():
     result, trailing = asyncio.run(go())
     assert result.code == grpc.StatusCode.UNKNOWN.value[0] and result.final and result.message == "forgotten"
     assert (FINAL_KEY, "1") in trailing
+
+
+def test_a_router_with_a_lagging_clock_stamps_above_the_seqs_its_answers_carried():
+    """The group stores max(stamp, previous + 1): a router whose clock lags
+    sees larger seqs in its answers. Observing them keeps its next stamps,
+    and so a retry's first_seq, above the group's recent seqs, where the
+    leader's retry guard (dedup.py, evicted_through) does not refuse them."""
+    from engine._native.sequencer import Sequencer, encode
+
+    ahead = encode(time.time_ns() + 3600 * 10**9, 0, 1)   # the group's seqs: an hour ahead of this router
+
+    class _AheadLeader(_Leader):
+        async def write_request(self, req):
+            resp = await super().write_request(req)
+            if resp.code == data_pb2.OK:
+                resp.seqs = ahead
+            return resp
+
+    async def go():
+        leader = _AheadLeader([data_pb2.OK, data_pb2.OUTCOME_UNKNOWN, data_pb2.OK])
+        r = _router(leader)
+        r._sequencer = Sequencer(5, clock=lambda: time.time_ns() - 3600 * 10**9)   # an hour behind
+        loop = asyncio.get_running_loop()
+        await r.write("t", b"k", b"v", request_id=1, deadline=loop.time() + 30)
+        await r.write("t", b"k", b"w", request_id=2, deadline=loop.time() + 30)
+        return leader.requests
+
+    requests = asyncio.run(go())
+    stamped = [write_batch.seqs(req.batch, 0, 1) for req in requests]
+    assert stamped[0] < ahead < stamped[1] < stamped[2]
+    assert requests[2].first_seq == stamped[1] and requests[2].first_seq > ahead
+
+
+def test_a_router_observes_the_seq_a_get_returns():
+    from engine._native.sequencer import Sequencer, encode
+
+    ahead = encode(time.time_ns() + 3600 * 10**9, 0, 1)
+
+    class _ReadingLeader(_Leader):
+        async def read(self, rg, table_id, key):
+            return data_pb2.ReadResponse(code=data_pb2.OK, found=True, value=b"v", seq=ahead, epoch=1, leader=1)
+
+    async def go():
+        leader = _ReadingLeader([data_pb2.OK])
+        r = _router(leader)
+        r._sequencer = Sequencer(5, clock=lambda: time.time_ns() - 3600 * 10**9)
+        loop = asyncio.get_running_loop()
+        await r.get("t", b"k", deadline=loop.time() + 30)
+        await r.write("t", b"k", b"w", request_id=1, deadline=loop.time() + 30)
+        return leader.requests
+
+    requests = asyncio.run(go())
+    assert write_batch.seqs(requests[0].batch, 0, 1) > ahead
