@@ -5,9 +5,10 @@ Usage (from the repository root):
     .venv/bin/python bench/dedup_memory.py [--windows 20] [--ids 50000]
 
 What it runs: --windows DedupWindows (server/node/dedup.py), each filled past
-its capacity (DEDUP_WINDOW ids, 50,000) with one-request entries of one
-record (a 16-byte seq each), as a replica applying single puts under request
-ids records them; all windows stay alive, as on a node hosting that many
+its floor (DEDUP_WINDOW ids, 50,000) with one-request entries of one
+record (a 16-byte seq each), stamped 1 ms apart (so the floor, not the 15 s
+retention, bounds it), as a replica applying single puts under request ids
+records them; all windows stay alive, as on a node hosting that many
 busy replicas.
 
 Reported: the process's resident memory growth per id held (RSS, so the
@@ -42,13 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ids", type=int, default=DEDUP_WINDOW + 10_000, help="entries recorded per window")
     args = ap.parse_args(argv)
     rng = random.Random(1)
-    seq = bytes(16)
     windows = []
     before = _rss()
     started = time.perf_counter()
     for _ in range(args.windows):
         w = DedupWindow()
-        for index in range(1, args.ids + 1):
+        for index in range(1, args.ids + 1):   # stamped 1 ms apart: older than the retention span, kept by count
+            seq = (index * 10**6).to_bytes(8, "big") + bytes(8)
             w.record(index, [(rng.getrandbits(64) | 1, APPLIED, rng.randbytes(16))], seq)
         windows.append(w)
     elapsed = time.perf_counter() - started

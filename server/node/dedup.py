@@ -6,7 +6,7 @@ leads by then; that replica must answer from the first attempt, never apply
 the write again (a second copy would overwrite the writes acknowledged in
 between). So the window is part of the replicated state, like the data:
 every replica records the same ids in log order and evicts the same oldest
-ones (the last `capacity` requests applied), in a reserved engine table
+ones (the retention rule below), in a reserved engine table
 written just before the entry's own records. A restart rebuilds it from the
 engine (whose durable state plus the replayed log is the state at the last
 applied entry), and a snapshot carries the table like any other.
@@ -26,16 +26,31 @@ status: APPLIED, or VOIDED (its table was dropped before it committed, so a
 retry hears TABLE_DROPPED); seqs: the seqs its records were stored with.
 
 One more record, key (entry index 0, part 0) (no entry has index 0): its
-value is the highest seq of the entries evicted so far (`evicted_through`,
-absent until the first eviction). A retry whose id is not in the window and
+value is the highest seq of the entries evicted so far (`evicted_through`;
+empty while none was), written with the window's first entry. A table
+without it was written before it existed: load() then counts a window that
+could have evicted by count (nearly `capacity` ids) as having evicted. A retry whose id is not in the window and
 whose first attempt was stamped at or below it may have applied in an
 evicted entry: the leader answers it FORGOTTEN instead of applying it
 again (write_path.py). Stamped seqs only grow in log order (issue 3's
 sequencer rule), so an attempt stamped above it can only be in a kept entry. An
 id applied again by a later entry (a retry proposed anew) counts from the
-later one. Eviction drops whole entries, oldest first, while the window holds
-more than `capacity` ids, so it is deterministic and costs one engine delete
-per evicted entry.
+later one.
+
+Retention: eviction drops whole entries, oldest first (one engine delete per
+evicted entry), while the window holds more than `capacity` ids (DEDUP_WINDOW)
+and either more than `max_ids` (DEDUP_MAX_IDS) or its oldest entry's stamp is
+`retain_ns` (DEDUP_RETAIN_NS) or more older than the entry being recorded.
+So a group keeps every id of the last 15 s of its log, which covers a
+client's retries (the SDK's default deadline is 10 s), up to a memory bound,
+and never fewer than `capacity`: a group writing 2,000 requests a second
+(the seed's figure) keeps 25 s, one writing 30,000 keeps the 15 s up to the
+bound (about 8 s). Time here is the entries' stamped seqs, which are in the
+log, so every replica evicts the same entries (a router clock far ahead of
+the others makes the stamps grow by a nanosecond a write for a while: the
+window then keeps up to max_ids). A replica running an older rule keeps a
+different window; both are safe (a smaller window only answers FORGOTTEN
+sooner).
 
 Why written before the entry's records, as a separate engine batch without
 an applied index: the engine persists by flushing whole memtables, so if the
@@ -56,7 +71,9 @@ from engine._native import write_batch
 from engine._native.u64_map import U64Map
 
 DEDUP_TABLE_ID = 2**32 - 2        # the engine's largest table id; the catalog never hands it out
-DEDUP_WINDOW = 50_000             # request ids remembered per replica (whole entries: up to one entry fewer)
+DEDUP_WINDOW = 50_000             # request ids a replica keeps at least (whole entries: up to one entry fewer)
+DEDUP_RETAIN_NS = 15 * 10**9      # ... and every id of the last 15 s of stamps (retention, above)
+DEDUP_MAX_IDS = 250_000           # ... but never more than this (about 33 MB: bench/dedup_memory.py)
 MAX_DEDUP_RECORDS = 60_000        # records of one deduplicated request: its seqs fit in one engine value
 MAX_ENTRY_REQUESTS = 10_000       # request ids in one log entry at most (write_path.py splits proposals)
 APPLIED, VOIDED = 1, 2
@@ -91,10 +108,16 @@ class DedupWindow:
     Evicting the oldest entry drops records from the front; the arrays give
     the dropped prefix back once it is as long as what is kept."""
 
-    def __init__(self, capacity: int = DEDUP_WINDOW, source: Callable[[], Rows] | None = None):
+    def __init__(self, capacity: int = DEDUP_WINDOW, source: Callable[[], Rows] | None = None, *,
+                 retain_ns: int = DEDUP_RETAIN_NS, max_ids: int = DEDUP_MAX_IDS):
         if capacity < 1:
             raise ValueError("the window holds at least one request")
+        if retain_ns < 0 or max_ids < capacity:
+            raise ValueError(f"retain_ns must be >= 0 and max_ids >= capacity ({capacity}), "
+                             f"got {retain_ns} and {max_ids}")
         self.capacity = capacity
+        self.retain_ns = retain_ns
+        self.max_ids = max_ids
         self._source = source
         self._clear()
 
@@ -112,6 +135,7 @@ class DedupWindow:
         self._rec_entry_seq = bytearray()  # per record, 16 bytes: the highest seq of its entry
         self._last_index = 0              # the newest entry recorded
         self.evicted_through = b""        # the highest seq of the entries evicted (b"": none yet)
+        self._tracked = False             # the table holds the evicted_through record (module docstring)
 
     def _loaded(self) -> U64Map:
         if self._source is not None:
@@ -146,9 +170,10 @@ class DedupWindow:
         parts: dict[int, list[tuple[int, bytes]]] = {}
         seqs: dict[int, bytes] = {}
         evicted = b""
+        tracked = False
         for key, value, seq in rows:
             if key == _EVICTED_KEY:
-                evicted = value
+                evicted, tracked = value, True
                 continue
             index, part = _KEY.unpack(key)
             parts.setdefault(index, []).append((part, value))
@@ -156,10 +181,11 @@ class DedupWindow:
         self._source = None
         self._clear()
         self.evicted_through = evicted
+        self._tracked = tracked
         for index in sorted(parts):
             self._add(index, [r for _part, value in sorted(parts[index]) for r in _unpack(value)],
                       len(parts[index]), seqs[index])
-        if not evicted and len(self._newest) >= self.capacity - MAX_ENTRY_REQUESTS:
+        if not tracked and len(self._newest) >= self.capacity - MAX_ENTRY_REQUESTS:
             # A table written before evicted_through was recorded: a window this
             # full may have evicted (after an eviction it never holds fewer ids
             # than this). Everything evicted is older than the oldest entry kept.
@@ -186,8 +212,8 @@ class DedupWindow:
 
     def record(self, index: int, requests: list[tuple[int, int, bytes]], seq: bytes) -> bytes | None:
         """Adds the requests (id, status, seqs) of the entry at `index`, in
-        their order, and evicts the oldest entries while the window holds more
-        than `capacity` ids (never the new one). Returns the engine batch that
+        their order, and evicts the oldest entries as the retention rule
+        (module docstring) says, never the new one. Returns the engine batch that
         makes the table match (`seq` on every record), or None if nothing
         changes: no requests, or an entry recorded already (a replay after a
         crash that kept the window but not the entry's records). Entries are
@@ -200,7 +226,10 @@ class DedupWindow:
         self._add(index, requests, len(values), seq)
         records = []
         evicted = self.evicted_through
-        while len(newest) > self.capacity and self._rec_index[self._head] != index:
+        keep_from = int.from_bytes(seq[:8], "big") - self.retain_ns   # entries stamped above it are kept
+        while len(newest) > self.capacity and self._rec_index[self._head] != index and (
+                len(newest) > self.max_ids
+                or int.from_bytes(self._rec_entry_seq[16 * self._head:16 * self._head + 8], "big") <= keep_from):
             old = self._rec_index[self._head]
             evicted = max(evicted, bytes(self._rec_entry_seq[16 * self._head:16 * self._head + 16]))
             while self._rec_index[self._head] == old:   # the new entry's records end the arrays
@@ -210,8 +239,9 @@ class DedupWindow:
                 self._head += 1
             records.extend((write_batch.DELETE, DEDUP_TABLE_ID, _KEY.pack(old, part), None, seq)
                            for part in range(self._parts.pop(old, 1)))
-        if evicted != self.evicted_through:
+        if evicted != self.evicted_through or not self._tracked:
             self.evicted_through = evicted
+            self._tracked = True
             records.append((write_batch.VALUE, DEDUP_TABLE_ID, _EVICTED_KEY, evicted, seq))
         if self._head and 2 * self._head >= len(self._rec_id):
             self._trim()

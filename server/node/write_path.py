@@ -25,9 +25,10 @@ Every replica applies the same entries, so the outcome is the leader's check,
 made exactly once.
 
 Deduplication: a write may carry a request id (entry_payload.py puts the ids
-in the log). Every replica remembers the last DEDUP_WINDOW ids it applied,
-with their stored seqs, in its engine (dedup.py: part of the replicated
-state, so restarts and snapshot installs keep it); a retry of an applied id
+in the log). Every replica remembers the ids it applied in the last 15 s of
+its log (at least DEDUP_WINDOW of them, at most DEDUP_MAX_IDS), with their
+stored seqs, in its engine (dedup.py: part of the replicated state, so
+restarts and snapshot installs keep it); a retry of an applied id
 is answered from there, a retry of an id still in flight waits for the same
 entry, and a retry of an id in this replica's log but not applied yet waits
 for that entry (proposed anew if another entry replaced it).

@@ -202,7 +202,7 @@ def _seq(ts: int) -> bytes:
 def _write_ids_1_to_4_then_a_newer_k2(group: OneMemberGroup) -> None:  # noqa: F811
     """With a window of 2: ids 1..4 write k1..k4 (stamped at ts 1001..1004; 1 and 2
     are evicted), then a write without an id puts a newer value in k2."""
-    group.writes._applied.capacity = 2
+    group.writes._applied.capacity, group.writes._applied.retain_ns = 2, 0   # a count-only window of 2
     for i in range(1, 5):
         f = group.writes.submit(rep(b"k%d" % i, b"first", ts=1000 + i), request_id=i)
         group.drive()
@@ -248,7 +248,7 @@ async def _group_with_evicted_ids(tmp_path) -> HostGroup:
     (1 and 2 evicted everywhere), then a newer write to k2."""
     g = HostGroup(str(tmp_path))
     for h in g.hosts.values():
-        h.writes._applied.capacity = 2
+        h.writes._applied.capacity, h.writes._applied.retain_ns = 2, 0
     await g.elect(1, 1, (1, 2, 3))
     for i in range(1, 5):
         f = g.write(1, b"k%d" % i, b"first", request_id=i)
@@ -391,7 +391,7 @@ def test_a_window_stored_before_evicted_through_was_recorded_counts_as_having_ev
         group.storage.apply_dedup(write_batch.encode_many(   # what an older version left on disk
             [(write_batch.DELETE, DEDUP_TABLE_ID, _EVICTED_KEY, None, _seq(1011))]))
         group.writes = WritePath(1, group.replica, group.storage)   # a restart: the window reloads
-        group.writes._applied.capacity = 2
+        group.writes._applied.capacity, group.writes._applied.retain_ns = 2, 0   # a count-only window of 2
         retry = group.writes.submit(rep(b"k2", b"first", ts=1020), request_id=2, first_seq=_seq(1002))
         group.drive()
         return retry.result().outcome, group.storage.get_entry(TABLE, b"k2").value
@@ -400,7 +400,7 @@ def test_a_window_stored_before_evicted_through_was_recorded_counts_as_having_ev
 
 
 def test_the_window_evicts_whole_entries_and_its_engine_batches_mirror_it():
-    w = DedupWindow(capacity=3)
+    w = DedupWindow(capacity=3, retain_ns=0)   # by count alone (retention by time: the tests below)
     table: dict[bytes, tuple[bytes, bytes]] = {}   # what the engine's dedup table holds after each batch: value, seq
 
     def record(index: int, ids: list[int]) -> list[tuple[int, int]] | None:
@@ -418,7 +418,7 @@ def test_the_window_evicts_whole_entries_and_its_engine_batches_mirror_it():
                 del table[key]
         return changes
 
-    assert record(10, [1, 2]) == [(write_batch.VALUE, 10)]
+    assert record(10, [1, 2]) == [(write_batch.VALUE, 0), (write_batch.VALUE, 10)]   # evicted_through: none yet
     assert record(11, [3]) == [(write_batch.VALUE, 11)]
     assert record(11, [3]) is None                                # a replayed entry: recorded already
     assert w.evicted_through == b""
@@ -430,7 +430,8 @@ def test_the_window_evicts_whole_entries_and_its_engine_batches_mirror_it():
     assert record(13, [5, 5]) == [(write_batch.DELETE, 11), (write_batch.VALUE, 0),   # twice in one entry: once
                                   (write_batch.VALUE, 13)]
     # A restart (or a snapshot) rebuilds the same window from the table alone, lazily.
-    again = DedupWindow(capacity=3, source=lambda: [(key, value, seq) for key, (value, seq) in table.items()])
+    again = DedupWindow(capacity=3, retain_ns=0,
+                        source=lambda: [(key, value, seq) for key, (value, seq) in table.items()])
     assert [again.get(i) for i in (2, 4, 5)] == [w.get(i) for i in (2, 4, 5)] and 3 not in again
     assert again.evicted_through == w.evicted_through == (11).to_bytes(8, "big") + bytes(8)
     record(14, [6])   # both evict the same oldest entry next
@@ -443,7 +444,8 @@ def test_an_entry_whose_seqs_pass_one_value_is_split_into_parts():
     big = bytes(16 * MAX_DEDUP_RECORDS)   # one request at the limit: about 0.9 MiB of seqs
     batch = w.record(7, [(1, APPLIED, big), (2, APPLIED, big), (3, VOIDED, b"x" * 16)], bytes(16))
     rows = [(r[2], r[3], r[4]) for r in write_batch.decode(batch)]
-    assert [int.from_bytes(k[8:], "big") for k, _, _ in rows] == [0, 1]   # parts 0 and 1 of entry 7
+    assert rows[0][:2] == (bytes(10), b"")   # the evicted_through row: nothing evicted yet
+    assert [(int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")) for k, _, _ in rows[1:]] == [(7, 0), (7, 1)]
     again = DedupWindow(source=lambda: rows)
     assert [again.get(i) for i in (1, 2, 3)] == [w.get(i) for i in (1, 2, 3)]
     assert again.get(3).status == VOIDED
@@ -543,14 +545,15 @@ class _ReferenceWindow:
     DedupWindow's compact arrays to: which ids are in, with what, and which rows
     each record() writes and deletes. Every replica must evict the same ids."""
 
-    def __init__(self, capacity: int):
-        self.capacity = capacity
+    def __init__(self, capacity: int, retain_ns: int, max_ids: int):
+        self.capacity, self.retain_ns, self.max_ids = capacity, retain_ns, max_ids
         self.ids: dict[int, tuple[int, int, int, bytes]] = {}   # id -> (index, order, status, seqs)
-        self.entries: list[tuple[int, list[int], int]] = []      # (index, ids recorded there, parts), oldest first
-        self.evicted_through = 0                                  # the index of the newest entry evicted
+        self.entries: list[tuple[int, list[int], int, int]] = []  # (index, ids recorded there, parts, stamp ns)
+        self.evicted_through = b""                                # the seq of the newest entry evicted
+        self.tracked = False                                      # the evicted_through row is written
 
-    def record(self, index: int, requests, parts: int) -> list[tuple[int, int]] | None:
-        if not requests or any(i == index for i, _, _ in self.entries):
+    def record(self, index: int, requests, parts: int, stamp: int) -> list[tuple[int, int]] | None:
+        if not requests or any(e[0] == index for e in self.entries):
             return None
         rids = []
         for order, (rid, status, seqs) in enumerate(requests):
@@ -558,17 +561,21 @@ class _ReferenceWindow:
                 continue
             self.ids[rid] = (index, order, status, seqs)
             rids.append(rid)
-        self.entries.append((index, rids, parts))
+        self.entries.append((index, rids, parts, stamp))
         changes = []
-        while len(self.ids) > self.capacity and len(self.entries) > 1:
-            old, old_ids, old_parts = self.entries.pop(0)
+        # Over the floor, the oldest entry goes if the window is over its cap
+        # or the entry is retain_ns or more older than the new one.
+        while (len(self.ids) > self.capacity and len(self.entries) > 1
+               and (len(self.ids) > self.max_ids or stamp - self.entries[0][3] >= self.retain_ns)):
+            old, old_ids, old_parts, old_stamp = self.entries.pop(0)
             for rid in old_ids:
                 if self.ids.get(rid, (None,))[0] == old:
                     del self.ids[rid]
             changes += [(write_batch.DELETE, old)] * old_parts
-            self.evicted_through = old   # seqs grow with the index in this test
-        if changes:
+            self.evicted_through = old_stamp.to_bytes(8, "big") + old.to_bytes(8, "big")   # as the test stamps
+        if changes or not self.tracked:
             changes.append((write_batch.VALUE, 0))
+            self.tracked = True
         return changes + [(write_batch.VALUE, index)] * parts
 
 
@@ -576,8 +583,11 @@ def test_the_compact_window_keeps_exactly_the_ids_the_plain_rules_keep():
     import random
 
     rng = random.Random(11)
-    for capacity in (1, 3, 17, 200):
-        w, ref = DedupWindow(capacity=capacity), _ReferenceWindow(capacity)
+    # (floor, retention ns, cap): by count alone, then each rule binding in turn (cap, time, floor; none)
+    for capacity, retain_ns, max_ids in ((1, 0, 1), (3, 0, 3), (17, 0, 17), (200, 0, 200),
+                                         (3, 80, 6), (4, 50, 100), (17, 30, 60), (5, 10**6, 10**6)):
+        kw = {"retain_ns": retain_ns, "max_ids": max_ids}
+        w, ref = DedupWindow(capacity=capacity, **kw), _ReferenceWindow(capacity, **kw)
         table: dict[bytes, bytes] = {}
         row_seqs: dict[bytes, bytes] = {}
         pool = [rng.getrandbits(64) | 1 for _ in range(3 * capacity + 5)]   # ids come back: retries
@@ -586,10 +596,12 @@ def test_the_compact_window_keeps_exactly_the_ids_the_plain_rules_keep():
             index += rng.choice((1, 1, 2))
             requests = [(rng.choice(pool), rng.choice((APPLIED, VOIDED)), rng.randbytes(16 * rng.choice((1, 1, 3))))
                         for _ in range(rng.choice((1, 1, 2, 4)))]
-            seq = index.to_bytes(8, "big") + bytes(8)
+            stamp = 10 * index + rng.choice((0, 0, 5))   # the entry's stamp: grows, by uneven steps
+            seq = stamp.to_bytes(8, "big") + index.to_bytes(8, "big")
             batch = w.record(index, requests, seq)
             rows = [] if batch is None else write_batch.decode(batch)
-            want = ref.record(index, requests, sum(1 for r in rows if r[0] == write_batch.VALUE and r[2] != bytes(10)))
+            want = ref.record(index, requests, sum(1 for r in rows if r[0] == write_batch.VALUE and r[2] != bytes(10)),
+                              stamp)
             assert [(kind, int.from_bytes(key[:8], "big")) for kind, _, key, _, _ in rows] == (want or []), index
             for kind, _, key, value, row_seq in rows:
                 if kind == write_batch.VALUE:
@@ -600,12 +612,46 @@ def test_the_compact_window_keeps_exactly_the_ids_the_plain_rules_keep():
             if rng.random() < 0.05:
                 assert w.record(index, requests, seq) is None   # a replay: recorded already
             assert len(w) == len(ref.ids)
-            assert w.evicted_through == (ref.evicted_through.to_bytes(8, "big") + bytes(8) if ref.evicted_through
-                                         else b"")
+            assert w.evicted_through == ref.evicted_through
         for rid in pool:
             got = w.get(rid)
             assert (None if got is None else tuple(got)) == ref.ids.get(rid), rid
         # A restart rebuilds the same window from the table alone.
-        again = DedupWindow(capacity=capacity, source=lambda t=table, s=row_seqs: [(k, v, s[k]) for k, v in t.items()])
+        again = DedupWindow(capacity=capacity, **kw,
+                            source=lambda t=table, s=row_seqs: [(k, v, s[k]) for k, v in t.items()])
         assert [again.get(rid) for rid in pool] == [w.get(rid) for rid in pool]
         assert again.evicted_through == w.evicted_through
+
+
+def test_the_window_keeps_every_id_of_the_retention_span_above_its_floor_up_to_its_cap():
+    s = 10**9
+    w = DedupWindow(capacity=2, retain_ns=10 * s, max_ids=5)
+
+    def record(index: int, stamp_s: int) -> None:
+        w.record(index, [(index, APPLIED, bytes(16))], (stamp_s * s).to_bytes(8, "big") + bytes(8))
+
+    for index, stamp_s in enumerate((100, 101, 102, 103), start=1):
+        record(index, stamp_s)
+    assert [i for i in range(1, 5) if i in w] == [1, 2, 3, 4] and w.evicted_through == b""   # all within 10 s
+    record(5, 111)   # ids 1 (100 s) and 2 (101 s) are 10 s or more older: gone; 3 and 4 stay (the floor is 2)
+    assert [i for i in range(1, 6) if i in w] == [3, 4, 5]
+    assert w.evicted_through == (101 * s).to_bytes(8, "big") + bytes(8)
+    for index in range(6, 10):   # a burst within the span: the cap of 5 evicts the oldest
+        record(index, 112)
+    assert [i for i in range(1, 10) if i in w] == [5, 6, 7, 8, 9]
+    record(10, 200)   # long after: back down to the floor
+    assert [i for i in range(1, 11) if i in w] == [9, 10]
+
+
+def test_a_window_that_never_evicted_reloads_without_an_eviction():
+    # The evicted_through row is written with the first entry, empty: a
+    # restart of a window near its floor must not count as having evicted
+    # (that is only for tables written before the row existed).
+    w = DedupWindow(capacity=3, retain_ns=10**12)
+    table = {}
+    for index in range(1, 9):
+        batch = w.record(index, [(index, APPLIED, bytes(16))], index.to_bytes(8, "big") + bytes(8))
+        table.update({key: (value, seq) for _, _, key, value, seq in write_batch.decode(batch)})
+    assert len(w) == 8 and w.evicted_through == b""
+    again = DedupWindow(capacity=3, retain_ns=10**12, source=lambda: [(k, v, s) for k, (v, s) in table.items()])
+    assert len(again) == 8 and again.evicted_through == b"" and not again.may_have_forgotten(bytes(16))
