@@ -344,7 +344,8 @@ class ReplicaHost:
                 self.leader_changes += 1
         for m in rd.messages:
             self._send(m.recipient, m)
-        self.writes.observe(rd.entries)
+        # A snapshot emptied the log past its index; entries in the same Ready came after it.
+        self.writes.observe(rd.entries, rd.snapshot.index + 1 if rd.snapshot is not None else None)
 
     async def _carry_out(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> bool:
         """Steps 2-6 of a begun Ready. False: the host closed meanwhile."""

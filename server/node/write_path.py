@@ -194,14 +194,19 @@ class WritePath:
             return Result(Outcome.TABLE_DROPPED, self.replica.epoch, self.node_id)
         return Result(Outcome.OK, self.replica.epoch, self.node_id, (done.index, done.seqs))
 
-    def observe(self, entries: Sequence[Entry]) -> None:
+    def observe(self, entries: Sequence[Entry], replaced_from: int | None = None) -> None:
         """Entries entering this replica's log, from entries[0].index on (what
         was there before is gone: a replaced suffix): the next stamps go above
         their seqs, and their request ids are known to be in the log. Retries
-        that waited for an entry the log no longer holds are queued again."""
-        if not entries:
-            return
-        dropped = self._forget_logged_from(entries[0].index)
+        that waited for an entry the log no longer holds are queued again.
+        `replaced_from`: the log was emptied from there before `entries` came
+        (a snapshot install: its index + 1, with or without entries after it
+        in the same Ready); by default entries[0].index."""
+        if replaced_from is None:
+            if not entries:
+                return
+            replaced_from = entries[0].index
+        dropped = self._forget_logged_from(replaced_from)
         for e in entries:
             if e.kind is EntryKind.WRITE and entry_payload.dropped_table(e.payload) is None:
                 requests, rep = entry_payload.decode(e.payload)
@@ -410,12 +415,13 @@ class WritePath:
     def installed_snapshot(self, index: int) -> None:
         """A snapshot replaced the state up to `index`: the window is the one it
         carried, the next stamps go above its seqs, and the ids logged at or
-        below it are settled by it."""
+        below it are settled by it. (The ids the install dropped from the log
+        past it were forgotten when its Ready began: observe's replaced_from,
+        before the entries that came after it in the same Ready were logged.)"""
         self._applied.reset(self.storage.dedup_rows)
         self.last_seq = max(self.last_seq, self.storage.db.last_seq)
         for at in sorted(i for i in self._ids_at if i <= index):
             self._settle_logged(at)
-        self._requeue_awaiting(self._forget_logged_from(index + 1))   # the install emptied the log past it
 
     def propose_drop(self, table_id: int) -> asyncio.Future:
         """Proposes dropping a table on every replica; resolves when applied."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from engine._native import sequencer, write_batch
@@ -60,13 +61,17 @@ class HostGroup:
             await asyncio.sleep(0)
         raise AssertionError("hosts did not come to rest")
 
-    async def pump(self, ticks: int = 0) -> None:
-        """Delivers messages until none is left, then up to `ticks` ticks (each followed by delivery)."""
+    async def pump(self, ticks: int = 0, hold: Callable[[Message], bool] | None = None,
+                   drop: Callable[[Message], bool] | None = None) -> list[Message]:
+        """Delivers messages until none is left, then up to `ticks` ticks (each
+        followed by delivery). Messages `hold` picks are set aside and returned
+        (in flight, for the test to deliver later); those `drop` picks are lost."""
+        held: list[Message] = []
         for _ in range(2000):
             await self.idle()
             if not self.queue:
                 if ticks <= 0:
-                    return
+                    return held
                 ticks -= 1
                 for n, h in self.hosts.items():
                     if n not in self.down:
@@ -76,6 +81,11 @@ class HostGroup:
             touched = {}
             for m in msgs:
                 if m.recipient == 0 or m.recipient in self.down or m.sender in self.down:
+                    continue
+                if hold is not None and hold(m):
+                    held.append(m)
+                    continue
+                if drop is not None and drop(m):
                     continue
                 h = self.hosts[m.recipient]
                 h.step(m, wake=False)

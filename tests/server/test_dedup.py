@@ -655,3 +655,73 @@ def test_a_window_that_never_evicted_reloads_without_an_eviction():
     assert len(w) == 8 and w.evicted_through == b""
     again = DedupWindow(capacity=3, retain_ns=10**12, source=lambda: [(k, v, s) for k, (v, s) in table.items()])
     assert len(again) == 8 and again.evicted_through == b"" and not again.may_have_forgotten(bytes(16))
+
+
+def test_ids_of_entries_that_arrive_in_the_same_ready_as_a_snapshot_stay_known(tmp_path):
+    """A member steps an old leader's last snapshot chunk and the new leader's
+    Append (entries right after the snapshot) in one delivery: one Ready with
+    both. The ids of those entries are in its log; had the install forgotten
+    them (it once forgot every id above the snapshot's index, after the
+    Ready's entries were observed), a retry of one, taken when this member
+    leads, would be proposed again: applied twice, over a newer write that was
+    acknowledged in between. (Found by a review: ported from its repro.)"""
+    from server.replication.messages import Append, Appointment, Config, PromiseRequest, SnapshotChunk
+
+    async def go():
+        g = HostGroup(str(tmp_path))
+        await g.elect(1, 1, (1, 2, 3))
+        g.down = {3}                                        # 3 lags: it will need a snapshot
+        for i in range(3):
+            f = g.write(1, b"a%d" % i, b"x", request_id=100 + i)
+            await g.pump()
+            assert f.result().outcome is Outcome.OK
+        await g.compact(1)
+        g.down = set()   # 3 is back: 1 streams it a snapshot; its last chunk stays in flight
+        final = None
+        for _ in range(200):
+            for m in await g.pump(ticks=1, hold=lambda m: m.recipient == 3 and isinstance(m, SnapshotChunk)):
+                if m.done:
+                    final = m
+                else:
+                    g.hosts[3].step(m, wake=False)
+                    g.hosts[3].acknowledged()
+            if final is not None:
+                break
+        assert final is not None, "no last snapshot chunk"
+        s = final.snapshot.index
+        h3 = g.hosts[3]
+        g.down = {3}
+        await g.elect(2, 2, (1, 2))   # 2 leads epoch 2: its no-op at s + 1
+        g.down = set()
+        first = g.write(2, b"k", b"v1", request_id=777)   # at s + 2, not committed: 1's acks are lost
+        held = await g.pump(ticks=8,
+                            hold=lambda m: (m.recipient == 3 and isinstance(m, Append)
+                                            and any(e.index == s + 2 for e in m.entries)),
+                            drop=lambda m: m.recipient == 3 or (m.sender == 1 and m.recipient == 2))
+        append = next(m for m in held if isinstance(m, Append))
+        assert append.prev.index == s and append.commit_index < s + 2 and not first.done()
+        h3.step(final, wake=False)    # one delivery batch (Node.deliver_all): one Ready with both
+        h3.step(append, wake=False)
+        h3.acknowledged()
+        await g.idle()
+        assert h3.replica.log.last_index == s + 2 and h3.replica.log.applied_index < s + 2
+        logged = h3.writes._logged.get(777)
+        g.down, g.queue = {2}, []     # 2 is cut off; 3 leads epoch 3 with 1
+        for n in (1, 3):
+            g.hosts[n].step(PromiseRequest(epoch=3, sender=0, recipient=n))
+        await g.pump()
+        h3.step(Appointment(epoch=3, sender=0, recipient=3, config=Config(frozenset(MEMBERS))), wake=False)
+        newer = h3.submit_write(rep_of(b"k", b"newer", ts=5000), wake=False)
+        h3.start_client_work()
+        await g.idle()
+        retry = h3.submit_write(rep_of(b"k", b"v1", ts=6000), request_id=777, wake=False)   # its first attempt: s + 2
+        h3.start_client_work()
+        await g.pump(ticks=10)
+        out = (s, logged, newer.result().outcome, retry.result(), h3.storage.get_entry(TABLE, b"k").value)
+        await g.close()
+        return out
+
+    s, logged, newer, retry, value = asyncio.run(go())
+    assert logged == s + 2
+    assert newer is Outcome.OK and value == b"newer"                    # the acknowledged write stays
+    assert retry.outcome is Outcome.OK and retry.value[0] == s + 2     # the first attempt's outcome
