@@ -49,6 +49,11 @@ from server.meta.backend import MetaBackend
 from server.node.dedup import DEDUP_TABLE_ID
 
 MAX_KEY = 4096
+# A table's record (and, for a call with a request id, its answer: the ranges
+# twice, hex) is one atomic store change, which etcd caps at 1.5 MiB per
+# request: 10,000 ranges and 128 KiB of split keys make at most about 1 MB.
+MAX_RANGES = 10_000
+MAX_SPLIT_KEY_BYTES = 128 << 10
 TABLE_REQUESTS_KEPT = 10_000
 
 
@@ -95,9 +100,7 @@ class Catalog:
         if not groups:
             raise ValueError("no replication group exists yet to hold the table")
         splits = sorted(set(split_keys))
-        for k in splits:
-            if not 1 <= len(k) <= MAX_KEY:
-                raise ValueError(f"split keys must be 1 to {MAX_KEY} bytes, got {len(k)}")
+        check_split_keys(splits)
         load = {rg: 0 for rg in groups}
         for t in self.tables.values():
             for _, rg in t.ranges:
@@ -167,6 +170,21 @@ class Catalog:
             del self.requests[old]
         if request_id:
             self.requests[request_id] = rec
+
+
+def check_split_keys(split_keys: list[bytes]) -> None:
+    """Raises ValueError unless every split key is 1 to MAX_KEY bytes and all
+    of them fit one table record (MAX_RANGES, MAX_SPLIT_KEY_BYTES)."""
+    for k in split_keys:
+        if not 1 <= len(k) <= MAX_KEY:
+            raise ValueError(f"split keys must be 1 to {MAX_KEY} bytes, got {len(k)}")
+    if len(split_keys) >= MAX_RANGES:
+        raise ValueError(f"a table has at most {MAX_RANGES} ranges: give at most {MAX_RANGES - 1} split keys, "
+                         f"got {len(split_keys)}")
+    total = sum(len(k) for k in split_keys)
+    if total > MAX_SPLIT_KEY_BYTES:
+        raise ValueError(f"a table's split keys total at most {MAX_SPLIT_KEY_BYTES} bytes, got {total}: "
+                         "give fewer or shorter ones")
 
 
 def _ranges(rows) -> tuple[tuple[bytes, int], ...]:

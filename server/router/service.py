@@ -22,6 +22,7 @@ import time
 import grpc
 
 from server.client.errors import FINAL_KEY, RETRY_AFTER_KEY
+from server.meta.catalog import check_split_keys
 from server.proto import kv_pb2, kv_pb2_grpc, meta_pb2
 from server.router.metrics import LATENCY, OPS, measured
 from server.router.router import DEFAULT_DEADLINE, Router, RouterError, check_key, check_table
@@ -58,6 +59,10 @@ class KVService(kv_pb2_grpc.KVServicer):
             check_table(request.table)
             for k in request.split_keys:
                 check_key(k, "split key")
+            try:
+                check_split_keys(sorted(set(request.split_keys)))   # before sending them all to the MM
+            except ValueError as exc:
+                raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
             resp = await self.router.meta_stub().CreateTable(
                 meta_pb2.NewTableRequest(name=request.table, split_keys=list(request.split_keys),
                                          request_id=request.request_id),

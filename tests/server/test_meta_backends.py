@@ -303,3 +303,24 @@ def test_etcd_a_metadata_manager_whose_lease_expired_cannot_write(etcd):
     finally:
         b.stop()
     assert etcd.get(key) is None                            # stop() revoked the lease: no leader key left
+
+
+def test_the_largest_table_the_catalog_allows_fits_one_etcd_change(backend):
+    """MAX_RANGES ranges whose split keys total MAX_SPLIT_KEY_BYTES, created
+    with a request id (the ranges twice: the record and the remembered answer),
+    is one store change under etcd's request limit (1.5 MiB by default)."""
+    from server.meta import catalog as catalog_mod
+
+    s = backend.open()
+    cat = catalog_mod.Catalog(s)
+    n = catalog_mod.MAX_RANGES - 1
+    width = catalog_mod.MAX_SPLIT_KEY_BYTES // n
+    keys = [i.to_bytes(4, "big") + b"k" * (width - 4) for i in range(n)]
+    keys[-1] += b"k" * (catalog_mod.MAX_SPLIT_KEY_BYTES - sum(map(len, keys)))
+    assert sum(map(len, keys)) == catalog_mod.MAX_SPLIT_KEY_BYTES
+    t = cat.create_table("widest", keys, [1, 2, 3], request_id=77)
+    s.close()
+    s = backend.open()
+    again = catalog_mod.Catalog(s)
+    assert again.tables["widest"] == t and len(t.ranges) == catalog_mod.MAX_RANGES
+    s.close()

@@ -187,3 +187,42 @@ def test_a_leader_without_the_group_does_not_end_a_pending_drop(tmp_path, answer
 
     dropping, table_id = asyncio.run(go())
     assert dropping == ({table_id: {1}} if answer == data_pb2.UNKNOWN_GROUP else {})
+
+
+def test_split_keys_beyond_one_table_record_are_refused_with_what_to_fix(tmp_path):
+    # A table's record is one store change (etcd caps a request at 1.5 MiB).
+    store = MetaStore(str(tmp_path / "m"))
+    cat = Catalog(store)
+    with pytest.raises(ValueError, match="at most 9999 split keys"):
+        cat.create_table("many", [b"%05d" % i for i in range(catalog_mod.MAX_RANGES)], [1])
+    with pytest.raises(ValueError, match=f"total at most {catalog_mod.MAX_SPLIT_KEY_BYTES} bytes"):
+        cat.create_table("long", [bytes([i]) * 4096 for i in range(1, 34)], [1])   # 33 keys of 4 KiB: 132 KiB
+    assert cat.tables == {} and store.items("table") == []
+    at_limit = cat.create_table("ok", [b"%05d" % i for i in range(catalog_mod.MAX_RANGES - 1)], [1, 2],
+                                request_id=5)
+    assert len(at_limit.ranges) == catalog_mod.MAX_RANGES
+    store.close()
+
+
+def test_the_router_refuses_too_many_split_keys_before_sending_them_to_the_mm():
+    from server.router.service import KVService
+
+    class _Router:
+        def meta_stub(self):
+            raise AssertionError("the router must not forward a create it can refuse")
+
+    class _Aborted(Exception):
+        pass
+
+    class _Context:
+        def time_remaining(self):
+            return 5.0
+
+        async def abort(self, code, message):
+            raise _Aborted(code, message)
+
+    request = kv_pb2.CreateTableRequest(table="t", split_keys=[b"%05d" % i for i in range(catalog_mod.MAX_RANGES)])
+    with pytest.raises(_Aborted) as info:
+        asyncio.run(KVService(_Router()).CreateTable(request, _Context()))
+    code, message = info.value.args
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 9999 split keys" in message
