@@ -325,11 +325,25 @@ class MetaServer:
                 self.reports[(rg, msg.sender)] = env.status_report   # with the node-side figures
                 self.last_status[(rg, msg.sender)] = msg
                 reported.add(rg)
+                if msg.last.index and rg not in self.established:
+                    self._learn_established(rg, gl)
             self._step_group(gl, rg, msg)
         for rg in self.led_by.get(s.node_id, frozenset()) - reported:   # a copy: a step may change it
             msg = self.last_status.get((rg, s.node_id))
             if msg is not None:
                 self._step_group(self.groups[rg], rg, msg)
+
+    def _learn_established(self, rg: int, gl: GroupLeadership) -> None:
+        """A member's log holds entries, which only a leader writes: the group
+        has had a leader even if this MM's state does not say so (restored
+        from a backup taken before its first appointment). Recorded, so that
+        a member hosted again on a wiped disk rejoins without a vote
+        (node.py, ReplicaAssignment.established) instead of voting empty."""
+        self.established.add(rg)
+        try:
+            self._persist_group(rg, gl)
+        except MetaStoreError as exc:
+            self.store_failed(exc)
 
     @staticmethod
     def _step_group(gl: GroupLeadership, rg: int, msg: Message) -> None:

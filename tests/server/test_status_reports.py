@@ -121,3 +121,26 @@ def test_a_node_sends_the_reports_that_changed_and_all_of_them_when_asked(tmp_pa
             await node._drop(rg)
 
     asyncio.run(run())
+
+
+def test_a_member_reporting_log_entries_marks_its_group_established(tmp_path):
+    """An MM restored from a backup taken before a group's first appointment
+    does not know the group has had a leader. A member's report of a log
+    with entries (only a leader writes them) tells it, durably: a member
+    hosted again on a wiped disk then rejoins without a vote."""
+    async def run():
+        mm = MetaServer("127.0.0.1:0")
+        store = MetaStore(os.fspath(tmp_path))
+        mm.activate(store)
+        sessions = {n: mm.register(_heartbeat(n)) for n in (1, 2, 3)}
+        mm.create_group(RG, [1, 2, 3])   # no appointment here: not established
+        empty = StatusReport(epoch=0, sender=1, recipient=METADATA_MANAGER_ID, role=Role.FOLLOWER)
+        mm.on_heartbeat(sessions[1], _heartbeat(1, empty))
+        assert not mm._assignment(RG).established and not store.get("group", RG)["established"]
+        holding = StatusReport(epoch=4, sender=2, recipient=METADATA_MANAGER_ID, role=Role.FOLLOWER,
+                               last=LogPosition(4, 17), commit_index=17, applied_index=17)
+        mm.on_heartbeat(sessions[2], _heartbeat(2, holding))
+        assert mm._assignment(RG).established and store.get("group", RG)["established"]
+        store.close()
+
+    asyncio.run(run())
