@@ -472,7 +472,7 @@ class DB:
                 raise
         error = None
         try:
-            framed = wal_frame.encode_wal_group([g.rep for g in group], [g.lsn for g in group])
+            framed = wal_frame.encode_wal_group([g.rep for g in group], [g.lsn for g in group], wal.size)
             wal.append_framed(framed, False)
             failpoints.hit("wal.after_write")
             wal.sync()
@@ -515,7 +515,7 @@ class DB:
         self._assign_lsns(group)
         try:
             if wal is not None:
-                framed = wal_frame.encode_wal_group([g.rep for g in group], [g.lsn for g in group])
+                framed = wal_frame.encode_wal_group([g.rep for g in group], [g.lsn for g in group], wal.size)
                 wal.append_framed(framed, False)
                 self._wal_bytes += len(framed)
             for g in group:

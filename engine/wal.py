@@ -19,14 +19,23 @@ claimed length runs into the zeros is treated like one running past the end
 of the file (its length may be damaged). Every other file keeps the strict
 rule: zeros after the last frame are a torn tail, or damage in a segment a
 newer one follows (e.g. an acknowledged frame whose data a failing disk
-lost). A torn write
-keeps its header (it is a prefix of what was written), so after a complete
-frame with a bad checksum the search for later valid frames starts past the
-extent its length claims: a value inside the torn payload that happens to
-hold a well-formed frame is not mistaken for acknowledged data. A frame whose
-length runs past the end of the file may have a damaged length, so the search
-then starts at the next byte.
-LogWriter appends already-framed groups; the group commit itself lives in
+lost).
+The search for valid frames after a bad one may look inside a torn frame's
+payload, whose value may hold bytes shaped like frames (a copy of a log file,
+say). A frame's checksum covers its file offset (wal_frame.pyx), so such bytes
+validate only if crafted for the very offset they landed at. Besides: a torn
+write keeps its header (it is a prefix of what was written), so after a
+complete frame with a bad checksum the search starts past the extent its
+length claims; a frame whose length runs past the end of the file (or into
+reserved zeros) may have a damaged length, so the search then starts at the
+next byte, and relies on the offset alone.
+A file whose first frame fails its checksum but passes the one of the format
+before offsets were covered (wal_frame.is_legacy_frame) was written by an
+older build: CorruptionError, never a torn tail (that would drop acknowledged
+data).
+LogWriter frames at its file's size, so every frame is checksummed for the
+offset it lands at; it appends already-framed groups too (append_framed: the
+caller framed them at `size`); the group commit itself lives in
 engine/write_queue.py, which decides who writes and who waits.
 """
 from __future__ import annotations
@@ -58,6 +67,9 @@ def read_log(env: Env, path: str, reserved_tail: bool = False) -> LogContents:
     frames, end, status = wal_frame.decode_frames(data, 0)
     if status == wal_frame.OK:
         return LogContents(frames, end, 0)
+    if end == 0 and wal_frame.is_legacy_frame(data, 0):
+        raise CorruptionError("log file written by an older format (frame checksums without the frame's "
+                              "offset), which this build does not read", path, 0)
     written = _written_end(data, end) if reserved_tail else len(data)
     if written == end:   # only unwritten space after the last frame (zeros never form a frame: type 0 is none)
         return LogContents(frames, end, 0)
@@ -97,8 +109,10 @@ def decode_wal_payload(payload: bytes, path: str | None = None, offset: int | No
 
 
 class LogWriter:
-    """Appends frames to one log file. One writer thread at a time (the
-    group-commit leader or the manifest's owner)."""
+    """Appends frames to one log file, which it creates (empty). One writer
+    thread at a time (the group-commit leader or the manifest's owner).
+    Invariant: size is the file's length, so the offset the next frame lands
+    at (its checksum covers it: wal_frame.pyx)."""
 
     def __init__(self, env: Env, path: str, number: int = 0):
         self.path = path
@@ -110,13 +124,15 @@ class LogWriter:
         self.fd = self._file.fileno()
 
     def append_framed(self, framed: bytes, sync: bool) -> None:
+        """Requires: `framed` was encoded for offset self.size
+        (wal_frame.encode_*(..., offset=self.size)), with nothing written since."""
         self._file.write(framed)
         self.size += len(framed)
         if sync:
             self._file.sync()
 
     def add(self, frame_type: int, payloads: list[bytes], sync: bool) -> None:
-        self.append_framed(wal_frame.encode_frames(frame_type, payloads), sync)
+        self.append_framed(wal_frame.encode_frames(frame_type, payloads, self.size), sync)
 
     def sync(self) -> None:
         self._file.sync()

@@ -4,9 +4,12 @@ WAL, write() it to the segment's file descriptor, insert it into the memtable.
 Used by engine/db.py (through UnsyncedFront, below) when nothing needs an
 fsync and no other writer is queued, in place of four Python-level calls
 (frame, LogWriter, file, os.write) and the memtable insert. The frame is the
-one wal_frame.encode_wal_group writes (engine/wal.py specifies the payload).
+one wal_frame.encode_wal_group writes (engine/wal.py specifies the payload),
+its checksum seeded with its file offset, the WAL writer's size before the
+write (wal_frame.pyx's docstring).
 Requires of _commit: the caller holds the DB mutex; fd is the newest
-WAL segment, opened for appending, with nothing buffered in front of it.
+WAL segment, opened for appending, with nothing buffered in front of it, and
+`offset` is its size (where the write lands).
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.errno cimport errno, EINTR
@@ -14,11 +17,11 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 
-from engine._native.crc32c cimport qkv_crc32c_init, qkv_crc32c_extend, qkv_crc32c_mask
+from engine._native.crc32c cimport qkv_crc32c_init, qkv_crc32c_mask
 from engine._native.endian cimport put_u32_le, put_u64_le
 from engine._native.sequencer cimport Sequencer, SEQ_SIZE
 from engine._native.skiplist cimport Memtable
-from engine._native.wal_frame cimport FRAME_HEADER_SIZE, FRAME_WRITE_BATCH
+from engine._native.wal_frame cimport FRAME_HEADER_SIZE, FRAME_WRITE_BATCH, frame_crc
 
 from engine._native.write_batch import encode_one
 
@@ -31,10 +34,11 @@ cdef enum:
     STACK_FRAME = 1024
 
 
-cdef size_t _commit(bytes rep, uint64_t lsn, Memtable mem, int fd) except? 0:
-    """Writes rep's WAL frame to fd (when fd >= 0) and applies rep to mem
-    with first lsn `lsn`. Returns the bytes written. Raises OSError when the
-    write fails, before the memtable is touched."""
+cdef size_t _commit(bytes rep, uint64_t lsn, Memtable mem, int fd, uint64_t offset) except? 0:
+    """Writes rep's WAL frame to fd (when fd >= 0), framed for file offset
+    `offset`, and applies rep to mem with first lsn `lsn`. Returns the bytes
+    written. Raises OSError when the write fails, before the memtable is
+    touched."""
     cdef size_t rn = <size_t>PyBytes_GET_SIZE(rep)
     cdef const uint8_t *r = <const uint8_t *>PyBytes_AS_STRING(rep)
     cdef size_t total = FRAME_HEADER_SIZE + 8 + rn
@@ -53,7 +57,7 @@ cdef size_t _commit(bytes rep, uint64_t lsn, Memtable mem, int fd) except? 0:
             frame[8] = FRAME_WRITE_BATCH
             put_u64_le(frame + FRAME_HEADER_SIZE, lsn)
             memcpy(frame + FRAME_HEADER_SIZE + 8, r, rn)
-            put_u32_le(frame, qkv_crc32c_mask(qkv_crc32c_extend(0, frame + 4, 5 + 8 + rn)))
+            put_u32_le(frame, qkv_crc32c_mask(frame_crc(offset, frame + 4, 5 + 8 + rn)))
             with nogil:
                 while done < total:
                     w = write(fd, frame + done, total - done)
@@ -122,6 +126,7 @@ cdef class UnsyncedFront:
         if not self.enabled:
             return False
         cdef int fd = -1
+        cdef uint64_t offset = 0
         cdef size_t n
         cdef uint64_t lsn
         self.mutex.acquire()
@@ -131,11 +136,12 @@ cdef class UnsyncedFront:
             wal = self.wal
             if wal is not None:
                 fd = wal.fd
-                if fd < 0 or wal.size >= self.wal_segment_bytes:
+                offset = wal.size   # where this frame lands: its checksum covers it
+                if fd < 0 or offset >= self.wal_segment_bytes:
                     return False
             lsn = self.last_lsn + 1
             try:
-                n = _commit(rep, lsn, self.mem, fd)
+                n = _commit(rep, lsn, self.mem, fd, offset)
             except BaseException as exc:
                 self.on_error(exc)
                 raise

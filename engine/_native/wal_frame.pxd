@@ -1,4 +1,7 @@
-from libc.stdint cimport uint8_t, uint32_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+from engine._native.crc32c cimport qkv_crc32c_extend
+from engine._native.endian cimport put_u64_le
 
 cdef enum:
     FRAME_HEADER_SIZE = 9
@@ -13,5 +16,23 @@ cdef enum FrameStatus:
     FRAME_BAD_CRC = 2       # complete frame whose checksum does not match
     FRAME_BAD_TYPE = 3      # checksum matches but the type is unknown
 
-cdef size_t frame_write(uint8_t *out, uint8_t rtype, const uint8_t *payload, uint32_t n) noexcept nogil
-cdef FrameStatus frame_check(const uint8_t *buf, size_t avail, uint32_t *length, uint8_t *rtype) noexcept nogil
+
+cdef inline uint32_t frame_crc_seed(uint64_t offset) noexcept nogil:
+    """CRC32C of a frame's file offset (u64 LE): where its checksum starts
+    (wal_frame.pyx's docstring). The caller's module must have called
+    qkv_crc32c_init()."""
+    cdef uint8_t le[8]
+    put_u64_le(le, offset)
+    return qkv_crc32c_extend(0, le, 8)
+
+
+cdef inline uint32_t frame_crc(uint64_t offset, const uint8_t *p, size_t n) noexcept nogil:
+    """The unmasked checksum of a frame at file offset `offset` whose bytes
+    [4, 9 + length) are p[0:n]."""
+    return qkv_crc32c_extend(frame_crc_seed(offset), p, n)
+
+
+cdef size_t frame_write(uint8_t *out, uint64_t offset, uint8_t rtype, const uint8_t *payload,
+                        uint32_t n) noexcept nogil
+cdef FrameStatus frame_check(const uint8_t *buf, size_t avail, uint64_t offset, uint32_t *length,
+                             uint8_t *rtype) noexcept nogil

@@ -1,4 +1,6 @@
-"""Record framing shared by the WAL and the MANIFEST.
+"""Record framing shared by every log file: the engine's WAL and MANIFEST,
+the replicated log's segments (server/node/log_store.py), the metadata
+store's log and snapshot staging files.
 
 A log file is a sequence of frames, nothing else (no block padding):
 
@@ -8,9 +10,35 @@ A log file is a sequence of frames, nothing else (no block padding):
     | u32 LE | u32 LE   | u8   | `length` bytes      |
     +--------+----------+------+---------------------+
 
-  crc    masked CRC32C of bytes [4, 9 + length): the length, the type and the
-         payload, so a flipped bit in any of them is detected.
+  crc    masked CRC32C of the frame's file offset followed by its bytes
+         [4, 9 + length) (the length, the type and the payload):
+
+             crc = mask(crc32c_extend(crc32c(offset as u64 LE),
+                                      file[offset + 4 : offset + 9 + length]))
+
+         offset is the position of the frame's first byte in its file (the
+         first frame of a file is at 0). Covering length, type and payload
+         detects a flipped bit in any of them. Covering the offset ties a
+         frame to the one position it was written at: bytes shaped like a
+         frame anywhere else (inside a payload, e.g. a value that is a copy
+         of a log file; or a frame shifted or copied elsewhere) do not
+         validate, so the search for valid frames after a torn one (replay
+         rules below) cannot mistake them for acknowledged data. Residual
+         limit: bytes crafted for the exact offset they land at (by a writer
+         who knows where its value will be framed) still validate; a torn
+         frame whose landed payload holds them then reads as corruption (the
+         open fails loudly; nothing is dropped silently).
   type   FRAME_TYPES below; 0 is never written (zero-filled space is not a frame).
+
+Format history: before the offset was covered, the CRC started from 0
+(crc32c_extend(0, bytes [4, 9 + length))). This build does not read such a
+file; engine/wal.py's read_log asks is_legacy_frame() about a file whose
+first frame fails and refuses it with CorruptionError, rather than read it
+as a torn tail and drop acknowledged data.
+
+Offsets: the Python functions index their buffer (start, the offsets and end
+they return are positions in buf); `offset` / `base_offset` only say at which
+file offset the buffer's first byte lies, for the checksums.
 
 Replay rules (engine/wal.py applies them):
   * a frame cut by the end of the file is a torn tail: the write never
@@ -18,9 +46,12 @@ Replay rules (engine/wal.py applies them):
   * a frame with a bad checksum that is followed by a valid frame is
     corruption of acknowledged data: CorruptionError naming file and offset;
   * a bad frame with nothing valid after it is a torn tail as well.
+
+Thread-safety: pure functions; the per-frame loops of decode_frames and
+find_valid_frame run with the GIL released.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_CheckExact
-from engine._native.endian cimport get_u32_le, put_u32_le
+from engine._native.endian cimport get_u32_le, put_u32_le, put_u64_le
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
@@ -42,24 +73,28 @@ BAD_CRC = FRAME_BAD_CRC
 BAD_TYPE = FRAME_BAD_TYPE
 
 
-cdef size_t frame_write(uint8_t *out, uint8_t rtype, const uint8_t *payload, uint32_t n) noexcept nogil:
+cdef size_t frame_write(uint8_t *out, uint64_t offset, uint8_t rtype, const uint8_t *payload,
+                        uint32_t n) noexcept nogil:
     put_u32_le(out + 4, n)
     out[8] = rtype
     if n:
         memcpy(out + FRAME_HEADER_SIZE, payload, n)
-    cdef uint32_t crc = qkv_crc32c_extend(0, out + 4, 5 + <size_t>n)
-    put_u32_le(out, qkv_crc32c_mask(crc))
+    put_u32_le(out, qkv_crc32c_mask(frame_crc(offset, out + 4, 5 + <size_t>n)))
     return FRAME_HEADER_SIZE + <size_t>n
 
 
-cdef FrameStatus frame_check(const uint8_t *buf, size_t avail, uint32_t *length, uint8_t *rtype) noexcept nogil:
+cdef FrameStatus _check(const uint8_t *buf, size_t avail, uint64_t offset, bint legacy, uint32_t *length,
+                        uint8_t *rtype) noexcept nogil:
+    """frame_check; `legacy`: under the format before offsets were covered
+    (the CRC started from 0, `offset` unused)."""
     if avail < FRAME_HEADER_SIZE:
         return FRAME_TRUNCATED
     cdef uint32_t n = get_u32_le(buf + 4)
     if <size_t>n > avail - FRAME_HEADER_SIZE:
         return FRAME_TRUNCATED
     cdef uint32_t want = qkv_crc32c_unmask(get_u32_le(buf))
-    if qkv_crc32c_extend(0, buf + 4, 5 + <size_t>n) != want:
+    cdef uint32_t seed = 0 if legacy else frame_crc_seed(offset)
+    if qkv_crc32c_extend(seed, buf + 4, 5 + <size_t>n) != want:
         return FRAME_BAD_CRC
     length[0] = n
     rtype[0] = buf[8]
@@ -68,8 +103,16 @@ cdef FrameStatus frame_check(const uint8_t *buf, size_t avail, uint32_t *length,
     return FRAME_OK
 
 
-def encode_frames(int rtype, list payloads not None) -> bytes:
-    """Frame every payload in one buffer, ready for a single write()."""
+cdef FrameStatus frame_check(const uint8_t *buf, size_t avail, uint64_t offset, uint32_t *length,
+                             uint8_t *rtype) noexcept nogil:
+    return _check(buf, avail, offset, False, length, rtype)
+
+
+def encode_frames(int rtype, list payloads not None, uint64_t offset=0) -> bytes:
+    """Frame every payload in one buffer, ready for a single write().
+
+    Requires: `offset` is the file offset the buffer will be written at (the
+    file's size before the write); the frames validate only there."""
     if rtype not in FRAME_TYPES:
         raise ValueError(f"unknown frame type {rtype}; known: {sorted(FRAME_TYPES)}")
     cdef Py_ssize_t total = 0
@@ -86,17 +129,18 @@ def encode_frames(int rtype, list payloads not None) -> bytes:
         n = len(<bytes>p)
         if n > MAX_PAYLOAD:
             raise ValueError("frame payload over 4 GiB")
-        off += frame_write(dst + off, <uint8_t>rtype, <const uint8_t *>PyBytes_AS_STRING(<bytes>p), <uint32_t>n)
+        off += frame_write(dst + off, offset + off, <uint8_t>rtype, <const uint8_t *>PyBytes_AS_STRING(<bytes>p),
+                           <uint32_t>n)
     return out
 
 
-def decode_frames(const unsigned char[::1] buf not None, Py_ssize_t start=0):
-    """Parse frames from buf[start:].
+def decode_frames(const unsigned char[::1] buf not None, Py_ssize_t start=0, uint64_t base_offset=0):
+    """Parse frames from buf[start:], buf[0] being at file offset base_offset.
 
     Returns (frames, end, status): frames is a list of (offset, type, payload
     bytes) for the valid prefix, end the offset just past the last valid frame,
     status one of OK (the buffer ended exactly at a frame boundary), TRUNCATED,
-    BAD_CRC or BAD_TYPE for the frame at `end`.
+    BAD_CRC or BAD_TYPE for the frame at `end`. Offsets are positions in buf.
     """
     cdef size_t size = buf.shape[0]
     if start < 0 or <size_t>start > size:
@@ -109,7 +153,7 @@ def decode_frames(const unsigned char[::1] buf not None, Py_ssize_t start=0):
     cdef const uint8_t *base = &buf[0] if size else NULL
     while off < size:
         with nogil:
-            st = frame_check(base + off, size - off, &n, &rtype)
+            st = frame_check(base + off, size - off, base_offset + off, &n, &rtype)
         if st != FRAME_OK:
             break
         frames.append((off, rtype, PyBytes_FromStringAndSize(<char *>base + off + FRAME_HEADER_SIZE, n)))
@@ -117,12 +161,15 @@ def decode_frames(const unsigned char[::1] buf not None, Py_ssize_t start=0):
     return frames, off, st
 
 
-def find_valid_frame(const unsigned char[::1] buf not None, Py_ssize_t start) -> int:
-    """Offset of the first valid frame at or after start, or -1.
+def find_valid_frame(const unsigned char[::1] buf not None, Py_ssize_t start, uint64_t base_offset=0) -> int:
+    """Position in buf of the first valid frame at or after start, or -1;
+    buf[0] is at file offset base_offset.
 
     Used after a bad frame to tell corruption (good data follows) from a torn
-    tail (nothing valid follows). Costs O(remaining bytes) per candidate
-    offset, which is paid only when a log is damaged.
+    tail (nothing valid follows). A candidate validates only at the offset it
+    was encoded for (module docstring), so frame-shaped bytes inside a
+    payload are not found. Costs O(remaining bytes) per candidate offset,
+    which is paid only when a log is damaged.
     """
     cdef size_t size = buf.shape[0]
     cdef size_t off = <size_t>start
@@ -134,16 +181,34 @@ def find_valid_frame(const unsigned char[::1] buf not None, Py_ssize_t start) ->
     cdef const uint8_t *base = &buf[0]
     with nogil:
         while off + FRAME_HEADER_SIZE <= size:
-            if base[off + 8] != 0 and frame_check(base + off, size - off, &n, &rtype) == FRAME_OK:
+            if (base[off + 8] != 0
+                    and frame_check(base + off, size - off, base_offset + off, &n, &rtype) == FRAME_OK):
                 found = <Py_ssize_t>off
                 break
             off += 1
     return found
 
 
-def encode_wal_group(list reps not None, list first_lsns not None) -> bytes:
+def is_legacy_frame(const unsigned char[::1] buf not None, Py_ssize_t start=0) -> bool:
+    """True when buf[start:] begins with a whole frame of a known type whose
+    checksum matches under the format before offsets were covered (the CRC
+    started from 0; module docstring, "Format history")."""
+    cdef size_t size = buf.shape[0]
+    if start < 0 or <size_t>start >= size:
+        return False
+    cdef uint32_t n = 0
+    cdef uint8_t rtype = 0
+    cdef FrameStatus st
+    with nogil:
+        st = _check(&buf[0] + start, size - <size_t>start, 0, True, &n, &rtype)
+    return st == FRAME_OK
+
+
+def encode_wal_group(list reps not None, list first_lsns not None, uint64_t offset=0) -> bytes:
     """One buffer of WRITE_BATCH frames, frame i carrying
-    first_lsns[i] (u64 LE) followed by reps[i] (engine/wal.py format)."""
+    first_lsns[i] (u64 LE) followed by reps[i] (engine/wal.py format).
+
+    Requires: `offset` is the file offset the buffer will be written at."""
     cdef Py_ssize_t n = len(reps)
     if len(first_lsns) != n:
         raise ValueError("reps and first_lsns differ in length")
@@ -159,8 +224,6 @@ def encode_wal_group(list reps not None, list first_lsns not None) -> bytes:
     cdef bytes rep
     cdef uint64_t lsn
     cdef size_t rn
-    cdef int j
-    cdef uint32_t crc
     for i in range(n):
         rep = <bytes>reps[i]
         rn = <size_t>len(rep)
@@ -170,10 +233,9 @@ def encode_wal_group(list reps not None, list first_lsns not None) -> bytes:
         frame = dst
         put_u32_le(frame + 4, <uint32_t>(rn + 8))
         frame[8] = FRAME_WRITE_BATCH
-        for j in range(8):
-            frame[FRAME_HEADER_SIZE + j] = <uint8_t>(lsn >> (8 * j))
+        put_u64_le(frame + FRAME_HEADER_SIZE, lsn)
         memcpy(frame + FRAME_HEADER_SIZE + 8, PyBytes_AS_STRING(rep), rn)
-        crc = qkv_crc32c_extend(0, frame + 4, 5 + 8 + rn)
-        put_u32_le(frame, qkv_crc32c_mask(crc))
+        put_u32_le(frame, qkv_crc32c_mask(frame_crc(offset, frame + 4, 5 + 8 + rn)))
+        offset += FRAME_HEADER_SIZE + 8 + rn
         dst += FRAME_HEADER_SIZE + 8 + rn
     return out

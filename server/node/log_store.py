@@ -12,7 +12,8 @@ close().
 On-disk format. A directory of segments NNNNNN.rlog (decimal, at least six
 digits, numbered upwards), each a sequence of frames in the engine's log
 framing (engine/_native/wal_frame.pyx: masked CRC32C u32, length u32, type u8,
-payload) and nothing else. wal_frame accepts only its own two frame types
+payload; the CRC covers the frame's offset in the segment too) and nothing
+else. wal_frame accepts only its own two frame types
 (adding one means editing wal_frame.pyx), so every frame here has type
 WRITE_BATCH (FRAME_TYPE) and the record kinds live inside the payload; the
 engine never reads a .rlog file, so the shared type is not ambiguous. One
@@ -78,7 +79,8 @@ Segment rules:
   3. open() repairs the last segment, which stops being the last at the next
      write: a torn tail is cut off by rewriting the valid prefix atomically
      (Env.write_file_atomic: a fresh copy, which the SYNC_FAILED case below
-     needs anyway; reserved zeros alone are cut with a synced truncate), and a
+     needs anyway; reserved zeros alone are cut with a synced truncate; either
+     way every frame keeps the offset its checksum covers), and a
      segment with no valid frame is removed (and the directory fsynced), its
      number given to the next segment so that the numbers stay contiguous.
      Whatever it replays it first makes durable: a process that died between
@@ -640,7 +642,6 @@ class LogStore:
         payload = b"".join(records)
         if len(payload) > wal_frame.MAX_PAYLOAD:
             raise InvalidArgumentError(f"one call may write at most {wal_frame.MAX_PAYLOAD} bytes")
-        framed = wal_frame.encode_frames(FRAME_TYPE, [payload])
         try:
             if new_segment:
                 if self._file is not None and self._allocated > self._file.size:
@@ -659,7 +660,11 @@ class LogStore:
                 if old is not None:
                     old.close()
             assert self._file is not None
-            end = self._file.size + len(framed)
+            # The frame's checksum covers the offset it lands at: the bytes
+            # written so far, not the end of the reserved space (rule 6).
+            offset = self._file.size
+            framed = wal_frame.encode_frames(FRAME_TYPE, [payload], offset)
+            end = offset + len(framed)
             if end > self._allocated:   # rule 6
                 self._allocated = end + ALLOCATE_AHEAD_BYTES
                 try:

@@ -63,6 +63,24 @@ def frame_spans(data: bytes):
     return [(off, off + wal_frame.HEADER_SIZE + len(payload)) for off, _, payload in frames]
 
 
+def insert_frame(data: bytes, at: int, frame_at) -> bytes:
+    """The log file a writer would have left had it written frame_at(at) (a
+    frame encoded for offset `at`) at `at`: data's frames from `at` on follow
+    it, re-encoded for their new offsets (a frame's checksum covers its offset)."""
+    frames, end, status = wal_frame.decode_frames(data, at)
+    assert status == wal_frame.OK and end == len(data)
+    out = data[:at] + frame_at(at)
+    for _, ftype, payload in frames:
+        out += wal_frame.encode_frames(ftype, [payload], len(out))
+    return out
+
+
+def legacy_log(data: bytes) -> bytes:
+    """data's frames in the format before offsets were covered: each CRC
+    started from 0 instead of from the CRC32C of the frame's offset."""
+    return b"".join(struct.pack("<I", masked(crc32c(data[s + 4:e]))) + data[s + 4:e] for s, e in frame_spans(data))
+
+
 def make_wal_db(n=30, seed=SEED):
     """A closed DB whose only data is n acknowledged puts in its WAL.
     Returns (env, wal name, [(key, value, seq)])."""
@@ -168,6 +186,57 @@ def test_torn_wal_tail_on_the_real_file_system(tmp_path):
                 assert db.get("t", key) == want, (cut, i)
 
 
+@pytest.mark.parametrize("sync", ["never", "always"])   # the native unsynced path, the group commit
+def test_every_log_writer_frames_at_the_offset_it_writes_at(sync, tmp_path):
+    # A frame's checksum covers its offset: a writer that framed at any other
+    # offset would leave frames that replay reads as a torn tail.
+    path = str(tmp_path / "db")
+    with DB.open(path, env=PosixEnv(), sync=sync, wal_segment_bytes=700) as db:
+        db.create_table("t")
+        for i in range(40):
+            db.put("t", b"k%02d" % i, b"v" * i)
+            if i % 7 == 0:
+                batch = WriteBatch()
+                batch.put("t", b"b%02d" % i, b"w")
+                db.write(batch)
+        db.create_table("u")
+        logs = [n for n in PosixEnv().list_dir(path) if n.endswith(".log") or n.startswith("MANIFEST-")]
+        assert len(logs) >= 4
+        for name in logs:
+            frame_spans(PosixEnv().read_file(f"{path}/{name}"))   # every frame valid, to the end
+    with DB.open(path, env=PosixEnv()) as db:
+        assert db.stats()["wal_torn_tail_bytes"] == 0
+        assert [k for k, _, _ in db.scan("t")] == sorted([b"k%02d" % i for i in range(40)] +
+                                                         [b"b%02d" % i for i in range(0, 40, 7)])
+
+
+@pytest.mark.parametrize("value", ["log-copy", "encoded-frame"])
+def test_torn_last_frame_whose_landed_payload_holds_a_frame_is_a_torn_tail(value):
+    # Regression: a crash tore the last frame after its header and part of its
+    # payload, so its length runs past the end of the file, and the value it
+    # carried holds complete frames (a copy of a log file, or the framing's
+    # own output). The search for valid frames after the torn one starts
+    # inside its payload; those frames were encoded for other offsets, so they
+    # do not validate there: a torn tail, not a false CorruptionError that
+    # keeps the DB from opening after the crash.
+    env = MemEnv()
+    with DB.open(DB_PATH, env=env, sync="always") as db:
+        db.create_table("t")
+        written = [(b"k%d" % i, b"v%d" % i, db.put("t", b"k%d" % i, b"v%d" % i)) for i in range(5)]
+        wal = one_file(env, ".log")
+        inner = (env.read_file(f"{DB_PATH}/{wal}") if value == "log-copy"
+                 else wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"inner" * 8]))
+        db.put("t", b"big", inner + b"\xff" * 64)
+    data = env.read_file(f"{DB_PATH}/{wal}")
+    start, end = frame_spans(data)[-1]
+    cut = data.index(inner, start) + len(inner) + 10   # the header and the payload up to past the frames landed
+    assert cut < end
+    with DB.open(DB_PATH, env=clone(env, replace={wal: data[:cut]})) as db:
+        assert db.stats()["wal_torn_tail_bytes"] == cut - start
+        assert [db.get("t", key) for key, _, _ in written] == [Record(v, seq) for _, v, seq in written]
+        assert db.get("t", b"big") is None
+
+
 # ------------------------------------- (b) damage before good WAL records
 
 def test_bit_flip_in_an_early_wal_record_is_corruption_naming_file_and_offset():
@@ -211,19 +280,48 @@ def test_checksummed_but_invalid_wal_frames_are_corruption_naming_file_and_offse
     path = f"{DB_PATH}/{wal}"
     data = env.read_file(path)
     unknown_type_body = struct.pack("<IB", 4, 9) + b"abcd"
-    frame = {
-        "short-payload": wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"\x01\x02\x03"]),
-        "malformed-batch": wal_frame.encode_wal_group([b"\x05\x00\x00\x00" + bytes(9) + b"junk"], [99]),
-        "manifest-type": wal_frame.encode_frames(wal_frame.MANIFEST_EDIT, [b'{"v":1}']),
-        "unknown-type": struct.pack("<I", masked(crc32c(unknown_type_body))) + unknown_type_body,
+    frame_at = {
+        "short-payload": lambda at: wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"\x01\x02\x03"], at),
+        "malformed-batch": lambda at: wal_frame.encode_wal_group([b"\x05\x00\x00\x00" + bytes(9) + b"junk"], [99], at),
+        "manifest-type": lambda at: wal_frame.encode_frames(wal_frame.MANIFEST_EDIT, [b'{"v":1}'], at),
+        "unknown-type": lambda at: struct.pack(
+            "<I", masked(crc32c(unknown_type_body, crc32c(struct.pack("<Q", at))))) + unknown_type_body,
     }[bad_frame]
     at = frame_spans(data)[3][0] if position == "middle" else len(data)
-    e = clone(env, replace={wal: data[:at] + frame + data[at:]})
+    e = clone(env, replace={wal: insert_frame(data, at, frame_at)})
     with pytest.raises(CorruptionError) as exc:
         DB.open(DB_PATH, env=e).close()
     assert exc.value.path == path
     assert exc.value.offset == at
     assert path in str(exc.value) and f"offset {at}" in str(exc.value)
+
+
+@pytest.mark.parametrize("which", ["wal", "every-log"])
+def test_a_log_of_the_older_format_is_corruption_not_a_torn_tail(which):
+    # Before frame checksums covered their offset, the CRC started from 0.
+    # Such a file's first frame fails this build's check; read as a torn tail
+    # it would open as an empty log and drop every acknowledged write in it.
+    env, wal, _ = make_wal_db(6)
+    logs = [wal] + ([n for n in env.list_dir(DB_PATH) if n.startswith("MANIFEST-")] if which == "every-log" else [])
+    old = clone(env, replace={name: legacy_log(env.read_file(f"{DB_PATH}/{name}")) for name in logs})
+    with pytest.raises(CorruptionError, match="older format") as exc:
+        DB.open(DB_PATH, env=old).close()
+    assert exc.value.path == f"{DB_PATH}/{logs[-1]}" and exc.value.offset == 0   # the MANIFEST is read first
+    assert logs[-1] in str(exc.value)
+
+
+@pytest.mark.parametrize("tail", [b"", b"\x05" * 7, bytes(4096)], ids=["whole", "torn", "zeros"])
+@pytest.mark.parametrize("reserved_tail", [False, True])
+def test_read_log_refuses_a_file_of_the_older_format(tail, reserved_tail):
+    frames = [b"a" * 40, b"b" * 3]
+    data = legacy_log(wal_frame.encode_frames(wal_frame.WRITE_BATCH, frames)) + tail
+    env = _log_file([], data)
+    with pytest.raises(CorruptionError, match="older format") as exc:
+        read_log(env, "/l/log", reserved_tail=reserved_tail)
+    assert exc.value.path == "/l/log" and exc.value.offset == 0
+    # The same frames in this format read back, and an empty file is empty in both.
+    assert [p for _, _, p in read_log(_log_file(frames), "/l/log").frames] == frames
+    assert read_log(_log_file([]), "/l/log").frames == []
 
 
 def test_zeros_after_the_last_wal_frame_are_still_a_torn_tail():
@@ -529,11 +627,12 @@ def test_manifest_torn_tail_reopens_to_the_previous_edit():
 def test_manifest_with_an_undecodable_edit_is_corruption():
     env, manifest = make_manifest_db()
     data = env.read_file(f"{DB_PATH}/{manifest}")
-    bogus = wal_frame.encode_frames(wal_frame.MANIFEST_EDIT, [b"{not json"])
-    for damaged in (bogus + data, data[:frame_spans(data)[1][0]] + bogus + data[frame_spans(data)[1][0]:]):
+    def bogus(at):
+        return wal_frame.encode_frames(wal_frame.MANIFEST_EDIT, [b"{not json"], at)
+    for at in (0, frame_spans(data)[1][0]):
         with pytest.raises(CorruptionError):
-            DB.open(DB_PATH, env=clone(env, replace={manifest: damaged})).close()
-    wrong_type = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"{}"])
+            DB.open(DB_PATH, env=clone(env, replace={manifest: insert_frame(data, at, bogus)})).close()
+    wrong_type = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"{}"], len(data))
     with pytest.raises(CorruptionError) as exc:
         DB.open(DB_PATH, env=clone(env, replace={manifest: data + wrong_type})).close()
     assert exc.value.path == f"{DB_PATH}/{manifest}"

@@ -1,6 +1,8 @@
 """Log framing (engine/_native/wal_frame.pyx): the byte layout, round trips,
-decode status for truncated / bad-checksum / unknown-type frames, and
-find_valid_frame, checked against an independent Python model of the format."""
+decode status for truncated / bad-checksum / unknown-type frames,
+find_valid_frame, the checksum's file offset (a frame validates only where it
+was encoded for) and the older format's frames, checked against an independent
+Python model of the format."""
 import random
 import struct
 
@@ -13,10 +15,25 @@ SEED = 0xF4A3E
 HDR = wal_frame.HEADER_SIZE
 
 
-def py_frame(rtype: int, payload: bytes) -> bytes:
-    """The frame format as specified in wal_frame.pyx's docstring."""
+def py_frame(rtype: int, payload: bytes, offset: int = 0) -> bytes:
+    """The frame format as specified in wal_frame.pyx's docstring: a frame at
+    file offset `offset`, its CRC started from the CRC32C of the offset (u64 LE)."""
+    body = struct.pack("<IB", len(payload), rtype) + payload
+    return struct.pack("<I", masked(crc32c(body, crc32c(struct.pack("<Q", offset))))) + body
+
+
+def py_legacy_frame(rtype: int, payload: bytes) -> bytes:
+    """A frame of the format before offsets were covered (CRC started from 0)."""
     body = struct.pack("<IB", len(payload), rtype) + payload
     return struct.pack("<I", masked(crc32c(body))) + body
+
+
+def py_frames(rtype: int, payloads: list[bytes], offset: int = 0) -> bytes:
+    """Frames laid out one after another from file offset `offset`."""
+    out = b""
+    for p in payloads:
+        out += py_frame(rtype, p, offset + len(out))
+    return out
 
 
 def random_payloads(rng, n, max_len=300):
@@ -32,15 +49,22 @@ def test_constants():
     assert wal_frame.OK == 0
 
 
+OFFSETS = [0, 1, 9, 4096, 2**32 - 1, 2**32 + 5, 2**64 - 1]
+
+
 def test_layout_matches_the_spec():
     rng = random.Random(SEED)
     for rtype in sorted(wal_frame.FRAME_TYPES):
         for p in random_payloads(rng, 50) + [b"", b"x"]:
-            framed = wal_frame.encode_frames(rtype, [p])
-            assert framed == py_frame(rtype, p)
+            offset = rng.choice(OFFSETS)
+            framed = wal_frame.encode_frames(rtype, [p], offset)
+            assert framed == py_frame(rtype, p, offset)
             crc, length, t = struct.unpack_from("<IIB", framed)
             assert length == len(p) and t == rtype
-            assert unmask(crc) == crc32c(framed[4:])
+            assert unmask(crc) == crc32c(framed[4:], crc32c(offset.to_bytes(8, "little")))
+    payloads = random_payloads(rng, 20)
+    for offset in OFFSETS[:-1]:   # a run of frames from `offset`, each at its own offset
+        assert wal_frame.encode_frames(wal_frame.WRITE_BATCH, payloads, offset) == py_frames(1, payloads, offset)
 
 
 def test_roundtrip_many_frames():
@@ -74,11 +98,16 @@ def test_decode_from_a_start_offset():
 
 
 def test_concatenated_buffers_of_both_types_decode_in_order():
+    # Each buffer encoded for the offset it is written at, as a LogWriter does.
     a = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"one", b"two"])
-    b = wal_frame.encode_frames(wal_frame.MANIFEST_EDIT, [b"three"])
-    frames, end, status = wal_frame.decode_frames(a + b + a)
-    assert status == wal_frame.OK and end == len(a + b + a)
+    b = wal_frame.encode_frames(wal_frame.MANIFEST_EDIT, [b"three"], len(a))
+    c = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"one", b"two"], len(a + b))
+    frames, end, status = wal_frame.decode_frames(a + b + c)
+    assert status == wal_frame.OK and end == len(a + b + c)
     assert [(t, p) for _, t, p in frames] == [(1, b"one"), (1, b"two"), (2, b"three"), (1, b"one"), (1, b"two")]
+    # The same bytes as `a`, written again after b: not valid there.
+    frames, end, status = wal_frame.decode_frames(a + b + a)
+    assert len(frames) == 3 and end == len(a + b) and status == wal_frame.BAD_CRC
 
 
 def test_empty_buffer_and_empty_list():
@@ -115,7 +144,7 @@ def test_every_bit_flip_is_detected():
     # any other flip is a checksum mismatch. Never OK, never a wrong payload.
     payload = bytes(range(40))
     frame = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [payload])
-    tail = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"next"])
+    tail = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"next"], len(frame))
     for bit in range(len(frame) * 8):
         bad = bytearray(frame + tail)
         bad[bit // 8] ^= 1 << (bit % 8)
@@ -138,10 +167,11 @@ def test_bad_crc_in_the_middle_stops_there():
 
 
 def test_unknown_type_with_good_crc_is_bad_type():
+    good = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"ok"])
     for rtype in (0, 3, 0x7F, 0xFF):
-        bad = py_frame(rtype, b"payload")
-        good = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"ok"])
-        frames, end, status = wal_frame.decode_frames(good + bad + good)
+        bad = py_frame(rtype, b"payload", len(good))
+        after = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"ok"], len(good + bad))
+        frames, end, status = wal_frame.decode_frames(good + bad + after)
         assert [f[2] for f in frames] == [b"ok"]
         assert end == len(good)
         assert status == wal_frame.BAD_TYPE
@@ -171,11 +201,11 @@ def test_find_valid_frame_positions():
 
 def test_find_valid_frame_skips_garbage_and_damaged_frames():
     rng = random.Random(SEED + 2)
-    good = wal_frame.encode_frames(wal_frame.MANIFEST_EDIT, [b"survivor"])
     damaged = bytearray(wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"victim" * 3]))
     damaged[HDR + 1] ^= 1
     for _ in range(50):
         garbage = rng.randbytes(rng.randrange(0, 200))
+        good = wal_frame.encode_frames(wal_frame.MANIFEST_EDIT, [b"survivor"], len(garbage) + len(damaged))
         buf = garbage + bytes(damaged) + good
         assert wal_frame.find_valid_frame(buf, 0) == len(garbage) + len(damaged)
 
@@ -185,6 +215,7 @@ def test_find_valid_frame_ignores_unknown_types_and_truncated_frames():
     assert wal_frame.find_valid_frame(bad_type, 0) == -1
     good = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"abcdef"])
     assert wal_frame.find_valid_frame(good[:-1], 0) == -1
+    good = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"abcdef"], len(bad_type))
     assert wal_frame.find_valid_frame(bad_type + good, 0) == len(bad_type)
 
 
@@ -200,13 +231,14 @@ def test_random_corruption_never_yields_a_frame_that_was_not_written():
         assert [f[2] for f in frames] == payloads[:len(frames)], f"seed={SEED + 3} trial={trial}"
 
 
-def test_encode_wal_group_layout():
+@pytest.mark.parametrize("offset", [0, 77, 2**40 + 3])
+def test_encode_wal_group_layout(offset):
     reps = [b"rep-one", b"", b"rep-three" * 10]
     lsns = [1, 8, 2**64 - 1]
-    buf = wal_frame.encode_wal_group(reps, lsns)
-    want = b"".join(py_frame(wal_frame.WRITE_BATCH, struct.pack("<Q", lsn) + rep) for rep, lsn in zip(reps, lsns))
+    buf = wal_frame.encode_wal_group(reps, lsns, offset)
+    want = py_frames(wal_frame.WRITE_BATCH, [struct.pack("<Q", lsn) + rep for rep, lsn in zip(reps, lsns)], offset)
     assert buf == want
-    frames, end, status = wal_frame.decode_frames(buf)
+    frames, end, status = wal_frame.decode_frames(buf, 0, offset)
     assert status == wal_frame.OK and end == len(buf)
     assert [(struct.unpack_from("<Q", p)[0], p[8:]) for _, _, p in frames] == list(zip(lsns, reps))
 
@@ -219,6 +251,61 @@ def test_encode_wal_group_rejects_mismatched_lists_and_bad_lsns():
         wal_frame.encode_wal_group([b"a"], [-1])
     with pytest.raises(OverflowError):
         wal_frame.encode_wal_group([b"a"], [2**64])
+
+
+def test_a_frame_validates_only_at_the_offset_it_was_encoded_for():
+    # A frame moved (or copied) to another offset, or read as if its buffer
+    # started elsewhere in the file, fails its checksum: BAD_CRC, and
+    # find_valid_frame does not find it.
+    rng = random.Random(SEED + 4)
+    payload = b"moved frame"
+    for _ in range(200):
+        at = rng.randrange(0, 1 << 20)
+        frame = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [payload], at)
+        assert wal_frame.decode_frames(frame, 0, at) == ([(0, 1, payload)], len(frame), wal_frame.OK)
+        assert wal_frame.find_valid_frame(frame, 0, at) == 0
+        elsewhere = at ^ (1 << rng.randrange(40))
+        assert wal_frame.decode_frames(frame, 0, elsewhere) == ([], 0, wal_frame.BAD_CRC), (at, elsewhere)
+        assert wal_frame.find_valid_frame(frame, 0, elsewhere) == -1, (at, elsewhere)
+        # In a buffer: valid at position p only when base_offset + p == at.
+        pad = rng.randrange(1, 64)
+        buf = bytes(pad) + frame
+        if at >= pad:
+            assert wal_frame.find_valid_frame(buf, 0, at - pad) == pad
+        assert wal_frame.find_valid_frame(buf, 0, at) == -1
+
+
+def test_frames_inside_a_payload_are_not_found_by_the_search():
+    # The case the offset is for: a torn last frame whose payload (a value
+    # holding a copy of a log file) contains complete frames. They were
+    # encoded for the copy's offsets, so no search position validates them.
+    log = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"a" * 30, b"b" * 5, b""])
+    first = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"first"])
+    torn = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"value:" + log + b"rest" * 10], len(first))
+    data = first + torn[:-20]
+    frames, end, status = wal_frame.decode_frames(data)
+    assert [p for _, _, p in frames] == [b"first"] and status == wal_frame.TRUNCATED
+    assert wal_frame.find_valid_frame(data, end + 1) == -1
+    # In the older format (no offset) a frame inside the payload was valid
+    # wherever it landed, so that search found it: the false CorruptionError.
+    old = py_legacy_frame(1, b"first")
+    old_data = old + py_legacy_frame(1, b"value:" + py_legacy_frame(1, b"a" * 30) + b"rest" * 10)[:-20]
+    assert wal_frame.is_legacy_frame(old_data, old_data.index(b"value:") + 6)
+
+
+def test_is_legacy_frame_recognises_frames_of_the_older_format_only():
+    for rtype in sorted(wal_frame.FRAME_TYPES):
+        for payload in (b"", b"x", b"legacy" * 20):
+            old = py_legacy_frame(rtype, payload)
+            assert wal_frame.is_legacy_frame(old)
+            assert wal_frame.is_legacy_frame(b"junk" + old, 4)
+            assert wal_frame.decode_frames(old) == ([], 0, wal_frame.BAD_CRC)   # not a frame of this format
+            assert not wal_frame.is_legacy_frame(old[:-1])                      # incomplete
+            assert not wal_frame.is_legacy_frame(wal_frame.encode_frames(rtype, [payload]))
+    assert not wal_frame.is_legacy_frame(py_legacy_frame(9, b"abc"))            # unknown type
+    assert not wal_frame.is_legacy_frame(bytes(64))
+    assert not wal_frame.is_legacy_frame(b"")
+    assert not wal_frame.is_legacy_frame(py_legacy_frame(1, b"x"), 100)
 
 
 # Payloads are kept tiny: today these calls read the object's internals, and

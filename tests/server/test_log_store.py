@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from engine._native import wal_frame
+from engine._native.crc32c import crc32c, masked
 from engine.env import PosixEnv
 from engine.env_fault import FaultInjectionEnv
 from engine.env_mem import MemEnv
@@ -610,6 +611,36 @@ def test_torn_tail_at_every_byte_of_the_last_call_is_dropped_and_counted(last_ca
             assert store.last_index == 9 and store.durable_state(0).entries[-1].epoch == 3
 
 
+@pytest.mark.parametrize("reserved", [False, True], ids=["end-of-file", "reserved-zeros"])
+@pytest.mark.parametrize("value", ["log-copy", "encoded-frame"])
+def test_torn_last_call_whose_landed_payload_holds_a_frame_is_a_torn_tail(value, reserved):
+    # Regression: the last call's frame was torn after its header and part of
+    # its payload, whose length then runs past the written data (the end of
+    # the file, or into the reserved zeros: segment rule 6), and the entry it
+    # carried holds complete frames (a copy of a segment, or the framing's
+    # own output). Frames encoded for other offsets do not validate inside
+    # it, so the search after the torn frame finds nothing: a torn tail, and
+    # the replica opens after the crash.
+    env = MemEnv()
+    model = Model()
+    with LogStore.open(env, DIR) as store:
+        for i in range(1, 6):
+            store.persist(HardState(1, i - 1), entries(1, i, i, 40))
+            model.persist(HardState(1, i - 1), entries(1, i, i, 40))
+        (name,) = segments(env)
+        inner = (written(env.read_file(f"{DIR}/{name}")) if value == "log-copy"
+                 else wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"inner" * 8]))
+        store.persist(HardState(1, 5), [Entry(1, 6, EntryKind.WRITE, inner + b"\xff" * 64)])
+    data = written(env.read_file(f"{DIR}/{name}"))
+    start, end = frame_spans(data)[-1]
+    cut = data.index(inner, start) + len(inner) + 10   # the header and the payload up to past the frames landed
+    assert cut < end
+    e = clone(env, replace={name: data[:cut] + (bytes(4096) if reserved else b"")})
+    with LogStore.open(e, DIR) as store:
+        assert state_of(store) == model.state()
+        assert store.stats()["torn_tail_bytes"] == cut - start
+
+
 # -------------------------------------------------------- fault injection
 
 def count_ops(op: str) -> int:
@@ -892,8 +923,8 @@ def test_checksummed_but_malformed_frames_are_corruption(bad):
         "short-record": bytes([FORMAT_VERSION]) + struct.pack("<BQ", 4, 1),
         "entry-kind": bytes([FORMAT_VERSION]) + struct.pack("<BQQBI", 5, 9, 100, 7, 0),
     }[bad]
-    frame = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [payload])
     if bad == "no-header":   # a new segment whose first frame has no header
+        frame = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [payload])
         e = clone(env)
         name = f"{int(last[:-5]) + 1:06d}.rlog"
         f = e.open_writable(f"{DIR}/{name}")
@@ -902,6 +933,7 @@ def test_checksummed_but_malformed_frames_are_corruption(bad):
         e.sync_dir(DIR)
         where, at = name, 0
     else:
+        frame = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [payload], len(data))   # where it lands
         e = clone(env, replace={last: data + frame})
         where, at = last, len(data)
     with pytest.raises(CorruptionError) as exc:
@@ -909,6 +941,24 @@ def test_checksummed_but_malformed_frames_are_corruption(bad):
     assert exc.value.path == f"{DIR}/{where}" and exc.value.offset == at
     if bad == "version":
         assert "version" in str(exc.value)
+
+
+@pytest.mark.parametrize("which", ["every-segment", "oldest-segment"])
+def test_segments_of_the_older_format_are_corruption_not_a_torn_tail(which):
+    # Before frame checksums covered their offset, the CRC started from 0.
+    # Such a segment's first frame fails this build's check; read as a torn
+    # tail the newest would open as empty, and an older one would be refused
+    # only as "damaged": either way the error must say what happened.
+    def legacy(data: bytes) -> bytes:   # the same frames, each CRC started from 0
+        return b"".join(struct.pack("<I", masked(crc32c(data[s + 4:e]))) + data[s + 4:e] for s, e in frame_spans(data))
+
+    env, names, _ = make_segmented_log()
+    old = names if which == "every-segment" else names[:1]
+    e = clone(env, replace={n: legacy(env.read_file(f"{DIR}/{n}")) for n in old})
+    with pytest.raises(CorruptionError, match="older format") as exc:
+        LogStore.open(e, DIR)
+    assert exc.value.path == f"{DIR}/{old[-1]}" and exc.value.offset == 0   # the newest segment is read first
+    assert set(segments(e)) == set(names)                                    # and nothing was changed
 
 
 # ------------------------------------------------------------ state machine
