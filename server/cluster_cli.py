@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-from server.local_cluster import ROUTER_ID_BASE, LocalCluster
+from server.local_cluster import LocalCluster
 
 ROLES = {0: "-", 1: "follower", 2: "electing", 3: "leader"}
 
@@ -109,13 +109,7 @@ def up_main(args: argparse.Namespace) -> int:
     try:
         t0 = time.monotonic()
         cluster.start()
-        members = list(range(1, replicas + 1))
-        for rg in range(1, args.groups + 1):
-            cluster.create_group(rg, members)
-        for rg in range(1, args.groups + 1):
-            cluster.wait_for_leader(rg, timeout=30)
-        for i in range(args.routers):
-            cluster.add_router(ROUTER_ID_BASE + i + 1)
+        cluster.serve(args.groups, list(range(1, replicas + 1)), args.routers)
         routers = cluster.router_addresses
         with open(routers_file(data), "w") as f:
             f.write(routers + "\n")

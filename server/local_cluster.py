@@ -136,6 +136,16 @@ class LocalCluster:
         self._spawn(role)
         return role
 
+    def serve(self, groups: int, members: list[int], routers: int, timeout: float = 30.0) -> None:
+        """Groups 1..`groups` over `members`, each with a serving leader, then
+        `routers` request managers (ids ROUTER_ID_BASE + 1, ...)."""
+        for rg in range(1, groups + 1):
+            self.create_group(rg, members)
+        for rg in range(1, groups + 1):
+            self.wait_for_leader(rg, timeout=timeout)
+        for i in range(routers):
+            self.add_router(ROUTER_ID_BASE + i + 1)
+
     @property
     def meta_addresses(self) -> str:
         """Every MM's address, comma-separated (one MM: its address)."""

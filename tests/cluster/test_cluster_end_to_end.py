@@ -11,7 +11,7 @@ import time
 import pytest
 
 import quorumkv
-from server.local_cluster import ROUTER_ID_BASE, LocalCluster
+from server.local_cluster import LocalCluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -21,12 +21,7 @@ def cluster(tmp_path_factory):
     c = LocalCluster(str(tmp_path_factory.mktemp("e2e") / "cluster"), nodes=3)
     try:
         c.start()
-        c.create_group(1, [1, 2, 3])
-        c.create_group(2, [1, 2, 3])
-        c.wait_for_leader(1)
-        c.wait_for_leader(2)
-        c.add_router(ROUTER_ID_BASE + 1)
-        c.add_router(ROUTER_ID_BASE + 2)
+        c.serve(groups=2, members=[1, 2, 3], routers=2)
         yield c
     finally:
         c.close()
