@@ -29,13 +29,17 @@ complete frame with a bad checksum the search starts past the extent its
 length claims; a frame whose length runs past the end of the file (or into
 reserved zeros) may have a damaged length, so the search then starts at the
 next byte, and relies on the offset alone.
-A file whose first frame fails its checksum but passes the one of the format
-before offsets were covered (wal_frame.is_legacy_frame) was written by an
-older build: CorruptionError, never a torn tail (that would drop acknowledged
-data).
-LogWriter frames at its file's size, so every frame is checksummed for the
-offset it lands at; it appends already-framed groups too (append_framed: the
-caller framed them at `size`); the group commit itself lives in
+Every log file starts with the file header (wal_frame.FILE_HEADER: magic and
+format version, as a frame a build of format version 1 refuses instead of
+reading the file as a torn tail). read_log refuses another version, and a
+version-1 file (no header, its frames found by the old checksum rule) with
+CorruptionError, never a torn tail (that would drop acknowledged data); a
+file whose header is torn (created, then the power failed) holds nothing,
+unless valid frames follow the damage (CorruptionError).
+LogWriter writes the header when it creates its file and frames at the
+file's size, so every frame is checksummed for the offset it lands at; it
+appends already-framed groups too (append_framed: the caller framed them at
+`size`); the group commit itself lives in
 engine/write_queue.py, which decides who writes and who waits.
 """
 from __future__ import annotations
@@ -64,12 +68,15 @@ def read_log(env: Env, path: str, reserved_tail: bool = False) -> LogContents:
     docstring); `reserved_tail`: the file's space was reserved ahead of its
     writes, so it may end in unwritten zeros."""
     data = env.read_file(path)
-    frames, end, status = wal_frame.decode_frames(data, 0)
+    kind, value = wal_frame.read_file_header(data)
+    if kind == wal_frame.HEADER_OTHER_VERSION:
+        raise CorruptionError(f"log file of format version {value}; this build reads version "
+                              f"{wal_frame.FORMAT_VERSION}", path, 0)
+    if kind != wal_frame.HEADER_OK:
+        return _without_header(data, path, kind, reserved_tail)
+    frames, end, status = wal_frame.decode_frames(data, value)
     if status == wal_frame.OK:
         return LogContents(frames, end, 0)
-    if end == 0 and wal_frame.is_legacy_frame(data, 0):
-        raise CorruptionError("log file written by an older format (frame checksums without the frame's "
-                              "offset), which this build does not read", path, 0)
     written = _written_end(data, end) if reserved_tail else len(data)
     if written == end:   # only unwritten space after the last frame (zeros never form a frame: type 0 is none)
         return LogContents(frames, end, 0)
@@ -87,6 +94,22 @@ def read_log(env: Env, path: str, reserved_tail: bool = False) -> LogContents:
         raise CorruptionError(f"{_STATUS_NAMES[status]} before valid frames at offset {nxt}: "
                               "acknowledged data is damaged", path, end)
     return LogContents(frames, end, written - end)
+
+
+def _without_header(data: bytes, path: str, kind: int, reserved_tail: bool) -> LogContents:
+    """A file that does not start with this version's file header: one torn
+    while it was being created holds nothing (no frame of it was
+    acknowledged); one written by version 1 (no header) or whose header is
+    damaged before valid frames is refused, never read as a torn tail."""
+    if kind == wal_frame.HEADER_LEGACY or wal_frame.find_valid_frame(data, 0, legacy=True) >= 0:
+        raise CorruptionError("log file written by an older format (version 1: no file header), which this "
+                              "build does not read", path, 0)
+    nxt = wal_frame.find_valid_frame(data, 1)
+    if nxt >= 0:
+        raise CorruptionError(f"damaged file header before valid frames at offset {nxt}: acknowledged data is "
+                              "damaged", path, 0)
+    written = _written_end(data, 0) if reserved_tail else len(data)
+    return LogContents([], 0, written)
 
 
 def _written_end(data: bytes, start: int) -> int:
@@ -118,7 +141,8 @@ class LogWriter:
         self.path = path
         self.number = number
         self._file: WritableFile = env.open_writable(path)
-        self.size = 0
+        self._file.write(wal_frame.FILE_HEADER)   # durable with the first sync; torn, the file holds nothing
+        self.size = len(wal_frame.FILE_HEADER)
         # The OS file descriptor, for the native unsynced write path
         # (engine/_native/commit.pyx); -1 when the Env has none (MemEnv).
         self.fd = self._file.fileno()

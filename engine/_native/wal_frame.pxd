@@ -9,6 +9,7 @@ cdef enum:
 cdef enum FrameType:
     FRAME_WRITE_BATCH = 1
     FRAME_MANIFEST_EDIT = 2
+    FRAME_FILE_HEADER = 3   # only as a file's first frame, checksummed the old way (wal_frame.pyx)
 
 cdef enum FrameStatus:
     FRAME_OK = 0

@@ -2,7 +2,23 @@
 the replicated log's segments (server/node/log_store.py), the metadata
 store's log and snapshot staging files.
 
-A log file is a sequence of frames, nothing else (no block padding):
+A log file is a file header, then a sequence of frames, nothing else (no
+block padding). The file header is itself a frame, at offset 0, of type
+FILE_HEADER (3), whose checksum starts from 0 (the format before offsets
+were covered: "Format history" below) and whose 7-byte payload is the magic
+b"QKVLOG" and the format version (FORMAT_VERSION, 2):
+
+    0        4          8      9                 15        16
+    +--------+----------+------+-----------------+---------+
+    | crc    | 7        | 3    | "QKVLOG"        | version |
+    +--------+----------+------+-----------------+---------+
+
+  Why a frame of the old kind: a build from before it reads the file header
+  as a valid frame of a type it does not know, and refuses the file ("written
+  by a newer version?") instead of reading frames it cannot check as a torn
+  tail and deleting the file. And the version says what follows.
+
+The frames after it:
 
     0        4          8      9
     +--------+----------+------+---------------------+
@@ -30,11 +46,13 @@ A log file is a sequence of frames, nothing else (no block padding):
          open fails loudly; nothing is dropped silently).
   type   FRAME_TYPES below; 0 is never written (zero-filled space is not a frame).
 
-Format history: before the offset was covered, the CRC started from 0
-(crc32c_extend(0, bytes [4, 9 + length))). This build does not read such a
-file; engine/wal.py's read_log asks is_legacy_frame() about a file whose
-first frame fails and refuses it with CorruptionError, rather than read it
-as a torn tail and drop acknowledged data.
+Format history: version 1 (no file header, 2026-11-27 to 28) started every
+CRC from 0 (crc32c_extend(0, bytes [4, 9 + length))). This build does not
+read such a file: engine/wal.py's read_log finds frames of that kind where
+the file header should be (read_file_header, find_valid_frame(legacy=True))
+and refuses the file with CorruptionError, rather than read it as a torn
+tail and drop acknowledged data. A frame of type 0 is never valid, whatever
+its checksum (nine zero bytes checksum correctly at one offset in 4 GiB).
 
 Offsets: the Python functions index their buffer (start, the offsets and end
 they return are positions in buf); `offset` / `base_offset` only say at which
@@ -66,6 +84,8 @@ MANIFEST_EDIT = FRAME_MANIFEST_EDIT
 FRAME_TYPES = frozenset({WRITE_BATCH, MANIFEST_EDIT})
 HEADER_SIZE = FRAME_HEADER_SIZE
 MAX_PAYLOAD = 0xFFFFFFFF
+FORMAT_VERSION = 2
+MAGIC = b"QKVLOG"
 
 OK = FRAME_OK
 TRUNCATED = FRAME_TRUNCATED
@@ -92,6 +112,8 @@ cdef FrameStatus _check(const uint8_t *buf, size_t avail, uint64_t offset, bint 
     cdef uint32_t n = get_u32_le(buf + 4)
     if <size_t>n > avail - FRAME_HEADER_SIZE:
         return FRAME_TRUNCATED
+    if buf[8] == 0:
+        return FRAME_BAD_CRC   # zeros are unwritten space, never a frame (module docstring)
     cdef uint32_t want = qkv_crc32c_unmask(get_u32_le(buf))
     cdef uint32_t seed = 0 if legacy else frame_crc_seed(offset)
     if qkv_crc32c_extend(seed, buf + 4, 5 + <size_t>n) != want:
@@ -161,9 +183,11 @@ def decode_frames(const unsigned char[::1] buf not None, Py_ssize_t start=0, uin
     return frames, off, st
 
 
-def find_valid_frame(const unsigned char[::1] buf not None, Py_ssize_t start, uint64_t base_offset=0) -> int:
+def find_valid_frame(const unsigned char[::1] buf not None, Py_ssize_t start, uint64_t base_offset=0,
+                     bint legacy=False) -> int:
     """Position in buf of the first valid frame at or after start, or -1;
-    buf[0] is at file offset base_offset.
+    buf[0] is at file offset base_offset. `legacy`: valid under version 1
+    (module docstring, "Format history") instead.
 
     Used after a bad frame to tell corruption (good data follows) from a torn
     tail (nothing valid follows). A candidate validates only at the offset it
@@ -182,26 +206,52 @@ def find_valid_frame(const unsigned char[::1] buf not None, Py_ssize_t start, ui
     with nogil:
         while off + FRAME_HEADER_SIZE <= size:
             if (base[off + 8] != 0
-                    and frame_check(base + off, size - off, base_offset + off, &n, &rtype) == FRAME_OK):
+                    and _check(base + off, size - off, base_offset + off, legacy, &n, &rtype) == FRAME_OK):
                 found = <Py_ssize_t>off
                 break
             off += 1
     return found
 
 
-def is_legacy_frame(const unsigned char[::1] buf not None, Py_ssize_t start=0) -> bool:
-    """True when buf[start:] begins with a whole frame of a known type whose
-    checksum matches under the format before offsets were covered (the CRC
-    started from 0; module docstring, "Format history")."""
+cdef bytes _file_header():
+    cdef bytes payload = MAGIC + bytes([FORMAT_VERSION])
+    cdef bytearray out = bytearray(FRAME_HEADER_SIZE + len(payload))
+    cdef uint8_t *p = out
+    put_u32_le(p + 4, <uint32_t>len(payload))
+    p[8] = FRAME_FILE_HEADER
+    memcpy(p + FRAME_HEADER_SIZE, <const uint8_t *>PyBytes_AS_STRING(payload), len(payload))
+    put_u32_le(p, qkv_crc32c_mask(qkv_crc32c_extend(0, p + 4, 5 + len(payload))))
+    return bytes(out)
+
+
+FILE_HEADER = _file_header()   # what every log file starts with (module docstring)
+
+HEADER_OK = 0            # read_file_header: the file header of this version; value: its size
+HEADER_OTHER_VERSION = 1 # ... a file header of another version; value: that version
+HEADER_LEGACY = 2        # ... no file header but a whole version-1 frame of a known type (value 0)
+HEADER_NONE = 3          # ... none of those: an empty, torn or damaged start (value 0)
+
+
+def read_file_header(const unsigned char[::1] buf not None) -> tuple[int, int]:
+    """What a log file's first bytes are: (HEADER_*, value), above."""
     cdef size_t size = buf.shape[0]
-    if start < 0 or <size_t>start >= size:
-        return False
     cdef uint32_t n = 0
     cdef uint8_t rtype = 0
     cdef FrameStatus st
+    if size == 0:
+        return HEADER_NONE, 0
     with nogil:
-        st = _check(&buf[0] + start, size - <size_t>start, 0, True, &n, &rtype)
-    return st == FRAME_OK
+        st = _check(&buf[0], size, 0, True, &n, &rtype)
+    if st == FRAME_OK:
+        return HEADER_LEGACY, 0
+    if st != FRAME_BAD_TYPE or rtype != FRAME_FILE_HEADER or n < len(MAGIC) + 1:
+        return HEADER_NONE, 0
+    if bytes(buf[FRAME_HEADER_SIZE:FRAME_HEADER_SIZE + len(MAGIC)]) != MAGIC:
+        return HEADER_NONE, 0
+    cdef int version = buf[FRAME_HEADER_SIZE + len(MAGIC)]
+    if version != FORMAT_VERSION or n != len(MAGIC) + 1:
+        return HEADER_OTHER_VERSION, version
+    return HEADER_OK, FRAME_HEADER_SIZE + n
 
 
 def encode_wal_group(list reps not None, list first_lsns not None, uint64_t offset=0) -> bytes:

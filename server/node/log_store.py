@@ -10,7 +10,8 @@ only kept in memory, and goes to disk with the next persist(), compact() or
 close().
 
 On-disk format. A directory of segments NNNNNN.rlog (decimal, at least six
-digits, numbered upwards), each a sequence of frames in the engine's log
+digits, numbered upwards), each the engine's log file header (written with
+the segment's first frame) and a sequence of frames in the engine's log
 framing (engine/_native/wal_frame.pyx: masked CRC32C u32, length u32, type u8,
 payload; the CRC covers the frame's offset in the segment too) and nothing
 else. wal_frame accepts only its own two frame types
@@ -661,9 +662,11 @@ class LogStore:
                     old.close()
             assert self._file is not None
             # The frame's checksum covers the offset it lands at: the bytes
-            # written so far, not the end of the reserved space (rule 6).
+            # written so far, not the end of the reserved space (rule 6). A new
+            # segment starts with the file header, in the same write.
             offset = self._file.size
-            framed = wal_frame.encode_frames(FRAME_TYPE, [payload], offset)
+            header = wal_frame.FILE_HEADER if offset == 0 else b""
+            framed = header + wal_frame.encode_frames(FRAME_TYPE, [payload], offset + len(header))
             end = offset + len(framed)
             if end > self._allocated:   # rule 6
                 self._allocated = end + ALLOCATE_AHEAD_BYTES

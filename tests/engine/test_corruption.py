@@ -56,9 +56,18 @@ def one_file(env, suffix, path=DB_PATH):
     return names[0]
 
 
+HEADER = wal_frame.FILE_HEADER
+
+
+def log_bytes(frames: list[bytes], ftype: int = wal_frame.WRITE_BATCH) -> bytes:
+    """A whole log file holding `frames`: the file header, then each frame at its offset."""
+    return HEADER + wal_frame.encode_frames(ftype, frames, len(HEADER))
+
+
 def frame_spans(data: bytes):
     """[(start, end)] of every frame of a log file that must be intact."""
-    frames, end, status = wal_frame.decode_frames(data)
+    assert data.startswith(HEADER)
+    frames, end, status = wal_frame.decode_frames(data, len(HEADER))
     assert status == wal_frame.OK and end == len(data)
     return [(off, off + wal_frame.HEADER_SIZE + len(payload)) for off, _, payload in frames]
 
@@ -76,7 +85,7 @@ def insert_frame(data: bytes, at: int, frame_at) -> bytes:
 
 
 def legacy_log(data: bytes) -> bytes:
-    """data's frames in the format before offsets were covered: each CRC
+    """data's frames in format version 1: no file header, and each CRC
     started from 0 instead of from the CRC32C of the frame's offset."""
     return b"".join(struct.pack("<I", masked(crc32c(data[s + 4:e]))) + data[s + 4:e] for s, e in frame_spans(data))
 
@@ -225,7 +234,7 @@ def test_torn_last_frame_whose_landed_payload_holds_a_frame_is_a_torn_tail(value
         written = [(b"k%d" % i, b"v%d" % i, db.put("t", b"k%d" % i, b"v%d" % i)) for i in range(5)]
         wal = one_file(env, ".log")
         inner = (env.read_file(f"{DB_PATH}/{wal}") if value == "log-copy"
-                 else wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"inner" * 8]))
+                 else log_bytes([b"inner" * 8]))
         db.put("t", b"big", inner + b"\xff" * 64)
     data = env.read_file(f"{DB_PATH}/{wal}")
     start, end = frame_spans(data)[-1]
@@ -314,14 +323,49 @@ def test_a_log_of_the_older_format_is_corruption_not_a_torn_tail(which):
 @pytest.mark.parametrize("reserved_tail", [False, True])
 def test_read_log_refuses_a_file_of_the_older_format(tail, reserved_tail):
     frames = [b"a" * 40, b"b" * 3]
-    data = legacy_log(wal_frame.encode_frames(wal_frame.WRITE_BATCH, frames)) + tail
-    env = _log_file([], data)
+    data = legacy_log(log_bytes(frames)) + tail
+    env = _log_file(raw=data)
     with pytest.raises(CorruptionError, match="older format") as exc:
         read_log(env, "/l/log", reserved_tail=reserved_tail)
     assert exc.value.path == "/l/log" and exc.value.offset == 0
     # The same frames in this format read back, and an empty file is empty in both.
     assert [p for _, _, p in read_log(_log_file(frames), "/l/log").frames] == frames
     assert read_log(_log_file([]), "/l/log").frames == []
+
+
+@pytest.mark.parametrize("reserved_tail", [False, True])
+def test_read_log_refuses_an_older_format_file_whose_first_frame_is_damaged(reserved_tail):
+    # A version-1 file (no file header) whose first frame is damaged: its later
+    # frames still show what it is, so it is refused, not read as a torn tail.
+    data = legacy_log(log_bytes([b"a" * 40, b"b" * 30, b"c" * 20]))
+    with pytest.raises(CorruptionError, match="older format") as exc:
+        read_log(_log_file(raw=flip(data, 20, 3) + (bytes(4096) if reserved_tail else b"")), "/l/log",
+                 reserved_tail=reserved_tail)
+    assert exc.value.offset == 0
+
+
+def test_read_log_file_header_cases():
+    frames = [b"a" * 40, b"b" * 30]
+    whole = log_bytes(frames)
+    # Created, header torn or not written yet: the file holds nothing (no frame of it was acknowledged).
+    for torn in (b"", HEADER[:1], HEADER[:-1], bytes(len(HEADER))):
+        got = read_log(_log_file(raw=torn), "/l/log")
+        assert got.frames == [] and got.valid_bytes == 0 and got.torn_bytes == len(torn)
+    assert read_log(_log_file(raw=HEADER[:-3] + bytes(4096)), "/l/log", reserved_tail=True).torn_bytes == len(
+        HEADER) - 3
+    only = read_log(_log_file(raw=HEADER), "/l/log")
+    assert only.frames == [] and only.valid_bytes == len(HEADER) and only.torn_bytes == 0
+    # A damaged header before valid frames: acknowledged data is there, so it is corruption.
+    with pytest.raises(CorruptionError, match="damaged file header") as exc:
+        read_log(_log_file(raw=flip(whole, 10, 1)), "/l/log")
+    assert exc.value.offset == 0
+    # Another version of the format: refused, naming both.
+    newer = bytearray(whole)
+    newer[15] = wal_frame.FORMAT_VERSION + 1
+    newer[0:4] = struct.pack("<I", masked(crc32c(bytes(newer[4:16]))))
+    with pytest.raises(CorruptionError, match=f"format version {wal_frame.FORMAT_VERSION + 1}"):
+        read_log(_log_file(raw=bytes(newer)), "/l/log")
+    assert [p for _, _, p in read_log(_log_file(frames), "/l/log").frames] == frames
 
 
 def test_zeros_after_the_last_wal_frame_are_still_a_torn_tail():
@@ -347,11 +391,12 @@ def test_a_zeroed_last_frame_of_a_non_final_wal_segment_is_corruption():
     assert exc.value.path == f"{DB_PATH}/{victim}"
 
 
-def _log_file(frames: list[bytes], tail: bytes = b"") -> MemEnv:
+def _log_file(frames: list[bytes] = (), tail: bytes = b"", raw: bytes | None = None) -> MemEnv:
+    """/l/log holding `frames` and `tail`, or exactly `raw`."""
     env = MemEnv()
     env.mkdirs("/l")
     f = env.open_writable("/l/log")
-    f.append(wal_frame.encode_frames(wal_frame.WRITE_BATCH, frames) + tail)
+    f.append(log_bytes(list(frames)) + tail if raw is None else raw)
     f.sync()
     env.sync_dir("/l")
     return env
@@ -359,7 +404,7 @@ def _log_file(frames: list[bytes], tail: bytes = b"") -> MemEnv:
 
 def test_read_log_with_a_reserved_tail_takes_trailing_zeros_for_unwritten_space():
     frames = [b"a" * 40, b"b" * 40, b"c" * 40]
-    whole = wal_frame.encode_frames(wal_frame.WRITE_BATCH, frames)
+    whole = log_bytes(frames)
     last = len(whole) - (wal_frame.HEADER_SIZE + 40)
     env = _log_file(frames, bytes(4096))
     reserved = read_log(env, "/l/log", reserved_tail=True)
@@ -367,7 +412,7 @@ def test_read_log_with_a_reserved_tail_takes_trailing_zeros_for_unwritten_space(
     assert read_log(env, "/l/log").torn_bytes == 4096                 # strict: a torn tail
     # The last frame half written into reserved space: torn, counted up to
     # its last non-zero byte, not over the reserved zeros.
-    env = _log_file([], whole[:last + 30] + bytes(4096))
+    env = _log_file(raw=whole[:last + 30] + bytes(4096))
     torn = read_log(env, "/l/log", reserved_tail=True)
     assert len(torn.frames) == 2 and torn.torn_bytes == 30
 
@@ -375,10 +420,10 @@ def test_read_log_with_a_reserved_tail_takes_trailing_zeros_for_unwritten_space(
 @pytest.mark.parametrize("bit", [12, 16, 18])   # the claimed length grows by 4 KiB .. 256 KiB: into the zeros
 def test_read_log_with_a_reserved_tail_a_damaged_length_before_valid_frames_is_corruption(bit):
     frames = [bytes([65 + i]) * 150 for i in range(6)]
-    data = bytearray(wal_frame.encode_frames(wal_frame.WRITE_BATCH, frames) + bytes(1 << 20))
-    start = wal_frame.decode_frames(bytes(data))[0][2][0]
+    data = bytearray(log_bytes(frames) + bytes(1 << 20))
+    start = frame_spans(log_bytes(frames))[2][0]
     data[start + 4 + bit // 8] ^= 1 << (bit % 8)
-    env = _log_file([], bytes(data))
+    env = _log_file(raw=bytes(data))
     with pytest.raises(CorruptionError) as exc:
         read_log(env, "/l/log", reserved_tail=True)
     assert exc.value.offset == start
@@ -478,7 +523,7 @@ def make_sst_db(compression_level=3):
                 expected[key] = Record(value, db.put("t", key, value))
             db.flush()
         assert db.stats()["levels"][0]["files"] == 2
-    assert all(env.file_size(f"{DB_PATH}/{n}") == 0 for n in env.list_dir(DB_PATH) if n.endswith(".log"))
+    assert all(env.read_file(f"{DB_PATH}/{n}") == HEADER for n in env.list_dir(DB_PATH) if n.endswith(".log"))
     ssts = sorted(n for n in env.list_dir(DB_PATH) if n.endswith(".sst"))
     assert len(ssts) == 2
     return env, ssts, expected
@@ -629,7 +674,7 @@ def test_manifest_with_an_undecodable_edit_is_corruption():
     data = env.read_file(f"{DB_PATH}/{manifest}")
     def bogus(at):
         return wal_frame.encode_frames(wal_frame.MANIFEST_EDIT, [b"{not json"], at)
-    for at in (0, frame_spans(data)[1][0]):
+    for at in (frame_spans(data)[0][0], frame_spans(data)[1][0]):
         with pytest.raises(CorruptionError):
             DB.open(DB_PATH, env=clone(env, replace={manifest: insert_frame(data, at, bogus)})).close()
     wrong_type = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"{}"], len(data))

@@ -174,7 +174,8 @@ def test_unknown_type_with_good_crc_is_bad_type():
         frames, end, status = wal_frame.decode_frames(good + bad + after)
         assert [f[2] for f in frames] == [b"ok"]
         assert end == len(good)
-        assert status == wal_frame.BAD_TYPE
+        # Type 0 is never a frame, whatever its checksum: zeros are unwritten space.
+        assert status == (wal_frame.BAD_CRC if rtype == 0 else wal_frame.BAD_TYPE)
 
 
 def test_zero_filled_space_is_not_a_frame():
@@ -290,22 +291,28 @@ def test_frames_inside_a_payload_are_not_found_by_the_search():
     # wherever it landed, so that search found it: the false CorruptionError.
     old = py_legacy_frame(1, b"first")
     old_data = old + py_legacy_frame(1, b"value:" + py_legacy_frame(1, b"a" * 30) + b"rest" * 10)[:-20]
-    assert wal_frame.is_legacy_frame(old_data, old_data.index(b"value:") + 6)
+    inner = old_data.index(b"value:") + 6
+    assert wal_frame.find_valid_frame(old_data, len(old), legacy=True) == inner
 
 
-def test_is_legacy_frame_recognises_frames_of_the_older_format_only():
+def test_read_file_header_tells_this_version_another_version_version_1_and_none():
+    h = wal_frame.FILE_HEADER
+    body = wal_frame.MAGIC + bytes([wal_frame.FORMAT_VERSION])
+    assert h == py_legacy_frame(3, body)   # a frame a build of version 1 checks and refuses (unknown type)
+    assert wal_frame.read_file_header(h) == (wal_frame.HEADER_OK, len(h))
+    assert wal_frame.read_file_header(h + wal_frame.encode_frames(1, [b"x"], len(h)))[0] == wal_frame.HEADER_OK
+    newer = py_legacy_frame(3, wal_frame.MAGIC + bytes([wal_frame.FORMAT_VERSION + 1]))
+    assert wal_frame.read_file_header(newer) == (wal_frame.HEADER_OTHER_VERSION, wal_frame.FORMAT_VERSION + 1)
     for rtype in sorted(wal_frame.FRAME_TYPES):
         for payload in (b"", b"x", b"legacy" * 20):
             old = py_legacy_frame(rtype, payload)
-            assert wal_frame.is_legacy_frame(old)
-            assert wal_frame.is_legacy_frame(b"junk" + old, 4)
-            assert wal_frame.decode_frames(old) == ([], 0, wal_frame.BAD_CRC)   # not a frame of this format
-            assert not wal_frame.is_legacy_frame(old[:-1])                      # incomplete
-            assert not wal_frame.is_legacy_frame(wal_frame.encode_frames(rtype, [payload]))
-    assert not wal_frame.is_legacy_frame(py_legacy_frame(9, b"abc"))            # unknown type
-    assert not wal_frame.is_legacy_frame(bytes(64))
-    assert not wal_frame.is_legacy_frame(b"")
-    assert not wal_frame.is_legacy_frame(py_legacy_frame(1, b"x"), 100)
+            assert wal_frame.read_file_header(old) == (wal_frame.HEADER_LEGACY, 0)
+            assert wal_frame.read_file_header(old[:-1])[0] == wal_frame.HEADER_NONE   # incomplete
+            assert wal_frame.find_valid_frame(b"junk" + old, 0, legacy=True) == 4
+            assert wal_frame.find_valid_frame(b"junk" + old, 0) == -1                 # not of this format
+    for none in (b"", h[:-1], bytes(64), py_legacy_frame(3, b"OTHERS\x02"), py_legacy_frame(9, b"abc"),
+                 wal_frame.encode_frames(1, [b"x"]), b"\x01" + h[1:]):
+        assert wal_frame.read_file_header(none) == (wal_frame.HEADER_NONE, 0), none
 
 
 # Payloads are kept tiny: today these calls read the object's internals, and

@@ -127,10 +127,14 @@ def flip(data: bytes, offset: int, bit: int = 0) -> bytes:
     return bytes(b)
 
 
+H = wal_frame.FILE_HEADER
+
+
 def whole_frames(data: bytes) -> list[tuple[int, int, bytes]]:
-    """The frames of a segment that ends cleanly: after the last frame, nothing
-    or only the zeros of space reserved ahead (segment rule 6)."""
-    frames, end, status = wal_frame.decode_frames(data)
+    """The frames of a segment that ends cleanly: the file header, its frames,
+    then nothing or only the zeros of space reserved ahead (segment rule 6)."""
+    assert data.startswith(H)
+    frames, end, status = wal_frame.decode_frames(data, len(H))
     assert status == wal_frame.OK or data[end:] == bytes(len(data) - end)
     return frames
 
@@ -138,7 +142,7 @@ def whole_frames(data: bytes) -> list[tuple[int, int, bytes]]:
 def written(data: bytes) -> bytes:
     """A segment's bytes up to the end of its last frame (without the zeros reserved ahead)."""
     spans = frame_spans(data)
-    return data[:spans[-1][1] if spans else 0]
+    return data[:spans[-1][1] if spans else len(H)]
 
 
 def frame_spans(data: bytes) -> list[tuple[int, int]]:
@@ -629,7 +633,7 @@ def test_torn_last_call_whose_landed_payload_holds_a_frame_is_a_torn_tail(value,
             model.persist(HardState(1, i - 1), entries(1, i, i, 40))
         (name,) = segments(env)
         inner = (written(env.read_file(f"{DIR}/{name}")) if value == "log-copy"
-                 else wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"inner" * 8]))
+                 else H + wal_frame.encode_frames(wal_frame.WRITE_BATCH, [b"inner" * 8], len(H)))
         store.persist(HardState(1, 5), [Entry(1, 6, EntryKind.WRITE, inner + b"\xff" * 64)])
     data = written(env.read_file(f"{DIR}/{name}"))
     start, end = frame_spans(data)[-1]
@@ -923,15 +927,15 @@ def test_checksummed_but_malformed_frames_are_corruption(bad):
         "short-record": bytes([FORMAT_VERSION]) + struct.pack("<BQ", 4, 1),
         "entry-kind": bytes([FORMAT_VERSION]) + struct.pack("<BQQBI", 5, 9, 100, 7, 0),
     }[bad]
-    if bad == "no-header":   # a new segment whose first frame has no header
-        frame = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [payload])
+    if bad == "no-header":   # a new segment whose first frame has no segment header record
+        frame = H + wal_frame.encode_frames(wal_frame.WRITE_BATCH, [payload], len(H))
         e = clone(env)
         name = f"{int(last[:-5]) + 1:06d}.rlog"
         f = e.open_writable(f"{DIR}/{name}")
         f.write(frame)
         f.sync()
         e.sync_dir(DIR)
-        where, at = name, 0
+        where, at = name, len(H)
     else:
         frame = wal_frame.encode_frames(wal_frame.WRITE_BATCH, [payload], len(data))   # where it lands
         e = clone(env, replace={last: data + frame})
@@ -1120,7 +1124,7 @@ def test_a_stale_copy_of_a_segment_is_detected_by_the_next_header():
     assert segments(env) == ["000001.rlog", "000002.rlog"]
     with pytest.raises(CorruptionError, match="disagrees") as exc:
         LogStore.open(clone(env, replace={"000001.rlog": stale}), DIR)
-    assert exc.value.path == f"{DIR}/000002.rlog" and exc.value.offset == 0
+    assert exc.value.path == f"{DIR}/000002.rlog" and exc.value.offset == len(H)   # its first frame
 
 
 def test_commit_hints_cost_no_io_and_survive_once_a_later_call_syncs():
