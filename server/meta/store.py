@@ -87,10 +87,12 @@ class MetaStore(RecordMap):
         if replayed:
             # Opening the log for writing truncates it: what it held goes into the snapshot first.
             env.write_file_atomic(self._snapshot_path, self._snapshot_document())
-        created = not env.exists(self._log_path)
         self._writer = LogWriter(env, self._log_path)
-        if created:
-            env.sync_dir(directory)   # the new file's name must survive a crash too
+        # The log's name must survive a crash: a new file's needs this; a
+        # truncated one keeps its directory entry on POSIX file systems, but
+        # the Env contract promises no more than a new file's (MemEnv models
+        # it so), and one fsync per open is nothing.
+        env.sync_dir(directory)
         self._changes = 0
         self.fsyncs = 0
 
