@@ -325,7 +325,8 @@ class MetaServer:
                 self.reports[(rg, msg.sender)] = env.status_report   # with the node-side figures
                 self.last_status[(rg, msg.sender)] = msg
                 reported.add(rg)
-                if msg.last.index and rg not in self.established:
+                if (msg.last.index and rg not in self.established and msg.sender == s.node_id
+                        and msg.sender in self.members[rg] and msg.epoch <= gl.epoch):
                     self._learn_established(rg, gl)
             self._step_group(gl, rg, msg)
         for rg in self.led_by.get(s.node_id, frozenset()) - reported:   # a copy: a step may change it
@@ -336,7 +337,10 @@ class MetaServer:
     def _learn_established(self, rg: int, gl: GroupLeadership) -> None:
         """A member's log holds entries, which only a leader writes: the group
         has had a leader even if this MM's state does not say so (restored
-        from a backup taken before its first appointment). Recorded, so that
+        from a backup taken before its first appointment). Only a member's
+        own report, of an epoch this MM issued (a restored MM's epochs jump
+        past any issued before: backup.EPOCH_GAP), counts: a node holding an
+        old replica of a reused group id must not mark a new group. Recorded, so that
         a member hosted again on a wiped disk rejoins without a vote
         (node.py, ReplicaAssignment.established) instead of voting empty."""
         self.established.add(rg)

@@ -41,14 +41,19 @@ Retention: eviction drops whole entries, oldest first (one engine delete per
 evicted entry), while the window holds more than `capacity` ids (DEDUP_WINDOW)
 and either more than `max_ids` (DEDUP_MAX_IDS) or its oldest entry's stamp is
 `retain_ns` (DEDUP_RETAIN_NS) or more older than the entry being recorded.
+The time rule stops once `time_evictions` records (DEDUP_TIME_EVICTIONS)
+went in one call (finishing the entry it is at), so the first write after a
+long pause does not drop a quarter of a million ids in one go (about 0.3 s
+on the loop, on every replica at once): the window shrinks over the next
+writes instead.
 So a group keeps every id of the last 15 s of its log, which covers a
 client's retries (the SDK's default deadline is 10 s), up to a memory bound,
 and never fewer than `capacity`: a group writing 2,000 requests a second
 (the seed's figure) keeps 25 s, one writing 30,000 keeps the 15 s up to the
 bound (about 8 s). Time here is the entries' stamped seqs, which are in the
-log, so every replica evicts the same entries (a router clock far ahead of
-the others makes the stamps grow by a nanosecond a write for a while: the
-window then keeps up to max_ids). A replica running an older rule keeps a
+log, so every replica evicts the same entries (after a router clock far
+ahead of the others, later stamps keep its timestamp and grow by their
+counter for a while: the window then keeps up to max_ids). A replica running an older rule keeps a
 different window; both are safe (a smaller window only answers FORGOTTEN
 sooner).
 
@@ -74,6 +79,7 @@ DEDUP_TABLE_ID = 2**32 - 2        # the engine's largest table id; the catalog n
 DEDUP_WINDOW = 50_000             # request ids a replica keeps at least (whole entries: up to one entry fewer)
 DEDUP_RETAIN_NS = 15 * 10**9      # ... and every id of the last 15 s of stamps (retention, above)
 DEDUP_MAX_IDS = 250_000           # ... but never more than this (about 33 MB: bench/dedup_memory.py)
+DEDUP_TIME_EVICTIONS = 4_096      # records the time rule evicts per entry recorded, about (retention, above)
 MAX_DEDUP_RECORDS = 60_000        # records of one deduplicated request: its seqs fit in one engine value
 MAX_ENTRY_REQUESTS = 10_000       # request ids in one log entry at most (write_path.py splits proposals)
 APPLIED, VOIDED = 1, 2
@@ -109,15 +115,17 @@ class DedupWindow:
     the dropped prefix back once it is as long as what is kept."""
 
     def __init__(self, capacity: int = DEDUP_WINDOW, source: Callable[[], Rows] | None = None, *,
-                 retain_ns: int = DEDUP_RETAIN_NS, max_ids: int = DEDUP_MAX_IDS):
+                 retain_ns: int = DEDUP_RETAIN_NS, max_ids: int = DEDUP_MAX_IDS,
+                 time_evictions: int = DEDUP_TIME_EVICTIONS):
         if capacity < 1:
             raise ValueError("the window holds at least one request")
-        if retain_ns < 0 or max_ids < capacity:
-            raise ValueError(f"retain_ns must be >= 0 and max_ids >= capacity ({capacity}), "
-                             f"got {retain_ns} and {max_ids}")
+        if retain_ns < 0 or max_ids < capacity or time_evictions < 1:
+            raise ValueError(f"retain_ns must be >= 0, max_ids >= capacity ({capacity}) and time_evictions >= 1, "
+                             f"got {retain_ns}, {max_ids} and {time_evictions}")
         self.capacity = capacity
         self.retain_ns = retain_ns
         self.max_ids = max_ids
+        self.time_evictions = time_evictions
         self._source = source
         self._clear()
 
@@ -227,9 +235,14 @@ class DedupWindow:
         records = []
         evicted = self.evicted_through
         keep_from = int.from_bytes(seq[:8], "big") - self.retain_ns   # entries stamped above it are kept
-        while len(newest) > self.capacity and self._rec_index[self._head] != index and (
-                len(newest) > self.max_ids
-                or int.from_bytes(self._rec_entry_seq[16 * self._head:16 * self._head + 8], "big") <= keep_from):
+        time_budget = self.time_evictions   # records the time rule may still evict in this call
+        while len(newest) > self.capacity and self._rec_index[self._head] != index:
+            by_time = len(newest) <= self.max_ids
+            if by_time and (
+                    time_budget <= 0
+                    or int.from_bytes(self._rec_entry_seq[16 * self._head:16 * self._head + 8], "big") > keep_from):
+                break
+            first = self._head
             old = self._rec_index[self._head]
             evicted = max(evicted, bytes(self._rec_entry_seq[16 * self._head:16 * self._head + 16]))
             while self._rec_index[self._head] == old:   # the new entry's records end the arrays
@@ -239,6 +252,8 @@ class DedupWindow:
                 self._head += 1
             records.extend((write_batch.DELETE, DEDUP_TABLE_ID, _KEY.pack(old, part), None, seq)
                            for part in range(self._parts.pop(old, 1)))
+            if by_time:
+                time_budget -= self._head - first
         if evicted != self.evicted_through or not self._tracked:
             self.evicted_through = evicted
             self._tracked = True

@@ -545,8 +545,9 @@ class _ReferenceWindow:
     DedupWindow's compact arrays to: which ids are in, with what, and which rows
     each record() writes and deletes. Every replica must evict the same ids."""
 
-    def __init__(self, capacity: int, retain_ns: int, max_ids: int):
+    def __init__(self, capacity: int, retain_ns: int, max_ids: int, time_evictions: int):
         self.capacity, self.retain_ns, self.max_ids = capacity, retain_ns, max_ids
+        self.time_evictions = time_evictions
         self.ids: dict[int, tuple[int, int, int, bytes]] = {}   # id -> (index, order, status, seqs)
         self.entries: list[tuple[int, list[int], int, int]] = []  # (index, ids recorded there, parts, stamp ns)
         self.evicted_through = b""                                # the seq of the newest entry evicted
@@ -563,10 +564,16 @@ class _ReferenceWindow:
             rids.append(rid)
         self.entries.append((index, rids, parts, stamp))
         changes = []
-        # Over the floor, the oldest entry goes if the window is over its cap
-        # or the entry is retain_ns or more older than the new one.
-        while (len(self.ids) > self.capacity and len(self.entries) > 1
-               and (len(self.ids) > self.max_ids or stamp - self.entries[0][3] >= self.retain_ns)):
+        # Over the floor, the oldest entry goes if the window is over its cap,
+        # or if it is retain_ns or more older than the new one and the time
+        # rule has not yet evicted time_evictions records in this call.
+        budget = self.time_evictions
+        while len(self.ids) > self.capacity and len(self.entries) > 1:
+            by_time = len(self.ids) <= self.max_ids
+            if by_time and (budget <= 0 or stamp - self.entries[0][3] < self.retain_ns):
+                break
+            if by_time:
+                budget -= len(self.entries[0][1])
             old, old_ids, old_parts, old_stamp = self.entries.pop(0)
             for rid in old_ids:
                 if self.ids.get(rid, (None,))[0] == old:
@@ -583,20 +590,24 @@ def test_the_compact_window_keeps_exactly_the_ids_the_plain_rules_keep():
     import random
 
     rng = random.Random(11)
-    # (floor, retention ns, cap): by count alone, then each rule binding in turn (cap, time, floor; none)
-    for capacity, retain_ns, max_ids in ((1, 0, 1), (3, 0, 3), (17, 0, 17), (200, 0, 200),
-                                         (3, 80, 6), (4, 50, 100), (17, 30, 60), (5, 10**6, 10**6)):
-        kw = {"retain_ns": retain_ns, "max_ids": max_ids}
+    # (floor, retention ns, cap, time evictions per call): by count alone, then
+    # each rule binding in turn (cap, time, floor; none), then the time rule's budget
+    for capacity, retain_ns, max_ids, budget in ((1, 0, 1, 10**6), (3, 0, 3, 10**6), (17, 0, 17, 10**6),
+                                                 (200, 0, 200, 10**6), (3, 80, 6, 10**6), (4, 50, 100, 10**6),
+                                                 (17, 30, 60, 10**6), (5, 10**6, 10**6, 10**6), (2, 50, 200, 3),
+                                                 (1, 20, 40, 1)):
+        kw = {"retain_ns": retain_ns, "max_ids": max_ids, "time_evictions": budget}
         w, ref = DedupWindow(capacity=capacity, **kw), _ReferenceWindow(capacity, **kw)
         table: dict[bytes, bytes] = {}
         row_seqs: dict[bytes, bytes] = {}
         pool = [rng.getrandbits(64) | 1 for _ in range(3 * capacity + 5)]   # ids come back: retries
-        index = 0
+        index = pause = 0
         for _ in range(40 * capacity + 50):
             index += rng.choice((1, 1, 2))
+            pause += 10_000 if rng.random() < 0.03 else 0   # now and then a long pause: the time rule's budget binds
             requests = [(rng.choice(pool), rng.choice((APPLIED, VOIDED)), rng.randbytes(16 * rng.choice((1, 1, 3))))
                         for _ in range(rng.choice((1, 1, 2, 4)))]
-            stamp = 10 * index + rng.choice((0, 0, 5))   # the entry's stamp: grows, by uneven steps
+            stamp = 10 * index + rng.choice((0, 0, 5)) + pause   # the entry's stamp: grows, by uneven steps
             seq = stamp.to_bytes(8, "big") + index.to_bytes(8, "big")
             batch = w.record(index, requests, seq)
             rows = [] if batch is None else write_batch.decode(batch)

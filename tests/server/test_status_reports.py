@@ -129,11 +129,15 @@ def test_a_member_reporting_log_entries_marks_its_group_established(tmp_path):
     with entries (only a leader writes them) tells it, durably: a member
     hosted again on a wiped disk then rejoins without a vote."""
     async def run():
-        mm = MetaServer("127.0.0.1:0")
+        from server.meta import backup
+
         store = MetaStore(os.fspath(tmp_path))
+        # What a restore of such a backup leaves: the group's epoch past any issued before it, no leader.
+        store.put("group", RG, {"members": [1, 2, 3], "epoch": 1 + backup.EPOCH_GAP, "leader": None,
+                                "voters": [1, 2, 3], "outgoing": [], "learners": [], "established": False})
+        mm = MetaServer("127.0.0.1:0")
         mm.activate(store)
         sessions = {n: mm.register(_heartbeat(n)) for n in (1, 2, 3)}
-        mm.create_group(RG, [1, 2, 3])   # no appointment here: not established
         empty = StatusReport(epoch=0, sender=1, recipient=METADATA_MANAGER_ID, role=Role.FOLLOWER)
         mm.on_heartbeat(sessions[1], _heartbeat(1, empty))
         assert not mm._assignment(RG).established and not store.get("group", RG)["established"]
@@ -141,6 +145,27 @@ def test_a_member_reporting_log_entries_marks_its_group_established(tmp_path):
                                last=LogPosition(4, 17), commit_index=17, applied_index=17)
         mm.on_heartbeat(sessions[2], _heartbeat(2, holding))
         assert mm._assignment(RG).established and store.get("group", RG)["established"]
+        store.close()
+
+    asyncio.run(run())
+
+
+def test_only_a_members_own_report_of_an_issued_epoch_marks_its_group_established(tmp_path):
+    """A report from a node that is not a member (an old replica of a reused
+    group id), or one naming an epoch this MM never issued, must not mark a
+    new group established: its members would start without a vote and the
+    group could never elect. (Found by a review of the change above.)"""
+    async def run():
+        mm = MetaServer("127.0.0.1:0")
+        store = MetaStore(os.fspath(tmp_path))
+        mm.activate(store)
+        sessions = {n: mm.register(_heartbeat(n)) for n in (1, 2, 3, 9)}
+        gl = mm.create_group(RG, [1, 2, 3])
+        for sender, epoch in ((9, 0), (2, gl.epoch + 42)):
+            foreign = StatusReport(epoch=epoch, sender=sender, recipient=METADATA_MANAGER_ID, role=Role.FOLLOWER,
+                                   last=LogPosition(epoch, 100), commit_index=100, applied_index=100)
+            mm.on_heartbeat(sessions[sender], _heartbeat(sender, foreign))
+        assert not mm._assignment(RG).established and not store.get("group", RG)["established"]
         store.close()
 
     asyncio.run(run())
