@@ -99,13 +99,29 @@ def read_log(env: Env, path: str, reserved_tail: bool = False) -> LogContents:
 def _without_header(data: bytes, path: str, kind: int, reserved_tail: bool) -> LogContents:
     """A file that does not start with this version's file header: one torn
     while it was being created holds nothing (no frame of it was
-    acknowledged); one written by version 1 (no header) or whose header is
-    damaged before valid frames is refused, never read as a torn tail."""
-    if kind == wal_frame.HEADER_LEGACY or wal_frame.find_valid_frame(data, 0, legacy=True) >= 0:
+    acknowledged); one of an older format, or whose header is damaged before
+    valid frames, is refused, never read as a torn tail.
+
+    Older formats are recognised only where their frames must be: version 1's
+    first frame at 0 (HEADER_LEGACY), or its second where a damaged first
+    frame's length points; frames checksummed over their offset but without a
+    file header (the build of commit 068e54b, one day old) at 0. Version-1
+    frames validate at any offset, so a search for them through the file
+    would let bytes inside a value turn a torn new file into an "older
+    format" one."""
+    if kind != wal_frame.HEADER_LEGACY and len(data) >= wal_frame.HEADER_SIZE:
+        (length,) = struct.unpack_from("<I", data, 4)
+        second = wal_frame.HEADER_SIZE + length
+        if second < len(data) and wal_frame.read_file_header(data[second:])[0] == wal_frame.HEADER_LEGACY:
+            kind = wal_frame.HEADER_LEGACY   # version 1, its first frame damaged
+    if kind == wal_frame.HEADER_LEGACY:
         raise CorruptionError("log file written by an older format (version 1: no file header), which this "
                               "build does not read", path, 0)
-    nxt = wal_frame.find_valid_frame(data, 1)
-    if nxt >= 0:
+    nxt = wal_frame.find_valid_frame(data, 0)   # this version's frames validate only where they were written
+    if nxt == 0:
+        raise CorruptionError("log file written by an older format (no file header, as commit 068e54b wrote), "
+                              "which this build does not read", path, 0)
+    if nxt > 0:
         raise CorruptionError(f"damaged file header before valid frames at offset {nxt}: acknowledged data is "
                               "damaged", path, 0)
     written = _written_end(data, 0) if reserved_tail else len(data)
@@ -141,7 +157,11 @@ class LogWriter:
         self.path = path
         self.number = number
         self._file: WritableFile = env.open_writable(path)
-        self._file.write(wal_frame.FILE_HEADER)   # durable with the first sync; torn, the file holds nothing
+        # Synced at once: a file that gets no frame must still read as empty,
+        # not as a torn header (zeros where the power failed) that a newer
+        # file follows, which is damage (engine/db.py's replay).
+        self._file.write(wal_frame.FILE_HEADER)
+        self._file.sync()
         self.size = len(wal_frame.FILE_HEADER)
         # The OS file descriptor, for the native unsynced write path
         # (engine/_native/commit.pyx); -1 when the Env has none (MemEnv).

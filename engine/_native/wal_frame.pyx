@@ -33,7 +33,7 @@ The frames after it:
                                       file[offset + 4 : offset + 9 + length]))
 
          offset is the position of the frame's first byte in its file (the
-         first frame of a file is at 0). Covering length, type and payload
+         first frame after the file header is at 16). Covering length, type and payload
          detects a flipped bit in any of them. Covering the offset ties a
          frame to the one position it was written at: bytes shaped like a
          frame anywhere else (inside a payload, e.g. a value that is a copy
@@ -47,7 +47,9 @@ The frames after it:
   type   FRAME_TYPES below; 0 is never written (zero-filled space is not a frame).
 
 Format history: version 1 (no file header, 2026-11-27 to 28) started every
-CRC from 0 (crc32c_extend(0, bytes [4, 9 + length))). This build does not
+CRC from 0 (crc32c_extend(0, bytes [4, 9 + length))). For a day after it,
+commit 068e54b wrote this version's frames without the file header (from
+offset 0); such files are refused too. This build does not
 read such a file: engine/wal.py's read_log finds frames of that kind where
 the file header should be (read_file_header, find_valid_frame(legacy=True))
 and refuses the file with CorruptionError, rather than read it as a torn
@@ -205,7 +207,10 @@ def find_valid_frame(const unsigned char[::1] buf not None, Py_ssize_t start, ui
     cdef const uint8_t *base = &buf[0]
     with nogil:
         while off + FRAME_HEADER_SIZE <= size:
-            if (base[off + 8] != 0
+            # Only a known type can be a valid frame: the checksum is tried at
+            # 2 offsets in 256 of random data, not all (this search is
+            # quadratic in a damaged file's size).
+            if ((base[off + 8] == FRAME_WRITE_BATCH or base[off + 8] == FRAME_MANIFEST_EDIT)
                     and _check(base + off, size - off, base_offset + off, legacy, &n, &rtype) == FRAME_OK):
                 found = <Py_ssize_t>off
                 break
@@ -249,8 +254,10 @@ def read_file_header(const unsigned char[::1] buf not None) -> tuple[int, int]:
     if bytes(buf[FRAME_HEADER_SIZE:FRAME_HEADER_SIZE + len(MAGIC)]) != MAGIC:
         return HEADER_NONE, 0
     cdef int version = buf[FRAME_HEADER_SIZE + len(MAGIC)]
-    if version != FORMAT_VERSION or n != len(MAGIC) + 1:
+    if version != FORMAT_VERSION:
         return HEADER_OTHER_VERSION, version
+    if n != len(MAGIC) + 1:
+        return HEADER_NONE, 0   # this version's header is 7 bytes of payload: not one
     return HEADER_OK, FRAME_HEADER_SIZE + n
 
 

@@ -70,3 +70,21 @@ def test_failure_then_power_loss_loses_no_acknowledged_write(op):
                     continue   # the failed write itself may have landed
                 assert got == want, f"{op} failure #{n}: {key!r} is {got!r}, acknowledged {want!r}"
             db2.check()
+
+
+def test_a_log_writers_file_holds_its_header_through_a_crash_before_any_frame():
+    # A log file that gets no frame must read as empty after a power loss,
+    # not as a torn header (zeros) that a newer file follows, which replay
+    # takes for damage (a review found a DB that could not open after two
+    # crashes and no write).
+    from engine._native import wal_frame
+    from engine.wal import LogWriter, read_log
+
+    env = FaultInjectionEnv()
+    env.mkdirs("/d")
+    LogWriter(env, "/d/000001.log")
+    env.sync_dir("/d")
+    env.crash()
+    assert env.read_file("/d/000001.log") == wal_frame.FILE_HEADER
+    got = read_log(env, "/d/000001.log")
+    assert got.frames == [] and got.torn_bytes == 0
