@@ -76,7 +76,9 @@ class OutcomeUnknown(QuorumKVError):
 
     Raised when an attempt was sent and its answer was lost (its stream broke,
     its leader stepped down, its deadline passed) and no retry with the same
-    request id settled it before the deadline. Read the key to find out."""
+    request id settled it before the deadline, or at once when the server
+    marked it `final` (its group no longer remembers the request id, so no
+    retry can settle it). Read the key to find out."""
 
 
 _BY_CODE: dict[grpc.StatusCode, type[QuorumKVError]] = {
@@ -106,7 +108,9 @@ def error_for(code: int | grpc.StatusCode, message: str, retry_after_ms: int = 0
     Requires: `code` is not OK."""
     sc = status_code(code)
     cls = _BY_CODE.get(sc, QuorumKVError)
-    return cls(message or sc.name.lower(), code=sc, retry_after_ms=retry_after_ms, final=final)
+    # Only an UNKNOWN can be final (kv.proto): on any other code the mark means nothing.
+    return cls(message or sc.name.lower(), code=sc, retry_after_ms=retry_after_ms,
+               final=final and sc is grpc.StatusCode.UNKNOWN)
 
 
 def retry_after_ms_of(metadata) -> int:

@@ -92,7 +92,7 @@ async def with_retries(attempt: Callable[[Deadline], Awaitable[T]], deadline: De
         try:
             return await attempt(deadline)
         except (Unavailable, OutcomeUnknown) as exc:
-            if exc.final:
+            if isinstance(exc, OutcomeUnknown) and exc.final:
                 exc.add_note(f"quorumkv: not retried after {retry + 1} attempt(s): the server says no retry "
                              "can settle it")
                 raise

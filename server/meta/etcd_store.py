@@ -43,8 +43,8 @@ earlier MM, and remembers each record's mod_revision for the compares above.
 
 Restore: `EtcdStore.restore` writes a backup's records (backup.py) under the
 prefix, refusing when records or a leader key are there unless forced;
-batches of TXN_OPS puts (etcd's default --max-txn-ops is 128, and one Txn is
-capped at 1.5 MiB), so a restore is several Txns. It writes P + "restoring"
+batches of at most TXN_OPS puts and TXN_BYTES (etcd's default --max-txn-ops
+is 128, and one request is capped at 1.5 MiB), so a restore is several Txns. It writes P + "restoring"
 first and deletes it with the last batch: a restore that stopped half way
 (killed, etcd unreachable) leaves the marker, and load() refuses the partial
 records (StoreUnavailable: an elected MM resigns and campaigns again) until a
@@ -65,6 +65,7 @@ from server.meta.backend import RecordMap, StoreFenced, StoreUnavailable
 from server.meta.etcd_client import EtcdClient, EtcdError, compare_create, compare_mod, op_delete, op_put, op_range
 
 TXN_OPS = 100
+TXN_BYTES = 1 << 20   # a restore's Txn carries at most this much (keys and values), under etcd's 1.5 MiB
 
 
 def cluster_prefix(cluster_name: str) -> bytes:
@@ -214,13 +215,30 @@ class EtcdStore(RecordMap):
             client.txn([], [op_put(marker, json.dumps({"records": len(names)}).encode())])
             if existing:
                 client.delete_prefix(rp)
-            batches = [names[lo:lo + TXN_OPS] for lo in range(0, len(names), TXN_OPS)] or [[]]
+            batches = _batches([(rp + n.encode(), json.dumps(records[n], separators=(",", ":")).encode())
+                                for n in names])
             for k, batch in enumerate(batches):
-                ops = [op_put(rp + n.encode(), json.dumps(records[n], separators=(",", ":")).encode())
-                       for n in batch]
+                ops = [op_put(key, value) for key, value in batch]
                 if k == len(batches) - 1:
                     ops.append(op_delete(marker))   # with the last records: the state is whole
                 client.txn([], ops)
         except EtcdError as exc:
             raise StoreUnavailable(str(exc)) from None
         return len(names)
+
+
+def _batches(items: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:
+    """`items` in order, cut into Txns of at most TXN_OPS puts and TXN_BYTES
+    (a record above TXN_BYTES travels alone: one record is one store change,
+    which the catalog keeps under etcd's limit). At least one batch, maybe
+    empty (it carries the marker's delete)."""
+    out: list[list[tuple[bytes, bytes]]] = [[]]
+    size = 0
+    for key, value in items:
+        n = len(key) + len(value)
+        if out[-1] and (len(out[-1]) >= TXN_OPS or size + n > TXN_BYTES):
+            out.append([])
+            size = 0
+        out[-1].append((key, value))
+        size += n
+    return out

@@ -24,12 +24,15 @@ At the deadline: UNAVAILABLE with a retry hint (trailing metadata
 
 Seqs: the router stamps each write with a seq from its own Sequencer (node id
 = the router's id); the leader stores max(seq, previous + 1) (issue 3). The
-router observes every stored seq its answers carry (writes and gets), so a
-router whose clock lags the groups' stamps still stamps its next writes above
-what it has seen: a retry's first_seq then stays above the leader's
-evicted_through unless the attempt really is older than the group's window
-(the guard in server/node/dedup.py refuses, conservatively, any retry whose
-first attempt was stamped at or below it).
+router observes the stored seqs its answers carry (writes and gets; not one
+more than MAX_OBSERVED_AHEAD_NS ahead of its clock, nor a malformed one), so
+a router whose clock lags the groups' stamps stamps its next writes above
+what it has seen. The guard in server/node/dedup.py refuses, conservatively,
+any retry whose first attempt was stamped at or below evicted_through. So a
+router whose clock lags by more than a group's window (15 s) still has its
+retries refused (FORGOTTEN: the client hears UNKNOWN) when it wrote nothing
+to any group for longer than that window before the attempt: its stamps
+then start from the last seq it saw. Keep clocks synchronised (NTP).
 
 Thread-safety: one asyncio loop.
 """
@@ -63,6 +66,7 @@ REFRESH_TIMEOUT = 2.0     # one routing fetch (refresh), whatever its callers' d
 MAX_PAGE_BYTES = 8 << 20   # a page stops adding ranges past this: with one range's scan it stays far below 64 MiB
 MAX_PAGE = 10_000
 RETRY_AFTER_MS = 200
+MAX_OBSERVED_AHEAD_NS = 300 * 10**9   # seqs further ahead of this router's clock are not followed (_observe)
 WATCH_TIMEOUT = 2.0     # no routing message, not even a keepalive, for this long: next MM address
 _TOKEN_VERSION = 1
 
@@ -120,7 +124,8 @@ class Router:
         self._fetch_number = 0                          # ... its number,
         self._fetches_started = 0                       # ... and how many were started
         self.metadata = ((NODE_METADATA_KEY, str(router_id)),)   # on every call to other cluster processes
-        self.stats = {"writes": 0, "reads": 0, "lists": 0, "retries": 0, "routing_updates": 0}
+        self.stats = {"writes": 0, "reads": 0, "lists": 0, "retries": 0, "routing_updates": 0,
+                      "seqs_ignored": 0}
 
     # ------------------------------------------------------------- metadata
     async def start(self) -> None:
@@ -262,6 +267,30 @@ class Router:
         return RouterError(grpc.StatusCode.UNAVAILABLE, f"{what}: no leader answered in time, retry",
                            RETRY_AFTER_MS)
 
+    def _observe(self, seq: bytes) -> None:
+        """Moves this router's sequencer past a seq an answer carried, unless it
+        is not one record's seq or lies more than MAX_OBSERVED_AHEAD_NS ahead of
+        this router's clock: one bad answer must not freeze every later stamp
+        far ahead (or exhaust the sequencer) for every group this router
+        writes. Skipping is safe: the leader stamps max(seq, previous + 1)
+        anyway, and a retry stamped low is at worst refused as forgotten."""
+        if len(seq) != 16:
+            return
+        ahead = int.from_bytes(seq[:8], "big") - time.time_ns()
+        if ahead > MAX_OBSERVED_AHEAD_NS:
+            self.stats["seqs_ignored"] += 1
+            if self.stats["seqs_ignored"] == 1 or self.stats["seqs_ignored"] % 1000 == 0:
+                log.warning("an answer carried seq %s, %.0f s ahead of this router's clock: not followed "
+                            "(%d such answers so far)", seq.hex(), ahead / 1e9, self.stats["seqs_ignored"])
+            return
+        self._sequencer.observe(seq)
+
+    def _next_seq(self) -> bytes:
+        try:
+            return self._sequencer.next()
+        except OverflowError as exc:   # only after observing the very top seq, which _observe keeps out
+            raise RouterError(grpc.StatusCode.INTERNAL, f"this router cannot stamp writes: {exc}") from None
+
     def _follow_answer(self, route: Route, leader: int, epoch: int) -> bool:
         return bool(leader) and self.routing.with_leader(route.rg, leader, epoch)
 
@@ -292,7 +321,7 @@ class Router:
             route = await self._route(table, key, deadline)
             client = self._client(route.leader) if route.leader else None
             if client is not None:
-                seq = self._sequencer.next()
+                seq = self._next_seq()
                 batch = write_batch.encode_one(kind, route.table_id, key, value, seq)
                 req_timeout = max(0.01, deadline - time.monotonic())
                 try:
@@ -304,10 +333,9 @@ class Router:
                     first_seq = first_seq or seq
                 else:
                     code = resp.code
-                    if len(resp.seqs) >= 16:
-                        # The group's stored seq (OK) or the record's (CONDITION_FAILED):
-                        # this router's later stamps go above it, however its clock lags.
-                        self._sequencer.observe(resp.seqs[-16:])
+                    # The group's stored seq (OK) or the record's (CONDITION_FAILED):
+                    # this router's later stamps go above it, however its clock lags.
+                    self._observe(resp.seqs)
                     if code == data_pb2.OK:
                         return resp.seqs[:16]
                     if code == data_pb2.CONDITION_FAILED:
@@ -316,10 +344,16 @@ class Router:
                                           f"condition failed: the record's current seq is {current}")
                     if code == data_pb2.INVALID_ARGUMENT:
                         raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, resp.message)
-                    if code == data_pb2.FORGOTTEN:   # final: another retry cannot learn more
+                    if code == data_pb2.FORGOTTEN:
+                        # Final when this router knows the first attempt's seq: that attempt
+                        # is older than the group's window, so no retry can learn more. With
+                        # zeros (an earlier call's attempt, seq unknown here) the leader
+                        # refuses any id it has not seen, so a retry that overtook its
+                        # first attempt could still learn the outcome later: not final.
                         raise RouterError(grpc.StatusCode.UNKNOWN, "the write's outcome is unknown: an earlier "
                                           "attempt may have applied, longer ago than the group remembers "
-                                          "requests; read the key to see whether it was applied", final=True)
+                                          "requests; read the key to see whether it was applied",
+                                          final=first_seq != bytes(16))
                     if code == data_pb2.TABLE_DROPPED:
                         if await self._recreated(table, route.table_id, deadline):
                             # Voided everywhere (never applied): it goes to the new table,
@@ -359,8 +393,7 @@ class Router:
                     resp = None
                 if resp is not None:
                     if resp.code == data_pb2.OK:
-                        if len(resp.seq) == 16:
-                            self._sequencer.observe(resp.seq)   # as a write's answer does (write())
+                        self._observe(resp.seq)   # as a write's answer does (write())
                         return resp
                     if resp.code == data_pb2.TABLE_DROPPED:
                         if await self._recreated(table, route.table_id, deadline):

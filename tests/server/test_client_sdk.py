@@ -603,6 +603,17 @@ def test_a_final_unknown_unary_write_is_raised_at_once_not_retried(kv):
     assert len(fake.calls_of("CreateTable")) == 1 and info.value.final
 
 
+def test_a_final_mark_on_another_code_than_unknown_is_ignored(kv):
+    # Only an UNKNOWN can be final (kv.proto): an UNAVAILABLE marked final is
+    # retried as ever, and a write that may have applied never ends Unavailable.
+    fake, address = kv
+    fake.tables["t"] = {}
+    fake.faults["put"].extend([Fault(SC.UNKNOWN), Fault(SC.UNAVAILABLE, retry_after_ms=5, final=True)])
+    with client(address, timeout=5.0) as c:
+        seq = c.put("t", b"k", b"v")
+    assert fake.tables["t"][b"k"] == (b"v", seq) and len(fake.calls_of("put")) == 3
+
+
 def test_a_write_retried_after_an_unavailable_router_is_no_retry_of_an_unknown_outcome(kv):
     fake, address = kv
     fake.tables["t"] = {}

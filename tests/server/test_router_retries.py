@@ -153,7 +153,7 @@ def test_a_router_with_a_lagging_clock_stamps_above_the_seqs_its_answers_carried
     leader's retry guard (dedup.py, evicted_through) does not refuse them."""
     from engine._native.sequencer import Sequencer, encode
 
-    ahead = encode(time.time_ns() + 3600 * 10**9, 0, 1)   # the group's seqs: an hour ahead of this router
+    ahead = encode(time.time_ns(), 0, 1)   # the group's seqs, on time: an hour ahead of this router's clock
 
     class _AheadLeader(_Leader):
         async def write_request(self, req):
@@ -180,7 +180,7 @@ def test_a_router_with_a_lagging_clock_stamps_above_the_seqs_its_answers_carried
 def test_a_router_observes_the_seq_a_get_returns():
     from engine._native.sequencer import Sequencer, encode
 
-    ahead = encode(time.time_ns() + 3600 * 10**9, 0, 1)
+    ahead = encode(time.time_ns(), 0, 1)
 
     class _ReadingLeader(_Leader):
         async def read(self, rg, table_id, key):
@@ -197,3 +197,54 @@ def test_a_router_observes_the_seq_a_get_returns():
 
     requests = asyncio.run(go())
     assert write_batch.seqs(requests[0].batch, 0, 1) > ahead
+
+
+@pytest.mark.parametrize("bad", ["top", "a-year-ahead", "17-bytes"])
+def test_a_router_does_not_follow_a_seq_no_sane_group_stores(bad):
+    """One bad answer must not exhaust the sequencer (every later write would
+    fail) or freeze this router's stamps far ahead for every group it writes
+    (found by a review): seqs far ahead of the router's clock, or not one
+    record's, are not followed."""
+    from engine._native.sequencer import encode
+
+    seqs = {"top": b"\xff" * 16, "a-year-ahead": encode(time.time_ns() + 365 * 86400 * 10**9, 0, 1),
+            "17-bytes": b"\x7f" + encode(time.time_ns(), 0, 1)}[bad]
+
+    class _BadLeader(_Leader):
+        async def write_request(self, req):
+            resp = await super().write_request(req)
+            if len(self.requests) == 1:
+                resp.seqs = seqs
+            return resp
+
+    async def go():
+        leader = _BadLeader([data_pb2.OK, data_pb2.OK])
+        r = _router(leader)
+        loop = asyncio.get_running_loop()
+        await r.write("t", b"k", b"v", request_id=1, deadline=loop.time() + 30)
+        await r.write("t", b"k", b"w", request_id=2, deadline=loop.time() + 30)   # still writes, on time
+        return leader.requests, r.stats["seqs_ignored"]
+
+    requests, ignored = asyncio.run(go())
+    second = write_batch.seqs(requests[1].batch, 0, 1)
+    assert abs(int.from_bytes(second[:8], "big") - time.time_ns()) < 60 * 10**9
+    assert ignored == (0 if bad == "17-bytes" else 1)
+
+
+@pytest.mark.parametrize("retry", [False, True])
+def test_forgotten_is_final_only_when_the_router_knows_the_first_attempts_seq(retry):
+    # With zeros (the SDK's retry of an earlier call's unknown attempt) the
+    # leader refuses any id it has not seen, including one whose first attempt
+    # is still on its way: a later retry could learn the outcome (review).
+    from server.router.router import RouterError
+
+    async def go():
+        leader = _Leader([data_pb2.FORGOTTEN] if retry else [data_pb2.OUTCOME_UNKNOWN, data_pb2.FORGOTTEN])
+        r = _router(leader)
+        loop = asyncio.get_running_loop()
+        with pytest.raises(RouterError) as exc:
+            await r.write("t", b"k", b"v", request_id=42, retry=retry, deadline=loop.time() + 30)
+        return exc.value
+
+    err = asyncio.run(go())
+    assert err.code.name == "UNKNOWN" and err.final is (not retry)
