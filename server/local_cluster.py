@@ -75,6 +75,8 @@ class LocalCluster:
 
     # ---------------------------------------------------------------- processes
     def _spawn(self, role: RoleProcess) -> None:
+        if role.running():   # a second process would orphan the first (nothing would end it)
+            raise RuntimeError(f"{role.name} is already running (pid {role.pid})")
         if role.proc is not None and role.proc.stdout is not None:
             role.proc.stdout.close()   # the previous incarnation's pipe
         log = open(role.log_path, "ab")

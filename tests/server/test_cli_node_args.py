@@ -37,3 +37,18 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit():
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["True", "True"], out.stderr
 
+
+
+def test_starting_a_local_cluster_twice_is_refused_and_orphans_nothing(tmp_path):
+    # A test that called start() inside `with LocalCluster(...)` (which starts
+    # it) once left the first metadata manager running with nothing to end it.
+    import pytest
+
+    from server.local_cluster import LocalCluster
+
+    with LocalCluster(str(tmp_path / "c"), nodes=0) as cluster:
+        first = cluster.meta.pid
+        with pytest.raises(RuntimeError, match="already running"):
+            cluster.start()
+        assert cluster.meta.pid == first and cluster.meta.running()
+    assert not cluster.meta.running()
