@@ -29,13 +29,14 @@ One more record, key (entry index 0, part 0) (no entry has index 0): its
 value is the highest seq of the entries evicted so far (`evicted_through`;
 empty while none was), written with the window's first entry. A table
 without it was written before it existed: load() then counts a window that
-could have evicted by count (nearly `capacity` ids) as having evicted. A retry whose id is not in the window and
-whose first attempt was stamped at or below it may have applied in an
-evicted entry: the leader answers it FORGOTTEN instead of applying it
-again (write_path.py). Stamped seqs only grow in log order (issue 3's
-sequencer rule), so an attempt stamped above it can only be in a kept entry. An
-id applied again by a later entry (a retry proposed anew) counts from the
-later one.
+could have evicted by count (nearly `capacity` ids) as having evicted.
+
+A retry whose id is not in the window and whose first attempt was stamped
+at or below evicted_through may have applied in an evicted entry: the
+leader answers it FORGOTTEN instead of applying it again (write_path.py).
+Stamped seqs only grow in log order (issue 3's sequencer rule), so an
+attempt stamped above it can only be in a kept entry. An id applied again
+by a later entry (a retry proposed anew) counts from the later one.
 
 Retention: eviction drops whole entries, oldest first (one engine delete per
 evicted entry), while the window holds more than `capacity` ids (DEDUP_WINDOW)
@@ -45,17 +46,16 @@ The time rule stops once `time_evictions` records (DEDUP_TIME_EVICTIONS)
 went in one call (finishing the entry it is at), so the first write after a
 long pause does not drop a quarter of a million ids in one go (about 0.3 s
 on the loop, on every replica at once): the window shrinks over the next
-writes instead.
-So a group keeps every id of the last 15 s of its log, which covers a
+writes instead. So a group keeps every id of the last 15 s of its log, which covers a
 client's retries (the SDK's default deadline is 10 s), up to a memory bound,
 and never fewer than `capacity`: a group writing 2,000 requests a second
 (the seed's figure) keeps 25 s, one writing 30,000 keeps the 15 s up to the
 bound (about 8 s). Time here is the entries' stamped seqs, which are in the
 log, so every replica evicts the same entries (after a router clock far
 ahead of the others, later stamps keep its timestamp and grow by their
-counter for a while: the window then keeps up to max_ids). A replica running an older rule keeps a
-different window; both are safe (a smaller window only answers FORGOTTEN
-sooner).
+counter for a while: the window then keeps up to max_ids). A replica
+running an older rule keeps a different window; both are safe (a smaller
+window only answers FORGOTTEN sooner).
 
 Why written before the entry's records, as a separate engine batch without
 an applied index: the engine persists by flushing whole memtables, so if the
