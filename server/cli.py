@@ -120,7 +120,7 @@ def node_main(args: argparse.Namespace) -> int:
         return 2
     node = Node(args.id, args.listen, args.data, args.meta.split(","), compact_after_entries=args.compact_after_entries,
                 metrics_listen=args.metrics_listen or None, lease_ms=lease_ms, trailing_batch_entries=trailing,
-                block_cache_bytes=cache_bytes)
+                block_cache_bytes=cache_bytes, isolate_file=args.isolate_file)
 
     async def start() -> str:
         await node.start()
@@ -339,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--block-cache-mib", type=int, default=None,
                       help="one block cache for every replica's engine on this node, in MiB (default: "
                            "server/node/node.py's BLOCK_CACHE_BYTES, 256; 0: none)")
+    node.add_argument("--isolate-file", default=None,
+                      help="fault injection for tests: while this file exists the node is cut off from the other "
+                           "cluster processes (peers and metadata manager); clients still reach it")
     node.add_argument("--log-level", default="INFO")
     node.set_defaults(func=node_main)
 

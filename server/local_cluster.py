@@ -122,7 +122,8 @@ class LocalCluster:
     def add_node(self, node_id: int) -> RoleProcess:
         role = RoleProcess(f"node{node_id}", ["node", "--id", str(node_id), "--listen", "127.0.0.1:0", "--data",
                                               os.path.join(self.base_dir, f"node{node_id}"), "--meta",
-                                              self.meta_addresses, *self.node_args],
+                                              self.meta_addresses, "--isolate-file", self._isolate_file(node_id),
+                                              *self.node_args],
                            os.path.join(self.base_dir, f"node{node_id}.log"))
         self.nodes[node_id] = role
         self._spawn(role)
@@ -177,6 +178,23 @@ class LocalCluster:
     def resume(self, role: RoleProcess) -> None:
         assert role.proc is not None
         role.proc.send_signal(signal.SIGCONT)
+
+    def _isolate_file(self, node_id: int) -> str:
+        return os.path.join(self.base_dir, f"node{node_id}.isolated")
+
+    def isolate(self, node_id: int) -> None:
+        """Cuts node `node_id` off from the other cluster processes, peers and
+        metadata manager, both ways (`quorumkv node --isolate-file`); its
+        clients still reach it. Takes effect at its next tick (50 ms)."""
+        with open(self._isolate_file(node_id), "w"):
+            pass
+
+    def heal(self, node_id: int) -> None:
+        """Ends isolate(node_id), at the node's next tick."""
+        try:
+            os.remove(self._isolate_file(node_id))
+        except FileNotFoundError:
+            pass
 
     def stop(self, role: RoleProcess) -> None:
         """Clean stop (SIGTERM): the role flushes and closes what it holds."""

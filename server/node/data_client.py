@@ -114,11 +114,21 @@ class DataClient:
 
     async def write_request(self, req: data_pb2.WriteRequest) -> data_pb2.WriteResponse:
         """A WriteRequest with conditions or a request id; its `id` is set here."""
+        return await self.submit_write(req)
+
+    def submit_write(self, req: data_pb2.WriteRequest) -> asyncio.Future:
+        """write_request, not awaited: the future of its answer. A caller that
+        stops waiting (cancels it, or sets an exception on it) loses only the
+        answer: the request is sent and its answer, when it comes, dropped."""
         req.id = next(self._ids)
-        return await self._writes.submit(req)
+        return self._writes.submit(req)
 
     async def read(self, rg: int, table_id: int, key: bytes) -> data_pb2.ReadResponse:
-        return await self._reads.submit(data_pb2.ReadRequest(id=next(self._ids), rg=rg, table_id=table_id, key=key))
+        return await self.submit_read(rg, table_id, key)
+
+    def submit_read(self, rg: int, table_id: int, key: bytes) -> asyncio.Future:
+        """read, not awaited (as submit_write)."""
+        return self._reads.submit(data_pb2.ReadRequest(id=next(self._ids), rg=rg, table_id=table_id, key=key))
 
     async def scan(self, rg: int, table_id: int, start: bytes = b"", end: bytes = b"", limit: int = 0,
                    keys_only: bool = False, timeout: float | None = None) -> data_pb2.ScanResponse:

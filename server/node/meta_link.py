@@ -78,6 +78,7 @@ class MetaLink:
         self._task: asyncio.Task | None = None
         self.connected = False
         self.on_connect: Callable[[], None] | None = None
+        self.silenced: Callable[[], bool] = lambda: False   # while true: no heartbeat leaves (Node.isolated)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="meta-link")
@@ -90,6 +91,8 @@ class MetaLink:
     async def _heartbeats(self, stream: _Stream):
         n = 0   # a new stream (a new MM, or the same restarted) starts with every report
         while not self._closed and not stream.ended:
+            while self.silenced() and not self._closed:   # a test's partition (Node.isolated): the MM hears nothing
+                await asyncio.sleep(self.interval)
             hb = meta_pb2.NodeHeartbeat(node_id=self.node_id, address=self.address, incarnation=self.incarnation)
             if n % FULL_STATUS_EVERY == 0:
                 stream.reports.clear()

@@ -104,7 +104,7 @@ class Node:
                  options: ReplicaOptions | None = None, advertise: str | None = None,
                  compact_after_entries: int = COMPACT_AFTER_ENTRIES, metrics_listen: str | None = None,
                  lease_ms: int = LEASE_MS, trailing_batch_entries: int = TRAILING_BATCH_ENTRIES,
-                 block_cache_bytes: int = BLOCK_CACHE_BYTES):
+                 block_cache_bytes: int = BLOCK_CACHE_BYTES, isolate_file: str | None = None):
         if node_id <= 0:
             raise ValueError("node ids are positive (0 is the metadata manager)")
         self.id = node_id
@@ -134,6 +134,14 @@ class Node:
         self.block_cache = BlockCache(block_cache_bytes) if block_cache_bytes else None
         self._engine_options = {"block_cache": self.block_cache} if block_cache_bytes else {"block_cache_bytes": 0}
         self.meta = MetaLink(node_id, self.address, meta_addresses, self)
+        # Fault injection for tests (`quorumkv node --isolate-file`): while the
+        # file exists, this node is cut off from every other cluster process,
+        # peers and metadata manager, both ways; its clients still reach it.
+        # Checked every tick. So a test stages a leader that has not heard of
+        # its deposition, with real processes on one host.
+        self.isolate_file = isolate_file
+        self.isolated = False
+        self.meta.silenced = lambda: self.isolated
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task] = []
         self._loose_tasks: set[asyncio.Task] = set()
@@ -218,6 +226,8 @@ class Node:
             remove_replica_dir(os.path.join(self.data_dir, f"rg-{rg}"))
 
     def send(self, rg: int, to: int, msg: Message) -> None:
+        if self.isolated:
+            return
         if to == METADATA_MANAGER_ID:
             self.meta.send(rg, msg)
             return
@@ -242,6 +252,8 @@ class Node:
         follower a Heartbeat: _TAKEN_AT_ONCE) then carry out its Ready at
         once (ReplicaHost.acknowledged): after the whole batch, so the
         messages that came together make one Ready."""
+        if self.isolated:
+            return
         acknowledged = None
         for env in envelopes:
             try:
@@ -285,6 +297,8 @@ class Node:
 
     # ---------------------------------------------------------------- MetaLinkHandler
     def on_meta_command(self, command: meta_pb2.MetaCommand) -> None:
+        if self.isolated:
+            return
         if command.directory_version != self._directory_version and command.directory:
             self._directory_version = command.directory_version
             new = {a.node_id: a.address for a in command.directory}
@@ -335,6 +349,12 @@ class Node:
             now = loop.time()
             if now - next_at > TICK_SECONDS:
                 next_at = now
+            if self.isolate_file is not None:
+                isolated = os.path.exists(self.isolate_file)
+                if isolated != self.isolated:
+                    log.warning("node %d: %s", self.id, "isolated (test fault: %s exists)" % self.isolate_file
+                                if isolated else "no longer isolated")
+                    self.isolated = isolated
             for h in self.hosts.values():
                 h.tick()
 

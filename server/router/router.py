@@ -71,6 +71,11 @@ WATCH_TIMEOUT = 2.0     # no routing message, not even a keepalive, for this lon
 _TOKEN_VERSION = 1
 
 
+class LeaderChanged(Exception):
+    """An attempt's group got a leader of a newer epoch in the routing before
+    the attempt was answered (Router._attempt)."""
+
+
 class RouterError(Exception):
     """A request's failure as a gRPC status code and a message that says what to fix."""
 
@@ -116,6 +121,7 @@ class Router:
         self._changed = asyncio.Event()
         self._sequencer = Sequencer(router_id)
         self._clients: dict[str, DataClient] = {}
+        self._inflight: dict[int, dict[asyncio.Future, int]] = {}   # rg -> {attempt's answer: epoch it went to}
         self._closing: set[asyncio.Task] = set()
         self._watch_task: asyncio.Task | None = None
         self._meta_channel: grpc.aio.Channel | None = None
@@ -173,8 +179,31 @@ class Router:
             for t in [t for t in self._closing if t.done()]:
                 self._closing.discard(t)
         self.stats["routing_updates"] += 1
+        for rg, attempts in self._inflight.items():   # attempts at a leader the group has replaced: given up
+            g = routing.group(rg)
+            if g is not None:
+                for fut, epoch in attempts.items():
+                    if g[1] > epoch and not fut.done():
+                        fut.set_exception(LeaderChanged())
         self._changed.set()
         self._changed = asyncio.Event()
+
+    async def _attempt(self, answer: asyncio.Future, route: Route, deadline: float):
+        """The answer to an attempt sent to `route`'s leader. Raises TimeoutError
+        at the deadline, LeaderChanged once the routing names a leader of a newer
+        epoch for the group: an old leader that is paused or cut off holds its
+        connection open, and waiting for it would stall the call until its
+        deadline although the group serves again (a crashed one breaks its
+        stream at once: StreamBroken). Either way the attempt's outcome is
+        unknown, and a write is retried under the same request id."""
+        attempts = self._inflight.setdefault(route.rg, {})
+        attempts[answer] = route.epoch
+        try:
+            return await asyncio.wait_for(answer, max(0.01, deadline - time.monotonic()))
+        finally:
+            attempts.pop(answer, None)
+            if not attempts:
+                self._inflight.pop(route.rg, None)
 
     async def _await_change(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()
@@ -323,11 +352,15 @@ class Router:
             if client is not None:
                 seq = self._next_seq()
                 batch = write_batch.encode_one(kind, route.table_id, key, value, seq)
-                req_timeout = max(0.01, deadline - time.monotonic())
                 try:
-                    resp = await asyncio.wait_for(client.write_request(data_pb2.WriteRequest(
+                    resp = await self._attempt(client.submit_write(data_pb2.WriteRequest(
                         rg=route.rg, batch=batch, request_id=wire_request_id(request_id, route.table_id),
-                        if_seq=if_seq, if_absent=if_absent, first_seq=first_seq)), req_timeout)
+                        if_seq=if_seq, if_absent=if_absent, first_seq=first_seq)), route, deadline)
+                except LeaderChanged:
+                    unknown = True   # as below; the routing has the new leader already: at once
+                    first_seq = first_seq or seq
+                    self.stats["retries"] += 1
+                    continue
                 except (StreamBroken, TimeoutError):
                     unknown = True   # it may have reached the leader: retry under the same request id
                     first_seq = first_seq or seq
@@ -387,8 +420,10 @@ class Router:
             client = self._client(route.leader) if route.leader else None
             if client is not None:
                 try:
-                    resp = await asyncio.wait_for(client.read(route.rg, route.table_id, key),
-                                                  max(0.01, deadline - time.monotonic()))
+                    resp = await self._attempt(client.submit_read(route.rg, route.table_id, key), route, deadline)
+                except LeaderChanged:
+                    self.stats["retries"] += 1
+                    continue
                 except (StreamBroken, TimeoutError):
                     resp = None
                 if resp is not None:

@@ -7,17 +7,20 @@ values to a few keys and get them, recording when each call began and ended
 1 with SIGKILL and restarts it, pauses the next leader with SIGSTOP until
 another one serves and then resumes it (a deposed leader that has not heard
 of its deposition: it must answer neither writes nor reads), and kills and
-restarts a follower. Besides the SDK's calls, a reader per node asks that
-node directly for group 1's keys (as a router whose routing went stale
-would), so followers and the resumed old leader are asked too: only the
-answers they give count (a follower answering from its lagging state fails
-this test with hundreds of stale reads). What real processes on one host
-cannot stage is a leader cut off from its group but not from its clients:
-the resumed one hears of its deposition with its first messages. That
-window is the deterministic tests' (tests/server/testdata/
-lease_deposed_leader.txt); so is an acknowledgement before a quorum holds
-the entry, which a leader's kill alone does not expose here (its followers
-already hold what it sent).
+restarts a follower, and isolates the next leader from its group and the
+metadata manager but not from its clients (`quorumkv node --isolate-file`)
+until another leads, then heals it. Besides the SDK's calls, a reader per
+node asks that node directly for group 1's keys (as a router whose routing
+went stale would), so followers, the resumed leader and the isolated one
+are asked too: only the answers they give count. The isolated leader has
+not heard of its deposition: it may answer only while its lease holds.
+Power: a follower answering from its lagging state fails this test with
+hundreds of stale reads. A lease that never expires was not exposed in the
+runs examined (why not is an open question: a plain script isolating a
+leader does get stale answers from it then), nor is an acknowledgement
+before a quorum holds the entry (a killed leader's followers already hold
+what it sent): the deterministic tests catch both
+(tests/server/testdata/lease_deposed_leader.txt and the simulation).
 Afterwards tests/cluster/linearizability.py checks the history: some order
 of the calls, each at one instant within its own span, must explain every
 get, and no put the SDK reported as not applied may be read (the seed's
@@ -124,6 +127,15 @@ def _nemesis(cluster: LocalCluster, rounds: int, log: list[str]) -> None:
             cluster.resume(paused)   # it comes back believing it leads
         log.append(f"round {r}: resumed node {paused.name}; node {leader} leads epoch {epoch}")
         time.sleep(1.0)
+        cut = leader   # cut off from its group and the MM, not from its clients: it may think it leads
+        cluster.isolate(cut)
+        try:
+            leader, epoch = cluster.wait_for_leader(1, timeout=20, not_epoch=epoch)
+            time.sleep(1.0)   # writes on the new leader while the old one is still asked for reads
+        finally:
+            cluster.heal(cut)
+        log.append(f"round {r}: isolated leader node {cut} until node {leader} led epoch {epoch}, then healed")
+        time.sleep(1.0)
         follower = next(n for nid, n in cluster.nodes.items() if nid != leader)
         cluster.kill9(follower)
         time.sleep(0.5)
@@ -160,7 +172,7 @@ def _run(tmp_path, rounds: int) -> None:
     print(f"\n{len(puts)} puts ({sum(op.outcome == APPLIED for op in puts)} acknowledged, "
           f"{sum(op.outcome == UNKNOWN for op in puts)} unknown, {sum(op.outcome == NOT_APPLIED for op in puts)} "
           f"not applied), {len(gets)} gets; faults: " + "; ".join(faults))
-    assert len(faults) == 4 * rounds
+    assert len(faults) == 5 * rounds
     assert sum(op.outcome == APPLIED for op in puts) >= 100 and len(gets) >= 100   # the history says something
     problems = check(history)
     assert not problems, f"{len(problems)} violations, e.g.:\n" + "\n".join(problems[:5])

@@ -225,6 +225,49 @@ def test_paused_old_leader_answers_neither_writes_nor_reads(cluster):
     run(go())
 
 
+def test_an_isolated_leader_never_answers_a_read_with_data_a_newer_leader_replaced(cluster):
+    """The leader is cut off from its group and the metadata manager but not
+    from its clients (`quorumkv node --isolate-file`): it has not heard of
+    its deposition. Once another leader has acknowledged a newer value, the
+    old one must not answer a read with the older value: its lease (LL
+    rules) ran out before the new leader could be appointed, so it can only
+    fail to confirm the read. With a lease that never expires this test
+    fails: the isolated leader answers from its stale state."""
+    leader, epoch = cluster.wait_for_leader(RG)
+
+    async def go():
+        old = DataClient(cluster.nodes[leader].address)
+        try:
+            first = await asyncio.wait_for(old.write(RG, _batch(b"k", b"v1")), 10)
+            assert first.code == data_pb2.OK
+            cluster.isolate(leader)
+            try:
+                new_leader, _ = cluster.wait_for_leader(RG, timeout=15, not_epoch=epoch)
+                assert new_leader != leader
+                new = DataClient(cluster.nodes[new_leader].address)
+                try:
+                    second = await asyncio.wait_for(new.write(RG, _batch(b"k", b"v2")), 10)
+                    assert second.code == data_pb2.OK
+                finally:
+                    await new.close()
+                answers = []
+                for _ in range(3):   # the old leader, asked after v2 was acknowledged
+                    try:
+                        answers.append(await asyncio.wait_for(old.read(RG, TABLE, b"k"), 1.5))
+                    except TimeoutError:
+                        answers.append(None)   # no answer: it cannot confirm it still leads
+            finally:
+                cluster.heal(leader)
+        finally:
+            await old.close()
+        return answers
+
+    answers = run(go())
+    stale = [a for a in answers if a is not None and a.code == data_pb2.OK and a.value != b"v2"]
+    assert not stale, f"the isolated old leader answered stale reads: {stale[:2]}"
+    assert all(a is None or a.code != data_pb2.OK for a in answers)   # it cannot have v2 either
+
+
 def test_wiped_follower_catches_up_from_a_snapshot(cluster):
     leader, _ = cluster.wait_for_leader(RG)
     follower = next(n for n in cluster.nodes if n != leader)

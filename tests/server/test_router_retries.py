@@ -29,6 +29,25 @@ class _Leader:
         self.codes = codes
         self.requests: list[data_pb2.WriteRequest] = []
 
+    def submit_write(self, req: data_pb2.WriteRequest) -> asyncio.Future:
+        return self._answer_of(self.write_request(req))
+
+    def submit_read(self, rg: int, table_id: int, key: bytes) -> asyncio.Future:
+        return self._answer_of(self.read(rg, table_id, key))
+
+    @staticmethod
+    def _answer_of(call) -> asyncio.Future:
+        """A plain future for the call's answer, as DataClient's submit_* give."""
+        fut = asyncio.get_running_loop().create_future()
+
+        async def run():
+            answer = await call
+            if not fut.done():
+                fut.set_result(answer)
+
+        fut.runner = asyncio.ensure_future(run())   # referenced: the loop keeps only weak references
+        return fut
+
     async def write_request(self, req: data_pb2.WriteRequest) -> data_pb2.WriteResponse:
         self.requests.append(req)
         code = self.codes.pop(0)
@@ -248,3 +267,54 @@ def test_forgotten_is_final_only_when_the_router_knows_the_first_attempts_seq(re
 
     err = asyncio.run(go())
     assert err.code.name == "UNKNOWN" and err.final is (not retry)
+
+
+@pytest.mark.parametrize("op", ["write", "get"])
+def test_an_attempt_at_a_leader_the_routing_replaced_is_given_up_at_once(op):
+    """A paused or cut-off old leader keeps its connection open and never
+    answers: the router gives its attempt up as soon as the routing names a
+    leader of a newer epoch, instead of waiting until the call's deadline, and
+    retries there (a write under the same request id, its first attempt's seq
+    as first_seq)."""
+    from server.proto import meta_pb2
+    from server.router.routing import Routing
+
+    class _SilentFirst(_Leader):
+        def submit_write(self, req):
+            if not self.requests:
+                self.requests.append(req)
+                return asyncio.get_running_loop().create_future()   # never answered
+            return super().submit_write(req)
+
+        def submit_read(self, rg, table_id, key):
+            self.reads = getattr(self, "reads", 0) + 1
+            if self.reads == 1:
+                return asyncio.get_running_loop().create_future()
+            return self._answer_of(self.read(rg, table_id, key))
+
+        async def read(self, rg, table_id, key):
+            return data_pb2.ReadResponse(code=data_pb2.OK, found=True, value=b"v", epoch=2, leader=1)
+
+    async def go():
+        leader = _SilentFirst([data_pb2.OK])
+        r = _router(leader)
+        loop = asyncio.get_running_loop()
+        call = (r.write("t", b"k", b"v", request_id=42, deadline=loop.time() + 600) if op == "write"
+                else r.get("t", b"k", deadline=loop.time() + 600))
+        pending = asyncio.ensure_future(call)
+        for _ in range(100):   # until the first attempt is out
+            if leader.requests or getattr(leader, "reads", 0):
+                break
+            await asyncio.sleep(0)
+        rt = meta_pb2.RoutingTable(version=2)
+        rt.groups.add(rg=1, leader=1, epoch=2)   # the routes above are of epoch 1
+        r._install(Routing(rt))
+        answer = await asyncio.wait_for(pending, 60)   # long before the call's deadline (600 s)
+        return leader, answer
+
+    leader, answer = asyncio.run(go())
+    if op == "write":
+        assert len(leader.requests) == 2 and len({req.request_id for req in leader.requests}) == 1
+        assert leader.requests[1].first_seq == write_batch.seqs(leader.requests[0].batch, 0, 1)
+    else:
+        assert leader.reads == 2 and answer.value == b"v"
