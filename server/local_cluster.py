@@ -54,9 +54,11 @@ class RoleProcess:
 class LocalCluster:
     def __init__(self, base_dir: str, nodes: int = 3, env: dict[str, str] | None = None,
                  node_args: list[str] | None = None, meta_args: list[str] | None = None, metas: int = 1,
-                 source_dir: str | None = None):
+                 source_dir: str | None = None, fault_hooks: bool = False):
         """source_dir: the checkout whose code the processes run (default:
-        this one); bench/ab_one_client.py runs two checkouts side by side."""
+        this one); bench/ab_one_client.py runs two checkouts side by side.
+        fault_hooks: nodes take `--isolate-file` (isolate(), heal()): tests only."""
+        self.fault_hooks = fault_hooks
         self.base_dir = base_dir
         self.source_dir = source_dir or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.env = dict(os.environ, **(env or {}))
@@ -122,7 +124,9 @@ class LocalCluster:
     def add_node(self, node_id: int) -> RoleProcess:
         role = RoleProcess(f"node{node_id}", ["node", "--id", str(node_id), "--listen", "127.0.0.1:0", "--data",
                                               os.path.join(self.base_dir, f"node{node_id}"), "--meta",
-                                              self.meta_addresses, "--isolate-file", self._isolate_file(node_id),
+                                              self.meta_addresses,
+                                              *(["--isolate-file", self._isolate_file(node_id)]
+                                                if self.fault_hooks else []),
                                               *self.node_args],
                            os.path.join(self.base_dir, f"node{node_id}.log"))
         self.nodes[node_id] = role
@@ -185,7 +189,10 @@ class LocalCluster:
     def isolate(self, node_id: int) -> None:
         """Cuts node `node_id` off from the other cluster processes, peers and
         metadata manager, both ways (`quorumkv node --isolate-file`); its
-        clients still reach it. Takes effect at its next tick (50 ms)."""
+        clients still reach it. Takes effect at its next tick (50 ms).
+        Requires: fault_hooks."""
+        if not self.fault_hooks:
+            raise RuntimeError("this LocalCluster was made without fault_hooks=True")
         with open(self._isolate_file(node_id), "w"):
             pass
 

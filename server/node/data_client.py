@@ -39,20 +39,28 @@ class _Stream:
         self._has_data = asyncio.Event()
         self._waiting: dict[int, asyncio.Future] = {}
         self._task: asyncio.Task | None = None
+        # Which stream may take the queue: the request generator of a stream
+        # that ended can stay parked on _has_data (gRPC does not stop it when
+        # the call had finished already); woken by the next submit, it must
+        # not take that request into a dead call, where it would be lost.
+        self._incarnation = 0
         self.batches_sent = 0
 
     def submit(self, req) -> asyncio.Future:
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._incarnation += 1
+            self._task = asyncio.get_running_loop().create_task(self._run(self._incarnation))
         fut = asyncio.get_running_loop().create_future()
         self._waiting[req.id] = fut
         self._queue.append(req)
         self._has_data.set()
         return fut
 
-    async def _requests(self):
+    async def _requests(self, incarnation: int):
         while True:
             await self._has_data.wait()
+            if incarnation != self._incarnation:
+                return   # a newer stream serves the queue (see __init__)
             self._has_data.clear()
             while self._queue:
                 batch = self._batch_type()
@@ -63,8 +71,8 @@ class _Stream:
                     timeline.mark("client.batch_out")
                 yield batch
 
-    async def _run(self) -> None:
-        call = self._open_call(self._requests())
+    async def _run(self, incarnation: int) -> None:
+        call = self._open_call(self._requests(incarnation))
         err = StreamBroken("stream closed by the client")   # close() cancelled us
         try:
             async for out in call:

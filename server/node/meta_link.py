@@ -79,6 +79,7 @@ class MetaLink:
         self.connected = False
         self.on_connect: Callable[[], None] | None = None
         self.silenced: Callable[[], bool] = lambda: False   # while true: no heartbeat leaves (Node.isolated)
+        self._call = None   # the current Heartbeat call
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="meta-link")
@@ -91,8 +92,10 @@ class MetaLink:
     async def _heartbeats(self, stream: _Stream):
         n = 0   # a new stream (a new MM, or the same restarted) starts with every report
         while not self._closed and not stream.ended:
-            while self.silenced() and not self._closed:   # a test's partition (Node.isolated): the MM hears nothing
+            while self.silenced() and not self._closed and not stream.ended:   # a test's partition (Node.isolated)
                 await asyncio.sleep(self.interval)
+            if stream.ended:
+                return
             hb = meta_pb2.NodeHeartbeat(node_id=self.node_id, address=self.address, incarnation=self.incarnation)
             if n % FULL_STATUS_EVERY == 0:
                 stream.reports.clear()
@@ -115,9 +118,11 @@ class MetaLink:
             address = self.meta_addresses[i % len(self.meta_addresses)]
             channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
             stream = _Stream()
+            reconnecting = False
             try:
                 stub = meta_pb2_grpc.MetaStub(channel)
-                call = stub.Heartbeat(self._heartbeats(stream), metadata=((NODE_METADATA_KEY, str(self.node_id)),))
+                call = self._call = stub.Heartbeat(self._heartbeats(stream),
+                                                   metadata=((NODE_METADATA_KEY, str(self.node_id)),))
                 commands = call.__aiter__()
                 while True:
                     try:   # the MM sends at least a keepalive every 0.5 s (meta.proto)
@@ -137,7 +142,12 @@ class MetaLink:
                     except Exception as exc:  # noqa: BLE001 - a node that cannot follow its MM must not linger
                         fail_stop(log, "a command of the metadata manager failed", exc)
             except asyncio.CancelledError:
-                raise
+                task = asyncio.current_task()
+                if self._closed or (task is not None and task.cancelling()):
+                    raise
+                # Only the call was cancelled (reconnect()): a new stream to the same MM, at once.
+                log.info("meta stream to %s ended by reconnect(): opening a new one", address)
+                reconnecting = True
             except grpc.aio.AioRpcError as exc:
                 log.debug("meta stream to %s ended: %s", address, exc.code())
             finally:
@@ -146,9 +156,18 @@ class MetaLink:
                 await channel.close(grace=None)
             if self._closed:
                 return
+            if reconnecting:
+                continue
             i += 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
+
+    def reconnect(self) -> None:
+        """Ends the current stream; the link opens a new one, which the MM
+        answers with everything it has for this node (directory, replicas to
+        host): what a real partition's broken stream does once it heals."""
+        if self._call is not None:
+            self._call.cancel()
 
     async def close(self) -> None:
         self._closed = True

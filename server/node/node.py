@@ -355,6 +355,8 @@ class Node:
                     log.warning("node %d: %s", self.id, "isolated (test fault: %s exists)" % self.isolate_file
                                 if isolated else "no longer isolated")
                     self.isolated = isolated
+                    if not isolated:   # the MM's commands of the meantime were dropped: a new stream gets them
+                        self.meta.reconnect()
             for h in self.hosts.values():
                 h.tick()
 

@@ -65,6 +65,10 @@ class PeerLink:
         self._has_data = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closed = False
+        # The stream whose generator may take the queue (as in data_client.py's
+        # _Stream): a generator of an ended stream, parked on _has_data, must
+        # not take the next messages into its dead call.
+        self._incarnation = 0
         self.sent_batches = 0
         self.dropped = 0
 
@@ -78,9 +82,11 @@ class PeerLink:
         self._queue.append((rg, msg))
         self._has_data.set()
 
-    async def _batches(self):
+    async def _batches(self, incarnation: int):
         while not self._closed:
             await self._has_data.wait()
+            if incarnation != self._incarnation:
+                return   # its stream ended: the next one serves the queue
             if timeline.ENABLED:
                 timeline.mark("peer.woke")
             self._has_data.clear()
@@ -103,13 +109,15 @@ class PeerLink:
             channel = grpc.aio.insecure_channel(self.address, options=STREAM_CHANNEL_OPTIONS)
             try:
                 stub = pb_grpc.ReplicationStub(channel)
-                await stub.Exchange(self._batches(), metadata=((NODE_METADATA_KEY, str(self.node_id)),))
+                await stub.Exchange(self._batches(self._incarnation),
+                                    metadata=((NODE_METADATA_KEY, str(self.node_id)),))
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
                 log.debug("stream to node %d (%s) ended: %s", self.peer_id, self.address, exc.code())
             finally:
+                self._incarnation += 1   # the ended stream's generator takes nothing more
                 await channel.close(grace=None)
             self._queue.clear()   # lost with the stream; the protocol resends what matters
             if self._closed:

@@ -200,6 +200,14 @@ class Router:
         attempts[answer] = route.epoch
         try:
             return await asyncio.wait_for(answer, max(0.01, deadline - time.monotonic()))
+        except (LeaderChanged, StreamBroken, TimeoutError):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The caller was cancelled in the same loop round: 3.11's wait_for
+                # then raises the inner failure and drops the cancellation, and the
+                # call would go on retrying.
+                raise asyncio.CancelledError() from None
+            raise
         finally:
             attempts.pop(answer, None)
             if not attempts:

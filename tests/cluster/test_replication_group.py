@@ -28,7 +28,8 @@ TABLE = 5
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = LocalCluster(str(tmp_path / "cluster"), nodes=3, node_args=["--compact-after-entries", "100"])
+    c = LocalCluster(str(tmp_path / "cluster"), nodes=3, node_args=["--compact-after-entries", "100"],
+                     fault_hooks=True)
     try:
         c.start()
         c.create_group(RG, [1, 2, 3])
@@ -266,6 +267,53 @@ def test_an_isolated_leader_never_answers_a_read_with_data_a_newer_leader_replac
     stale = [a for a in answers if a is not None and a.code == data_pb2.OK and a.value != b"v2"]
     assert not stale, f"the isolated old leader answered stale reads: {stale[:2]}"
     assert all(a is None or a.code != data_pb2.OK for a in answers)   # it cannot have v2 either
+
+
+def test_the_first_request_after_a_node_restart_is_answered(cluster):
+    """A DataClient (a router keeps them for good) whose idle stream died
+    with its node: the dead stream's request generator stayed parked on the
+    shared queue and took the next request into the dead call, where it was
+    lost: the caller waited until its timeout (found by a review)."""
+    leader, _ = cluster.wait_for_leader(RG)
+    victim = next(nid for nid in cluster.nodes if nid != leader)
+
+    async def go():
+        client = DataClient(cluster.nodes[victim].address)
+        try:
+            await asyncio.wait_for(client.read(RG, TABLE, b"k"), 10)   # its stream up, then idle
+            cluster.kill9(cluster.nodes[victim])
+            for _ in range(200):   # until the client saw its stream end
+                if client._reads._task.done():
+                    break
+                await asyncio.sleep(0.05)
+            cluster.restart(cluster.nodes[victim])
+            return await asyncio.wait_for(client.read(RG, TABLE, b"k"), 5)
+        finally:
+            await client.close()
+
+    assert run(go()).code == data_pb2.NOT_LEADER   # answered (a follower): not lost
+
+
+def test_a_healed_node_gets_what_the_metadata_manager_sent_while_it_was_isolated(cluster):
+    """Commands the MM sent to an isolated node (here: host a new group's
+    replica) were dropped; a healed node now opens a new stream, which the MM
+    answers with everything it has for it, as after a real partition."""
+    cluster.wait_for_leader(RG)
+    cluster.isolate(3)
+    try:
+        deadline = time.monotonic() + 15
+        while any(r.node_id == 3 and r.alive for r in cluster.group(RG).replicas):   # until the MM lost it
+            assert time.monotonic() < deadline, "the MM still hears node 3"
+            time.sleep(0.05)
+        cluster.create_group(RG + 1, [1, 2, 3])
+        cluster.wait_for_leader(RG + 1)   # nodes 1 and 2 make a quorum
+    finally:
+        cluster.heal(3)
+    path = os.path.join(cluster.base_dir, "node3", f"rg-{RG + 1}")
+    deadline = time.monotonic() + 15
+    while not os.path.exists(path) and time.monotonic() < deadline:   # another process's state: polled
+        time.sleep(0.05)
+    assert os.path.exists(path), "the healed node never hosted the group created while it was isolated"
 
 
 def test_wiped_follower_catches_up_from_a_snapshot(cluster):

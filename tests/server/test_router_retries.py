@@ -318,3 +318,35 @@ def test_an_attempt_at_a_leader_the_routing_replaced_is_given_up_at_once(op):
         assert leader.requests[1].first_seq == write_batch.seqs(leader.requests[0].batch, 0, 1)
     else:
         assert leader.reads == 2 and answer.value == b"v"
+
+
+def test_a_call_cancelled_as_its_attempt_is_given_up_sends_no_more_attempts():
+    # 3.11's wait_for raises the inner failure and drops a cancellation that
+    # came in the same loop round: the router went on retrying a call its
+    # caller had cancelled (found by a review).
+    from server.proto import meta_pb2
+    from server.router.routing import Routing
+
+    class _Silent(_Leader):
+        def submit_write(self, req):
+            self.requests.append(req)
+            return asyncio.get_running_loop().create_future()   # never answered
+
+    async def go():
+        leader = _Silent([])
+        r = _router(leader)
+        loop = asyncio.get_running_loop()
+        call = asyncio.ensure_future(r.write("t", b"k", b"v", request_id=42, deadline=loop.time() + 3))
+        for _ in range(100):
+            if leader.requests:
+                break
+            await asyncio.sleep(0)
+        rt = meta_pb2.RoutingTable(version=2)
+        rt.groups.add(rg=1, leader=1, epoch=2)
+        r._install(Routing(rt))   # the attempt's group has a newer leader ...
+        call.cancel()             # ... and the caller gives up, in the same round
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        return leader.requests
+
+    assert len(asyncio.run(go())) == 1
