@@ -62,7 +62,9 @@ class _Stream:
             if incarnation != self._incarnation:
                 return   # a newer stream serves the queue (see __init__)
             self._has_data.clear()
-            while self._queue:
+            # Checked again after each yield: gRPC resumes the generator when a
+            # send completes, possibly after its stream ended and a newer one started.
+            while self._queue and incarnation == self._incarnation:
                 batch = self._batch_type()
                 take, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
                 batch.requests.extend(take)
@@ -94,6 +96,8 @@ class _Stream:
                     fut.set_exception(err)
 
     async def close(self) -> None:
+        self._incarnation += 1   # a generator parked on _has_data (its stream ended) exits
+        self._has_data.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

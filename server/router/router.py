@@ -71,6 +71,16 @@ WATCH_TIMEOUT = 2.0     # no routing message, not even a keepalive, for this lon
 _TOKEN_VERSION = 1
 
 
+def _raise_if_cancelled() -> None:
+    """Raises CancelledError if the current task is being cancelled. Python
+    3.11's wait_for returns (or raises) the inner outcome when it completes in
+    the loop round of a cancellation, dropping the cancellation: a retry loop
+    that went on would send attempts for a call its caller gave up."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
 class LeaderChanged(Exception):
     """An attempt's group got a leader of a newer epoch in the routing before
     the attempt was answered (Router._attempt)."""
@@ -201,12 +211,7 @@ class Router:
         try:
             return await asyncio.wait_for(answer, max(0.01, deadline - time.monotonic()))
         except (LeaderChanged, StreamBroken, TimeoutError):
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # The caller was cancelled in the same loop round: 3.11's wait_for
-                # then raises the inner failure and drops the cancellation, and the
-                # call would go on retrying.
-                raise asyncio.CancelledError() from None
+            _raise_if_cancelled()
             raise
         finally:
             attempts.pop(answer, None)
@@ -355,6 +360,7 @@ class Router:
         # The leader answers FORGOTTEN to a retry its window may have dropped.
         first_seq = bytes(16) if retry else b""
         while True:
+            _raise_if_cancelled()
             route = await self._route(table, key, deadline)
             client = self._client(route.leader) if route.leader else None
             if client is not None:
@@ -424,6 +430,7 @@ class Router:
         check_key(key)
         self.stats["reads"] += 1
         while True:
+            _raise_if_cancelled()
             route = await self._route(table, key, deadline)
             client = self._client(route.leader) if route.leader else None
             if client is not None:
@@ -500,6 +507,7 @@ class Router:
     async def _scan(self, route: Route, start: bytes, end: bytes, limit: int, keys_only: bool,
                     deadline: float) -> data_pb2.ScanResponse:
         while True:
+            _raise_if_cancelled()
             client = self._client(route.leader) if route.leader else None
             if client is not None:
                 try:

@@ -350,3 +350,30 @@ def test_a_call_cancelled_as_its_attempt_is_given_up_sends_no_more_attempts():
         return leader.requests
 
     assert len(asyncio.run(go())) == 1
+
+
+def test_a_call_cancelled_while_it_waits_for_a_routing_change_sends_nothing():
+    # The same 3.11 wait_for behaviour in _await_change: a routing change in the
+    # round of the cancellation let the call go on and send (found by a review).
+    from server.proto import meta_pb2
+    from server.router.routing import Routing
+
+    async def go():
+        leader = _Leader([data_pb2.OK])
+        r = _router(leader)
+        known = {"leader": False}
+        r._client = lambda node: leader if known["leader"] else None   # no leader known yet: it waits
+        loop = asyncio.get_running_loop()
+        call = asyncio.ensure_future(r.write("t", b"k", b"v", request_id=42, deadline=loop.time() + 30))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        rt = meta_pb2.RoutingTable(version=2)
+        rt.groups.add(rg=1, leader=1, epoch=2)
+        known["leader"] = True
+        r._install(Routing(rt))   # a leader appears ...
+        call.cancel()             # ... and the caller gives up, in the same round
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        return leader.requests
+
+    assert asyncio.run(go()) == []
