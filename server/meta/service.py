@@ -340,8 +340,8 @@ class MetaServer:
         from a backup taken before its first appointment). Only a member's
         own report, of an epoch this MM issued (a restored MM's epochs jump
         past any issued before: backup.EPOCH_GAP), counts: a node holding an
-        old replica of a reused group id must not mark a new group. Recorded, so that
-        a member hosted again on a wiped disk rejoins without a vote
+        old replica of a reused group id must not mark a new group. Recorded,
+        so that a member hosted again on a wiped disk rejoins without a vote
         (node.py, ReplicaAssignment.established) instead of voting empty."""
         self.established.add(rg)
         try:

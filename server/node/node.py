@@ -352,8 +352,10 @@ class Node:
             if self.isolate_file is not None:
                 isolated = os.path.exists(self.isolate_file)
                 if isolated != self.isolated:
-                    log.warning("node %d: %s", self.id, "isolated (test fault: %s exists)" % self.isolate_file
-                                if isolated else "no longer isolated")
+                    if isolated:
+                        log.warning("node %d: isolated (test fault: %s exists)", self.id, self.isolate_file)
+                    else:
+                        log.warning("node %d: no longer isolated", self.id)
                     self.isolated = isolated
                     if not isolated:   # the MM's commands of the meantime were dropped: a new stream gets them
                         self.meta.reconnect()
