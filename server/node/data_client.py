@@ -2,10 +2,12 @@
 
 Purpose: what request managers (issue 4), benchmarks and tests use to talk to
 a replication group's leader. Any number of tasks call `write()` / `read()`
-concurrently; each call gets an id and a future, and one sender task per
-stream takes everything queued when the stream is ready and sends it as ONE
-batch message, so under load N concurrent operations cost about one stream
-message, and a lone caller still goes out at once (nothing waits for company).
+concurrently; each call gets an id and a future. Per stream, a
+StreamWriter (server/stream_writer.py) sends a request at once on its
+caller's stack when no send is in flight, and otherwise everything queued
+when that send completes as ONE batch message, so under load N concurrent
+operations cost about one stream message, and a lone caller still goes out
+at once (nothing waits for company).
 
 A broken stream fails the calls in flight with `StreamBroken` (the caller
 decides: a write whose stream broke has an unknown outcome) and the next
@@ -14,6 +16,7 @@ call opens a new one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 
 import grpc
@@ -22,6 +25,7 @@ from server import timeline
 from server.node.peers import STREAM_CHANNEL_OPTIONS
 from server.node_identity import NODE_METADATA_KEY
 from server.proto import data_pb2, data_pb2_grpc
+from server.stream_writer import StreamWriter
 
 
 class StreamBroken(Exception):
@@ -36,45 +40,42 @@ class _Stream:
         self._batch_type = batch_type
         self._max_batch = max_batch
         self._queue: list = []
-        self._has_data = asyncio.Event()
         self._waiting: dict[int, asyncio.Future] = {}
         self._task: asyncio.Task | None = None
-        # Which stream may take the queue: the request generator of a stream
-        # that ended can stay parked on _has_data (gRPC does not stop it when
-        # the call had finished already); woken by the next submit, it must
-        # not take that request into a dead call, where it would be lost.
-        self._incarnation = 0
+        # The open stream's writer (server/stream_writer.py): a request goes to
+        # the socket on its caller's stack. Each stream has its own, closed
+        # when that stream ends: a send of an ended stream that completes late
+        # takes nothing more, so no request is taken into a dead call (where
+        # it would be lost) while a newer stream serves the queue.
+        self._writer: StreamWriter | None = None
         self.batches_sent = 0
 
     def submit(self, req) -> asyncio.Future:
         if self._task is None or self._task.done():
-            self._incarnation += 1
-            self._task = asyncio.get_running_loop().create_task(self._run(self._incarnation))
+            self._task = asyncio.get_running_loop().create_task(self._run())
         fut = asyncio.get_running_loop().create_future()
         self._waiting[req.id] = fut
         self._queue.append(req)
-        self._has_data.set()
+        if self._writer is not None:
+            self._writer.kick()
         return fut
 
-    async def _requests(self, incarnation: int):
-        while True:
-            await self._has_data.wait()
-            if incarnation != self._incarnation:
-                return   # a newer stream serves the queue (see __init__)
-            self._has_data.clear()
-            # Checked again after each yield: gRPC resumes the generator when a
-            # send completes, possibly after its stream ended and a newer one started.
-            while self._queue and incarnation == self._incarnation:
-                batch = self._batch_type()
-                take, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
-                batch.requests.extend(take)
-                self.batches_sent += 1
-                if timeline.ENABLED:
-                    timeline.mark("client.batch_out")
-                yield batch
+    def _take(self):
+        """Up to max_batch queued requests as one message (StreamWriter's take)."""
+        if not self._queue:
+            return None
+        batch = self._batch_type()
+        take, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
+        batch.requests.extend(take)
+        self.batches_sent += 1
+        if timeline.ENABLED:
+            timeline.mark("client.batch_out")
+        return batch
 
-    async def _run(self, incarnation: int) -> None:
-        call = self._open_call(self._requests(incarnation))
+    async def _run(self) -> None:
+        call = self._open_call()
+        writer = self._writer = StreamWriter(call.write, self._take, functools.partial(_cancel, call))
+        writer.kick()   # what was submitted while the task started
         err = StreamBroken("stream closed by the client")   # close() cancelled us
         try:
             async for out in call:
@@ -87,7 +88,14 @@ class _Stream:
             err = StreamBroken("stream closed by the server")
         except grpc.aio.AioRpcError as exc:
             err = StreamBroken(f"{exc.code().name}: {exc.details()}")
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():
+                raise
+            err = StreamBroken("a send on the stream failed")   # its writer cancelled the call
         finally:
+            writer.close()
+            if self._writer is writer:
+                self._writer = None
             call.cancel()
             waiting, self._waiting = self._waiting, {}   # every caller in flight hears of it, whatever ended us
             self._queue.clear()
@@ -96,8 +104,8 @@ class _Stream:
                     fut.set_exception(err)
 
     async def close(self) -> None:
-        self._incarnation += 1   # a generator parked on _has_data (its stream ended) exits
-        self._has_data.set()
+        if self._writer is not None:
+            self._writer.close()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -109,6 +117,11 @@ class _Stream:
                 fut.set_exception(StreamBroken("stream closed by the client"))
 
 
+def _cancel(call, _failure: BaseException) -> None:
+    """A send on `call` failed: end it, so the reading task ends and its callers hear of it."""
+    call.cancel()
+
+
 class DataClient:
     def __init__(self, address: str, sender_id: int = 0):
         self.address = address
@@ -116,8 +129,8 @@ class DataClient:
         self._stub = data_pb2_grpc.DataStub(self._channel)
         md = ((NODE_METADATA_KEY, str(sender_id)),)
         self._ids = itertools.count(1)
-        self._writes = _Stream(lambda it: self._stub.Write(it, metadata=md), data_pb2.WriteBatchRequest)
-        self._reads = _Stream(lambda it: self._stub.Read(it, metadata=md), data_pb2.ReadBatchRequest)
+        self._writes = _Stream(lambda: self._stub.Write(metadata=md), data_pb2.WriteBatchRequest)
+        self._reads = _Stream(lambda: self._stub.Read(metadata=md), data_pb2.ReadBatchRequest)
         self._md = md
 
     async def write(self, rg: int, batch: bytes) -> data_pb2.WriteResponse:

@@ -9,22 +9,20 @@ Purpose: wires the pieces of server/node together on one asyncio event loop
     MetaLink      heartbeats and answers -> the MM; commands <- the MM (meta_link.py)
     ticker        Replica.tick() for every replica every TICK_SECONDS
     maintenance   log compaction once the engine holds entries durably
-    I/O thread    every fsync (ReplicaStorage.persist), off the event loop
+    I/O thread    snapshot writes (ReplicaStorage.persist); log fsyncs run inline (replica_host.py)
 
 Data layout: <data>/rg-<id>/ per replica (server/node/replica_storage.py).
 Replicas are created when the MM assigns them (MetaCommand.host) and found
 again on restart from the directories.
 
-Thread-safety: everything but the fsyncs runs on the loop.
+Thread-safety: everything but snapshot writes runs on the loop.
 """
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import shutil
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -34,9 +32,10 @@ from engine._native.block_cache import BlockCache
 from engine.errors import QuorumKVError
 from server import timeline
 from server.node import codec
+from server.node.data_answers import answer_now, answer_stream
 from server.node.dedup import DEDUP_TABLE_ID, MAX_DEDUP_RECORDS
 from server.node.meta_link import MetaLink
-from server.node.metrics import CLIENT_LATENCY, CLIENT_OPS, NodeCollector
+from server.node.metrics import NodeCollector
 from server.node.peers import SERVER_OPTIONS, PeerLink
 from server.node.replica_host import COMPACT_FORCE, DROPPED_TABLE, ReplicaHost
 from server.node.replica_storage import (
@@ -59,7 +58,6 @@ log = logging.getLogger(__name__)
 
 HEALTH_SERVICES = ["quorumkv.v1.Replication", "quorumkv.v1.Data"]
 TICK_SECONDS = 0.05
-MAX_ANSWER_BYTES = 4 << 20       # a Read answer message is cut after this many bytes of answers
 MAX_SCAN_BYTES = 8 << 20         # a Scan answer stops here (with more=True), far below the 64 MiB message cap
 MAINTENANCE_SECONDS = 1.0
 COMPACT_AFTER_ENTRIES = 10_000   # compact a replica's log once it holds this many entries
@@ -415,88 +413,12 @@ class _DataService(data_pb2_grpc.DataServicer):
         self.node = node
 
     async def Write(self, request_iterator, context):  # noqa: N802 - gRPC's name
-        async for out in self._answer(request_iterator, self._submit_write, _fill_write, data_pb2.WriteBatchResponse,
-                                      "write"):
-            yield out
+        await answer_stream(request_iterator, context.write, self._submit_write, _fill_write,
+                            data_pb2.WriteBatchResponse, "write")
 
     async def Read(self, request_iterator, context):  # noqa: N802
-        async for out in self._answer(request_iterator, self._submit_read, _fill_read, data_pb2.ReadBatchResponse,
-                                      "read"):
-            yield out
-
-    @staticmethod
-    async def _answer(request_iterator, submit, fill, response_type, op: str):
-        """Answers a stream of request batches with a stream of response
-        batches. Answers go back as they complete, not in request order (the
-        client matches them by id), so a write stuck in one group (no quorum)
-        holds up no other group's answers on the same stream; each response
-        batch holds every answer ready when the stream can take more. The
-        submitted futures are watched, never awaited, so a stream that dies
-        cancels none of them: the writes go on, and a retry under the same
-        request id finds their outcome. `submit(req, on_done)` returns the
-        ReplicaHost that took the request (started once the batch is in), and calls
-        on_done(future) once the future is done, inside the round that
-        settled it (write_path.py, replica_host.py): one loop round sooner
-        than a done-callback."""
-        done: asyncio.Queue = asyncio.Queue()
-        outstanding = 0
-        reading = True
-
-        async def read_requests() -> None:
-            nonlocal outstanding, reading
-            try:
-                async for batch in request_iterator:
-                    if timeline.ENABLED:
-                        timeline.mark("data.request")
-                    hosts = {}
-                    for req in batch.requests:
-                        outstanding += 1
-                        h = submit(req, functools.partial(_answered, done, req.id, op, time.perf_counter()))
-                        if h is not None:
-                            hosts[h.rg] = h
-                    if timeline.ENABLED:
-                        timeline.mark("data.submitted")
-                    for h in hosts.values():   # the whole batch in: propose it now if the replica is idle
-                        h.start_client_work()
-                    # Let the peer links put those Appends (or heartbeats) on the
-                    # wire before gRPC sets up this stream's next read.
-                    await asyncio.sleep(0)
-            finally:
-                reading = False
-                done.put_nowait(None)
-
-        reader = asyncio.get_running_loop().create_task(read_requests())
-        try:
-            while reading or outstanding:
-                items = [await done.get()]
-                while not done.empty():
-                    items.append(done.get_nowait())
-                out = response_type()
-                size = 0
-                for item in items:
-                    if item is None:
-                        continue
-                    req_id, fut = item
-                    outstanding -= 1
-                    if fut.cancelled():
-                        continue
-                    answer = out.responses.add()
-                    if fut.exception() is not None:   # e.g. an engine error in a read: this request only
-                        log.error("request %d failed here: %r", req_id, fut.exception())
-                        fill(answer, req_id,
-                             (data_pb2.UNAVAILABLE, f"this node could not serve it: {fut.exception()}; retry"))
-                    else:
-                        fill(answer, req_id, fut.result())
-                    size += answer.ByteSize() if op == "read" else 0
-                    if size >= MAX_ANSWER_BYTES:   # many large values: several messages, each far below the cap
-                        yield out
-                        out, size = response_type(), 0
-                if out.responses:
-                    if timeline.ENABLED:
-                        timeline.mark("data.response")
-                    yield out
-        finally:
-            reader.cancel()
+        await answer_stream(request_iterator, context.write, self._submit_read, _fill_read,
+                            data_pb2.ReadBatchResponse, "read")
 
     def _submit_write(self, req: data_pb2.WriteRequest, on_done: Listener) -> ReplicaHost | None:
         """Submits one write; returns the host that took it (None: answered at once)."""
@@ -521,17 +443,17 @@ class _DataService(data_pb2_grpc.DataServicer):
             h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent, on_done, wake=False,
                            first_seq=req.first_seq)
             return h
-        _answer_now(on_done, problem)
+        answer_now(on_done, problem)
         return None
 
     def _submit_read(self, req: data_pb2.ReadRequest, on_done: Listener) -> ReplicaHost | None:
         """Submits one linearizable read; returns the host that took it (None: answered at once)."""
         h = self.node.hosts.get(req.rg)
         if h is None:
-            _answer_now(on_done, (data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}"))
+            answer_now(on_done, (data_pb2.UNKNOWN_GROUP, f"no replica of rg {req.rg} on node {self.node.id}"))
             return None
         if req.table_id >= DEDUP_TABLE_ID:
-            _answer_now(on_done, (data_pb2.INVALID_ARGUMENT, _RESERVED_TABLE))
+            answer_now(on_done, (data_pb2.INVALID_ARGUMENT, _RESERVED_TABLE))
             return None
         h.submit_read(lambda: h.get(req.table_id, req.key), on_done, wake=False)
         return h
@@ -590,36 +512,6 @@ class _DataService(data_pb2_grpc.DataServicer):
                 out.values.extend(v for _, v, _ in rows)
             out.seqs.extend(s for _, _, s in rows)
         return out
-
-
-def _answer_now(on_done: Listener, problem: tuple[int, str]) -> None:
-    """A request refused before any replica took it: its (code, message) answer, through the same listener."""
-    fut = asyncio.get_running_loop().create_future()
-    fut.set_result(problem)
-    on_done(fut)
-
-
-def _answered(queue: asyncio.Queue, req_id: int, op: str, t0: float, fut: asyncio.Future) -> None:
-    """A request's future is done: count it by outcome, record its latency and
-    queue its answer for the stream."""
-    if not fut.cancelled():
-        r = fut.result() if fut.exception() is None else None
-        if isinstance(r, Result) or r is None:   # not a (code, message) rejection before any replica
-            _latency_metric(op).observe(time.perf_counter() - t0)
-            _ops_metric(op, r.outcome.name if r is not None else "ERROR").inc()
-    if timeline.ENABLED:
-        timeline.mark("data.answered")
-    queue.put_nowait((req_id, fut))
-
-
-@functools.cache
-def _latency_metric(op: str):
-    return CLIENT_LATENCY.labels(op)   # the labelled child, looked up once (labels() takes a lock)
-
-
-@functools.cache
-def _ops_metric(op: str, outcome: str):
-    return CLIENT_OPS.labels(op, outcome)
 
 
 def _fill_write(out: data_pb2.WriteResponse, req_id: int, result) -> None:

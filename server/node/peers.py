@@ -1,15 +1,16 @@
 """PeerLinks: one long-lived outbound stream from this node to each peer node.
 
 Purpose: replication messages leave a node only through here. Per peer, a
-queue and a sender task: every time the stream is ready for more, the task
-takes EVERYTHING queued for that peer (all RGs) and sends it as one
-EnvelopeBatch, so the number of stream messages follows the load, not the
-number of protocol messages.
+queue and a StreamWriter (server/stream_writer.py): a message sent while the
+stream is idle goes to the socket at once, on the sender's stack; one sent
+while a send is in flight waits for it, and then EVERYTHING queued for that
+peer (all RGs) goes as one EnvelopeBatch, so the number of stream messages
+follows the load, not the number of protocol messages.
 
 Loss is fine: the protocol tolerates dropped messages (retransmits, probes,
 heartbeats), so a broken stream drops what it had queued and the task
 reconnects with backoff; a queue that grows past MAX_QUEUED (the peer is
-down) drops the oldest messages. Answers come back on the peer's own stream
+down) drops the oldest messages. A task per peer keeps the stream open. Answers come back on the peer's own stream
 to us (server/node/node.py, Exchange).
 
 Every stream carries this node's id in the gRPC metadata `x-quorumkv-node`.
@@ -17,6 +18,7 @@ Every stream carries this node's id in the gRPC metadata `x-quorumkv-node`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 
@@ -28,6 +30,7 @@ from server.node_identity import NODE_METADATA_KEY
 from server.proto import replication_pb2 as pb
 from server.proto import replication_pb2_grpc as pb_grpc
 from server.replication.messages import Message
+from server.stream_writer import StreamWriter
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +65,12 @@ class PeerLink:
         self.peer_id = peer_id
         self.address = address
         self._queue: deque[tuple[int, Message]] = deque()
-        self._has_data = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closed = False
-        # The stream whose generator may take the queue (as in data_client.py's
-        # _Stream): a generator of an ended stream, parked on _has_data, must
-        # not take the next messages into its dead call.
-        self._incarnation = 0
+        # The open stream's writer (server/stream_writer.py): a send starts on
+        # the caller's stack. None while connecting; each stream has its own,
+        # closed when that stream ends, so nothing is taken into a dead call.
+        self._writer: StreamWriter | None = None
         self.sent_batches = 0
         self.dropped = 0
 
@@ -80,44 +82,46 @@ class PeerLink:
             self._queue.popleft()
             self.dropped += 1
         self._queue.append((rg, msg))
-        self._has_data.set()
+        if self._writer is not None:
+            self._writer.kick()
 
-    async def _batches(self, incarnation: int):
-        while not self._closed:
-            await self._has_data.wait()
-            if incarnation != self._incarnation:
-                return   # its stream ended: the next one serves the queue
-            if timeline.ENABLED:
-                timeline.mark("peer.woke")
-            self._has_data.clear()
-            if not self._queue:
-                continue
-            batch = pb.EnvelopeBatch()
-            add = batch.envelopes.add
-            q = self._queue
-            while q:
-                rg, msg = q.popleft()
-                codec.encode(rg, msg, add())
-            self.sent_batches += 1
-            if timeline.ENABLED:
-                timeline.mark("peer.batch")
-            yield batch
+    def _take(self) -> pb.EnvelopeBatch | None:
+        """Everything queued, as one stream message (StreamWriter's take)."""
+        q = self._queue
+        if not q:
+            return None
+        batch = pb.EnvelopeBatch()
+        add = batch.envelopes.add
+        while q:
+            rg, msg = q.popleft()
+            codec.encode(rg, msg, add())
+        self.sent_batches += 1
+        if timeline.ENABLED:
+            timeline.mark("peer.batch")
+        return batch
 
     async def _run(self) -> None:
         backoff = 0.05
         while not self._closed:
             channel = grpc.aio.insecure_channel(self.address, options=STREAM_CHANNEL_OPTIONS)
+            writer = None
             try:
                 stub = pb_grpc.ReplicationStub(channel)
-                await stub.Exchange(self._batches(self._incarnation),
-                                    metadata=((NODE_METADATA_KEY, str(self.node_id)),))
+                call = stub.Exchange(metadata=((NODE_METADATA_KEY, str(self.node_id)),))
+                writer = self._writer = StreamWriter(call.write, self._take, functools.partial(_cancel, call))
+                writer.kick()   # what was queued while connecting
+                await call      # the peer never answers: the stream ends only when it breaks
                 backoff = 0.05
             except asyncio.CancelledError:
-                raise
+                if self._closed or asyncio.current_task().cancelling():
+                    raise
+                # else: the call was cancelled by its writer's failed send; reconnect
             except grpc.aio.AioRpcError as exc:
                 log.debug("stream to node %d (%s) ended: %s", self.peer_id, self.address, exc.code())
             finally:
-                self._incarnation += 1   # the ended stream's generator takes nothing more
+                if writer is not None:
+                    writer.close()   # the ended stream takes nothing more
+                self._writer = None
                 await channel.close(grace=None)
             self._queue.clear()   # lost with the stream; the protocol resends what matters
             if self._closed:
@@ -127,7 +131,11 @@ class PeerLink:
 
     async def close(self) -> None:
         self._closed = True
-        self._has_data.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _cancel(call: grpc.aio.Call, _failure: BaseException) -> None:
+    """A send on `call` failed: end it, so its owner's `await call` returns and it reconnects."""
+    call.cancel()

@@ -1,11 +1,12 @@
-"""The Data service's answer pipeline (server/node/node.py, _DataService._answer):
-answers go back as their futures complete, each in a response batch, and a
-request whose future fails is answered UNAVAILABLE without ending the stream."""
+"""The Data service's answer streams (server/node/data_answers.py): answers go
+back as their futures complete, each in a response batch, and a request whose
+future fails is answered UNAVAILABLE without ending the stream."""
 from __future__ import annotations
 
 import asyncio
 
 from engine._native import write_batch
+from server.node.data_answers import answer_stream
 from server.node.dedup import MAX_DEDUP_RECORDS
 from server.node.node import _DataService, _fill_read
 from server.node.write_path import Outcome, Result
@@ -23,8 +24,12 @@ def _read_batch(*ids: int) -> data_pb2.ReadBatchRequest:
 
 async def _answers(batches, submit) -> list[data_pb2.ReadResponse]:
     out = []
-    async for resp in _DataService._answer(_requests(batches), submit, _fill_read, data_pb2.ReadBatchResponse, "read"):
+
+    async def write(resp):   # a send that completes in the next loop round, as gRPC's later
         out.extend(resp.responses)
+        await asyncio.sleep(0)
+
+    await answer_stream(_requests(batches), write, submit, _fill_read, data_pb2.ReadBatchResponse, "read")
     return out
 
 
@@ -53,7 +58,6 @@ def test_answers_leave_as_they_complete_not_in_request_order():
     async def run():
         loop = asyncio.get_running_loop()
         first = loop.create_future()
-        order = []
 
         def submit(req, on_done):
             if req.id == 1:
@@ -64,10 +68,7 @@ def test_answers_leave_as_they_complete_not_in_request_order():
             on_done(fut)   # at once, as WritePath does for writes
             loop.call_soon(lambda: loop.call_soon(first.set_result, Result(Outcome.NOT_LEADER, 2, 3)))
 
-        async for resp in _DataService._answer(_requests([_read_batch(1, 2)]), submit, _fill_read,
-                                               data_pb2.ReadBatchResponse, "read"):
-            order.extend((r.id, r.code) for r in resp.responses)
-        return order
+        return [(r.id, r.code) for r in await _answers([_read_batch(1, 2)], submit)]
 
     assert asyncio.run(run()) == [(2, data_pb2.OK), (1, data_pb2.NOT_LEADER)]
 

@@ -1,47 +1,41 @@
 """DataClient's streams (server/node/data_client.py): no request is lost into a stream that ended.
 
-gRPC aio consumes a call's request generator in a poller task, awaiting each
-send; it does not stop that task when the call has finished already. So the
-generator of an ended stream can run again: woken by the next submit, or
-resumed when its last send completes late. Either way it must not take the
-requests a newer stream serves. The fake call here behaves like grpc.aio's
-in those respects (found by reviews; the real-process case is
-tests/cluster/test_replication_group.py::test_the_first_request_after_a_node_restart_is_answered).
+A send of an ended stream can complete late, after a newer stream started;
+when it does, its writer must not take the requests the newer stream serves.
+(Found by reviews, when the streams were fed by request generators that gRPC
+resumed after their call had finished; the real-process case is
+tests/cluster/test_replication_group.py::test_the_first_request_after_a_node_restart_is_answered.)
 """
 from __future__ import annotations
 
 import asyncio
+
+import pytest
 
 from server.node.data_client import StreamBroken, _Stream
 from server.proto import data_pb2
 
 
 class _FakeCall:
-    """A stream-stream call: a poller task sends each batch the generator
-    yields, one at a time (each send held until the test lets it complete),
-    and a write on a finished call fails and stops the poller."""
+    """A stream-stream call written with write() (as DataClient's StreamWriter
+    does): a send puts its batch on the wire when it starts and completes
+    when the test lets it, and a write on a finished call fails (as gRPC)."""
 
     made: list[_FakeCall] = []
 
-    def __init__(self, requests):
-        self.requests = requests
+    def __init__(self):
         self.finished = False
         self.sent: list[list[int]] = []
         self.send_done: asyncio.Future | None = None
         self.responses: asyncio.Queue = asyncio.Queue()
-        self.poller = asyncio.get_running_loop().create_task(self._consume())
         _FakeCall.made.append(self)
 
-    async def _consume(self) -> None:
-        try:
-            async for batch in self.requests:
-                if self.finished:
-                    raise asyncio.InvalidStateError("RPC already finished")
-                self.send_done = asyncio.get_running_loop().create_future()
-                await self.send_done
-                self.sent.append([r.id for r in batch.requests])
-        except asyncio.InvalidStateError:
-            pass
+    async def write(self, batch) -> None:
+        if self.finished:
+            raise asyncio.InvalidStateError("RPC already finished")
+        self.sent.append([r.id for r in batch.requests])
+        self.send_done = asyncio.get_running_loop().create_future()
+        await self.send_done
 
     def complete_send(self) -> None:
         if self.send_done is not None and not self.send_done.done():
@@ -66,7 +60,9 @@ async def _rounds(n: int = 10) -> None:
         await asyncio.sleep(0)
 
 
-def test_a_request_submitted_after_a_stream_ended_goes_to_the_new_stream_even_if_an_old_send_completes_late():
+@pytest.mark.parametrize("late_send_first", [False, True])
+def test_a_request_submitted_after_a_stream_ended_goes_to_the_new_stream_even_if_an_old_send_completes_late(
+        late_send_first):
     async def go():
         _FakeCall.made = []
         s = _Stream(_FakeCall, data_pb2.ReadBatchRequest)
@@ -77,8 +73,12 @@ def test_a_request_submitted_after_a_stream_ended_goes_to_the_new_stream_even_if
         a.responses.put_nowait(None)                        # stream A ends (its server closed it)
         await _rounds()
         assert isinstance(first.exception(), StreamBroken)  # its caller hears of it
-        second = s.submit(data_pb2.ReadRequest(id=2))       # stream B starts
-        a.complete_send()                                   # A's last send completes late: A's generator resumes
+        if late_send_first:   # A's writer resumes before B's task first runs
+            a.complete_send()                               # A's last send completes late
+            second = s.submit(data_pb2.ReadRequest(id=2))   # stream B starts
+        else:
+            second = s.submit(data_pb2.ReadRequest(id=2))
+            a.complete_send()
         await _rounds()
         b = _FakeCall.made[1]
         b.complete_send()

@@ -16,7 +16,7 @@ import pytest
 from inproc_cluster import run_with_routers
 
 import quorumkv
-from server.node import node as node_module
+from server.node import data_answers
 from server.node.data_client import DataClient, StreamBroken
 from server.proto import data_pb2
 from server.router import router as router_module
@@ -166,7 +166,7 @@ def test_a_table_name_ending_in_a_newline_is_refused(tmp_path):
 def test_get_many_of_values_past_one_answer_message_arrives_whole(tmp_path, monkeypatch):
     # The node cuts its answers into messages of MAX_ANSWER_BYTES (4 MiB; here
     # 1,000 bytes), so many 1 MiB values never make one message past gRPC's cap.
-    monkeypatch.setattr(node_module, "MAX_ANSWER_BYTES", 1000)
+    monkeypatch.setattr(data_answers, "MAX_ANSWER_BYTES", 1000)
     records = [(b"k%02d" % i, bytes([i]) * 600) for i in range(20)]
 
     async def body(c, routers, clients):
