@@ -9,12 +9,12 @@ same stream.
 How an answer leaves: the replica calls the request's listener inside the
 round that settled it (write_path.py, replica_host.py): for a write, the
 round that applied it, on the stack of the follower acknowledgement that
-completed its quorum. The listener queues the answer and kicks the stream's
-StreamWriter (server/stream_writer.py), which starts the send right there:
-the answer is on the wire before that round goes on, with no task switch to a
-response generator. Answers that complete while a send is in flight go
-together in the next message (a response batch), cut after MAX_ANSWER_BYTES
-of read answers.
+completed its quorum. The listener queues the answer for the stream's
+StreamWriter (server/stream_writer.py), which sends at the end of that loop
+round every answer queued in it, as one message (a response batch, cut
+after MAX_ANSWER_BYTES of read answers), with no task switch to a response
+generator. Answers that complete while a send is in flight go together in
+the next message.
 
 Invariants:
 1. Submitted futures are watched, never awaited: a stream that dies cancels
@@ -94,7 +94,7 @@ async def answer_stream(requests: AsyncIterator, write: Callable[[Any], Coroutin
             timeline.mark("data.answered")
         answers.append((req_id, fut))
         outstanding -= 1
-        writer.kick()
+        writer.kick_soon()
         if outstanding == 0 and all_answered is not None and not all_answered.done():
             all_answered.set_result(None)
 

@@ -3,11 +3,11 @@
 Purpose: what request managers (issue 4), benchmarks and tests use to talk to
 a replication group's leader. Any number of tasks call `write()` / `read()`
 concurrently; each call gets an id and a future. Per stream, a
-StreamWriter (server/stream_writer.py) sends a request at once on its
-caller's stack when no send is in flight, and otherwise everything queued
-when that send completes as ONE batch message, so under load N concurrent
-operations cost about one stream message, and a lone caller still goes out
-at once (nothing waits for company).
+StreamWriter (server/stream_writer.py) sends everything queued within one
+loop round (or since the send in flight completed) as ONE batch message, so
+under load N concurrent operations cost about one stream message, and a
+lone caller still goes out at the end of its round (nothing waits for
+company).
 
 A broken stream fails the calls in flight with `StreamBroken` (the caller
 decides: a write whose stream broke has an unknown outcome) and the next
@@ -42,11 +42,10 @@ class _Stream:
         self._queue: list = []
         self._waiting: dict[int, asyncio.Future] = {}
         self._task: asyncio.Task | None = None
-        # The open stream's writer (server/stream_writer.py): a request goes to
-        # the socket on its caller's stack. Each stream has its own, closed
-        # when that stream ends: a send of an ended stream that completes late
-        # takes nothing more, so no request is taken into a dead call (where
-        # it would be lost) while a newer stream serves the queue.
+        # The open stream's writer (server/stream_writer.py). Each stream has
+        # its own, closed when that stream ends: a send of an ended stream that
+        # completes late takes nothing more, so no request is taken into a
+        # dead call (where it would be lost) while a newer stream serves the queue.
         self._writer: StreamWriter | None = None
         self.batches_sent = 0
 
@@ -57,7 +56,7 @@ class _Stream:
         self._waiting[req.id] = fut
         self._queue.append(req)
         if self._writer is not None:
-            self._writer.kick()
+            self._writer.kick_soon()
         return fut
 
     def _take(self):

@@ -50,7 +50,7 @@ from server.node_identity import NODE_METADATA_KEY, RequireNodeId
 from server.observability import add_health, register, set_serving, start_metrics
 from server.proto import data_pb2, data_pb2_grpc, meta_pb2, replication_pb2, replication_pb2_grpc
 from server.replication.errors import InvariantViolation, ReplicaMisuseError
-from server.replication.messages import METADATA_MANAGER_ID, AppendAck, Heartbeat, HeartbeatAck, Message, Role
+from server.replication.messages import METADATA_MANAGER_ID, Append, AppendAck, Heartbeat, HeartbeatAck, Message, Role
 from server.replication.options import ReplicaOptions
 from server.runtime import fail_stop
 
@@ -84,12 +84,13 @@ BLOCK_CACHE_BYTES = 256 << 20
 # then hold their promise for 367 ms, below the MM's 500 ms leader timeout, so
 # a crashed leader's successor is not delayed by it. 0 turns leases off.
 LEASE_MS = 300
-# Messages whose Ready usually writes nothing to disk: the replica host
-# carries it out at once on the Exchange handler's stack
-# (ReplicaHost.acknowledged, called by deliver_all), without a loop wake-up.
-# On a leader, acknowledgements that complete a quorum (apply, answers,
-# served reads); on a follower, a read round's Heartbeat (its HeartbeatAck).
-_TAKEN_AT_ONCE = (AppendAck, HeartbeatAck, Heartbeat)
+# Messages whose Ready the replica host carries out at once on the Exchange
+# handler's stack (ReplicaHost.acknowledged, called by deliver_all), without
+# a loop wake-up: on a leader, acknowledgements that complete a quorum (apply,
+# answers, served reads); on a follower, a read round's Heartbeat (its
+# HeartbeatAck) and an Append (fsync, acknowledgement, apply:
+# ReplicaHost._needs_loop). A Ready with work for the loop is handed to it.
+_TAKEN_AT_ONCE = (AppendAck, HeartbeatAck, Heartbeat, Append)
 _RESERVED_TABLE = f"table ids from {DEDUP_TABLE_ID} up are the replicas' own (server/node/dedup.py)"
 _DATA_CODE = {Outcome.OK: data_pb2.OK, Outcome.NOT_LEADER: data_pb2.NOT_LEADER,
               Outcome.OUTCOME_UNKNOWN: data_pb2.OUTCOME_UNKNOWN, Outcome.TIMEOUT: data_pb2.TIMEOUT,

@@ -1,11 +1,11 @@
 """PeerLinks: one long-lived outbound stream from this node to each peer node.
 
 Purpose: replication messages leave a node only through here. Per peer, a
-queue and a StreamWriter (server/stream_writer.py): a message sent while the
-stream is idle goes to the socket at once, on the sender's stack; one sent
-while a send is in flight waits for it, and then EVERYTHING queued for that
-peer (all RGs) goes as one EnvelopeBatch, so the number of stream messages
-follows the load, not the number of protocol messages.
+queue and a StreamWriter (server/stream_writer.py): at the next flush point
+(a replica's round that sent, server/node/replica_host.py, or the end of the
+loop round) EVERYTHING queued for that peer (all RGs) goes as one
+EnvelopeBatch, or after the send in flight; so the number of stream
+messages follows the load, not the number of protocol messages.
 
 Loss is fine: the protocol tolerates dropped messages (retransmits, probes,
 heartbeats), so a broken stream drops what it had queued and the task
@@ -83,7 +83,7 @@ class PeerLink:
             self.dropped += 1
         self._queue.append((rg, msg))
         if self._writer is not None:
-            self._writer.kick()
+            self._writer.kick_soon()
 
     def _take(self) -> pb.EnvelopeBatch | None:
         """Everything queued, as one stream message (StreamWriter's take)."""

@@ -38,6 +38,7 @@ from server.replication.options import ReplicaOptions
 from server.replication.ready import ReadFailure, Ready, SnapshotRequest
 from server.replication.replica import Replica
 from server.runtime import fail_stop
+from server.stream_writer import flush_deferred
 
 log = logging.getLogger(__name__)
 COMPACT_FORCE = "force"   # compact_due value: compact past members that lag (see _compact_log)
@@ -255,22 +256,20 @@ class ReplicaHost:
         self.run_now()
 
     def acknowledged(self) -> None:
-        """An acknowledgement (AppendAck, HeartbeatAck) or a Heartbeat was
-        stepped in: if it completed a quorum, the committed entries are
-        applied and their writers answered (or the confirmed reads served)
-        now, on the caller's stack, when the loop is between Readys; a
-        follower's HeartbeatAck goes to its peer link the same way. Such a
-        Ready writes nothing to disk (at most a commit hint, kept in memory:
-        log_store.py), so nothing here waits; the loop would only add a
-        wake-up. (One that does write, e.g. a higher epoch to persist, is
-        handed to the loop.) Called by Node.deliver_all."""
+        """An acknowledgement (AppendAck, HeartbeatAck), a Heartbeat or an
+        Append was stepped in: if it completed a quorum, the committed
+        entries are applied and their writers answered (or the confirmed
+        reads served) now, on the caller's stack, when the loop is between
+        Readys; a follower makes an Append durable, acknowledges it and
+        applies what it commits the same way, and sends a HeartbeatAck.
+        The loop would only add a wake-up. (A Ready with work for the loop,
+        _needs_loop, is handed to it.) Called by Node.deliver_all."""
         self.run_now()
 
     def run_now(self) -> None:
         """Begins the next Ready here if the loop is between Readys (see
-        start_client_work and acknowledged): a Ready that needs no disk
-        write is carried out to the end at once; one that does is handed to
-        the loop, which fsyncs it."""
+        start_client_work and acknowledged) and carries it out to the end,
+        unless it has work for the loop (_needs_loop), which is handed over."""
         if self._busy or self._closed or self._handoff is not None:
             return
         try:
@@ -286,10 +285,8 @@ class ReplicaHost:
                 self._handoff = rd
                 self._wake.set()
                 return
-            if rd.hard_state is not None:   # a commit hint: kept for the next fsynced write
-                self.storage.persist((), None, (), rd.hard_state)
-            for m in rd.messages_after_persist:   # e.g. a follower's HeartbeatAck: nothing to wait for
-                self._send(m.recipient, m)
+            self._persist_inline(rd)
+            self._send_after_persist(rd)
             self._finish(rd)
             # As the loop does after each Ready: conditional writes waiting for
             # this apply (write_path.py's barrier) are proposed now.
@@ -300,12 +297,17 @@ class ReplicaHost:
             fail_stop(log, f"rg {self.rg}: replica round failed", exc)
 
     def _needs_loop(self, rd: Ready) -> bool:
-        """Whether carrying out `rd` waits for anything: an fsync, snapshot
-        work, or acknowledgements that should leave before an apply (the
-        loop yields between them)."""
-        return bool((rd.messages_after_persist and rd.committed_entries) or rd.snapshot_chunks
-                    or rd.snapshot is not None or rd.snapshot_requests
-                    or self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state))
+        """Whether `rd` is handed to the loop rather than carried out on the
+        caller's stack: snapshot work (the I/O thread), and a leader's log
+        fsync. A leader's fsync is handed to the loop: client writes read
+        before the loop gets to it find the replica busy and become its next
+        entry (batching). A follower fsyncs where the Append arrived: its work
+        follows the leader's messages, one Ready per message either way, and
+        the loop would only add a task switch to each write's chain."""
+        if rd.snapshot_chunks or rd.snapshot is not None or rd.snapshot_requests:
+            return True
+        return self.replica.role is not Role.FOLLOWER and \
+            self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -344,42 +346,48 @@ class ReplicaHost:
                 self.leader_changes += 1
         for m in rd.messages:
             self._send(m.recipient, m)
+        if rd.messages:
+            flush_deferred()   # a leader's Appends: on the wire before its own fsync, which they overlap
         # A snapshot emptied the log past its index; entries in the same Ready came after it.
         self.writes.observe(rd.entries, rd.snapshot.index + 1 if rd.snapshot is not None else None)
 
     async def _carry_out(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> bool:
         """Steps 2-6 of a begun Ready. False: the host closed meanwhile."""
-        if not self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state):
-            if rd.hard_state is not None:   # a commit hint: kept for the next fsynced write (log_store.py)
-                self.storage.persist((), None, (), rd.hard_state)
-        elif not rd.snapshot_chunks and rd.snapshot is None:
-            # Log entries are fsynced inline, on every member ("The node" in
-            # server/replication/README.md): an I/O thread costs two thread
-            # hand-offs per round, each a wait for the GIL on a busy machine,
-            # and the loop has nothing better to do than what waits for this
-            # fsync. A leader first yields once, so the peer links hand this
-            # round's Appends to gRPC and the followers' fsyncs overlap its own.
-            # Snapshot work (larger) still goes to the I/O thread.
-            if rd.messages:
-                await asyncio.sleep(0)
-                if self._closed:
-                    return False
-            self.storage.persist((), None, rd.entries, rd.hard_state)
-        else:
+        if rd.snapshot_chunks or rd.snapshot is not None:
+            # Snapshot work (large) goes to the I/O thread.
             await loop.run_in_executor(self._io, self.storage.persist, rd.snapshot_chunks, rd.snapshot,
                                        rd.entries, rd.hard_state)
             if self._closed:
                 return False
+        else:
+            self._persist_inline(rd)
+        self._send_after_persist(rd)
+        self._finish(rd)
+        return True
+
+    def _send_after_persist(self, rd: Ready) -> None:
+        """Step 3: e.g. a follower's AppendAck, on the wire before the apply
+        (the leader waits for it, not for our apply)."""
         for m in rd.messages_after_persist:
             self._send(m.recipient, m)
         if rd.messages_after_persist:
-            # Let the peer links put the acknowledgements on the wire before
-            # this round applies and advances (the leader waits for them, not for us).
-            await asyncio.sleep(0)
-            if self._closed:
-                return False
-        self._finish(rd)
-        return True
+            flush_deferred()
+
+    def _persist_inline(self, rd: Ready) -> None:
+        """Step 2 of a Ready without snapshot work, on this thread. Log
+        entries are fsynced inline, on every member ("The node" in
+        server/replication/README.md): an I/O thread costs two thread
+        hand-offs per round, each a wait for the GIL on a busy machine, and
+        the loop has nothing better to do than what waits for this fsync.
+        The Ready's messages (a leader's Appends) are on the wire already
+        (_begin flushes the peer links, peers.py), so the followers' fsyncs
+        overlap this one; acknowledgements go right after it, before the
+        apply (_send_after_persist). A Ready that needs no fsync keeps
+        its commit hint for the next fsynced write (log_store.py)."""
+        if self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state):
+            self.storage.persist((), None, rd.entries, rd.hard_state)
+        elif rd.hard_state is not None:
+            self.storage.persist((), None, (), rd.hard_state)
 
     def _finish(self, rd: Ready) -> None:
         """Steps 4-6 of a Ready whose persist is done: apply, answer, advance."""

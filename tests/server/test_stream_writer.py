@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from server.stream_writer import StreamWriter
+from server.stream_writer import StreamWriter, flush_deferred
 
 
 class _Wire:
@@ -175,3 +175,37 @@ def test_a_failing_take_is_logged_and_ends_the_writer(caplog):
         closed, failures = asyncio.run(go())
     assert closed and isinstance(failures[0], KeyError)
     assert "building the next stream message failed" in caplog.text
+
+
+def test_what_is_queued_within_one_loop_round_goes_as_one_message():
+    # kick_soon: a lone request or answer must not leave alone while others
+    # are being queued in the same round (at 64 clients that turned batching
+    # off: one write per fsync).
+    async def go():
+        wire, q = _Wire(), _Queue()
+        w = StreamWriter(wire.write, q.take)
+        for i in (1, 2, 3):
+            q.put(i)
+            w.kick_soon()
+        assert wire.sent == []   # not before the round ends
+        await _rounds(1)
+        return wire.sent
+
+    assert asyncio.run(go()) == [[1, 2, 3]]
+
+
+def test_flush_deferred_starts_the_kicked_writers_at_once():
+    async def go():
+        wires = [_Wire(), _Wire()]
+        queues = [_Queue(), _Queue()]
+        writers = [StreamWriter(wire.write, q.take) for wire, q in zip(wires, queues)]
+        for q, w in zip(queues, writers):
+            q.put("x")
+            w.kick_soon()
+        flush_deferred()   # a flush point: e.g. a replica's acknowledgement, before its apply
+        sent = [list(wire.sent) for wire in wires]
+        await _rounds()
+        return sent, [wire.sent for wire in wires]
+
+    at_flush, later = asyncio.run(go())
+    assert at_flush == [[["x"]], [["x"]]] and later == at_flush   # nothing sent twice
