@@ -7,10 +7,11 @@ loop later resumes the generator's consumer task, and only then does the
 message reach the socket. With gRPC's classic poller the socket write happens
 when a send operation is started (grpc_call_start_batch), inline on the
 thread that starts it; only its completion comes back later through gRPC's
-poller thread. So this writer starts the send at once, inside kick(): the
-bytes are on the wire before the caller (a replica round, an ack handler)
-goes on. At one client that takes a task switch off each of the write's hops
-(bench/RESULTS.md, 2026-11-28 11:30 entry).
+poller thread. So this writer starts the send itself, inside kick(), at a
+flush point its owner chooses (below): no task stands between the code that
+queued a message and the socket, and at a replica's flush point the bytes are
+on the wire before that replica's round goes on (to its fsync, its apply).
+One client's writes: +3.4% (bench/RESULTS.md, 2026-11-28 10:55 entry).
 
 How: kick() asks the owner's `take()` for the next message and drives the
 coroutine of `write(message)` (a grpc.aio call's `write`, or a server
