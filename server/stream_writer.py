@@ -39,13 +39,15 @@ Invariants:
    into a stream that ended (the lost-request bug of data_client.py's
    session-13 fix cannot come back through this path).
 
-Thread-safety: the event loop's thread only, like everything asyncio.
+Thread-safety: the event loop's thread only, like everything asyncio; the
+writers waiting for a flush point are kept per loop.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -97,7 +99,9 @@ class StreamWriter:
         self._settle_idle()
 
     async def flushed(self) -> None:
-        """Waits until nothing is in flight and take() has nothing (or the writer closed)."""
+        """Sends what waits for a flush point now, then waits until nothing
+        is in flight and take() has nothing (or the writer closed)."""
+        self.kick()
         while self._busy and not self._closed:
             if self._idle is None:
                 self._idle = asyncio.get_running_loop().create_future()
@@ -157,7 +161,10 @@ class StreamWriter:
             else:
                 log.warning("stream send failed: %r", exc)
             if self._on_failure is not None:
-                self._on_failure(exc)
+                try:
+                    self._on_failure(exc)
+                except Exception:   # invariant 2: not into the caller (a replica round)
+                    log.exception("a stream's failure handler failed")
         self._settle_idle()
 
     def _settle_idle(self) -> None:
@@ -166,28 +173,31 @@ class StreamWriter:
         self._idle = None
 
 
-# Writers waiting for the next flush point, and the loop they belong to (the
-# loop of a process; tests run one loop after another).
-_deferred: list[StreamWriter] = []
-_deferred_loop: asyncio.AbstractEventLoop | None = None
+# Writers waiting for the next flush point, per event loop (a process runs
+# one; tests run one after another, or a client's loop in another thread).
+_deferred: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[StreamWriter]] = weakref.WeakKeyDictionary()
 
 
 def _defer(writer: StreamWriter) -> None:
-    global _deferred_loop
     loop = asyncio.get_running_loop()
-    if _deferred_loop is not loop:   # the first use, or a new loop: what an old one left is gone with it
-        _deferred.clear()
-        _deferred_loop = loop
-    if not _deferred:
+    waiting = _deferred.get(loop)
+    if waiting is None:
+        waiting = _deferred[loop] = []
+    if not waiting:
         loop.call_soon(flush_deferred)
-    _deferred.append(writer)
+    waiting.append(writer)
 
 
 def flush_deferred() -> None:
-    """Starts the sends of every writer kicked with kick_soon() so far (a flush point)."""
-    while _deferred:
-        writers = _deferred[:]
-        _deferred.clear()
+    """Starts the sends of every writer of this loop kicked with kick_soon()
+    so far (a flush point). Never raises (StreamWriter's invariant 2)."""
+    try:
+        waiting = _deferred.get(asyncio.get_running_loop())
+    except RuntimeError:   # no running loop: nothing of ours can be waiting
+        return
+    while waiting:
+        writers = waiting[:]
+        waiting.clear()
         for w in writers:
             w._deferred = False
             w.kick()

@@ -24,7 +24,10 @@ Invariants:
    failed (e.g. an engine error in a read) is answered UNAVAILABLE for that
    request alone, and the stream goes on.
 3. The handler returns only once every request it read was answered and
-   written (or the stream broke).
+   its answer sent, or the stream broke. If the answers cannot be sent
+   while the stream lives (a send or an answer's encoding failed), the
+   handler raises AnswersUnsent: the RPC ends with an error and every
+   caller with a request on it hears so, none waits for an answer never sent.
 """
 from __future__ import annotations
 
@@ -85,7 +88,17 @@ async def answer_stream(requests: AsyncIterator, write: Callable[[Any], Coroutin
             timeline.mark("data.response")
         return out
 
-    writer = StreamWriter(write, take)
+    handler = asyncio.current_task()
+    failure: list[BaseException] = []
+
+    def failed(exc: BaseException) -> None:
+        # The answers cannot go out any more: end the handler, so the RPC
+        # ends with an error and its caller hears of every request in
+        # flight (StreamBroken), rather than waiting for answers never sent.
+        failure.append(exc)
+        handler.cancel()
+
+    writer = StreamWriter(write, take, failed)
 
     def answered(req_id: int, t0: float, fut: asyncio.Future) -> None:
         nonlocal outstanding
@@ -116,8 +129,17 @@ async def answer_stream(requests: AsyncIterator, write: Callable[[Any], Coroutin
             all_answered = asyncio.get_running_loop().create_future()
             await all_answered
         await writer.flushed()
+    except asyncio.CancelledError:
+        if failure and handler.uncancel() == 0:   # only our own cancel (failed): not the RPC's
+            raise AnswersUnsent(f"this stream's answers could not be sent: {failure[0]!r}") from failure[0]
+        raise
     finally:
         writer.close()
+
+
+class AnswersUnsent(Exception):
+    """A stream's answers could not be sent (its writer failed): the handler
+    ends with this, so gRPC ends the RPC with an error status."""
 
 
 def answer_now(on_done: Listener, problem: tuple[int, str]) -> None:

@@ -72,11 +72,12 @@ class _Stream:
         return batch
 
     async def _run(self) -> None:
-        call = self._open_call()
-        writer = self._writer = StreamWriter(call.write, self._take, functools.partial(_cancel, call))
-        writer.kick()   # what was submitted while the task started
         err = StreamBroken("stream closed by the client")   # close() cancelled us
+        call = writer = None
         try:
+            call = self._open_call()
+            writer = self._writer = StreamWriter(call.write, self._take, functools.partial(_cancel, call))
+            writer.kick()   # what was submitted while the task started
             async for out in call:
                 if timeline.ENABLED:
                     timeline.mark("client.batch_in")
@@ -91,11 +92,15 @@ class _Stream:
             if asyncio.current_task().cancelling():
                 raise
             err = StreamBroken("a send on the stream failed")   # its writer cancelled the call
+        except Exception as exc:  # noqa: BLE001 - e.g. grpc's UsageError on a closed channel: the callers hear it
+            err = StreamBroken(f"{type(exc).__name__}: {exc}")
         finally:
-            writer.close()
-            if self._writer is writer:
-                self._writer = None
-            call.cancel()
+            if writer is not None:
+                writer.close()
+                if self._writer is writer:
+                    self._writer = None
+            if call is not None:
+                call.cancel()
             waiting, self._waiting = self._waiting, {}   # every caller in flight hears of it, whatever ended us
             self._queue.clear()
             for fut in waiting.values():

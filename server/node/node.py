@@ -247,10 +247,10 @@ class Node:
 
     def deliver_all(self, envelopes, sender: str) -> None:
         """Steps a batch of messages into their replicas; a malformed envelope
-        is logged and skipped. Replicas that got an acknowledgement (or a
-        follower a Heartbeat: _TAKEN_AT_ONCE) then carry out its Ready at
-        once (ReplicaHost.acknowledged): after the whole batch, so the
-        messages that came together make one Ready."""
+        is logged and skipped. Replicas that got one of _TAKEN_AT_ONCE (an
+        acknowledgement; at a follower, an Append or a Heartbeat) then carry
+        out its Ready at once (ReplicaHost.acknowledged): after the whole
+        batch, so the messages that came together make one Ready."""
         if self.isolated:
             return
         acknowledged = None

@@ -7,14 +7,16 @@ Ready in the order server/replication/README.md ("The Ready contract") gives.
 Work per loop round: client writes go to WritePath (write_path.py: batching
 into one entry per round, the sequencer rule, conditions, deduplication,
 answers); reads that arrived together share one ReadIndex confirmation
-round; log fsyncs run inline on the loop, a leader's after its Appends were
-handed to gRPC; snapshot work runs in the node's I/O thread (see "The node"
-in server/replication/README.md). start_client_work() lets the Data service
+round; log fsyncs run inline on the loop's thread, a leader's after its
+Appends were sent (flush_deferred: server/stream_writer.py); snapshot work
+runs in the node's I/O thread (see "The node" in
+server/replication/README.md). start_client_work() lets the Data service
 begin that round itself when the loop is idle (between Readys): the loop
-then carries out the Ready it began. acknowledged() does the same for the
-node's Exchange handler after a quorum's acknowledgement (or a follower's
-Heartbeat); that Ready writes nothing to disk, so it is carried out there
-to the end (apply, answers, the HeartbeatAck).
+then carries out the Ready it began (a leader's fsync). acknowledged() does
+the same for the node's Exchange handler after a quorum's acknowledgement,
+a Heartbeat or an Append, and carries that Ready out there to the end
+(_needs_loop: all but a leader's fsync and snapshot work): a leader's
+apply and answers, a follower's fsync, acknowledgement and apply.
 
 Thread-safety: everything runs on the event loop except a snapshot's
 ReplicaStorage.persist, which runs in the I/O executor while the loop keeps

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from engine._native import write_batch
-from server.node.data_answers import answer_stream
+from server.node.data_answers import AnswersUnsent, answer_now, answer_stream
 from server.node.dedup import MAX_DEDUP_RECORDS
 from server.node.node import _DataService, _fill_read
 from server.node.write_path import Outcome, Result
@@ -97,3 +97,56 @@ def test_a_write_with_a_request_id_too_large_for_the_dedup_window_is_refused_bef
     answers, submitted = asyncio.run(run())
     assert [code for code, _ in answers] == [data_pb2.INVALID_ARGUMENT] and submitted == 1
     assert f"at most {MAX_DEDUP_RECORDS} records" in answers[0][1]
+
+
+def test_an_answer_settled_just_before_the_requests_end_is_sent_before_the_handler_returns():
+    # A request refused at once (answer_now), then the client half-closes: the
+    # answer waits for a flush point when the handler sees the end of the
+    # requests with nothing outstanding. It must still go out (found by review).
+    async def run():
+        def submit(req, on_done):
+            answer_now(on_done, (data_pb2.UNKNOWN_GROUP, "no replica"))
+
+        return await _answers([_read_batch(1)], submit)
+
+    answers = asyncio.run(run())
+    assert [(a.id, a.code) for a in answers] == [(1, data_pb2.UNKNOWN_GROUP)]
+
+
+def test_answers_that_cannot_be_sent_end_the_stream_with_an_error_not_a_silent_wait():
+    # An answer that cannot be encoded (a bug) closes the stream's writer:
+    # the handler must end (gRPC then ends the RPC with an error and the
+    # callers hear StreamBroken), not go on taking requests it never answers.
+    def fill(out, req_id, result):
+        if req_id == 2:
+            raise ValueError("cannot encode answer 2")
+        _fill_read(out, req_id, result)
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        more = loop.create_future()   # the client keeps its stream open
+
+        async def requests():
+            yield _read_batch(1)
+            yield _read_batch(2)
+            await more
+
+        def submit(req, on_done):
+            fut = loop.create_future()
+            fut.add_done_callback(on_done)
+            loop.call_soon(fut.set_result, Result(Outcome.OK, 1, 1, None))
+
+        async def write(resp):
+            await asyncio.sleep(0)
+
+        handler = asyncio.ensure_future(
+            answer_stream(requests(), write, submit, fill, data_pb2.ReadBatchResponse, "read"))
+        done, _ = await asyncio.wait([handler], timeout=5)   # ends long before; a hang is the failure
+        if not done:
+            handler.cancel()
+            return "the handler is still waiting for requests it will never answer"
+        return handler.exception()
+
+    outcome = asyncio.run(run())
+    assert isinstance(outcome, AnswersUnsent), outcome
+    assert "cannot encode answer 2" in str(outcome)

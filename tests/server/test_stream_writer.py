@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 from server.stream_writer import StreamWriter, flush_deferred
 
@@ -209,3 +210,63 @@ def test_flush_deferred_starts_the_kicked_writers_at_once():
 
     at_flush, later = asyncio.run(go())
     assert at_flush == [[["x"]], [["x"]]] and later == at_flush   # nothing sent twice
+
+
+def test_flushed_sends_what_waits_for_a_flush_point():
+    async def go():
+        wire, q = _Wire(), _Queue()
+        w = StreamWriter(wire.write, q.take)
+        q.put(1)
+        w.kick_soon()
+        flushed = asyncio.ensure_future(w.flushed())
+        await _rounds(1)
+        assert wire.sent == [[1]] and not flushed.done()   # sent, in flight
+        wire.complete()
+        await asyncio.wait_for(flushed, 5)
+        return wire.sent
+
+    assert asyncio.run(go()) == [[1]]
+
+
+def test_writers_of_two_loops_in_two_threads_keep_their_own_flush_points():
+    # A client's loop in another thread (found by review: one module-wide
+    # list of waiting writers let loop B drop loop A's, which then never sent again).
+    a_waiting, b_deferred = threading.Event(), threading.Event()
+    sent: dict[str, list] = {}
+
+    def loop_a():
+        async def main():
+            wire, q = _Wire(), _Queue()
+            w = StreamWriter(wire.write, q.take)
+            q.put("a1")
+            w.kick_soon()
+            a_waiting.set()
+            assert b_deferred.wait(5)   # this loop is inside a step while B defers its own writer
+            await _rounds(2)
+            wire.complete()
+            q.put("a2")
+            w.kick_soon()
+            await _rounds(2)
+            sent["a"] = wire.sent
+
+        asyncio.run(main())
+
+    def loop_b():
+        async def main():
+            assert a_waiting.wait(5)
+            wire, q = _Wire(), _Queue()
+            w = StreamWriter(wire.write, q.take)
+            q.put("b1")
+            w.kick_soon()
+            b_deferred.set()
+            await _rounds(2)
+            sent["b"] = wire.sent
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=loop_a), threading.Thread(target=loop_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sent == {"a": [["a1"], ["a2"]], "b": [["b1"]]}
