@@ -8,10 +8,11 @@ EnvelopeBatch, or after the send in flight; so the number of stream
 messages follows the load, not the number of protocol messages.
 
 Loss is fine: the protocol tolerates dropped messages (retransmits, probes,
-heartbeats), so a broken stream drops what it had queued and the task
-reconnects with backoff; a queue that grows past MAX_QUEUED (the peer is
-down) drops the oldest messages. A task per peer keeps the stream open. Answers come back on the peer's own stream
-to us (server/node/node.py, Exchange).
+heartbeats), so a broken stream drops what it had queued and the link's task
+(one per peer, which keeps the stream open) reconnects with backoff; a queue
+that grows past MAX_QUEUED (the peer is down) drops the oldest messages.
+Answers come back on the peer's own stream to us (server/node/node.py,
+Exchange).
 
 Every stream carries this node's id in the gRPC metadata `x-quorumkv-node`.
 """
@@ -67,9 +68,9 @@ class PeerLink:
         self._queue: deque[tuple[int, Message]] = deque()
         self._task: asyncio.Task | None = None
         self._closed = False
-        # The open stream's writer (server/stream_writer.py): a send starts on
-        # the caller's stack. None while connecting; each stream has its own,
-        # closed when that stream ends, so nothing is taken into a dead call.
+        # The open stream's writer (server/stream_writer.py). None while
+        # connecting; each stream has its own, closed when that stream ends,
+        # so nothing is taken into a dead call.
         self._writer: StreamWriter | None = None
         self.sent_batches = 0
         self.dropped = 0
