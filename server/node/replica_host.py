@@ -396,6 +396,12 @@ class ReplicaHost:
         if rd.snapshot is not None:   # its dedup window and seqs (the next stamps go above them)
             self.writes.installed_snapshot(rd.snapshot.index)
         self._apply(rd)
+        if rd.committed_entries:
+            # A flush point: the answers to what was just applied leave now,
+            # before the rest of the round (reads, advance, status), not at
+            # the end of the loop round. One client +1.4 to +5.9% in three
+            # A/Bs (bench/RESULTS.md, 2026-11-28 10:55 entry).
+            flush_deferred()
         if timeline.ENABLED and rd.committed_entries:
             timeline.mark("host.applied")
         self._serve_reads(rd)
