@@ -56,8 +56,16 @@ import grpc
 log = logging.getLogger(__name__)
 
 # What a send raises when its stream ended under it (the peer went away, the
-# call was cancelled): expected, so not worth more than a debug line.
-_STREAM_ENDED = (grpc.aio.AioRpcError, asyncio.InvalidStateError, asyncio.CancelledError)
+# call was cancelled, the server stopped): on a client call AioRpcError or
+# InvalidStateError, on a server context one of gRPC's own errors
+# (grpc.aio.BaseError: ExecuteBatchError, UsageError, the server stopping).
+# Expected, so not worth more than a debug line.
+_STREAM_ENDED = (grpc.aio.AioRpcError, grpc.aio.BaseError, asyncio.InvalidStateError, asyncio.CancelledError)
+
+
+def stream_ended(exc: BaseException) -> bool:
+    """Whether a failed send failed because its stream ended (not a bug in building the message)."""
+    return isinstance(exc, _STREAM_ENDED)
 
 
 class StreamWriter:

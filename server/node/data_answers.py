@@ -10,9 +10,10 @@ How an answer leaves: the replica calls the request's listener inside the
 round that settled it (write_path.py, replica_host.py): for a write, the
 round that applied it, on the stack of the follower acknowledgement that
 completed its quorum. The listener queues the answer for the stream's
-StreamWriter (server/stream_writer.py), which sends at the end of that loop
-round every answer queued in it, as one message (a response batch, cut
-after MAX_ANSWER_BYTES of read answers), with no task switch to a response
+StreamWriter (server/stream_writer.py), which sends what is queued at the
+next flush point (right after that apply, replica_host.py; at the latest the
+end of the loop round) as one message (a response batch, cut after
+MAX_ANSWER_BYTES of read answers), with no task switch to a response
 generator. Answers that complete while a send is in flight go together in
 the next message.
 
@@ -43,7 +44,7 @@ from server import timeline
 from server.node.metrics import CLIENT_LATENCY, CLIENT_OPS
 from server.node.write_path import Listener, Result
 from server.proto import data_pb2
-from server.stream_writer import StreamWriter
+from server.stream_writer import StreamWriter, stream_ended
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,16 @@ async def answer_stream(requests: AsyncIterator, write: Callable[[Any], Coroutin
     failure: list[BaseException] = []
 
     def failed(exc: BaseException) -> None:
-        # The answers cannot go out any more: end the handler, so the RPC
-        # ends with an error and its caller hears of every request in
-        # flight (StreamBroken), rather than waiting for answers never sent.
+        if stream_ended(exc):
+            return   # the RPC ended under the send (e.g. the client cancelled): gRPC ends this handler
+        # The answers cannot go out any more while the stream lives (a bug):
+        # end the handler with AnswersUnsent, so the RPC ends with an error
+        # and its caller hears of every request in flight (StreamBroken),
+        # rather than waiting for answers never sent. On the handler's own
+        # stack (inside flushed()) it raises after flushed() returns.
         failure.append(exc)
-        handler.cancel()
+        if asyncio.current_task() is not handler:
+            handler.cancel()
 
     writer = StreamWriter(write, take, failed)
 
@@ -129,6 +135,8 @@ async def answer_stream(requests: AsyncIterator, write: Callable[[Any], Coroutin
             all_answered = asyncio.get_running_loop().create_future()
             await all_answered
         await writer.flushed()
+        if failure:
+            raise AnswersUnsent(f"this stream's answers could not be sent: {failure[0]!r}") from failure[0]
     except asyncio.CancelledError:
         if failure and handler.uncancel() == 0:   # only our own cancel (failed): not the RPC's
             raise AnswersUnsent(f"this stream's answers could not be sent: {failure[0]!r}") from failure[0]

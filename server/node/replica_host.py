@@ -8,15 +8,16 @@ Work per loop round: client writes go to WritePath (write_path.py: batching
 into one entry per round, the sequencer rule, conditions, deduplication,
 answers); reads that arrived together share one ReadIndex confirmation
 round; log fsyncs run inline on the loop's thread, a leader's after its
-Appends were sent (flush_deferred: server/stream_writer.py); snapshot work
-runs in the node's I/O thread (see "The node" in
-server/replication/README.md). start_client_work() lets the Data service
-begin that round itself when the loop is idle (between Readys): the loop
-then carries out the Ready it began (a leader's fsync). acknowledged() does
-the same for the node's Exchange handler after a quorum's acknowledgement,
-a Heartbeat or an Append, and carries that Ready out there to the end
-(_needs_loop: all but a leader's fsync and snapshot work): a leader's
-apply and answers, a follower's fsync, acknowledgement and apply.
+Appends were handed to its peer links (flush_deferred:
+server/stream_writer.py); snapshot work runs in the node's I/O thread (see
+"The node" in server/replication/README.md). start_client_work() lets the
+Data service begin that round itself when the loop is idle (between
+Readys): the loop then carries out the Ready it began (a leader's fsync).
+acknowledged() does the same for the node's Exchange handler after a
+quorum's acknowledgement, a Heartbeat or an Append, and carries that Ready
+out there to the end (_needs_loop: all but a leader's fsync and snapshot
+work): a leader's apply and answers, a follower's fsync, acknowledgement
+and apply.
 
 Thread-safety: everything runs on the event loop except a snapshot's
 ReplicaStorage.persist, which runs in the I/O executor while the loop keeps
@@ -382,9 +383,10 @@ class ReplicaHost:
         hand-offs per round, each a wait for the GIL on a busy machine, and
         the loop has nothing better to do than what waits for this fsync.
         The Ready's messages (a leader's Appends) are on the wire already
-        (_begin flushes the peer links, peers.py), so the followers' fsyncs
-        overlap this one; acknowledgements go right after it, before the
-        apply (_send_after_persist). A Ready that needs no fsync keeps
+        (_begin flushes the peer links, peers.py; a link whose previous send
+        has not completed sends them after it, which can be after this
+        fsync), so the followers' fsyncs overlap this one; acknowledgements
+        go right after it, before the apply (_send_after_persist). A Ready that needs no fsync keeps
         its commit hint for the next fsynced write (log_store.py)."""
         if self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state):
             self.storage.persist((), None, rd.entries, rd.hard_state)

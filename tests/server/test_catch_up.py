@@ -159,7 +159,7 @@ def test_a_wiped_member_keeps_its_recovering_mark_until_the_snapshot_is_installe
             # snapshot's before the install is on disk. (The Ready in flight
             # is a snapshot chunk's, persisted on the I/O thread: the only
             # Readys that wait; Appends are carried out without a pause since
-            # peer links send on the caller's stack.) That Ready's end checks
+            # a replica's round flushes its own sends.) That Ready's end checks
             # whether the member caught up: it has not, nothing is installed.
             h3.step(held, wake=False)
             assert h3.replica.log.applied_index >= held.snapshot.index

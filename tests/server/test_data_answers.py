@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from grpc._cython.cygrpc import ExecuteBatchError
+
 from engine._native import write_batch
 from server.node.data_answers import AnswersUnsent, answer_now, answer_stream
 from server.node.dedup import MAX_DEDUP_RECORDS
@@ -150,3 +152,45 @@ def test_answers_that_cannot_be_sent_end_the_stream_with_an_error_not_a_silent_w
     outcome = asyncio.run(run())
     assert isinstance(outcome, AnswersUnsent), outcome
     assert "cannot encode answer 2" in str(outcome)
+
+
+def test_an_answer_that_cannot_be_encoded_while_the_handler_flushes_still_ends_the_stream_with_an_error():
+    # The answer settles in the round the handler sees the client's
+    # half-close, so its encoding fails on the handler's own stack (inside
+    # flushed()): the handler must still end with AnswersUnsent, not return
+    # (gRPC would then send OK with no answer; found by the second review).
+    def fill(out, req_id, result):
+        raise ValueError(f"cannot encode answer {req_id}")
+
+    async def run():
+        def submit(req, on_done):
+            answer_now(on_done, (data_pb2.UNKNOWN_GROUP, "no replica"))
+
+        async def write(resp):
+            await asyncio.sleep(0)
+
+        try:
+            await answer_stream(_requests([_read_batch(1)]), write, submit, fill, data_pb2.ReadBatchResponse, "read")
+        except AnswersUnsent as exc:
+            return exc
+        return "returned normally"
+
+    outcome = asyncio.run(run())
+    assert isinstance(outcome, AnswersUnsent) and "cannot encode answer 1" in str(outcome), outcome
+
+
+def test_a_send_that_fails_because_the_rpc_ended_is_not_reported_as_unsent_answers():
+    # A client that cancels while the server's send is held by flow control:
+    # the send fails with gRPC's ExecuteBatchError. That is the stream's end,
+    # which gRPC handles (it cancels the handler), not a bug to report.
+    async def run():
+        async def write(resp):
+            raise ExecuteBatchError("Failed \"execute_batch\": (<grpc_call_error.GRPC_CALL_ERROR_TOO_MANY_OPERATIONS>)")
+
+        def submit(req, on_done):
+            answer_now(on_done, (data_pb2.UNKNOWN_GROUP, "no replica"))
+
+        await answer_stream(_requests([_read_batch(1)]), write, submit, _fill_read, data_pb2.ReadBatchResponse, "read")
+        return "ended"
+
+    assert asyncio.run(run()) == "ended"
