@@ -90,7 +90,8 @@ async def answer_stream(requests: AsyncIterator, write: Callable[[Any], Coroutin
         return out
 
     handler = asyncio.current_task()
-    failure: list[BaseException] = []
+    failure: list[BaseException] = []   # what made the answers unsendable, and whether we cancelled for it
+    cancelled_for_failure = False
 
     def failed(exc: BaseException) -> None:
         if stream_ended(exc):
@@ -100,8 +101,10 @@ async def answer_stream(requests: AsyncIterator, write: Callable[[Any], Coroutin
         # and its caller hears of every request in flight (StreamBroken),
         # rather than waiting for answers never sent. On the handler's own
         # stack (inside flushed()) it raises after flushed() returns.
+        nonlocal cancelled_for_failure
         failure.append(exc)
         if asyncio.current_task() is not handler:
+            cancelled_for_failure = True
             handler.cancel()
 
     writer = StreamWriter(write, take, failed)
@@ -136,10 +139,10 @@ async def answer_stream(requests: AsyncIterator, write: Callable[[Any], Coroutin
             await all_answered
         await writer.flushed()
         if failure:
-            raise AnswersUnsent(f"this stream's answers could not be sent: {failure[0]!r}") from failure[0]
+            raise _unsent(failure[0]) from failure[0]
     except asyncio.CancelledError:
-        if failure and handler.uncancel() == 0:   # only our own cancel (failed): not the RPC's
-            raise AnswersUnsent(f"this stream's answers could not be sent: {failure[0]!r}") from failure[0]
+        if cancelled_for_failure and handler.uncancel() == 0:   # only our own cancel (failed): not the RPC's
+            raise _unsent(failure[0]) from failure[0]
         raise
     finally:
         writer.close()
@@ -148,6 +151,10 @@ async def answer_stream(requests: AsyncIterator, write: Callable[[Any], Coroutin
 class AnswersUnsent(Exception):
     """A stream's answers could not be sent (its writer failed): the handler
     ends with this, so gRPC ends the RPC with an error status."""
+
+
+def _unsent(cause: BaseException) -> AnswersUnsent:
+    return AnswersUnsent(f"this stream's answers could not be sent: {cause!r}")
 
 
 def answer_now(on_done: Listener, problem: tuple[int, str]) -> None:
