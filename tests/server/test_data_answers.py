@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from grpc._cython.cygrpc import ExecuteBatchError
+from prometheus_client import REGISTRY
 
 from engine._native import write_batch
 from server.node.data_answers import AnswersUnsent, answer_now, answer_stream
@@ -194,3 +195,30 @@ def test_a_send_that_fails_because_the_rpc_ended_is_not_reported_as_unsent_answe
         return "ended"
 
     assert asyncio.run(run()) == "ended"
+
+
+def test_every_answered_request_is_counted_by_outcome_and_timed():
+    # Recorded after the loop round that answered them (not before their send).
+    def sample(name: str, labels: dict) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    ok = {"op": "read", "code": "OK"}
+    before = (sample("quorumkv_node_client_ops_total", ok),
+              sample("quorumkv_node_client_latency_seconds_count", {"op": "read"}))
+
+    async def run():
+        loop = asyncio.get_running_loop()
+
+        def submit(req, on_done):
+            fut = loop.create_future()
+            fut.add_done_callback(on_done)
+            loop.call_soon(fut.set_result, Result(Outcome.OK, 1, 1, None))
+
+        answers = await _answers([_read_batch(1, 2), _read_batch(3)], submit)
+        await asyncio.sleep(0)   # the round after the last answer
+        return answers
+
+    assert len(asyncio.run(run())) == 3
+    after = (sample("quorumkv_node_client_ops_total", ok),
+             sample("quorumkv_node_client_latency_seconds_count", {"op": "read"}))
+    assert after[0] - before[0] == 3 and after[1] - before[1] == 3
