@@ -81,6 +81,12 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError()
 
 
+def _expire(answer: asyncio.Future) -> None:
+    """An attempt's deadline passed: its caller stops waiting (Router._attempt)."""
+    if not answer.done():
+        answer.set_exception(TimeoutError())
+
+
 class LeaderChanged(Exception):
     """An attempt's group got a leader of a newer epoch in the routing before
     the attempt was answered (Router._attempt)."""
@@ -208,12 +214,16 @@ class Router:
         unknown, and a write is retried under the same request id."""
         attempts = self._inflight.setdefault(route.rg, {})
         attempts[answer] = route.epoch
+        # A timer on the answer itself, not wait_for: wait_for puts a second
+        # future with its callbacks around every op. DataClient drops an answer
+        # whose future is already done (submit_write). Awaited directly, a
+        # cancellation is never dropped for an answer that came in the same
+        # round (3.11's wait_for drops it: _raise_if_cancelled).
+        timer = asyncio.get_running_loop().call_later(max(0.01, deadline - time.monotonic()), _expire, answer)
         try:
-            return await asyncio.wait_for(answer, max(0.01, deadline - time.monotonic()))
-        except (LeaderChanged, StreamBroken, TimeoutError):
-            _raise_if_cancelled()
-            raise
+            return await answer
         finally:
+            timer.cancel()
             attempts.pop(answer, None)
             if not attempts:
                 self._inflight.pop(route.rg, None)

@@ -8,8 +8,12 @@ settle); in the Batch stream each OpResult carries them.
 
 Batch: every op of an incoming OpBatch runs as its own task, so ops for the
 same RG leader meet in that leader's DataClient stream and travel together;
-answers go back in batches as they complete (whatever is done when the
-stream can take more), not in request order.
+answers go back in batches as they complete, not in request order: a
+StreamWriter (server/stream_writer.py) sends what completed in a loop round
+at its end, and what completes while a send is in flight right after it.
+Every op read is answered before the handler returns, unless the stream
+broke; answers that cannot be sent on a live stream end the RPC with an
+error (AnswersUnsent), so the client fails the ops in flight on it.
 
 Thread-safety: one asyncio loop.
 """
@@ -27,6 +31,7 @@ from server.meta.catalog import check_split_keys
 from server.proto import kv_pb2, kv_pb2_grpc, meta_pb2
 from server.router.metrics import LATENCY, OPS, measured
 from server.router.router import DEFAULT_DEADLINE, Router, RouterError, check_key, check_table
+from server.stream_writer import StreamWriter, stream_ended
 
 log = logging.getLogger(__name__)
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
@@ -165,41 +170,63 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     # ---------------------------------------------------------------- batches
     async def Batch(self, request_iterator, context):  # noqa: N802
-        done: asyncio.Queue = asyncio.Queue()
-        tasks: set[asyncio.Task] = set()
         loop = asyncio.get_running_loop()
-        reading = True
+        handler = asyncio.current_task()
+        results: list[kv_pb2.OpResult] = []   # answered, not taken into a message yet
+        tasks: set[asyncio.Task] = set()
+        all_done: asyncio.Future | None = None
+        failure: list[BaseException] = []
+        cancelled_for_failure = False
+
+        def take() -> kv_pb2.OpResultBatch | None:
+            if not results:
+                return None
+            out = kv_pb2.OpResultBatch()
+            out.results.extend(results)
+            results.clear()
+            return out
+
+        def failed(exc: BaseException) -> None:
+            nonlocal cancelled_for_failure
+            if stream_ended(exc):
+                return   # the RPC ended under the send: gRPC ends this handler
+            failure.append(exc)   # answers can no longer go out on a live stream (a bug): end it with an error
+            if asyncio.current_task() is not handler:   # on the handler's own stack: raised after flushed()
+                cancelled_for_failure = True
+                handler.cancel()
+
+        # Answers are sent by the writer at the end of the loop round that
+        # completed them (server/stream_writer.py), as the nodes send theirs:
+        # no response generator, so no task switch before each send.
+        writer = StreamWriter(context.write, take, failed)
 
         def finished(t: asyncio.Task) -> None:
             tasks.discard(t)
             if not t.cancelled():
-                done.put_nowait(t.result())   # _one never raises: errors are in the result
+                results.append(t.result())   # _one never raises: errors are in the result
+                writer.kick_soon()
+            if not tasks and all_done is not None and not all_done.done():
+                all_done.set_result(None)
 
-        async def read_ops() -> None:
-            nonlocal reading
-            try:
-                async for batch in request_iterator:
-                    for op in batch.ops:
-                        t = loop.create_task(self._one(op))
-                        tasks.add(t)
-                        t.add_done_callback(finished)
-            finally:
-                reading = False
-                done.put_nowait(None)
-
-        reader = loop.create_task(read_ops())
         try:
-            while reading or tasks or not done.empty():
-                first = await done.get()
-                out = kv_pb2.OpResultBatch()
-                items = [first]
-                while not done.empty():
-                    items.append(done.get_nowait())
-                out.results.extend(i for i in items if i is not None)
-                if out.results:
-                    yield out
+            async for batch in request_iterator:
+                for op in batch.ops:
+                    t = loop.create_task(self._one(op))
+                    tasks.add(t)
+                    t.add_done_callback(finished)
+            # The client half-closed: every op it sent is answered before the handler returns.
+            while tasks and not writer.closed:
+                all_done = loop.create_future()
+                await all_done
+            await writer.flushed()
+            if failure:
+                raise AnswersUnsent(f"this stream's answers could not be sent: {failure[0]!r}") from failure[0]
+        except asyncio.CancelledError:
+            if cancelled_for_failure and handler.uncancel() == 0:   # only our own cancel (failed): not the RPC's
+                raise AnswersUnsent(f"this stream's answers could not be sent: {failure[0]!r}") from failure[0]
+            raise
         finally:
-            reader.cancel()
+            writer.close()
             for t in tasks:
                 t.cancel()
 
@@ -237,6 +264,12 @@ class KVService(kv_pb2_grpc.KVServicer):
         # clients through one router +1.4% and +2.5% (bench/RESULTS.md 2026-11-28 10:55).
         asyncio.get_running_loop().call_soon(_record, which or "none", out.code, time.perf_counter() - t0)
         return out
+
+
+class AnswersUnsent(Exception):
+    """A Batch stream's answers could not be sent while it lived: the handler
+    ends with this, so the RPC ends with an error and the client fails the
+    ops in flight on it (none waits for an answer never sent)."""
 
 
 def _record(op: str, code: int, seconds: float) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from engine._native import write_batch
 from server.proto import data_pb2
-from server.router.router import Router
+from server.router.router import Router, RouterError
 from server.router.routing import Route
 
 
@@ -377,3 +377,38 @@ def test_a_call_cancelled_while_it_waits_for_a_routing_change_sends_nothing():
         return leader.requests
 
     assert asyncio.run(go()) == []
+
+
+@pytest.mark.parametrize("op", ["write", "get"])
+def test_an_attempt_unanswered_at_the_calls_deadline_ends_the_call_and_its_late_answer_is_dropped(op):
+    # The attempt's timer (Router._attempt) fails the answer's future at the
+    # deadline: the call ends then (a write UNKNOWN: it may have applied; a
+    # get UNAVAILABLE), and the future is done, so the DataClient drops the
+    # answer if it comes later.
+    class _Silent(_Leader):
+        def submit_write(self, req):
+            self.requests.append(req)
+            self.answer = asyncio.get_running_loop().create_future()   # never answered
+            return self.answer
+
+        def submit_read(self, rg, table_id, key):
+            self.requests.append(key)
+            self.answer = asyncio.get_running_loop().create_future()
+            return self.answer
+
+    async def go():
+        leader = _Silent([])
+        r = _router(leader)
+        r._await_change = lambda deadline: asyncio.sleep(0)   # no routing change comes
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        call = (r.write("t", b"k", b"v", request_id=42, deadline=started + 0.2) if op == "write"
+                else r.get("t", b"k", deadline=started + 0.2))
+        with pytest.raises(RouterError) as err:
+            await asyncio.wait_for(call, 30)   # a hang is the failure
+        return err.value, loop.time() - started, leader
+
+    err, took, leader = asyncio.run(go())
+    assert err.code == (grpc.StatusCode.UNKNOWN if op == "write" else grpc.StatusCode.UNAVAILABLE), err
+    assert 0.2 <= took < 5, took
+    assert len(leader.requests) == 1 and leader.answer.done() and isinstance(leader.answer.exception(), TimeoutError)
