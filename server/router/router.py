@@ -54,6 +54,7 @@ from server.node.data_client import DataClient, StreamBroken
 from server.node.peers import CHANNEL_OPTIONS
 from server.node_identity import NODE_METADATA_KEY
 from server.proto import data_pb2, meta_pb2, meta_pb2_grpc
+from server.router.calls import Attempt, ReadCall, Verdict, WriteCall, expire
 from server.router.routing import NoSuchTable, Route, Routing
 
 log = logging.getLogger(__name__)
@@ -79,12 +80,6 @@ def _raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError()
-
-
-def _expire(answer: asyncio.Future) -> None:
-    """An attempt's deadline passed: its caller stops waiting (Router._attempt)."""
-    if not answer.done():
-        answer.set_exception(TimeoutError())
 
 
 class LeaderChanged(Exception):
@@ -204,30 +199,6 @@ class Router:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def _attempt(self, answer: asyncio.Future, route: Route, deadline: float):
-        """The answer to an attempt sent to `route`'s leader. Raises TimeoutError
-        at the deadline, LeaderChanged once the routing names a leader of a newer
-        epoch for the group: an old leader that is paused or cut off holds its
-        connection open, and waiting for it would stall the call until its
-        deadline although the group serves again (a crashed one breaks its
-        stream at once: StreamBroken). Either way the attempt's outcome is
-        unknown, and a write is retried under the same request id."""
-        attempts = self._inflight.setdefault(route.rg, {})
-        attempts[answer] = route.epoch
-        # A timer on the answer itself, not wait_for: wait_for puts a second
-        # future with its callbacks around every op. DataClient drops an answer
-        # whose future is already done (submit_write). Awaited directly, a
-        # cancellation is never dropped for an answer that came in the same
-        # round (3.11's wait_for drops it: _raise_if_cancelled).
-        timer = asyncio.get_running_loop().call_later(max(0.01, deadline - time.monotonic()), _expire, answer)
-        try:
-            return await answer
-        finally:
-            timer.cancel()
-            attempts.pop(answer, None)
-            if not attempts:
-                self._inflight.pop(route.rg, None)
-
     async def _await_change(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -346,11 +317,25 @@ class Router:
     def _follow_answer(self, route: Route, leader: int, epoch: int) -> bool:
         return bool(leader) and self.routing.with_leader(route.rg, leader, epoch)
 
+    # An operation's attempts (server/router/calls.py). write() and get() run
+    # them all in the caller's task; the Batch stream starts an operation with
+    # begin_* and try_attempt on its own stack, judges the first answer in its
+    # done-callback with *_verdict, and runs finish_* in a task only when that
+    # answer left something to wait for.
     async def write(self, table: str, key: bytes, value: bytes | None, *, if_seq: bytes = b"",
                     if_absent: bool = False, request_id: int = 0, retry: bool = False, deadline: float) -> bytes:
         """A put (value not None) or delete; returns the stored seq. `retry`: the
         client already sent this request id through another call whose
         outcome it does not know (its seq unknown here)."""
+        return await self.finish_write(self.begin_write(table, key, value, if_seq=if_seq, if_absent=if_absent,
+                                                        request_id=request_id, retry=retry, deadline=deadline))
+
+    async def get(self, table: str, key: bytes, *, deadline: float) -> data_pb2.ReadResponse:
+        return await self.finish_read(self.begin_read(table, key, deadline=deadline))
+
+    def begin_write(self, table: str, key: bytes, value: bytes | None, *, if_seq: bytes = b"",
+                    if_absent: bool = False, request_id: int = 0, retry: bool = False, deadline: float) -> WriteCall:
+        """A write's call, validated (RouterError INVALID_ARGUMENT otherwise); nothing sent yet."""
         check_table(table)
         check_key(key)
         if value is not None:
@@ -358,113 +343,177 @@ class Router:
         check_seq(if_seq)
         if if_seq and if_absent:
             raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, "give if_seq or if_absent, not both")
-        request_id = request_id or random.getrandbits(63) + 1
-        kind = write_batch.VALUE if value is not None else write_batch.DELETE
         self.stats["writes"] += 1
-        unknown = False
         # A retry tells the leader the lowest seq any attempt that may have
         # applied was stamped with (data.proto, first_seq): that of the first
         # attempt whose outcome is unknown (this router's sequencer only
         # grows; a NOT_LEADER or TABLE_DROPPED answer means not applied), or
         # zeros after another call's attempt, whose seq is not known here.
         # The leader answers FORGOTTEN to a retry its window may have dropped.
-        first_seq = bytes(16) if retry else b""
-        while True:
-            _raise_if_cancelled()
-            route = await self._route(table, key, deadline)
-            client = self._client(route.leader) if route.leader else None
-            if client is not None:
-                seq = self._next_seq()
-                batch = write_batch.encode_one(kind, route.table_id, key, value, seq)
-                try:
-                    resp = await self._attempt(client.submit_write(data_pb2.WriteRequest(
-                        rg=route.rg, batch=batch, request_id=wire_request_id(request_id, route.table_id),
-                        if_seq=if_seq, if_absent=if_absent, first_seq=first_seq)), route, deadline)
-                except LeaderChanged:
-                    unknown = True   # as below; the routing has the new leader already: at once
-                    first_seq = first_seq or seq
-                    self.stats["retries"] += 1
-                    continue
-                except (StreamBroken, TimeoutError):
-                    unknown = True   # it may have reached the leader: retry under the same request id
-                    first_seq = first_seq or seq
-                else:
-                    code = resp.code
-                    # The group's stored seq (OK) or the record's (CONDITION_FAILED):
-                    # this router's later stamps go above it, however its clock lags.
-                    self._observe(resp.seqs)
-                    if code == data_pb2.OK:
-                        return resp.seqs[:16]
-                    if code == data_pb2.CONDITION_FAILED:
-                        current = resp.seqs[:16].hex() if resp.seqs else "none"
-                        raise RouterError(grpc.StatusCode.FAILED_PRECONDITION,
-                                          f"condition failed: the record's current seq is {current}")
-                    if code == data_pb2.INVALID_ARGUMENT:
-                        raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, resp.message)
-                    if code == data_pb2.FORGOTTEN:
-                        # Final when this router knows the first attempt's seq: that attempt
-                        # is older than the group's window, so no retry can learn more. With
-                        # zeros (an earlier call's attempt, seq unknown here) the leader
-                        # refuses any id it has not seen, so a retry that overtook its
-                        # first attempt could still learn the outcome later: not final.
-                        raise RouterError(grpc.StatusCode.UNKNOWN, "the write's outcome is unknown: an earlier "
-                                          "attempt may have applied, longer ago than the group remembers "
-                                          "requests; read the key to see whether it was applied",
-                                          final=first_seq != bytes(16))
-                    if code == data_pb2.TABLE_DROPPED:
-                        if await self._recreated(table, route.table_id, deadline):
-                            # Voided everywhere (never applied): it goes to the new table,
-                            # under the id every router derives for it there (not sent by
-                            # this call yet: only another call's attempt may be unknown).
-                            self.stats["retries"] += 1
-                            first_seq = bytes(16) if retry else b""
-                            continue
-                        raise RouterError(grpc.StatusCode.NOT_FOUND, f"table {table!r} was dropped before the "
-                                          "write committed: it was not applied")
-                    if code == data_pb2.OUTCOME_UNKNOWN:
-                        unknown = True
-                        first_seq = first_seq or seq
-                    if self._follow_answer(route, resp.leader, resp.epoch):
-                        self.stats["retries"] += 1
-                        continue
-            if time.monotonic() >= deadline:
-                if unknown:
-                    raise RouterError(grpc.StatusCode.UNKNOWN, "the write's outcome is unknown: its leader changed "
-                                      "while it was in flight; read the key to see whether it was applied")
-                raise self._unavailable(f"table {table!r}")
-            self.stats["retries"] += 1
-            await self._await_change(deadline)
+        return WriteCall(table, key, value, write_batch.VALUE if value is not None else write_batch.DELETE,
+                         if_seq, if_absent, request_id or random.getrandbits(63) + 1, retry, deadline,
+                         bytes(16) if retry else b"")
 
-    async def get(self, table: str, key: bytes, *, deadline: float) -> data_pb2.ReadResponse:
+    def begin_read(self, table: str, key: bytes, *, deadline: float) -> ReadCall:
+        """A get's call, validated (RouterError INVALID_ARGUMENT otherwise); nothing sent yet."""
         check_table(table)
         check_key(key)
         self.stats["reads"] += 1
+        return ReadCall(table, key, deadline)
+
+    def try_attempt(self, call: WriteCall | ReadCall) -> Attempt | None:
+        """The call's next attempt, sent now, if this router's copy routes its
+        key to a leader it can reach; None otherwise (finish_* looks further)."""
+        try:
+            route = self.routing.route(call.table, call.key)
+        except NoSuchTable:
+            return None
+        return self._send(call, route)
+
+    def _send(self, call: WriteCall | ReadCall, route: Route) -> Attempt | None:
+        client = self._client(route.leader) if route.leader else None
+        if client is None:
+            return None
+        seq = b""
+        if isinstance(call, WriteCall):
+            seq = self._next_seq()
+            answer = client.submit_write(data_pb2.WriteRequest(
+                rg=route.rg, batch=write_batch.encode_one(call.kind, route.table_id, call.key, call.value, seq),
+                request_id=wire_request_id(call.request_id, route.table_id), if_seq=call.if_seq,
+                if_absent=call.if_absent, first_seq=call.first_seq))
+        else:
+            answer = client.submit_read(route.rg, route.table_id, call.key)
+        # The answer is given up at the deadline (a timer on its future, not
+        # wait_for's second future and callbacks per op), and once the routing
+        # names a leader of a newer epoch for the group (_install): an old
+        # leader that is paused or cut off holds its connection open, and
+        # waiting for it would stall the call until its deadline although the
+        # group serves again (a crashed one breaks its stream at once:
+        # StreamBroken). Either way the attempt's outcome is unknown, and a
+        # write is retried under the same request id.
+        self._inflight.setdefault(route.rg, {})[answer] = route.epoch
+        timer = asyncio.get_running_loop().call_later(max(0.01, call.deadline - time.monotonic()), expire, answer)
+        return Attempt(answer, route, seq, timer)
+
+    def settle(self, attempt: Attempt) -> None:
+        """The attempt's answer is in (or given up): no more watching it."""
+        attempt.timer.cancel()
+        attempts = self._inflight.get(attempt.route.rg)
+        if attempts is not None:
+            attempts.pop(attempt.answer, None)
+            if not attempts:
+                del self._inflight[attempt.route.rg]
+
+    def write_verdict(self, call: WriteCall, attempt: Attempt) -> bytes | Verdict:
+        """What a write's settled attempt means: the stored seq (done), what is
+        left to do, or RouterError (the call's final error)."""
+        self.settle(attempt)
+        exc = _failure_of(attempt.answer)
+        if exc is not None:
+            if not isinstance(exc, (LeaderChanged, StreamBroken, TimeoutError)):
+                raise exc
+            call.unknown = True   # it may have reached the leader: retried under the same request id
+            call.first_seq = call.first_seq or attempt.seq
+            # LeaderChanged: the routing has the new leader already, so at once.
+            return Verdict.RETRY_NOW if isinstance(exc, LeaderChanged) else Verdict.WAIT
+        resp = attempt.answer.result()
+        code = resp.code
+        # The group's stored seq (OK) or the record's (CONDITION_FAILED):
+        # this router's later stamps go above it, however its clock lags.
+        self._observe(resp.seqs)
+        if code == data_pb2.OK:
+            return resp.seqs[:16]
+        if code == data_pb2.CONDITION_FAILED:
+            current = resp.seqs[:16].hex() if resp.seqs else "none"
+            raise RouterError(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"condition failed: the record's current seq is {current}")
+        if code == data_pb2.INVALID_ARGUMENT:
+            raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, resp.message)
+        if code == data_pb2.FORGOTTEN:
+            # Final when this router knows the first attempt's seq: that attempt
+            # is older than the group's window, so no retry can learn more. With
+            # zeros (an earlier call's attempt, seq unknown here) the leader
+            # refuses any id it has not seen, so a retry that overtook its
+            # first attempt could still learn the outcome later: not final.
+            raise RouterError(grpc.StatusCode.UNKNOWN, "the write's outcome is unknown: an earlier "
+                              "attempt may have applied, longer ago than the group remembers "
+                              "requests; read the key to see whether it was applied",
+                              final=call.first_seq != bytes(16))
+        if code == data_pb2.TABLE_DROPPED:
+            call.dropped_table_id = attempt.route.table_id
+            return Verdict.RECREATED
+        if code == data_pb2.OUTCOME_UNKNOWN:
+            call.unknown = True
+            call.first_seq = call.first_seq or attempt.seq
+        return Verdict.RETRY_NOW if self._follow_answer(attempt.route, resp.leader, resp.epoch) else Verdict.WAIT
+
+    def read_verdict(self, call: ReadCall, attempt: Attempt) -> data_pb2.ReadResponse | Verdict:
+        """What a get's settled attempt means: the answer (done), what is left
+        to do, or RouterError."""
+        self.settle(attempt)
+        exc = _failure_of(attempt.answer)
+        if exc is not None:
+            if not isinstance(exc, (LeaderChanged, StreamBroken, TimeoutError)):
+                raise exc
+            return Verdict.RETRY_NOW if isinstance(exc, LeaderChanged) else Verdict.WAIT
+        resp = attempt.answer.result()
+        if resp.code == data_pb2.OK:
+            self._observe(resp.seq)   # as a write's answer does (write_verdict)
+            return resp
+        if resp.code == data_pb2.TABLE_DROPPED:
+            call.dropped_table_id = attempt.route.table_id
+            return Verdict.RECREATED
+        return Verdict.RETRY_NOW if self._follow_answer(attempt.route, resp.leader, resp.epoch) else Verdict.WAIT
+
+    async def finish_write(self, call: WriteCall, verdict: Verdict | None = None) -> bytes:
+        """The write's attempts until one settles it, from `verdict` (what its
+        last attempt left; None: the next attempt now). Returns the stored seq."""
+        return await self._finish(call, verdict, self.write_verdict)
+
+    async def finish_read(self, call: ReadCall, verdict: Verdict | None = None) -> data_pb2.ReadResponse:
+        """The get's attempts until one settles it, from `verdict` (as finish_write)."""
+        return await self._finish(call, verdict, self.read_verdict)
+
+    async def _finish(self, call, verdict: Verdict | None, judge):
         while True:
-            _raise_if_cancelled()
-            route = await self._route(table, key, deadline)
-            client = self._client(route.leader) if route.leader else None
-            if client is not None:
-                try:
-                    resp = await self._attempt(client.submit_read(route.rg, route.table_id, key), route, deadline)
-                except LeaderChanged:
-                    self.stats["retries"] += 1
-                    continue
-                except (StreamBroken, TimeoutError):
-                    resp = None
-                if resp is not None:
-                    if resp.code == data_pb2.OK:
-                        self._observe(resp.seq)   # as a write's answer does (write())
-                        return resp
-                    if resp.code == data_pb2.TABLE_DROPPED:
-                        if await self._recreated(table, route.table_id, deadline):
-                            continue
-                        raise RouterError(grpc.StatusCode.NOT_FOUND, f"table {table!r} was dropped")
-                    if self._follow_answer(route, resp.leader, resp.epoch):
-                        continue
-            if time.monotonic() >= deadline:
-                raise self._unavailable(f"table {table!r}")
+            if verdict is None:
+                _raise_if_cancelled()
+                route = await self._route(call.table, call.key, call.deadline)
+                attempt = self._send(call, route)
+                if attempt is None:   # no leader known for the group yet
+                    verdict = Verdict.WAIT
+                else:
+                    try:
+                        await attempt.answer
+                    except (LeaderChanged, StreamBroken, TimeoutError):
+                        pass   # judged below
+                    finally:
+                        self.settle(attempt)   # also when this task is cancelled (the answer with it)
+                    verdict = judge(call, attempt)
+                    if not isinstance(verdict, Verdict):
+                        return verdict
+            if verdict is not Verdict.WAIT:
+                self.stats["retries"] += 1
+                if verdict is Verdict.RECREATED:
+                    if not await self._recreated(call.table, call.dropped_table_id, call.deadline):
+                        raise RouterError(grpc.StatusCode.NOT_FOUND, f"table {call.table!r} was dropped before the "
+                                          "write committed: it was not applied" if isinstance(call, WriteCall)
+                                          else f"table {call.table!r} was dropped")
+                    if isinstance(call, WriteCall):
+                        # Voided everywhere (never applied): it goes to the new table,
+                        # under the id every router derives for it there (not sent by
+                        # this call yet: only another call's attempt may be unknown).
+                        call.first_seq = bytes(16) if call.retry else b""
+                verdict = None
+                continue
+            if time.monotonic() >= call.deadline:
+                if isinstance(call, WriteCall) and call.unknown:
+                    raise RouterError(grpc.StatusCode.UNKNOWN, "the write's outcome is unknown: its leader changed "
+                                      "while it was in flight; read the key to see whether it was applied")
+                raise self._unavailable(f"table {call.table!r}")
             self.stats["retries"] += 1
-            await self._await_change(deadline)
+            await self._await_change(call.deadline)
+            verdict = None
 
     async def list_page(self, table: str, start: bytes, end: bytes, limit: int, keys_only: bool,
                         continuation: bytes, *, deadline: float) -> tuple[list, bytes]:
@@ -570,6 +619,16 @@ class Router:
             await c.close()
         if self._meta_channel is not None:
             await self._meta_channel.close(grace=None)
+
+
+def _failure_of(answer: asyncio.Future) -> BaseException | None:
+    """A settled answer's exception. One cancelled under a done-callback's
+    judge (nothing here cancels a live op's answer; a caller's task awaiting
+    it is cancelled with it and never judges it) counts as a broken stream:
+    the attempt's outcome is unknown."""
+    if answer.cancelled():
+        return StreamBroken("the attempt's answer was cancelled")
+    return answer.exception()
 
 
 def wire_request_id(request_id: int, table_id: int) -> int:

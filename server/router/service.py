@@ -6,21 +6,14 @@ unary calls abort with the code and message (plus trailing metadata:
 "retry-after-ms" on UNAVAILABLE, "quorumkv-final" on an UNKNOWN no retry can
 settle); in the Batch stream each OpResult carries them.
 
-Batch: every op of an incoming OpBatch runs as its own task, so ops for the
-same RG leader meet in that leader's DataClient stream and travel together;
-answers go back in batches as they complete, not in request order: a
-StreamWriter (server/stream_writer.py) sends what completed in a loop round
-at its end, and what completes while a send is in flight right after it.
-Every op read is answered before the handler returns, unless the stream
-broke; answers that cannot be sent on a live stream end the RPC with an
-error (AnswersUnsent), so the client fails the ops in flight on it.
+Batch: server/router/op_stream.py (ops started as they arrive, each settled
+by its first answer where it can be, without a task; answers sent in batches
+as they complete).
 
 Thread-safety: one asyncio loop.
 """
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import time
 
@@ -29,9 +22,9 @@ import grpc
 from server.client.errors import FINAL_KEY, RETRY_AFTER_KEY
 from server.meta.catalog import check_split_keys
 from server.proto import kv_pb2, kv_pb2_grpc, meta_pb2
-from server.router.metrics import LATENCY, OPS, measured
+from server.router.metrics import measured
+from server.router.op_stream import OpStream
 from server.router.router import DEFAULT_DEADLINE, Router, RouterError, check_key, check_table
-from server.stream_writer import StreamWriter, stream_ended
 
 log = logging.getLogger(__name__)
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
@@ -170,122 +163,7 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     # ---------------------------------------------------------------- batches
     async def Batch(self, request_iterator, context):  # noqa: N802
-        loop = asyncio.get_running_loop()
-        handler = asyncio.current_task()
-        results: list[kv_pb2.OpResult] = []   # answered, not taken into a message yet
-        tasks: set[asyncio.Task] = set()
-        all_done: asyncio.Future | None = None
-        failure: list[BaseException] = []
-        cancelled_for_failure = False
-
-        def take() -> kv_pb2.OpResultBatch | None:
-            if not results:
-                return None
-            out = kv_pb2.OpResultBatch()
-            out.results.extend(results)
-            results.clear()
-            return out
-
-        def failed(exc: BaseException) -> None:
-            nonlocal cancelled_for_failure
-            if stream_ended(exc):
-                return   # the RPC ended under the send: gRPC ends this handler
-            failure.append(exc)   # answers can no longer go out on a live stream (a bug): end it with an error
-            if asyncio.current_task() is not handler:   # on the handler's own stack: raised after flushed()
-                cancelled_for_failure = True
-                handler.cancel()
-
-        # Answers are sent by the writer at the end of the loop round that
-        # completed them (server/stream_writer.py), as the nodes send theirs:
-        # no response generator, so no task switch before each send.
-        writer = StreamWriter(context.write, take, failed)
-
-        def finished(t: asyncio.Task) -> None:
-            tasks.discard(t)
-            if not t.cancelled():
-                results.append(t.result())   # _one never raises: errors are in the result
-                writer.kick_soon()
-            if not tasks and all_done is not None and not all_done.done():
-                all_done.set_result(None)
-
-        try:
-            async for batch in request_iterator:
-                for op in batch.ops:
-                    t = loop.create_task(self._one(op))
-                    tasks.add(t)
-                    t.add_done_callback(finished)
-            # The client half-closed: every op it sent is answered before the handler returns.
-            while tasks and not writer.closed:
-                all_done = loop.create_future()
-                await all_done
-            await writer.flushed()
-            if failure:
-                raise AnswersUnsent(f"this stream's answers could not be sent: {failure[0]!r}") from failure[0]
-        except asyncio.CancelledError:
-            if cancelled_for_failure and handler.uncancel() == 0:   # only our own cancel (failed): not the RPC's
-                raise AnswersUnsent(f"this stream's answers could not be sent: {failure[0]!r}") from failure[0]
-            raise
-        finally:
-            writer.close()
-            for t in tasks:
-                t.cancel()
-
-    async def _one(self, op: kv_pb2.Op) -> kv_pb2.OpResult:
-        out = kv_pb2.OpResult(id=op.id)
-        budget = op.timeout_ms / 1000 if op.timeout_ms else DEFAULT_DEADLINE
-        deadline = time.monotonic() + min(budget, DEFAULT_DEADLINE)
-        which = op.WhichOneof("op")
-        t0 = time.perf_counter()
-        try:
-            if which == "put":
-                p = op.put
-                out.seq = await self.router.write(p.table, p.key, p.value, if_seq=p.if_seq, if_absent=p.if_absent,
-                                                  request_id=p.request_id, retry=p.retry, deadline=deadline)
-            elif which == "delete":
-                d = op.delete
-                out.seq = await self.router.write(d.table, d.key, None, if_seq=d.if_seq, request_id=d.request_id,
-                                                  retry=d.retry, deadline=deadline)
-            elif which == "get":
-                resp = await self.router.get(op.get.table, op.get.key, deadline=deadline)
-                out.found, out.value, out.seq = resp.found, resp.value, resp.seq
-            else:
-                raise RouterError(grpc.StatusCode.INVALID_ARGUMENT, "op has none of put, get, delete")
-        except RouterError as err:
-            out.code = err.code.value[0]
-            out.message = err.message
-            out.retry_after_ms = err.retry_after_ms
-            out.final = err.final
-        except Exception as exc:  # noqa: BLE001 - a bug must still answer its op, not hang it
-            log.exception("op %d failed", op.id)
-            out.code = grpc.StatusCode.INTERNAL.value[0]
-            out.message = f"internal error: {exc}"
-        # Metrics after this loop round, not before the op's result joins its
-        # answer batch (as the nodes do, server/node/data_answers.py): 64 SDK
-        # clients through one router +1.4% and +2.5% (bench/RESULTS.md 2026-11-28 10:55).
-        asyncio.get_running_loop().call_soon(_record, which or "none", out.code, time.perf_counter() - t0)
-        return out
-
-
-class AnswersUnsent(Exception):
-    """A Batch stream's answers could not be sent while it lived: the handler
-    ends with this, so the RPC ends with an error and the client fails the
-    ops in flight on it (none waits for an answer never sent)."""
-
-
-def _record(op: str, code: int, seconds: float) -> None:
-    """One answered op in the router's metrics (the labelled children looked up once: labels() takes a lock)."""
-    _latency(op).observe(seconds)
-    _ops(op, code).inc()
-
-
-@functools.cache
-def _latency(op: str):
-    return LATENCY.labels(op)
-
-
-@functools.cache
-def _ops(op: str, code: int):
-    return OPS.labels(op, _CODE_NAMES.get(code, str(code)))
+        await OpStream(self.router, context.write).serve(request_iterator)
 
 
 def _page(rows, token: bytes) -> kv_pb2.ListResponse:

@@ -1,7 +1,12 @@
-"""The router's Batch stream (server/router/service.py, KVService.Batch): ops
-in, answers out as they complete, sent by a StreamWriter at the end of the
-loop round that completed them, every op answered exactly once before the
-handler returns, and answers that cannot be sent end the stream with an error."""
+"""The router's Batch stream (server/router/op_stream.py, served by KVService.Batch).
+
+A real Router with a real routing copy (table "t" in group 1, led by node 1)
+and a fake leader's DataClient whose answers the tests settle: ops start on
+the stack that read them and are settled by their first answer without a
+task; an op that needs more (a retry, a table this copy does not know) goes
+on in a task; answers leave as they complete, those of one loop round in one
+message; every op is answered exactly once before the handler returns; and
+answers that cannot be sent end the stream with an error."""
 from __future__ import annotations
 
 import asyncio
@@ -10,102 +15,179 @@ import grpc
 import pytest
 from grpc._cython.cygrpc import ExecuteBatchError
 
-from server.proto import kv_pb2
-from server.router.router import RouterError
-from server.router.service import AnswersUnsent, KVService
+from engine._native import write_batch
+from server.proto import data_pb2, kv_pb2, meta_pb2
+from server.router.op_stream import AnswersUnsent
+from server.router.router import Router
+from server.router.routing import Routing
+from server.router.service import KVService
 
 
-class _Router:
-    """A fake Router: each put's answer is a future the test settles (by key)."""
+class _Leader:
+    """A fake leader's DataClient: every request's answer is a future the test settles."""
 
     def __init__(self):
-        self.answers: dict[bytes, asyncio.Future] = {}
+        self.writes: list[data_pb2.WriteRequest] = []
+        self.answers: dict[bytes, list[asyncio.Future]] = {}   # key -> the answers of its attempts
 
-    async def write(self, table, key, value, **kwargs):
-        fut = self.answers.setdefault(key, asyncio.get_running_loop().create_future())
-        return await fut
+    def submit_write(self, req: data_pb2.WriteRequest) -> asyncio.Future:
+        self.writes.append(req)
+        (_kind, _tid, key, _value, _seq), = write_batch.decode(req.batch)
+        return self._answer(key)
 
-    async def get(self, table, key, *, deadline):
-        raise RouterError(grpc.StatusCode.NOT_FOUND, f"table {table!r} does not exist")
+    def submit_read(self, rg: int, table_id: int, key: bytes) -> asyncio.Future:
+        return self._answer(key)
+
+    def _answer(self, key: bytes) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        self.answers.setdefault(key, []).append(fut)
+        return fut
+
+    def ok(self, key: bytes, attempt: int = 0) -> None:
+        req = [r for r in self.writes if write_batch.decode(r.batch)[0][2] == key][attempt]
+        self.answers[key][attempt].set_result(data_pb2.WriteResponse(
+            id=req.id, code=data_pb2.OK, seqs=write_batch.seqs(req.batch, 0, 1), epoch=1, leader=1))
+
+
+def _router(leader: _Leader) -> Router:
+    r = Router(5, [])
+    rt = meta_pb2.RoutingTable(version=1)
+    rt.groups.add(rg=1, leader=1, epoch=1)
+    rt.tables.add(name="t", table_id=3).ranges.add(start=b"", rg=1)
+    rt.nodes.add(node_id=1, address="127.0.0.1:1")
+    r.routing = Routing(rt)
+    r._client = lambda node: leader
+
+    async def refresh(deadline):
+        return True   # the MM answered: the copy is current
+
+    r.refresh = refresh
+    return r
 
 
 class _Context:
     """A server context whose write completes in the next loop round, as gRPC's does."""
 
     def __init__(self, fail_with: BaseException | None = None):
-        self.sent: list[list[tuple[int, int, bytes]]] = []   # per message: (op id, code, seq)
+        self.sent: list[list[kv_pb2.OpResult]] = []
         self.fail_with = fail_with
 
     async def write(self, batch: kv_pb2.OpResultBatch) -> None:
         if self.fail_with is not None:
             raise self.fail_with
-        self.sent.append([(r.id, r.code, r.seq) for r in batch.results])
+        self.sent.append(list(batch.results))
         await asyncio.sleep(0)
 
 
-def _puts(*ids: int) -> kv_pb2.OpBatch:
-    return kv_pb2.OpBatch(ops=[kv_pb2.Op(id=i, put=kv_pb2.PutRequest(table="t", key=b"k%d" % i, value=b"v"))
-                               for i in ids])
+def _put(i: int, table: str = "t", timeout_ms: int = 0) -> kv_pb2.Op:
+    return kv_pb2.Op(id=i, timeout_ms=timeout_ms, put=kv_pb2.PutRequest(table=table, key=b"k%d" % i, value=b"v"))
 
 
-async def _ops(batches, more: asyncio.Future | None = None):
-    for b in batches:
-        yield b
+async def _ops(*batches: list[kv_pb2.Op], more: asyncio.Future | None = None):
+    for ops in batches:
+        yield kv_pb2.OpBatch(ops=ops)
     if more is not None:   # the client keeps its stream open
         await more
 
 
-def _seq(i: int) -> bytes:
-    return bytes(15) + bytes([i])
+async def _rounds(n: int = 10) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
-def test_answers_leave_as_they_complete_and_every_op_is_answered_before_the_handler_returns():
+def _serve(router: Router, ctx: _Context, ops) -> asyncio.Task:
+    return asyncio.ensure_future(KVService(router).Batch(ops, ctx))
+
+
+def test_ops_are_settled_by_their_first_answer_as_they_complete_and_all_before_the_handler_returns():
     async def run():
-        router, ctx = _Router(), _Context()
-        handler = asyncio.ensure_future(KVService(router).Batch(_ops([_puts(1, 2), _puts(3)]), ctx))
-        for _ in range(10):
-            await asyncio.sleep(0)
-        assert not handler.done()   # the client half-closed, but ops 1-3 are not answered yet
-        router.answers[b"k2"].set_result(_seq(2))
-        for _ in range(10):
-            await asyncio.sleep(0)
-        router.answers[b"k3"].set_result(_seq(3))
-        router.answers[b"k1"].set_result(_seq(1))
+        leader, ctx = _Leader(), _Context()
+        router = _router(leader)
+        handler = _serve(router, ctx, _ops([_put(1), _put(2)], [_put(3)]))
+        await _rounds()
+        assert len(leader.writes) == 3   # sent on the stacks that read them
+        assert not handler.done()        # the client half-closed, but nothing is answered yet
+        leader.ok(b"k2")
+        await _rounds()
+        leader.ok(b"k3")
+        leader.ok(b"k1")
         await asyncio.wait_for(handler, 5)
-        return ctx.sent
+        return ctx.sent, router
 
-    sent = asyncio.run(run())
-    assert sent == [[(2, 0, _seq(2))], [(3, 0, _seq(3)), (1, 0, _seq(1))]]
+    sent, router = asyncio.run(run())
+    assert [[(r.id, r.code) for r in message] for message in sent] == [[(2, 0)], [(3, 0), (1, 0)]]
+    assert all(len(r.seq) == 16 for message in sent for r in message)
+    assert router._inflight == {} and router.stats["retries"] == 0
 
 
 def test_ops_completed_in_one_loop_round_go_out_as_one_message():
     async def run():
-        router, ctx = _Router(), _Context()
-        handler = asyncio.ensure_future(KVService(router).Batch(_ops([_puts(*range(1, 9))]), ctx))
-        for _ in range(10):
-            await asyncio.sleep(0)
+        leader, ctx = _Leader(), _Context()
+        handler = _serve(_router(leader), ctx, _ops([_put(i) for i in range(1, 9)]))
+        await _rounds()
         for i in range(1, 9):
-            router.answers[b"k%d" % i].set_result(_seq(i))
+            leader.ok(b"k%d" % i)
         await asyncio.wait_for(handler, 5)
         return ctx.sent
 
     sent = asyncio.run(run())
-    assert len(sent) == 1 and sorted(op_id for op_id, _, _ in sent[0]) == list(range(1, 9))
+    assert len(sent) == 1 and sorted(r.id for r in sent[0]) == list(range(1, 9))
 
 
-def test_an_op_that_fails_is_answered_with_its_code_and_the_stream_goes_on():
+def test_an_op_whose_first_answer_leaves_a_retry_goes_on_in_a_task_under_the_same_request_id():
+    # OUTCOME_UNKNOWN naming a newer leader: retried at once, with the first
+    # attempt's seq as first_seq (it may have applied).
     async def run():
-        router, ctx = _Router(), _Context()
-        get = kv_pb2.Op(id=7, get=kv_pb2.GetRequest(table="gone", key=b"k"))
-        handler = asyncio.ensure_future(KVService(router).Batch(_ops([kv_pb2.OpBatch(ops=[get]), _puts(8)]), ctx))
-        for _ in range(10):
-            await asyncio.sleep(0)
-        router.answers[b"k8"].set_result(_seq(8))
+        leader, ctx = _Leader(), _Context()
+        handler = _serve(_router(leader), ctx, _ops([_put(1)]))
+        await _rounds()
+        leader.answers[b"k1"][0].set_result(data_pb2.WriteResponse(code=data_pb2.OUTCOME_UNKNOWN, leader=1, epoch=2))
+        await _rounds()
+        assert len(leader.writes) == 2
+        leader.ok(b"k1", attempt=1)
         await asyncio.wait_for(handler, 5)
-        return ctx.sent
+        return ctx.sent, leader.writes
 
-    answers = {op_id: code for message in asyncio.run(run()) for op_id, code, _ in message}
-    assert answers == {7: grpc.StatusCode.NOT_FOUND.value[0], 8: 0}
+    sent, writes = asyncio.run(run())
+    assert [(r.id, r.code) for r in sent[0]] == [(1, 0)]
+    assert writes[0].request_id == writes[1].request_id and not writes[0].first_seq
+    assert writes[1].first_seq == write_batch.seqs(writes[0].batch, 0, 1)
+
+
+def test_ops_that_fail_are_answered_with_their_code_and_the_stream_goes_on():
+    async def run():
+        leader, ctx = _Leader(), _Context()
+        bad_name = _put(7, table="no such/name")
+        unknown_table = kv_pb2.Op(id=8, get=kv_pb2.GetRequest(table="gone", key=b"k"))   # not in the copy: a task
+        final = _put(9)
+        handler = _serve(_router(leader), ctx, _ops([bad_name, unknown_table, final, _put(10)]))
+        await _rounds()
+        leader.answers[b"k9"][0].set_result(data_pb2.WriteResponse(code=data_pb2.FORGOTTEN))
+        leader.ok(b"k10")
+        await asyncio.wait_for(handler, 5)
+        return {r.id: r for message in ctx.sent for r in message}
+
+    answers = asyncio.run(run())
+    assert answers[7].code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "table name" in answers[7].message
+    assert answers[8].code == grpc.StatusCode.NOT_FOUND.value[0] and "gone" in answers[8].message
+    # A forgotten first attempt: UNKNOWN, final (the SDK must not retry it: kv.proto, OpResult.final).
+    assert answers[9].code == grpc.StatusCode.UNKNOWN.value[0] and answers[9].final
+    assert answers[10].code == 0
+
+
+def test_a_first_attempt_unanswered_at_the_ops_deadline_ends_unknown():
+    async def run():
+        leader, ctx = _Leader(), _Context()
+        router = _router(leader)
+        router._await_change = lambda deadline: asyncio.sleep(0)   # no routing change comes
+        handler = _serve(router, ctx, _ops([_put(1, timeout_ms=200)]))
+        await asyncio.wait_for(handler, 30)   # a hang is the failure
+        return ctx.sent, leader, router
+
+    sent, leader, router = asyncio.run(run())
+    assert [(r.id, r.code) for r in sent[0]] == [(1, grpc.StatusCode.UNKNOWN.value[0])]
+    assert len(leader.writes) == 1 and isinstance(leader.answers[b"k1"][0].exception(), TimeoutError)
+    assert router._inflight == {}
 
 
 def test_answers_that_cannot_be_sent_end_the_stream_with_an_error_not_a_silent_wait():
@@ -113,13 +195,10 @@ def test_answers_that_cannot_be_sent_end_the_stream_with_an_error_not_a_silent_w
     # handler must end with an error while the client keeps its stream open,
     # so the client's ops in flight fail instead of waiting for answers never sent.
     async def run():
-        loop = asyncio.get_running_loop()
-        router, ctx = _Router(), _Context(fail_with=ValueError("cannot send answer"))
-        more = loop.create_future()
-        handler = asyncio.ensure_future(KVService(router).Batch(_ops([_puts(1)], more), ctx))
-        for _ in range(10):
-            await asyncio.sleep(0)
-        router.answers[b"k1"].set_result(_seq(1))
+        leader, ctx = _Leader(), _Context(fail_with=ValueError("cannot send answer"))
+        handler = _serve(_router(leader), ctx, _ops([_put(1)], more=asyncio.get_running_loop().create_future()))
+        await _rounds()
+        leader.ok(b"k1")
         done, _ = await asyncio.wait([handler], timeout=5)
         if not done:
             handler.cancel()
@@ -135,29 +214,32 @@ def test_a_send_that_fails_because_the_rpc_ended_is_not_reported_as_unsent_answe
     # A client that cancels while the server's send is held by flow control:
     # gRPC's ExecuteBatchError is the stream's end, which gRPC handles.
     async def run():
-        router = _Router()
+        leader = _Leader()
         ctx = _Context(fail_with=ExecuteBatchError("Failed \"execute_batch\": (<grpc_call_error.GRPC_CALL_ERROR"
                                                    "_TOO_MANY_OPERATIONS>)"))
-        handler = asyncio.ensure_future(KVService(router).Batch(_ops([_puts(1)]), ctx))
-        for _ in range(10):
-            await asyncio.sleep(0)
-        router.answers[b"k1"].set_result(_seq(1))
+        handler = _serve(_router(leader), ctx, _ops([_put(1)]))
+        await _rounds()
+        leader.ok(b"k1")
         await asyncio.wait_for(handler, 5)
         return "ended"
 
     assert asyncio.run(run()) == "ended"
 
 
-def test_the_rpcs_cancel_cancels_the_ops_in_flight():
+def test_the_rpcs_cancel_gives_up_first_attempts_and_cancels_the_ops_tasks():
     async def run():
-        router, ctx = _Router(), _Context()
-        handler = asyncio.ensure_future(KVService(router).Batch(_ops([_puts(1)]), ctx))
-        for _ in range(10):
-            await asyncio.sleep(0)
+        leader, ctx = _Leader(), _Context()
+        router = _router(leader)
+        handler = _serve(router, ctx, _ops([_put(1), _put(2)]))
+        await _rounds()
+        leader.answers[b"k2"][0].set_result(data_pb2.WriteResponse(code=data_pb2.OUTCOME_UNKNOWN))
+        await _rounds()   # op 2 now waits for a routing change, in a task
         handler.cancel()
         with pytest.raises(asyncio.CancelledError):
             await handler
-        await asyncio.sleep(0)
-        return router.answers[b"k1"]
+        await _rounds()
+        return leader, router
 
-    assert asyncio.run(run()).cancelled()
+    leader, router = asyncio.run(run())
+    assert leader.answers[b"k1"][0].cancelled()   # given up: its late answer is dropped
+    assert len(leader.writes) == 2 and router._inflight == {}

@@ -126,8 +126,9 @@ def test_a_forgotten_retry_ends_unknown_at_once_without_more_attempts():
 
 
 def test_the_service_carries_a_final_unknown_to_the_client():
-    """KVService puts RouterError.final on the wire: OpResult.final in the
-    Batch stream, "quorumkv-final" trailing metadata on a unary call."""
+    """KVService puts RouterError.final on the wire: "quorumkv-final" trailing
+    metadata on a unary call (OpResult.final in the Batch stream:
+    tests/server/test_router_batch.py)."""
     from server.client.errors import FINAL_KEY
     from server.proto import kv_pb2
     from server.router.router import RouterError
@@ -154,14 +155,13 @@ def test_the_service_carries_a_final_unknown_to_the_client():
 
     async def go():
         service = KVService(_Router())
-        batch_result = await service._one(kv_pb2.Op(id=7, put=kv_pb2.PutRequest(table="t", key=b"k", value=b"v")))
         ctx = _Context()
-        with pytest.raises(_Aborted):
+        with pytest.raises(_Aborted) as aborted:
             await service.Delete(kv_pb2.DeleteRequest(table="t", key=b"k"), ctx)
-        return batch_result, ctx.trailing
+        return aborted.value.args, ctx.trailing
 
-    result, trailing = asyncio.run(go())
-    assert result.code == grpc.StatusCode.UNKNOWN.value[0] and result.final and result.message == "forgotten"
+    (code, message), trailing = asyncio.run(go())
+    assert code == grpc.StatusCode.UNKNOWN and message == "forgotten"
     assert (FINAL_KEY, "1") in trailing
 
 
