@@ -3,11 +3,13 @@
 Purpose: put, get and delete travel as `Op`s in `OpBatch` messages on the
 KV service's bidi `Batch` stream (server/proto/kv.proto). Any number of tasks
 call `BatchStream.call()` concurrently; each op gets a stream-unique id and a
-future; one sender (the request iterator gRPC pulls from) takes EVERYTHING
-queued each time the stream can take another message and sends it as one
-OpBatch (up to MAX_BATCH_OPS ops / MAX_BATCH_BYTES bytes, the rest in the
-next message at once). Under load N concurrent ops cost about one message; a
-lone op goes out at once (nothing waits for company, there is no timer).
+future; the call's StreamWriter (server/stream_writer.py) takes EVERYTHING
+queued at the end of the loop round that queued it, or when the send in
+flight completes, and sends it as one OpBatch (up to MAX_BATCH_OPS ops /
+MAX_BATCH_BYTES bytes, the rest in the next message at once), starting the
+send itself: no request generator, so no task switch before it. Under load
+N concurrent ops cost about one message; a lone op goes out at the end of
+its round (nothing waits for company, there is no timer).
 The reader matches each OpResult to its future by id.
 
 This is server/node/data_client.py's pattern, with one difference: each gRPC
@@ -35,6 +37,7 @@ Thread-safety: none; everything runs on the event loop of the first call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections import deque
 
@@ -50,6 +53,7 @@ from server.client.errors import (
 )
 from server.client.retry import classify
 from server.proto import kv_pb2, kv_pb2_grpc
+from server.stream_writer import StreamWriter
 
 MAX_BATCH_OPS = 1000
 MAX_BATCH_BYTES = 3 << 20     # below gRPC's default 4 MiB receive limit, whatever the router's settings
@@ -81,11 +85,11 @@ class _StreamCall:
     def __init__(self, stub: kv_pb2_grpc.KVStub, owner: BatchStream):
         self.queue: deque[_Pending] = deque()
         self.waiting: dict[int, _Pending] = {}
-        self.wakeup = asyncio.Event()
         self.ids = itertools.count(1)
         self.dead = False
         self.owner = owner
         self.call: grpc.aio.StreamStreamCall | None = None
+        self.writer: StreamWriter | None = None   # once the call has a transport
         self.task = asyncio.get_running_loop().create_task(self._run(stub), name="quorumkv-batch-stream")
 
     def enqueue(self, op: kv_pb2.Op, size: int, write: bool) -> _Pending:
@@ -93,7 +97,8 @@ class _StreamCall:
         pending = _Pending(op, size, write, asyncio.get_running_loop().create_future())
         self.waiting[op.id] = pending
         self.queue.append(pending)
-        self.wakeup.set()
+        if self.writer is not None:
+            self.writer.kick_soon()
         return pending
 
     def forget(self, pending: _Pending) -> None:
@@ -101,34 +106,33 @@ class _StreamCall:
         pending.abandoned = True
         self.waiting.pop(pending.op.id, None)
 
-    async def _batches(self):
-        try:                                         # (gRPC starts this generator after self.call is set)
-            await self.call.wait_for_connection()    # no op counts as sent before the call has a transport
-        except grpc.aio.AioRpcError:
-            return                                   # the reader sees the status and fails the ops, unsent
-        while True:
-            await self.wakeup.wait()
-            self.wakeup.clear()
-            while self.queue:
-                ops, size = [], 0
-                while self.queue and len(ops) < MAX_BATCH_OPS and (not ops or size + self.queue[0].size
-                                                                    <= MAX_BATCH_BYTES):
-                    pending = self.queue.popleft()
-                    if pending.abandoned:
-                        continue
-                    pending.sent = True
-                    ops.append(pending.op)
-                    size += pending.size
-                if not ops:
-                    break
-                self.owner.batches_sent += 1
-                self.owner.ops_sent += len(ops)
-                yield kv_pb2.OpBatch(ops=ops)
+    def _take(self) -> kv_pb2.OpBatch | None:
+        """The next OpBatch: everything queued, up to MAX_BATCH_OPS ops and
+        MAX_BATCH_BYTES bytes (StreamWriter's take, called as it hands the
+        message to gRPC: the ops in it count as sent from here, contract 3)."""
+        ops, size = [], 0
+        while self.queue and len(ops) < MAX_BATCH_OPS and (not ops or size + self.queue[0].size <= MAX_BATCH_BYTES):
+            pending = self.queue.popleft()
+            if pending.abandoned:
+                continue
+            pending.sent = True
+            ops.append(pending.op)
+            size += pending.size
+        if not ops:
+            return None
+        self.owner.batches_sent += 1
+        self.owner.ops_sent += len(ops)
+        return kv_pb2.OpBatch(ops=ops)
 
     async def _run(self, stub: kv_pb2_grpc.KVStub) -> None:
         call = None
         try:
-            call = self.call = stub.Batch(self._batches())
+            call = self.call = stub.Batch()
+            await call.wait_for_connection()   # no op counts as sent before the call has a transport
+            # Sends start at the end of the loop round that queued ops (kick_soon),
+            # without a request generator's task switch (server/stream_writer.py).
+            self.writer = StreamWriter(call.write, self._take, functools.partial(_cancel, call))
+            self.writer.kick()   # what was queued while connecting
             async for out in call:
                 for result in out.results:
                     pending = self.waiting.pop(result.id, None)
@@ -138,11 +142,15 @@ class _StreamCall:
         except grpc.aio.AioRpcError as exc:
             self._die(exc.code(), exc.details() or "", retry_after_ms_of(exc.trailing_metadata()))
         except asyncio.CancelledError:
-            self._die(grpc.StatusCode.CANCELLED, "the client was closed", 0)
-            raise
+            if asyncio.current_task().cancelling():
+                self._die(grpc.StatusCode.CANCELLED, "the client was closed", 0)
+                raise
+            self._die(grpc.StatusCode.UNAVAILABLE, "a send on the stream failed", 0)   # its writer cancelled the call
         except Exception as exc:             # e.g. grpc.aio.UsageError on a closed channel
             self._die(grpc.StatusCode.UNAVAILABLE, f"{type(exc).__name__}: {exc}", 0)
         finally:
+            if self.writer is not None:
+                self.writer.close()   # nothing more is taken into this call (contract 3)
             if call is not None:
                 call.cancel()
 
@@ -165,6 +173,11 @@ class _StreamCall:
                 exc = Unavailable(f"the Batch stream ended ({code.name}: {detail})",
                                   code=grpc.StatusCode.UNAVAILABLE, retry_after_ms=retry_after_ms)
             pending.future.set_exception(exc)
+
+
+def _cancel(call: grpc.aio.StreamStreamCall, _failure: BaseException) -> None:
+    """A send on `call` failed: end it, so its reader fails the call's ops."""
+    call.cancel()
 
 
 class BatchStream:
