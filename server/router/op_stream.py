@@ -12,7 +12,7 @@ answer future's done-callback (Router.*_verdict). Only an op that needs to
 wait (no route or leader known yet, a retry, a routing refresh) goes on in a
 task of its own (Router.finish_*). Under load nearly every op is settled by
 its first answer, and a task per op cost the router about 9% of its puts at
-64 SDK callers (bench/RESULTS.md, 2026-11-28 13:30 entry).
+64 SDK callers (bench/RESULTS.md, 2026-11-28 12:50 entry).
 
 How an answer leaves: a StreamWriter (server/stream_writer.py) sends what
 completed in a loop round at its end, and what completes while a send is in
