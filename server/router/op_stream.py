@@ -11,8 +11,8 @@ try_attempt: server/router/calls.py). The attempt's answer is judged in the
 answer future's done-callback (Router.*_verdict). Only an op that needs to
 wait (no route or leader known yet, a retry, a routing refresh) goes on in a
 task of its own (Router.finish_*). Under load nearly every op is settled by
-its first answer, and a task per op cost the router about 9% of its puts at
-64 SDK callers (bench/RESULTS.md, 2026-11-28 12:50 entry).
+its first answer; without a task per op, 64 SDK callers get about 6% more
+puts and gets through one router (bench/RESULTS.md, 2026-11-28 12:50 entry).
 
 How an answer leaves: a StreamWriter (server/stream_writer.py) sends what
 completed in a loop round at its end, and what completes while a send is in
