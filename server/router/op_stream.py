@@ -46,10 +46,12 @@ import grpc
 from server.proto import kv_pb2
 from server.router.calls import Attempt, ReadCall, Verdict, WriteCall
 from server.router.metrics import LATENCY, OPS
-from server.router.router import DEFAULT_DEADLINE, Router, RouterError
+from server.router.router import DEFAULT_DEADLINE, RETRY_AFTER_MS, Router, RouterError
 from server.stream_writer import StreamWriter, stream_ended
 
 log = logging.getLogger(__name__)
+MAX_ANSWER_BYTES = 4 << 20   # an answer message is cut after this many bytes of values (as the nodes cut theirs)
+ANSWER_OVERHEAD = 64         # bytes per OpResult beyond its value, for that cut
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
 
 
@@ -157,6 +159,13 @@ class OpStream:
             if isinstance(call, WriteCall):
                 return _filled(out, await self.router.finish_write(call, verdict))
             return _filled(out, await self.router.finish_read(call, verdict))
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():
+                raise   # the stream ended (_close): no answer
+            # A CancelledError from below, not a cancel of this op: it must
+            # still be answered (invariant 1), as one whose outcome is unknown.
+            log.error("op %d: a cancellation leaked into its task", out.id)
+            return _failed_result(out, _gave_up(call))
         except Exception as exc:  # noqa: BLE001 - as in _start
             return _failed_result(out, exc)
 
@@ -181,11 +190,19 @@ class OpStream:
 
     # ------------------------------------------------------------- the stream
     def _take(self) -> kv_pb2.OpResultBatch | None:
+        """The next message: the answers queued, cut after MAX_ANSWER_BYTES of
+        them (many large values completing together: several messages, each
+        far below a client's receive limit); the writer takes the rest next."""
         if not self._results:
             return None
+        results, size = self._results, 0
+        n = 0
+        while n < len(results) and size < MAX_ANSWER_BYTES:
+            size += len(results[n].value) + ANSWER_OVERHEAD
+            n += 1
         batch = kv_pb2.OpResultBatch()
-        batch.results.extend(self._results)
-        self._results.clear()
+        batch.results.extend(results[:n])
+        del results[:n]
         return batch
 
     def _failed(self, exc: BaseException) -> None:
@@ -227,6 +244,13 @@ def _failed_result(out: kv_pb2.OpResult, exc: Exception) -> kv_pb2.OpResult:
         out.code = grpc.StatusCode.INTERNAL.value[0]
         out.message = f"internal error: {exc}"
     return out
+
+
+def _gave_up(call: WriteCall | ReadCall) -> RouterError:
+    if isinstance(call, WriteCall):   # an attempt may be out: not final, a retry under its id may learn more
+        return RouterError(grpc.StatusCode.UNKNOWN, "the write's outcome is unknown: the router gave it up; "
+                           "read the key to see whether it was applied")
+    return RouterError(grpc.StatusCode.UNAVAILABLE, "the router gave the read up: retry", RETRY_AFTER_MS)
 
 
 def _unsent(cause: BaseException) -> AnswersUnsent:

@@ -84,7 +84,7 @@ def _raise_if_cancelled() -> None:
 
 class LeaderChanged(Exception):
     """An attempt's group got a leader of a newer epoch in the routing before
-    the attempt was answered (Router._attempt)."""
+    the attempt was answered (Router._send, _install)."""
 
 
 class RouterError(Exception):
@@ -264,6 +264,14 @@ class Router:
             call.cancel()
         except grpc.aio.AioRpcError as exc:
             log.debug("routing refresh failed: %s", exc.code())
+        except asyncio.CancelledError:
+            # grpc.aio raises CancelledError from a call cancelled locally: the
+            # watch loop closes the shared MM channel under this fetch whenever
+            # its own Watch ends (_watch). Not this task's cancellation: a
+            # failed fetch, not a cancellation of every call waiting on it.
+            if asyncio.current_task().cancelling():
+                raise
+            log.debug("routing refresh cancelled under it (its MM channel closed)")
         return False
 
     # ------------------------------------------------------------- operations
@@ -479,6 +487,7 @@ class Router:
             if verdict is None:
                 _raise_if_cancelled()
                 route = await self._route(call.table, call.key, call.deadline)
+                _raise_if_cancelled()   # 3.11's wait_for in refresh() drops a cancellation that came as the fetch ended
                 attempt = self._send(call, route)
                 if attempt is None:   # no leader known for the group yet
                     verdict = Verdict.WAIT
@@ -493,7 +502,6 @@ class Router:
                     if not isinstance(verdict, Verdict):
                         return verdict
             if verdict is not Verdict.WAIT:
-                self.stats["retries"] += 1
                 if verdict is Verdict.RECREATED:
                     if not await self._recreated(call.table, call.dropped_table_id, call.deadline):
                         raise RouterError(grpc.StatusCode.NOT_FOUND, f"table {call.table!r} was dropped before the "
@@ -504,6 +512,7 @@ class Router:
                         # under the id every router derives for it there (not sent by
                         # this call yet: only another call's attempt may be unknown).
                         call.first_seq = bytes(16) if call.retry else b""
+                self.stats["retries"] += 1
                 verdict = None
                 continue
             if time.monotonic() >= call.deadline:

@@ -243,3 +243,45 @@ def test_the_rpcs_cancel_gives_up_first_attempts_and_cancels_the_ops_tasks():
     leader, router = asyncio.run(run())
     assert leader.answers[b"k1"][0].cancelled()   # given up: its late answer is dropped
     assert len(leader.writes) == 2 and router._inflight == {}
+
+
+def test_many_large_answers_completing_together_go_out_in_messages_cut_at_the_answer_limit():
+    # Ten 1 MiB values answered in one round: one message would pass a
+    # client's receive limit; they go in several, each cut after 4 MiB.
+    from server.router.op_stream import MAX_ANSWER_BYTES
+
+    async def run():
+        leader, ctx = _Leader(), _Context()
+        gets = [kv_pb2.Op(id=i, get=kv_pb2.GetRequest(table="t", key=b"k%d" % i)) for i in range(1, 11)]
+        handler = _serve(_router(leader), ctx, _ops(gets))
+        await _rounds()
+        for i in range(1, 11):
+            leader.answers[b"k%d" % i][0].set_result(data_pb2.ReadResponse(code=data_pb2.OK, found=True,
+                                                                          value=bytes(1 << 20), seq=bytes(16)))
+        await asyncio.wait_for(handler, 5)
+        return ctx.sent
+
+    sent = asyncio.run(run())
+    assert sorted(r.id for message in sent for r in message) == list(range(1, 11))
+    assert len(sent) > 1 and all(sum(len(r.value) for r in message) <= MAX_ANSWER_BYTES + (1 << 20)
+                                 for message in sent)
+
+
+def test_a_cancellation_that_leaks_into_an_ops_task_still_answers_the_op():
+    # Not the stream's cancel: a CancelledError from below (e.g. a gRPC call
+    # cancelled under a refresh). The op is answered (invariant 1): a write
+    # UNKNOWN, a read UNAVAILABLE; the handler does not wait forever.
+    async def run():
+        leader, ctx = _Leader(), _Context()
+        router = _router(leader)
+
+        async def leaks(call, verdict=None):
+            raise asyncio.CancelledError()
+
+        router.finish_write = router.finish_read = leaks
+        unknown_table = kv_pb2.Op(id=1, get=kv_pb2.GetRequest(table="new", key=b"k"))   # not in the copy: a task
+        write = _put(2, table="new")
+        await asyncio.wait_for(_serve(router, ctx, _ops([unknown_table, write])), 5)
+        return {r.id: r.code for message in ctx.sent for r in message}
+
+    assert asyncio.run(run()) == {1: grpc.StatusCode.UNAVAILABLE.value[0], 2: grpc.StatusCode.UNKNOWN.value[0]}

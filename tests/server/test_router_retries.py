@@ -381,7 +381,7 @@ def test_a_call_cancelled_while_it_waits_for_a_routing_change_sends_nothing():
 
 @pytest.mark.parametrize("op", ["write", "get"])
 def test_an_attempt_unanswered_at_the_calls_deadline_ends_the_call_and_its_late_answer_is_dropped(op):
-    # The attempt's timer (Router._attempt) fails the answer's future at the
+    # The attempt's timer (Router._send) fails the answer's future at the
     # deadline: the call ends then (a write UNKNOWN: it may have applied; a
     # get UNAVAILABLE), and the future is done, so the DataClient drops the
     # answer if it comes later.
