@@ -19,6 +19,13 @@ rg_throughput.py's one-client row and this one, measured on the same
 machine at the same time (bench/RESULTS.md, 2026-11-27 11:50 entry). gRPC's
 settings match the nodes' (server/grpc_env.py, retries off).
 
+--learner: the client counts the copies itself, as a Paxos learner does:
+the leader answers as soon as its own copy is durable, each follower also
+acknowledges to the client (a stream the client opens to it), and a write is
+done once the leader's answer and one follower's acknowledgement are in. Three
+hops on the write's path instead of four, one more message per follower: what
+that shape could give quorumkv, before any protocol is written for it.
+
 Reported per run: writes/s, p50 latency, CPU microseconds per write of each
 process. Every process is started and ended here (by PID), files live in a
 temporary directory that is removed, and each run stops after --duration.
@@ -50,10 +57,12 @@ def _identity(b: bytes) -> bytes:
 
 
 def _handlers(**methods) -> grpc.GenericRpcHandler:
+    makers = {"stream_unary": grpc.stream_unary_rpc_method_handler,
+              "stream_stream": grpc.stream_stream_rpc_method_handler,
+              "unary_stream": grpc.unary_stream_rpc_method_handler}
     table = {}
     for name, (kind, fn) in methods.items():
-        make = grpc.stream_unary_rpc_method_handler if kind == "stream_unary" else grpc.stream_stream_rpc_method_handler
-        table[name] = make(fn, _identity, _identity)
+        table[name] = makers[kind](fn, _identity, _identity)
     return grpc.method_handlers_generic_handler(SERVICE, table)
 
 
@@ -96,6 +105,7 @@ async def _serve(handlers: grpc.GenericRpcHandler) -> grpc.aio.Server:
 async def follower(path: str, leader_port: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     link: _Link | None = None
+    learners: list[asyncio.Queue] = []   # --learner: clients that hear each acknowledgement too
 
     async def exchange(messages, context):
         nonlocal link
@@ -105,14 +115,26 @@ async def follower(path: str, leader_port: int) -> None:
             os.write(fd, data)
             os.fdatasync(fd)
             link.send(data[:8])   # the index: the acknowledgement
+            for q in learners:
+                q.put_nowait(data[:8])
         return b""
 
-    srv = await _serve(_handlers(Exchange=("stream_unary", exchange)))
+    async def acks(request, context):   # a learner's stream: every acknowledgement, as it is sent
+        q: asyncio.Queue = asyncio.Queue()
+        learners.append(q)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            learners.remove(q)
+
+    srv = await _serve(_handlers(Exchange=("stream_unary", exchange), Acks=("unary_stream", acks)))
     await srv.wait_for_termination()
 
 
-async def leader(path: str) -> None:
-    """Its followers' ports come on stdin after READY (they start after it, knowing its port)."""
+async def leader(path: str, learner: bool) -> None:
+    """Its followers' ports come on stdin after READY (they start after it, knowing its port).
+    `learner`: it answers once its own copy is durable; the client counts a follower's copy itself."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     links: list[_Link] = []
     durable: dict[int, int] = {}
@@ -121,7 +143,7 @@ async def leader(path: str) -> None:
 
     def count(index: int) -> None:   # one more copy of entry `index` is durable
         n = durable[index] = durable.get(index, 0) + 1
-        if n == 2:   # a majority of three: answer
+        if n == 2:   # a majority of three: answer (with --learner the client knows already)
             waiting.pop(index).set_result(None)
         elif n == 3:
             del durable[index]
@@ -147,7 +169,8 @@ async def leader(path: str) -> None:
             os.write(fd, entry)
             os.fdatasync(fd)
             count(index)
-            await done
+            if not learner:
+                await done
             yield entry[:8]
 
     followers_known = asyncio.Event()
@@ -158,8 +181,21 @@ async def leader(path: str) -> None:
     await srv.wait_for_termination()
 
 
-async def _client(port: int, duration_s: float) -> tuple[int, list[float]]:
+async def _client(port: int, duration_s: float, learn_from: list[int]) -> tuple[int, list[float]]:
+    """`learn_from`: followers' ports (--learner): a write is done once the
+    leader's answer and one follower's acknowledgement of it are in."""
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=OPTIONS)
+    acked = 0   # the highest index a follower acknowledged to us
+    acked_event = asyncio.Event()
+    learner_channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p}", options=OPTIONS) for p in learn_from]
+
+    async def learn(ch) -> None:
+        nonlocal acked
+        async for data in ch.unary_stream(f"/{SERVICE}/Acks", _identity, _identity)(b""):
+            acked = max(acked, struct.unpack("<Q", data)[0])
+            acked_event.set()
+
+    learners = [asyncio.get_running_loop().create_task(learn(ch)) for ch in learner_channels]
     queue: list[bytes] = []
     ready = asyncio.Event()
 
@@ -180,11 +216,20 @@ async def _client(port: int, duration_s: float) -> tuple[int, list[float]]:
             t0 = time.perf_counter()
             queue.append(payload)
             ready.set()
-            await asyncio.wait_for(answers.__anext__(), ANSWER_TIMEOUT_S)   # a dead process ends the run
+            answer = await asyncio.wait_for(answers.__anext__(), ANSWER_TIMEOUT_S)   # a dead process ends the run
+            if learn_from:
+                (index,) = struct.unpack("<Q", answer)
+                while acked < index:
+                    acked_event.clear()
+                    await asyncio.wait_for(acked_event.wait(), ANSWER_TIMEOUT_S)
             latencies.append(time.perf_counter() - t0)
     finally:
         call.cancel()
+        for t in learners:
+            t.cancel()
         await channel.close(grace=None)
+        for ch in learner_channels:
+            await ch.close(grace=None)
     return len(latencies), latencies
 
 
@@ -208,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--learner", action="store_true",
+                   help="the client counts the copies itself: the leader answers once its own copy is durable, "
+                        "the followers acknowledge to the client too (3 hops instead of 4)")
     p.add_argument("--role", choices=("leader", "follower"), help=argparse.SUPPRESS)
     p.add_argument("--file", help=argparse.SUPPRESS)
     p.add_argument("--leader-port", type=int, default=0, help=argparse.SUPPRESS)
@@ -221,14 +269,14 @@ def main(argv: list[str] | None = None) -> int:
         run(follower(args.file, args.leader_port))
         return 0
     if args.role == "leader":
-        run(leader(args.file))
+        run(leader(args.file, args.learner))
         return 0
 
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="qkv-floor-") as tmp:
         try:
-            leader_proc, leader_port = _start(["--role", "leader", "--file", os.path.join(tmp, "leader.log")],
-                                              stdin=subprocess.PIPE)
+            leader_proc, leader_port = _start(["--role", "leader", "--file", os.path.join(tmp, "leader.log")]
+                                              + (["--learner"] if args.learner else []), stdin=subprocess.PIPE)
             procs.append(leader_proc)
             follower_ports = []
             for i in (1, 2):
@@ -243,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpu0 = [_cpu_seconds(proc.pid) for proc in procs]
                 client0 = time.process_time()
                 t0 = time.perf_counter()
-                n, lat = run(_client(leader_port, args.duration))
+                n, lat = run(_client(leader_port, args.duration, follower_ports if args.learner else []))
                 elapsed = time.perf_counter() - t0
                 per_write = [(_cpu_seconds(proc.pid) - c) / n * 1e6 for proc, c in zip(procs, cpu0)]
                 client = (time.process_time() - client0) / n * 1e6
