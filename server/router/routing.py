@@ -20,6 +20,12 @@ so a table costs 12 bytes plus its name, a range 8 plus its start key, an RG
 20 (bench/routing_memory.py measures it). Lookups are binary searches over
 the blobs (O(log n) slices).
 
+Every request looks up its route: the tables and routes used last are kept
+in two small dicts (at most ROUTE_CACHE_ENTRIES each, emptied when full and
+when a leader moves), a constant beyond the per-table sizes above, so a hot
+table costs one dict lookup, not two binary searches in Python and a new
+Route object.
+
 Thread-safety: one event loop uses it. Immutable once built, except that a
 leader named in a node's answer may move a group to a newer epoch (with_leader);
 the router swaps in a new Routing for every update from the MM.
@@ -78,6 +84,9 @@ class NoSuchTable(KeyError):
     pass
 
 
+ROUTE_CACHE_ENTRIES = 4096
+
+
 class Routing:
     def __init__(self, rt: meta_pb2.RoutingTable | None = None):
         rt = rt or meta_pb2.RoutingTable()
@@ -102,6 +111,8 @@ class Routing:
         self._epochs = array("Q", (g.epoch for g in groups))
         self._range_group = array("I", (bisect_left(self._rg_ids, rg) for rg in rgs))
         self.nodes = {n.node_id: n.address for n in rt.nodes}
+        self._table_cache: dict[str, int] = {}   # table name -> table index
+        self._route_cache: dict[int, Route] = {}  # range index -> its Route (leaders as of now)
 
     # ---------------------------------------------------------------- lookups
     def _table_index(self, table: str) -> int:
@@ -129,10 +140,21 @@ class Routing:
 
     def route(self, table: str, key: bytes) -> Route:
         """The range holding `key`. Raises NoSuchTable."""
-        t = self._table_index(table)
+        t = self._table_cache.get(table)
+        if t is None:
+            t = self._table_index(table)
+            if len(self._table_cache) >= ROUTE_CACHE_ENTRIES:
+                self._table_cache.clear()
+            self._table_cache[table] = t
         lo, hi = self._first_range[t], self._first_range[t + 1]
-        r = self._starts.bisect_right(key, lo, hi) - 1
-        return self._route(t, max(r, lo))
+        r = lo if hi - lo == 1 else max(self._starts.bisect_right(key, lo, hi) - 1, lo)
+        route = self._route_cache.get(r)
+        if route is None:
+            route = self._route(t, r)
+            if len(self._route_cache) >= ROUTE_CACHE_ENTRIES:
+                self._route_cache.clear()
+            self._route_cache[r] = route
+        return route
 
     def ranges(self, table: str) -> list[Route]:
         t = self._table_index(table)
@@ -153,6 +175,7 @@ class Routing:
             return False
         self._leaders[g] = leader
         self._epochs[g] = epoch
+        self._route_cache.clear()   # routes carry their group's leader and epoch
         return True
 
     def nbytes(self) -> int:
