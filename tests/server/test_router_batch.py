@@ -285,3 +285,31 @@ def test_a_cancellation_that_leaks_into_an_ops_task_still_answers_the_op():
         return {r.id: r.code for message in ctx.sent for r in message}
 
     assert asyncio.run(run()) == {1: grpc.StatusCode.UNAVAILABLE.value[0], 2: grpc.StatusCode.UNKNOWN.value[0]}
+
+
+def test_every_answered_op_is_counted_by_code_and_timed():
+    # Recorded after the loop round that answered them.
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, labels: dict) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    def samples():
+        return (sample("quorumkv_router_ops_total", {"op": "put", "code": "OK"}),
+                sample("quorumkv_router_ops_total", {"op": "put", "code": "INVALID_ARGUMENT"}),
+                sample("quorumkv_router_latency_seconds_count", {"op": "put"}))
+
+    before = samples()
+
+    async def run():
+        leader, ctx = _Leader(), _Context()
+        handler = _serve(_router(leader), ctx, _ops([_put(1), _put(2), _put(3, table="no such/name")], [_put(4)]))
+        await _rounds()
+        for i in (1, 2, 4):
+            leader.ok(b"k%d" % i)
+        await asyncio.wait_for(handler, 5)
+        await asyncio.sleep(0)   # the round after the last answer
+
+    asyncio.run(run())
+    after = samples()
+    assert [a - b for a, b in zip(after, before)] == [3, 1, 4]
