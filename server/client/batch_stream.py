@@ -110,6 +110,8 @@ class _StreamCall:
         """The next OpBatch: everything queued, up to MAX_BATCH_OPS ops and
         MAX_BATCH_BYTES bytes (StreamWriter's take, called as it hands the
         message to gRPC: the ops in it count as sent from here, contract 3)."""
+        if self.call.done():   # its write() would raise before handing anything over: they stay unsent
+            return None
         ops, size = [], 0
         while self.queue and len(ops) < MAX_BATCH_OPS and (not ops or size + self.queue[0].size <= MAX_BATCH_BYTES):
             pending = self.queue.popleft()
@@ -124,15 +126,27 @@ class _StreamCall:
         self.owner.ops_sent += len(ops)
         return kv_pb2.OpBatch(ops=ops)
 
+    async def _connect(self, call: grpc.aio.StreamStreamCall) -> None:
+        """Start the call's writer once it has a transport (contract 3). If it
+        ends first, the reader sees that and fails the ops, unsent: grpc.aio's
+        wait_for_connection() never returns for a call cancelled before its
+        headers went out (Channel.close()), so it must not block the reader."""
+        try:
+            await call.wait_for_connection()
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            return
+        if self.dead:
+            return
+        # Sends start at the end of the loop round that queued ops (kick_soon),
+        # without a request generator's task switch (server/stream_writer.py).
+        self.writer = StreamWriter(call.write, self._take, functools.partial(_cancel, call))
+        self.writer.kick()   # what was queued while connecting
+
     async def _run(self, stub: kv_pb2_grpc.KVStub) -> None:
-        call = None
+        call = connecting = None
         try:
             call = self.call = stub.Batch()
-            await call.wait_for_connection()   # no op counts as sent before the call has a transport
-            # Sends start at the end of the loop round that queued ops (kick_soon),
-            # without a request generator's task switch (server/stream_writer.py).
-            self.writer = StreamWriter(call.write, self._take, functools.partial(_cancel, call))
-            self.writer.kick()   # what was queued while connecting
+            connecting = asyncio.get_running_loop().create_task(self._connect(call))
             async for out in call:
                 for result in out.results:
                     pending = self.waiting.pop(result.id, None)
@@ -149,6 +163,8 @@ class _StreamCall:
         except Exception as exc:             # e.g. grpc.aio.UsageError on a closed channel
             self._die(grpc.StatusCode.UNAVAILABLE, f"{type(exc).__name__}: {exc}", 0)
         finally:
+            if connecting is not None:
+                connecting.cancel()
             if self.writer is not None:
                 self.writer.close()   # nothing more is taken into this call (contract 3)
             if call is not None:
@@ -217,3 +233,5 @@ class BatchStream:
         if self._call is not None and not self._call.task.done():
             self._call.task.cancel()
             await asyncio.gather(self._call.task, return_exceptions=True)
+            if not self._call.dead:   # cancelled before it started: _run's handlers never ran
+                self._call._die(grpc.StatusCode.CANCELLED, "the client was closed", 0)

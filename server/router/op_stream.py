@@ -50,7 +50,7 @@ from server.router.router import DEFAULT_DEADLINE, RETRY_AFTER_MS, Router, Route
 from server.stream_writer import StreamWriter, stream_ended
 
 log = logging.getLogger(__name__)
-MAX_ANSWER_BYTES = 4 << 20   # an answer message is cut after this many bytes of values (as the nodes cut theirs)
+MAX_ANSWER_BYTES = 3 << 20   # an answer message holds at most this many bytes of values (the SDK's requests: 3 MiB)
 ANSWER_OVERHEAD = 64         # bytes per OpResult beyond its value, for that cut
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
 
@@ -190,15 +190,18 @@ class OpStream:
 
     # ------------------------------------------------------------- the stream
     def _take(self) -> kv_pb2.OpResultBatch | None:
-        """The next message: the answers queued, cut after MAX_ANSWER_BYTES of
-        them (many large values completing together: several messages, each
-        far below a client's receive limit); the writer takes the rest next."""
+        """The next message: the answers queued, as many as fit MAX_ANSWER_BYTES
+        (at least one: a value is at most 1 MiB), so many large values
+        completing together go in several messages, each below gRPC's default
+        4 MiB receive limit; the writer takes the rest next."""
         if not self._results:
             return None
         results, size = self._results, 0
         n = 0
-        while n < len(results) and size < MAX_ANSWER_BYTES:
+        while n < len(results):
             size += len(results[n].value) + ANSWER_OVERHEAD
+            if n and size > MAX_ANSWER_BYTES:
+                break
             n += 1
         batch = kv_pb2.OpResultBatch()
         batch.results.extend(results[:n])

@@ -22,9 +22,11 @@ the blobs (O(log n) slices).
 
 Every request looks up its route: the tables and routes used last are kept
 in two small dicts (at most ROUTE_CACHE_ENTRIES each, emptied when full and
-when a leader moves), a constant beyond the per-table sizes above, so a hot
-table costs one dict lookup, not two binary searches in Python and a new
-Route object.
+when a leader moves), so a hot table costs one dict lookup, not two binary
+searches in Python and a new Route object. A bounded cost beyond the
+per-table sizes above: a cached Route holds copies of its start and end keys,
+so at most 1,024 x 2 x 4 KiB (8 MiB) with the longest keys, a few hundred KiB
+with typical ones.
 
 Thread-safety: one event loop uses it. Immutable once built, except that a
 leader named in a node's answer may move a group to a newer epoch (with_leader);
@@ -84,7 +86,7 @@ class NoSuchTable(KeyError):
     pass
 
 
-ROUTE_CACHE_ENTRIES = 4096
+ROUTE_CACHE_ENTRIES = 1024
 
 
 class Routing:

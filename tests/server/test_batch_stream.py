@@ -6,12 +6,15 @@ they were sent."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 
+import grpc
 import pytest
 
 from server.client.batch_stream import BatchStream
 from server.client.errors import OutcomeUnknown, Unavailable
-from server.proto import kv_pb2
+from server.proto import kv_pb2, kv_pb2_grpc
 
 _CANCELLED = object()
 
@@ -25,6 +28,9 @@ class _Call:
         self.written: list[kv_pb2.OpBatch] = []
         self.fail_write = fail_write
         self.answers: asyncio.Queue = asyncio.Queue()
+
+    def done(self) -> bool:
+        return False
 
     async def wait_for_connection(self) -> None:
         await self.connected
@@ -144,3 +150,127 @@ def test_ops_queued_in_one_loop_round_go_out_as_one_message(ops):
         return [len(b.ops) for b in call.written]
 
     assert asyncio.run(run()) == [1, ops]
+
+
+# Found by the review of f00031e (the first a regression of it, the other two older).
+def test_ops_of_a_call_the_channel_cancels_while_connecting_fail_unavailable_at_once():
+    # A router that accepts TCP but never speaks HTTP/2: the Batch call stays
+    # connecting. grpc.aio's Channel.close() (AsyncClient.close() does it)
+    # cancels the call; grpc.aio then never sets the call's "metadata sent"
+    # event, so _run's `await call.wait_for_connection()` never returns and
+    # the op waits for its own deadline (DeadlineExceeded, or forever with no
+    # timeout) instead of failing Unavailable (contract 3). Before f00031e
+    # the reader saw the cancellation at once.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    silent.setblocking(False)
+    accepted = []
+
+    async def run():
+        channel = grpc.aio.insecure_channel("127.0.0.1:%d" % silent.getsockname()[1])
+        stream = BatchStream(kv_pb2_grpc.KVStub(channel))
+        op = asyncio.ensure_future(stream.call(_put(b"k"), 10, True, 3.0))
+        try:
+            conn, _ = await asyncio.wait_for(asyncio.get_running_loop().sock_accept(silent), 5)
+            accepted.append(conn)                    # the call is connecting, the op queued on it
+            await channel.close()
+            t0 = time.monotonic()
+            with pytest.raises(Unavailable):
+                await op
+            assert time.monotonic() - t0 < 1.0
+            done, _ = await asyncio.wait([stream._call.task], timeout=1)
+            assert done                              # no task left waiting forever
+        finally:
+            await stream.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        for conn in accepted:
+            conn.close()
+        silent.close()
+
+
+def test_close_right_after_an_op_opened_a_call_fails_the_op_at_once():
+    # Pre-existing (same in f00031e~1): close() cancels the call's task before
+    # it ever ran, so _run's handlers (and _die) never run: the queued op waits
+    # for its deadline instead of failing Unavailable.
+    class _Stub:
+        def Batch(self):  # noqa: N802
+            raise AssertionError("never reached: the task was cancelled before it started")
+
+    async def run():
+        stream = BatchStream(_Stub())
+        op = asyncio.ensure_future(stream.call(_put(b"k"), 10, True, 2.0))
+        await asyncio.sleep(0)                       # op queued, the call's task created, not started
+        await stream.close()
+        t0 = time.monotonic()
+        with pytest.raises(Unavailable):
+            await op
+        assert time.monotonic() - t0 < 0.5
+
+    asyncio.run(run())
+
+
+def test_a_write_taken_after_the_call_ended_but_before_its_reader_saw_it_is_unsent():
+    # Pre-existing (the old generator did the same), low severity: the router
+    # ended the stream (the call is done: grpc.aio's write() raises
+    # InvalidStateError before handing anything to gRPC) but the reader has
+    # not run yet. An op queued in that window is taken, marked sent, and the
+    # write fails with OutcomeUnknown although it never left (contract 3 says
+    # Unavailable).
+    class _EndedCall:
+        def __init__(self):
+            self.finished = False
+            self.written = []
+            self.answers: asyncio.Queue = asyncio.Queue()
+
+        def done(self):
+            return self.finished
+
+        async def wait_for_connection(self):
+            return None
+
+        async def write(self, batch):
+            if self.finished:
+                raise asyncio.InvalidStateError("RPC already finished.")
+            self.written.append(batch)
+
+        def cancel(self):
+            return False
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            item = await self.answers.get()
+            if item is None:
+                raise StopAsyncIteration
+            return item
+
+    class _Stub:
+        def __init__(self, call):
+            self.call = call
+
+        def Batch(self):  # noqa: N802
+            return self.call
+
+    async def run():
+        call = _EndedCall()
+        stream = BatchStream(_Stub(call))
+        first = asyncio.ensure_future(stream.call(_put(b"a"), 10, True, 5))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        call.answers.put_nowait(kv_pb2.OpResultBatch(results=[kv_pb2.OpResult(id=call.written[0].ops[0].id)]))
+        await first
+        call.finished = True                          # the router's status arrived ...
+        late = asyncio.ensure_future(stream.call(_put(b"b"), 10, True, 5))
+        for _ in range(3):
+            await asyncio.sleep(0)                    # ... its op queued and flushed ...
+        call.answers.put_nowait(None)                 # ... before the reader sees the end
+        with pytest.raises(Unavailable):
+            await late
+        assert [len(b.ops) for b in call.written] == [1]
+
+    asyncio.run(run())
