@@ -8,7 +8,9 @@ leases with every node's clock running at its own rate. sim/checker.py asserts a
 every step that no committed entry is lost or changed, that all replicas apply
 the same sequence, that at most one replica leads an epoch, that what a leader
 commits or acknowledges is durable on a quorum, and that every served read
-reflects every write committed before it arrived (a deposed leader included).
+reflects every write committed before it arrived (a deposed leader included),
+and that what a client counting commits itself (a learner, rule 6) counts
+committed is never lost.
 Each run ends healed and must converge.
 
 Replay one seed:  QUORUMKV_SIM_SEED=123 QUORUMKV_SIM_MEMBERS=5 pytest tests/server/test_replication_sim.py -k replay
@@ -58,7 +60,8 @@ def test_random_schedules(members: int, first: int) -> None:
     stats = _run(members, range(first, first + CHUNK), STEPS)
     # The schedules must keep exercising what they are meant to check.
     total = {k: sum(getattr(s, k) for s in stats) for k in ("elections", "writes_acknowledged", "reads_served",
-                                                             "snapshots_installed", "replacements")}
+                                                             "snapshots_installed", "replacements",
+                                                             "learner_commits")}
     assert all(v > 0 for v in total.values()), total
 
 

@@ -9,6 +9,13 @@
      quorum of its config (disks checked); every match index it counts is on
      that member's disk.
   5. A served read reflects every write committed anywhere before it arrived.
+  6. The client as a learner (server/replication/README.md, "Not covered
+     yet"; not built): a client that hears a leader's entry of its epoch
+     durable on the leader, and acknowledgements of that epoch at or past its
+     index from followers that make a quorum of the leader's config with it,
+     counts the entry committed. Such an entry must never be lost or changed:
+     the first apply of its index anywhere must be that epoch's entry. (Its
+     read rule is not checked: reads are served as today.)
 """
 from __future__ import annotations
 
@@ -43,12 +50,21 @@ class Checker:
         self.writes_acknowledged = 0
         self.snapshots_installed = 0
         self._durable_commit: dict[tuple[int, int], int] = {}  # (leader, epoch) -> commit checked
+        # 6: the learner's view. (epoch, index) -> (leader, config) of entries durable on their leader
+        # and not counted yet; epoch -> {follower: highest index it acknowledged in that epoch}.
+        self._learner_pending: dict[tuple[int, int], tuple[int, object]] = {}
+        self._learner_acks: dict[int, dict[int, int]] = {}
+        self.learner_committed: dict[int, int] = {}   # index -> epoch the learner counted committed
 
     def fail(self, what: str) -> None:
         raise SafetyViolation(what)
 
     # ------------------------------------------------------------ 1, 2: applies
     def on_apply(self, node: SimNode, e: Entry, app: KVStateMachine) -> None:
+        counted = self.learner_committed.get(e.index)
+        if counted is not None and counted != e.epoch:
+            self.fail(f"6: a learner counted {counted}.{e.index} committed, but node {node.id} applied "
+                      f"{e.epoch}.{e.index} there")
         record = (e.epoch, e.kind, e.payload, app.digest)
         known = self.committed.setdefault(e.index, record)
         if known != record:
@@ -61,6 +77,32 @@ class Checker:
         if known is None or known[3] != app.digest:
             self.fail(f"2: node {node.id} installed a snapshot at {app.applied_index} whose digest {app.digest} "
                       f"is not the committed one {known}")
+
+    # ---------------------------------------------------------- 6: learner
+    def on_leader_durable(self, node: SimNode, entries, config) -> None:
+        """A leader's own entries of its epoch are on its disk: it would answer a learner now."""
+        for e in entries:
+            if e.epoch == node.replica.epoch:
+                self._learner_pending[(e.epoch, e.index)] = (node.id, config)
+        self._learner_count()
+
+    def on_ack_to_learner(self, ack) -> None:
+        """A follower's ACCEPTED acknowledgement, as a learner would get it."""
+        acks = self._learner_acks.setdefault(ack.epoch, {})
+        if ack.index > acks.get(ack.sender, 0):
+            acks[ack.sender] = ack.index
+        self._learner_count()
+
+    def _learner_count(self) -> None:
+        for (epoch, index), (leader, config) in list(self._learner_pending.items()):
+            holders = {leader} | {m for m, i in self._learner_acks.get(epoch, {}).items() if i >= index}
+            if not has_quorum(config, holders):
+                continue
+            del self._learner_pending[(epoch, index)]
+            known = self.committed.get(index)
+            if known is not None and known[0] != epoch:
+                self.fail(f"6: a learner counts {epoch}.{index} committed, but {known[0]}.{index} was applied")
+            self.learner_committed[index] = epoch
 
     # ------------------------------------------------------------- 4: writes
     def on_write_acknowledged(self, node: SimNode, e: Entry) -> None:

@@ -10,6 +10,7 @@ import random
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
+from server.replication.messages import AppendAck, AppendResult, Role
 from server.replication.options import ReplicaOptions
 from server.replication.ready import Ready
 from server.replication.replica import Replica
@@ -103,10 +104,14 @@ class SimNode:
         if c.trace is not None:
             self._trace_persist(rd)
         installed = self.store.persist(rd)
+        if r.role is Role.LEADER and rd.entries and r.config is not None:
+            c.checker.on_leader_durable(self, rd.entries, r.config)   # what it would answer a learner now
         if crash_at is CrashPoint.AFTER_PERSIST:
             self.crash()
             return
         for m in rd.messages_after_persist:
+            if isinstance(m, AppendAck) and m.result is AppendResult.ACCEPTED:
+                c.checker.on_ack_to_learner(m)   # the copy a learner would get, the moment it is sent
             c.send(m)
         app = self.app
         assert app is not None

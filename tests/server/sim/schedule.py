@@ -54,6 +54,7 @@ class RunStats:
     reads_failed: int
     snapshots_installed: int
     messages: int
+    learner_commits: int = 0   # entries a learner client counted committed (checker rule 6)
 
 
 def random_options(rng: random.Random) -> ReplicaOptions:
@@ -118,7 +119,8 @@ def run_schedule(seed: int, members: int = 3, steps: int = 300, spares: int = 1,
     cluster.final_check()
     c = cluster.checker
     return RunStats(seed, steps, c.max_commit, cluster.mm.elections, cluster.mm.replacements,
-                    c.writes_acknowledged, c.reads_served, c.reads_failed, c.snapshots_installed, cluster.net.sent)
+                    c.writes_acknowledged, c.reads_served, c.reads_failed, c.snapshots_installed, cluster.net.sent,
+                    len(c.learner_committed))
 
 
 def _do(cluster: Cluster, action: str, rng: random.Random, nodes: list) -> None:
