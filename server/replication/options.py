@@ -89,6 +89,15 @@ class ReplicaOptions:
     a quorum either way, so this only moves when the extra copies are made:
     in batches, at a fraction of the messages, fsyncs and CPU per write."""
 
+    learner_reads: bool = False
+    """Reads that a client counting commits itself (a learner: README "Not
+    covered yet") cannot outrun: a read's index is the leader's last log
+    index at its arrival (R1), not its commit index, so it waits until every
+    entry proposed before it is committed and applied, also under the lease
+    (LL4). A learner may know an entry committed before the leader does; a
+    read after that must still see it. The price: a read waits for the writes
+    in flight when it arrived. Off: nothing counts commits but the leader."""
+
     max_apply_entries: int | None = None
     """At most this many committed entries per Ready (None: all), to bound one apply step."""
 

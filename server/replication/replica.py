@@ -206,12 +206,18 @@ class Replica:
         self._last_busy_tick = self._ticks
         deadline = self._ticks + self._opts.read_timeout_ticks
         if self._role is Role.LEADER and self._lease.holds(self._now):   # LL4: no round needed
-            self._reads.add_confirmed(request_id, self._log.commit_index, deadline)
+            self._reads.add_confirmed(request_id, self._arrival_index(), deadline)
             self.reads_by_lease += 1
             return
         self.reads_by_round += 1
-        read_index = self._log.commit_index if self._role is Role.LEADER else None
+        read_index = self._arrival_index() if self._role is Role.LEADER else None
         self._reads.add(request_id, read_index, deadline)
+
+    def _arrival_index(self) -> int:
+        """R1: a read's index, from the moment it arrived: the commit index, or
+        with learner_reads the last log index (what a learner may already know
+        committed: ReplicaOptions.learner_reads)."""
+        return self._log.last_index if self._opts.learner_reads else self._log.commit_index
 
     def snapshot_chunk(self, member: int, snapshot_index: int, offset: int, data: bytes, done: bool) -> None:
         """The node's answer to a SnapshotRequest (S2): chunk `offset` of its
@@ -308,6 +314,10 @@ class Replica:
                 self._adopt_epoch(msg.epoch)  # E4
             self._handlers[self._role](msg)
         self._check()
+
+    @property
+    def options(self) -> ReplicaOptions:
+        return self._opts
 
     def has_ready(self) -> bool:
         """True when ready() would return work (cheap; no side effects)."""
@@ -592,7 +602,7 @@ class Replica:
         self._log.commit_to(index)
         if self._role is Role.LEADER_ELECT and index >= self._noop_index:
             self._role = Role.LEADER  # M5
-            self._reads.assign_read_index(index)
+            self._reads.assign_read_index(self._arrival_index())
         self._confirm_reads()
         rep.send_commits()
 

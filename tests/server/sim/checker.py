@@ -14,8 +14,9 @@
      durable on the leader, and acknowledgements of that epoch at or past its
      index from followers that make a quorum of the leader's config with it,
      counts the entry committed. Such an entry must never be lost or changed:
-     the first apply of its index anywhere must be that epoch's entry. (Its
-     read rule is not checked: reads are served as today.)
+     the first apply of its index anywhere must be that epoch's entry. With
+     ReplicaOptions.learner_reads (the read rule such clients need), rule 5
+     also counts what a learner counted committed before a read arrived.
 """
 from __future__ import annotations
 
@@ -129,7 +130,12 @@ class Checker:
     # -------------------------------------------------------------- 5: reads
     def on_read_issued(self, node: SimNode, request_id: Hashable) -> None:
         self.observe_commits()
-        self.read_bounds[(node.id, request_id)] = self.max_commit
+        bound = self.max_commit
+        r = node.replica
+        if r is not None and r.options.learner_reads and self.learner_committed:
+            # 6: a client may know of these commits before any replica does.
+            bound = max(bound, max(self.learner_committed))
+        self.read_bounds[(node.id, request_id)] = bound
 
     def on_read_served(self, node: SimNode, rs: ReadState, app: KVStateMachine) -> None:
         self.reads_served += 1

@@ -11,6 +11,7 @@ may be compacted), and ticks send no status reports to the MM.
                    rates vs real time; nodes with another lease (0: off, as an older binary)
                    [idle=N] [idle-after=N]   idle heartbeats (ReplicaOptions.idle_heartbeat_ticks)
                    [trailing=N]   quorum-first sending (ReplicaOptions.trailing_batch_entries)
+                   [learner-reads=1]   read index = last index at arrival (ReplicaOptions.learner_reads)
     elect [promisers=1,2]       MM: new epoch; deliver only MM traffic (requests to
                                 non-promisers dropped) until the appointment is in
     set-config voters=.. [outgoing=..] [learners=..]   MM's config for the next epoch
@@ -112,7 +113,7 @@ class ScenarioEnv:
             snapshot_retry_ticks=int(kw.get("snapshot-retry", 8)), read_timeout_ticks=int(kw.get("read-timeout", 10)),
             lease_ns=int(kw.get("lease", 0)) * 1_000_000, idle_heartbeat_ticks=int(kw.get("idle", 0)),
             idle_after_ticks=int(kw.get("idle-after", 20)), trailing_batch_entries=int(kw.get("trailing", 0)),
-            check_quorum_ticks=int(kw.get("check-quorum", 0)))
+            check_quorum_ticks=int(kw.get("check-quorum", 0)), learner_reads=kw.get("learner-reads") == "1")
         rates = {int(i): float(r) for i, r in _pairs(kw.get("rates", ""))}
         node_options = {int(i): replace(options, lease_ns=int(ms) * 1_000_000)
                         for i, ms in _pairs(kw.get("leases", ""))}

@@ -60,7 +60,8 @@ class RunStats:
 def random_options(rng: random.Random) -> ReplicaOptions:
     return ReplicaOptions(heartbeat_ticks=rng.choice([1, 2, 3]), retransmit_ticks=rng.choice([3, 5, 8]),
                           max_inflight_appends=rng.choice([1, 2, 4]), max_append_entries=rng.choice([1, 3, 64]),
-                          snapshot_retry_ticks=rng.choice([4, 8]), read_timeout_ticks=rng.choice([10, 30]))
+                          snapshot_retry_ticks=rng.choice([4, 8]), read_timeout_ticks=rng.choice([10, 30]),
+                          learner_reads=rng.random() < 0.5)
 
 
 def run_schedule(seed: int, members: int = 3, steps: int = 300, spares: int = 1,
