@@ -1,7 +1,8 @@
 """ReadIndexTracker: a leader's linearizable reads (README R1-R4).
 
-Each read records the commit index at arrival (`read_index`; None while the
-leader's NOOP is uncommitted) and the heartbeat round that must confirm it:
+Each read records the commit index at arrival (`read_index`; the last log
+index with ReplicaOptions.learner_reads; None while the leader's NOOP is
+uncommitted) and the heartbeat round that must confirm it:
 the first round started after it arrived. One round confirms every read
 waiting for it or an earlier one. A confirmed read is served once the applied
 index reaches its read index.
@@ -11,9 +12,10 @@ Invariants:
      by a quorum at the leader's epoch (acks of other epochs never reach here).
   2. Rounds are numbered from 1 per leadership; `started_round` only grows.
   3. Reads leave in arrival order within each queue; read indexes are
-     non-decreasing in arrival order (the commit index never decreases).
-     A read confirmed by the leader's lease (lease.py) joins the confirmed
-     queue on arrival, with the commit index of that moment.
+     non-decreasing in arrival order (neither the commit index nor a leader's
+     last index ever decreases). A read confirmed by the leader's lease
+     (lease.py) joins the confirmed queue on arrival, with the read index of
+     that moment.
 
 Thread-safety: none; owned by the leader's Replica; discarded on step-down.
 """
@@ -60,12 +62,12 @@ class ReadIndexTracker:
         """A read that arrived under a leader lease (lease.py): confirmed on arrival."""
         self._confirmed.append(PendingRead(request_id, 0, read_index, deadline))
 
-    def assign_read_index(self, commit_index: int) -> None:
-        """The NOOP committed: reads that arrived before get today's commit index (R1)."""
+    def assign_read_index(self, read_index: int) -> None:
+        """The NOOP committed: reads that arrived before get today's read index (R1)."""
         for q in (self._unconfirmed, self._confirmed):
             for r in q:
                 if r.read_index is None:
-                    r.read_index = commit_index
+                    r.read_index = read_index
 
     def needs_round(self) -> bool:
         return bool(self._unconfirmed) and self._unconfirmed[-1].round > self.started_round

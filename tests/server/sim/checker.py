@@ -14,7 +14,10 @@
      durable on the leader, and acknowledgements of that epoch at or past its
      index from followers that make a quorum of the leader's config with it,
      counts the entry committed. Such an entry must never be lost or changed:
-     the first apply of its index anywhere must be that epoch's entry. With
+     the first apply of its index anywhere must be that epoch's entry, no
+     other entry may be counted at that index, and the final history holds
+     it. A leader answers for its entries of the epoch it led when it took
+     the Ready (LEADER_ELECT included, deposed meanwhile or not). With
      ReplicaOptions.learner_reads (the read rule such clients need), rule 5
      also counts what a learner counted committed before a read arrived.
 """
@@ -56,6 +59,7 @@ class Checker:
         self._learner_pending: dict[tuple[int, int], tuple[int, object]] = {}
         self._learner_acks: dict[int, dict[int, int]] = {}
         self.learner_committed: dict[int, int] = {}   # index -> epoch the learner counted committed
+        self.learner_ahead = 0   # of them, counted before any replica's commit index reached them
 
     def fail(self, what: str) -> None:
         raise SafetyViolation(what)
@@ -80,10 +84,11 @@ class Checker:
                       f"is not the committed one {known}")
 
     # ---------------------------------------------------------- 6: learner
-    def on_leader_durable(self, node: SimNode, entries, config) -> None:
-        """A leader's own entries of its epoch are on its disk: it would answer a learner now."""
+    def on_leader_durable(self, node: SimNode, epoch: int, entries, config) -> None:
+        """The entries of `epoch`, which `node` led when it took the Ready (LEADER_ELECT
+        included), are on its disk: it would answer a learner now, deposed meanwhile or not."""
         for e in entries:
-            if e.epoch == node.replica.epoch:
+            if e.epoch == epoch:
                 self._learner_pending[(e.epoch, e.index)] = (node.id, config)
         self._learner_count()
 
@@ -103,7 +108,12 @@ class Checker:
             known = self.committed.get(index)
             if known is not None and known[0] != epoch:
                 self.fail(f"6: a learner counts {epoch}.{index} committed, but {known[0]}.{index} was applied")
-            self.learner_committed[index] = epoch
+            counted = self.learner_committed.setdefault(index, epoch)
+            if counted != epoch:
+                self.fail(f"6: a learner counts {epoch}.{index} committed, and {counted}.{index} before")
+            self.observe_commits()
+            if index > self.max_commit:
+                self.learner_ahead += 1   # known to a learner before any replica: what only rule 6 checks
 
     # ------------------------------------------------------------- 4: writes
     def on_write_acknowledged(self, node: SimNode, e: Entry) -> None:

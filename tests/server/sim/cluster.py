@@ -190,3 +190,6 @@ class Cluster:
         for index, epoch in self.checker.acknowledged.items():
             if index > applied or self.checker.committed[index][0] != epoch:
                 raise SafetyViolation(f"1: acknowledged write {epoch}.{index} lost")
+        for index, epoch in self.checker.learner_committed.items():   # 6: a lost tail is never applied
+            if index > applied or self.checker.committed[index][0] != epoch:
+                raise SafetyViolation(f"6: learner-counted {epoch}.{index} lost (final applied index {applied})")

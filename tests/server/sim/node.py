@@ -41,6 +41,7 @@ class SimNode:
         self.snapshot_chunk_bytes = snapshot_chunk_bytes
         self.incarnation = 0
         self.pending: Ready | None = None  # a Ready whose disk work is not done yet
+        self.pending_lead: tuple[int, object] | None = None  # (epoch, config) if it led when taking `pending`
         self.disk_held = False  # scenarios: the disk does not complete until released
 
     @property
@@ -57,7 +58,7 @@ class SimNode:
 
     def crash(self) -> None:
         self.cluster.checker.forget_node_reads(self.id)  # its clients' reads die with it
-        self.pending = None
+        self.pending = self.pending_lead = None
         self.disk_held = False
         self.replica = None
         self.app = None
@@ -85,6 +86,9 @@ class SimNode:
                 return False
             r.observe_time(self.cluster.clock(self))
             self.pending = r.ready()
+            # Checker rule 6: its own entries in this Ready are answered to a learner once durable,
+            # whatever its role by then (LEADER_ELECT, or deposed meanwhile).
+            self.pending_lead = (r.epoch, r.config) if r.role is not Role.FOLLOWER else None
             for m in self.pending.messages:
                 self.cluster.send(m)
             if crash_at is CrashPoint.BEFORE_PERSIST:
@@ -94,18 +98,18 @@ class SimNode:
                 return True
         elif self.disk_held or (slow_disk_p and rng is not None and rng.random() < slow_disk_p):
             return False  # still waiting for the disk
-        rd = self.pending
-        self.pending = None
-        self._finish(r, rd, crash_at)
+        rd, lead = self.pending, self.pending_lead
+        self.pending = self.pending_lead = None
+        self._finish(r, rd, crash_at, lead)
         return True
 
-    def _finish(self, r: Replica, rd: Ready, crash_at: CrashPoint | None) -> None:
+    def _finish(self, r: Replica, rd: Ready, crash_at: CrashPoint | None, lead: tuple[int, object] | None) -> None:
         c = self.cluster
         if c.trace is not None:
             self._trace_persist(rd)
         installed = self.store.persist(rd)
-        if r.role is Role.LEADER and rd.entries and r.config is not None:
-            c.checker.on_leader_durable(self, rd.entries, r.config)   # what it would answer a learner now
+        if lead is not None and rd.entries:
+            c.checker.on_leader_durable(self, lead[0], rd.entries, lead[1])   # what it would answer a learner now
         if crash_at is CrashPoint.AFTER_PERSIST:
             self.crash()
             return
