@@ -43,7 +43,6 @@ import hashlib
 import logging
 import random
 import time
-from dataclasses import dataclass
 
 import grpc
 
@@ -96,11 +95,6 @@ class RouterError(Exception):
         self.message = message
         self.retry_after_ms = retry_after_ms
         self.final = final   # an UNKNOWN no retry can settle (kv.proto, OpResult.final)
-
-
-@dataclass(slots=True)
-class WriteResult:
-    seq: bytes
 
 
 def check_table(table: str) -> None:
