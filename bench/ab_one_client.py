@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=1.5)
     p.add_argument("--clients", type=int, default=1)
     p.add_argument("--op", choices=("put", "get"), default="put")
+    p.add_argument("--no-learner", action="store_true",
+                   help="direct load: the DataClient waits for the leader's OK, not as a learner")
     p.add_argument("--via-router", action="store_true",
                    help="each side also runs a router; the load goes through the SDK (AsyncClient) and it")
     args = p.parse_args(argv)
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="qkv-ab-"))
         leaders = {}
+        directories = {}
         for side, source in sides.items():
             cluster = stack.enter_context(LocalCluster(os.path.join(tmp, side), nodes=3, source_dir=source,
                                                        node_args=["--log-level", "WARNING"]))
@@ -108,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster.create_group(RG, [1, 2, 3])
             leader, _ = cluster.wait_for_leader(RG)
             leaders[side] = {RG: cluster.nodes[leader].address}
+            directories[side] = None if args.no_learner else {nid: n.address for nid, n in cluster.nodes.items()}
 
         async def rounds() -> None:   # one event loop for every round: grpc.aio binds to the first one
             sdk = {}
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                             rate = await _router_load(sdk[side], args.clients, args.seconds, args.op, i)
                         else:
                             rate = (await _quorumkv_load(leaders[side], args.clients, args.seconds, args.op, i,
-                                                         lambda: 0.0)).ops_per_s
+                                                         lambda: 0.0, directories[side])).ops_per_s
                         rates[side].append(rate)
                     print(f"  round {i + 1:>3}: this {rates['this'][-1]:>9,.0f}/s  "
                           f"other {rates['other'][-1]:>9,.0f}/s", flush=True)

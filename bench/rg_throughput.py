@@ -18,6 +18,9 @@ write batch, or a linearizable get of a key written before the timed part.
 All clients share one DataClient (server/node/data_client.py), which is what
 the request manager and SDK do: concurrent operations travel in batches on
 one long-lived stream, and the leader turns each batch into one log entry.
+The DataClient counts commits as a learner (server/node/learn_board.py:
+DURABLE_ON_LEADER from the leader plus the followers' Learn
+acknowledgements), unless --no-learner.
 
 etcd: the same closed loop against etcd 3.4's KV Put / linearizable Range
 (bench/etcd_load.py), a 3-member cluster on the same machine in the same run
@@ -60,6 +63,7 @@ from bench.etcd_load import LoadResult  # noqa: E402
 from engine._native import sequencer, write_batch  # noqa: E402
 from server.local_cluster import LocalCluster  # noqa: E402
 from server.node.data_client import DataClient, StreamBroken  # noqa: E402
+from server.node.learn_board import LearnBoard  # noqa: E402
 from server.proto import data_pb2  # noqa: E402
 
 FIRST_RG = 1
@@ -86,12 +90,15 @@ def _fsyncs(cluster: LocalCluster, groups: list[int]) -> int:
 
 
 async def _quorumkv_load(leaders: dict[int, str], clients: int, duration_s: float, op: str, seed: int,
-                         server_cpu) -> LoadResult:
-    """`clients` closed-loop clients per group; `leaders`: rg -> its leader's address."""
+                         server_cpu, directory: dict[int, str] | None = None) -> LoadResult:
+    """`clients` closed-loop clients per group; `leaders`: rg -> its leader's
+    address. `directory` (node id -> address): the clients count commits as
+    learners (server/node/learn_board.py), as the request manager does."""
     rng = random.Random(seed)
     value = rng.randbytes(100)
     node_id = 1 << 20
-    data_clients = {rg: DataClient(address) for rg, address in leaders.items()}
+    board = LearnBoard(directory.get) if directory is not None else None
+    data_clients = {rg: DataClient(address, learn=board) for rg, address in leaders.items()}
     groups = sorted(leaders)
     clients *= len(groups)
     try:
@@ -144,6 +151,8 @@ async def _quorumkv_load(leaders: dict[int, str], clients: int, duration_s: floa
     finally:
         for client in data_clients.values():
             await client.close()
+        if board is not None:
+            await board.close()
     lat = array("q")
     for a in lats:
         lat.extend(a)
@@ -151,7 +160,7 @@ async def _quorumkv_load(leaders: dict[int, str], clients: int, duration_s: floa
 
 
 def run_side_by_side(clients_list: list[int], duration_s: float, runs: int, groups: int = 1,
-                     with_etcd: bool = True) -> tuple[dict[tuple[str, int], list[dict]],
+                     with_etcd: bool = True, learner: bool = True) -> tuple[dict[tuple[str, int], list[dict]],
                                                       dict[tuple[str, int], list[dict]]]:
     """Both clusters up at once, measurements interleaved: for each run, op
     and client count, one quorumkv measurement and one etcd measurement back
@@ -173,6 +182,7 @@ def run_side_by_side(clients_list: list[int], duration_s: float, runs: int, grou
             leader, _ = cluster.wait_for_leader(rg)
             leaders[rg] = cluster.nodes[leader].address
         pids = [cluster.meta.pid] + [n.pid for n in cluster.nodes.values()]
+        directory = {nid: n.address for nid, n in cluster.nodes.items()}
         etcd = None
         if with_etcd:
             from bench.etcd_cluster import EtcdCluster
@@ -181,7 +191,7 @@ def run_side_by_side(clients_list: list[int], duration_s: float, runs: int, grou
         async def measure_ours(run: int, op: str, clients: int) -> None:
             f0 = _fsyncs(cluster, rgs)
             res = await _quorumkv_load(leaders, clients, duration_s, op, run * 1000 + clients,
-                                       lambda: _proc_cpu_seconds(pids))
+                                       lambda: _proc_cpu_seconds(pids), directory if learner else None)
             await asyncio.sleep(0.3)   # status reports trail by a heartbeat: let the fsyncs show
             s = res.summary()
             s["fsyncs_per_write"] = ((_fsyncs(cluster, rgs) - f0) / res.ops
@@ -238,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--no-etcd", action="store_true")
+    p.add_argument("--no-learner", action="store_true",
+                   help="our clients wait for the leader's OK instead of counting commits as learners")
     p.add_argument("--groups", type=int, default=1,
                    help="groups over the same 3 nodes, --clients clients each (etcd is one group: needs --no-etcd)")
     args = p.parse_args(argv)
@@ -247,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rg_throughput: {args.runs} runs x {args.duration:.0f} s, clients {clients_list} per group, "
           f"{args.groups} group(s), "
           f"{os.cpu_count()} cores", flush=True)
-    ours, theirs = run_side_by_side(clients_list, args.duration, args.runs, args.groups, not args.no_etcd)
+    ours, theirs = run_side_by_side(clients_list, args.duration, args.runs, args.groups, not args.no_etcd,
+                                    not args.no_learner)
     print()
     print(f"{'op':>4} {'clients':>7} | {'quorumkv/s':>10} {'p50':>6} {'p99':>6} {'p99.9':>6} {'fsync/w':>7} | "
           f"{'etcd/s':>8} {'p50':>6} {'p99':>6} {'p99.9':>6} | {'ratio':>6} {'paired':>6}")

@@ -12,6 +12,12 @@ company).
 A broken stream fails the calls in flight with `StreamBroken` (the caller
 decides: a write whose stream broke has an unknown outcome) and the next
 call opens a new one.
+
+With a LearnBoard (learn_board.py), the client is a learner: its writes ask
+for DURABLE_ON_LEADER answers, which the reader hands to the board instead
+of the caller; the caller's future resolves when the board counted the
+write committed (OK) or gave up on it (OUTCOME_UNKNOWN). One hop less per
+write (server/replication/README.md, "The client as a learner").
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import itertools
 import grpc
 
 from server import timeline
+from server.node.learn_board import LearnBoard
 from server.node.peers import STREAM_CHANNEL_OPTIONS
 from server.node_identity import NODE_METADATA_KEY
 from server.proto import data_pb2, data_pb2_grpc
@@ -35,8 +42,10 @@ class StreamBroken(Exception):
 class _Stream:
     """One bidi stream with id-matched futures."""
 
-    def __init__(self, open_call, batch_type, max_batch: int = 1000):
+    def __init__(self, open_call, batch_type, max_batch: int = 1000, learn: LearnBoard | None = None):
         self._open_call = open_call
+        self._learn = learn
+        self._learner_rgs: dict[int, int] = {}   # id -> rg of the requests in flight that asked for learner answers
         self._batch_type = batch_type
         self._max_batch = max_batch
         self._queue: list = []
@@ -54,6 +63,8 @@ class _Stream:
             self._task = asyncio.get_running_loop().create_task(self._run())
         fut = asyncio.get_running_loop().create_future()
         self._waiting[req.id] = fut
+        if self._learn is not None and req.learner:
+            self._learner_rgs[req.id] = req.rg
         self._queue.append(req)
         if self._writer is not None:
             self._writer.kick_soon()
@@ -81,9 +92,15 @@ class _Stream:
             async for out in call:
                 if timeline.ENABLED:
                     timeline.mark("client.batch_in")
+                learner_rgs = self._learner_rgs
                 for resp in out.responses:
                     fut = self._waiting.pop(resp.id, None)
-                    if fut is not None and not fut.done():
+                    rg = learner_rgs.pop(resp.id, None) if learner_rgs else None
+                    if fut is None or fut.done():
+                        continue
+                    if rg is not None and resp.code == data_pb2.DURABLE_ON_LEADER:
+                        self._learn.settle(rg, fut, resp)   # resolves fut once the board counted it
+                    else:
                         fut.set_result(resp)
             err = StreamBroken("stream closed by the server")
         except grpc.aio.AioRpcError as exc:
@@ -102,6 +119,7 @@ class _Stream:
             if call is not None:
                 call.cancel()
             waiting, self._waiting = self._waiting, {}   # every caller in flight hears of it, whatever ended us
+            self._learner_rgs.clear()
             self._queue.clear()
             for fut in waiting.values():
                 if not fut.done():
@@ -115,6 +133,7 @@ class _Stream:
             await asyncio.gather(self._task, return_exceptions=True)
         # A task cancelled before it started never ran _run's cleanup: its callers hear here.
         waiting, self._waiting = self._waiting, {}
+        self._learner_rgs.clear()
         self._queue.clear()
         for fut in waiting.values():
             if not fut.done():
@@ -127,19 +146,26 @@ def _cancel(call, _failure: BaseException) -> None:
 
 
 class DataClient:
-    def __init__(self, address: str, sender_id: int = 0):
+    def __init__(self, address: str, sender_id: int = 0, learn: LearnBoard | None = None):
+        """`learn`: count commits as a learner (learn_board.py): writes ask for
+        DURABLE_ON_LEADER answers while the board is ready for their group,
+        and are answered OK here once it counted them committed."""
         self.address = address
+        self._learn = learn
         self._channel = grpc.aio.insecure_channel(address, options=STREAM_CHANNEL_OPTIONS)
         self._stub = data_pb2_grpc.DataStub(self._channel)
         md = ((NODE_METADATA_KEY, str(sender_id)),)
         self._ids = itertools.count(1)
-        self._writes = _Stream(lambda: self._stub.Write(metadata=md), data_pb2.WriteBatchRequest)
+        self._writes = _Stream(lambda: self._stub.Write(metadata=md), data_pb2.WriteBatchRequest, learn=learn)
         self._reads = _Stream(lambda: self._stub.Read(metadata=md), data_pb2.ReadBatchRequest)
         self._md = md
 
     async def write(self, rg: int, batch: bytes) -> data_pb2.WriteResponse:
         """One write batch (engine/_native/write_batch.pyx format) to the RG's leader on this node."""
-        return await self._writes.submit(data_pb2.WriteRequest(id=next(self._ids), rg=rg, batch=batch))
+        req = data_pb2.WriteRequest(id=next(self._ids), rg=rg, batch=batch)
+        if self._learn is not None and self._learn.ready(rg):
+            req.learner = True
+        return await self._writes.submit(req)
 
     async def write_request(self, req: data_pb2.WriteRequest) -> data_pb2.WriteResponse:
         """A WriteRequest with conditions or a request id; its `id` is set here."""
@@ -150,6 +176,8 @@ class DataClient:
         stops waiting (cancels it, or sets an exception on it) loses only the
         answer: the request is sent and its answer, when it comes, dropped."""
         req.id = next(self._ids)
+        if self._learn is not None and self._learn.ready(req.rg):
+            req.learner = True
         return self._writes.submit(req)
 
     async def read(self, rg: int, table_id: int, key: bytes) -> data_pb2.ReadResponse:

@@ -34,6 +34,7 @@ from server import timeline
 from server.node import codec
 from server.node.data_answers import answer_now, answer_stream
 from server.node.dedup import DEDUP_TABLE_ID, MAX_DEDUP_RECORDS
+from server.node.learn_feed import LearnFeed
 from server.node.meta_link import MetaLink
 from server.node.metrics import NodeCollector
 from server.node.peers import SERVER_OPTIONS, PeerLink
@@ -95,7 +96,7 @@ _RESERVED_TABLE = f"table ids from {DEDUP_TABLE_ID} up are the replicas' own (se
 _DATA_CODE = {Outcome.OK: data_pb2.OK, Outcome.NOT_LEADER: data_pb2.NOT_LEADER,
               Outcome.OUTCOME_UNKNOWN: data_pb2.OUTCOME_UNKNOWN, Outcome.TIMEOUT: data_pb2.TIMEOUT,
               Outcome.CONDITION_FAILED: data_pb2.CONDITION_FAILED, Outcome.TABLE_DROPPED: data_pb2.TABLE_DROPPED,
-              Outcome.FORGOTTEN: data_pb2.FORGOTTEN}
+              Outcome.FORGOTTEN: data_pb2.FORGOTTEN, Outcome.DURABLE_ON_LEADER: data_pb2.DURABLE_ON_LEADER}
 
 
 class Node:
@@ -115,11 +116,15 @@ class Node:
         # They apply in batches of up to FOLLOWER_APPLY_BATCH entries (or every tick).
         # An idle group heartbeats every IDLE_HEARTBEAT_TICKS (ReplicaOptions).
         # Followers beyond a quorum get entries in batches (TRAILING_BATCH_ENTRIES).
+        # Reads wait for the last index at their arrival, not the commit index:
+        # a learner client may know of a commit before the leader does
+        # (learner_reads; server/node/learn_feed.py).
         self.options = options or ReplicaOptions(eager_commit=False, follower_apply_batch=FOLLOWER_APPLY_BATCH,
                                                  lease_ns=lease_ms * 1_000_000,
                                                  idle_heartbeat_ticks=IDLE_HEARTBEAT_TICKS,
                                                  check_quorum_ticks=CHECK_QUORUM_TICKS,
-                                                 trailing_batch_entries=trailing_batch_entries)
+                                                 trailing_batch_entries=trailing_batch_entries,
+                                                 learner_reads=True)
         self.compact_after_entries = compact_after_entries
         self.metrics_listen = metrics_listen
         self.metrics_port: int | None = None
@@ -128,6 +133,7 @@ class Node:
         self.directory: dict[int, str] = {}
         self._directory_version = -1
         self.peers: dict[int, PeerLink] = {}
+        self.learn_feed = LearnFeed(node_id)
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"node{node_id}-io")
         # Shared by every replica's engine; 0: no block cache at all.
         self.block_cache = BlockCache(block_cache_bytes) if block_cache_bytes else None
@@ -213,7 +219,7 @@ class Node:
             if storage.recovering:
                 storage.promise_at_least(epoch)
             h = ReplicaHost(rg, self.id, storage, self.options, lambda to, m, rg=rg: self.send(rg, to, m), self._io,
-                            recovering=storage.recovering)
+                            recovering=storage.recovering, on_ack=self.learn_feed.publish)
             self.hosts[rg] = h
             h.start()
         return h
@@ -421,6 +427,12 @@ class _DataService(data_pb2_grpc.DataServicer):
         await answer_stream(request_iterator, context.write, self._submit_read, _fill_read,
                             data_pb2.ReadBatchResponse, "read")
 
+    async def Learn(self, request, context):  # noqa: N802
+        """This node's accepted acknowledgements, for learner clients (learn_feed.py)."""
+        hosts = self.node.hosts
+        await self.node.learn_feed.serve([(rg, *h.last_ack) for rg, h in hosts.items() if h.last_ack is not None],
+                                         context.write)
+
     def _submit_write(self, req: data_pb2.WriteRequest, on_done: Listener) -> ReplicaHost | None:
         """Submits one write; returns the host that took it (None: answered at once)."""
         h = self.node.hosts.get(req.rg)
@@ -442,7 +454,7 @@ class _DataService(data_pb2_grpc.DataServicer):
             problem = (data_pb2.INVALID_ARGUMENT, "first_seq must be 16 bytes, on a write with a request id")
         if problem is None:
             h.submit_write(req.batch, req.request_id, req.if_seq, req.if_absent, on_done, wake=False,
-                           first_seq=req.first_seq)
+                           first_seq=req.first_seq, learner=req.learner)
             return h
         answer_now(on_done, problem)
         return None
@@ -525,6 +537,9 @@ def _fill_write(out: data_pb2.WriteResponse, req_id: int, result) -> None:
     out.leader = result.leader or 0
     if result.outcome is Outcome.OK:
         out.index, out.seqs = result.value
+    elif result.outcome is Outcome.DURABLE_ON_LEADER:
+        out.index, out.seqs, voters = result.value
+        out.voters.extend(voters)
     elif result.outcome is Outcome.CONDITION_FAILED:
         out.seqs = result.value   # the record's current seq, b"" if it has none
 

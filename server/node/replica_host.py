@@ -36,7 +36,16 @@ from engine.errors import TableNotFoundError
 from server import timeline
 from server.node.replica_storage import ReplicaStorage, table_name
 from server.node.write_path import Listener, Outcome, Result, WritePath, notify
-from server.replication.messages import Append, Message, PromiseRequest, Role, SnapshotChunk, StatusReport
+from server.replication.messages import (
+    Append,
+    AppendAck,
+    AppendResult,
+    Message,
+    PromiseRequest,
+    Role,
+    SnapshotChunk,
+    StatusReport,
+)
 from server.replication.options import ReplicaOptions
 from server.replication.ready import ReadFailure, Ready, SnapshotRequest
 from server.replication.replica import Replica
@@ -104,13 +113,18 @@ class _Read:
 
 class ReplicaHost:
     def __init__(self, rg: int, node_id: int, storage: ReplicaStorage, options: ReplicaOptions,
-                 send: Callable[[int, Message], None], io: Executor, recovering: bool = False):
+                 send: Callable[[int, Message], None], io: Executor, recovering: bool = False,
+                 on_ack: Callable[[int, int, int], None] | None = None):
+        """`on_ack(rg, epoch, match)`: called with each accepted AppendAck this
+        replica sends (the node's Learn feed, server/node/learn_feed.py)."""
         self.rg = rg
         self.node_id = node_id
         self.storage = storage
         self.options = options
         self._send = send
         self._io = io
+        self._on_ack = on_ack
+        self.last_ack: tuple[int, int] | None = None   # (epoch, match) of the last accepted AppendAck sent
         self.replica = Replica(node_id, storage.durable_state(), options)
         self.writes = WritePath(node_id, self.replica, storage)
         self.compact_due: bool | str = False   # set by the node after engine flushes; done between Readys
@@ -206,13 +220,13 @@ class ReplicaHost:
 
     def submit_write(self, rep: bytes, request_id: int = 0, if_seq: bytes = b"",
                      if_absent: bool = False, on_done: Listener | None = None,
-                     wake: bool = True, first_seq: bytes = b"") -> asyncio.Future:
+                     wake: bool = True, first_seq: bytes = b"", learner: bool = False) -> asyncio.Future:
         """A client's write batch (seqs set by the router). Resolves to a Result
         (write_path.py) whose value is (log index, concatenated stored seqs);
-        `on_done` and `first_seq` as in WritePath.submit. wake=False: the caller calls
+        `on_done`, `first_seq` and `learner` as in WritePath.submit. wake=False: the caller calls
         start_client_work() once its batch is in (so the loop is not woken
         first, ahead of the peer links that carry the proposal)."""
-        fut = self.writes.submit(rep, request_id, if_seq, if_absent, on_done, first_seq)
+        fut = self.writes.submit(rep, request_id, if_seq, if_absent, on_done, first_seq, learner)
         if wake:
             self._wake.set()
         return fut
@@ -347,9 +361,8 @@ class ReplicaHost:
                 self._snapshots.clear()   # closes the sources: their engine snapshots are released
             elif rd.soft_state.role is Role.LEADER:
                 self.leader_changes += 1
-        for m in rd.messages:
-            self._send(m.recipient, m)
         if rd.messages:
+            self._send_all(rd.messages)
             flush_deferred()   # a leader's Appends: on the wire before its own fsync, which they overlap
         # A snapshot emptied the log past its index; entries in the same Ready came after it.
         self.writes.observe(rd.entries, rd.snapshot.index + 1 if rd.snapshot is not None else None)
@@ -371,10 +384,19 @@ class ReplicaHost:
     def _send_after_persist(self, rd: Ready) -> None:
         """Step 3: e.g. a follower's AppendAck, on the wire before the apply
         (the leader waits for it, not for our apply)."""
-        for m in rd.messages_after_persist:
-            self._send(m.recipient, m)
         if rd.messages_after_persist:
+            self._send_all(rd.messages_after_persist)
             flush_deferred()
+
+    def _send_all(self, messages) -> None:
+        """Sends `messages`; accepted AppendAcks also go to on_ack (a member's
+        durable match, which learner clients count: the Learn feed)."""
+        for m in messages:
+            self._send(m.recipient, m)
+            if type(m) is AppendAck and m.result is AppendResult.ACCEPTED:
+                self.last_ack = (m.epoch, m.index)
+                if self._on_ack is not None:
+                    self._on_ack(self.rg, m.epoch, m.index)
 
     def _persist_inline(self, rd: Ready) -> None:
         """Step 2 of a Ready without snapshot work, on this thread. Log
@@ -390,6 +412,9 @@ class ReplicaHost:
         its commit hint for the next fsynced write (log_store.py)."""
         if self.storage.needs_fsync(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state):
             self.storage.persist((), None, rd.entries, rd.hard_state)
+            # Learner writes hear now, as the Appends' acknowledgements are on their way to them too.
+            if rd.entries and self.replica.role is not Role.FOLLOWER and self.writes.durable_on_leader(rd.entries):
+                flush_deferred()
         elif rd.hard_state is not None:
             self.storage.persist((), None, (), rd.hard_state)
 

@@ -33,8 +33,19 @@ is answered from there, a retry of an id still in flight waits for the same
 entry, and a retry of an id in this replica's log but not applied yet waits
 for that entry (proposed anew if another entry replaced it).
 
+Learners (server/replication/README.md, "The client as a learner"): a
+write submitted with learner=True is answered DURABLE_ON_LEADER the moment
+the leader's own copy of its entry is durable (durable_on_leader, called by
+the host right after its fsync), with (index, seqs, voters), and gets no
+answer at apply: the client counts the commit itself, from the followers'
+Learn acknowledgements (server/node/learn_board.py). Not under a joint
+config (a commit there needs two majorities) nor while a table drop is in
+the log unapplied (the write may be voided by it: TABLE_DROPPED), nor for a
+write the applied state voids already; those are answered at apply as usual.
+
 Outcomes (rule C3 and E5 of server/replication/README.md):
   OK               applied in the epoch it was proposed in; value (index, seqs)
+  DURABLE_ON_LEADER  (learners only) in the leader's log, durably; value (index, seqs, voters)
   NOT_LEADER       this replica does not lead, or another entry committed at
                    the index: the write definitely did not happen
   OUTCOME_UNKNOWN  the replica stepped down with the write in its log
@@ -77,6 +88,7 @@ class Outcome(IntEnum):
     CONDITION_FAILED = 8
     TABLE_DROPPED = 9
     FORGOTTEN = 10
+    DURABLE_ON_LEADER = 11
 
 
 @dataclass(slots=True)
@@ -99,6 +111,7 @@ class _Write:
     if_absent: bool = False
     on_done: Listener | None = None
     first_seq: bytes = b""   # a retry: the lowest seq any attempt was stamped with (submit)
+    learner: bool = False    # may be answered DURABLE_ON_LEADER (durable_on_leader)
 
 
 @dataclass(slots=True)
@@ -106,6 +119,7 @@ class _Waiting:
     epoch: int
     writes: list[_Write] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
+    learners: bool = False   # some of `writes` are learners'
 
 
 def notify(fut: asyncio.Future, on_done: Listener | None) -> None:
@@ -140,6 +154,7 @@ class WritePath:
         first = max(lg.first_index, lg.applied_index + 1)
         tail = lg.entries(first, lg.last_index) if lg.last_index >= first else []
         self.last_seq = storage.db.last_seq
+        self._last_drop_index = 0   # the highest index of a table drop seen in the log (observe)
         # The window as of the engine's applied index (those above it are
         # replayed through apply() and recorded there).
         self._applied = DedupWindow(source=storage.dedup_rows)
@@ -152,10 +167,11 @@ class WritePath:
         self._waiting: dict[int, _Waiting] = {}            # log index -> our clients' writes in that entry
         self._inflight: dict[int, asyncio.Future] = {}      # request id -> the first attempt's future
         self.applied_records = 0
+        self.early_answers = 0   # learner writes answered DURABLE_ON_LEADER (metrics, tests)
 
     # ---------------------------------------------------------------- inputs
     def submit(self, rep: bytes, request_id: int = 0, if_seq: bytes = b"", if_absent: bool = False,
-               on_done: Listener | None = None, first_seq: bytes = b"") -> asyncio.Future:
+               on_done: Listener | None = None, first_seq: bytes = b"", learner: bool = False) -> asyncio.Future:
         """A client's write; its future resolves to a Result. `on_done(future)`,
         if given, is called the moment the future is done, inside the call
         that settled it (typically the apply): one loop round sooner than a
@@ -165,7 +181,8 @@ class WritePath:
         retry, the lowest seq any attempt of it that may have applied was
         stamped with; a retry the window no longer knows but may have
         forgotten (dedup.py) is answered FORGOTTEN when it would be proposed,
-        and not applied."""
+        and not applied. `learner`: see "Learners" above (a retry that joins
+        or waits for an entry in the log is answered as usual)."""
         fut = asyncio.get_running_loop().create_future()
         if request_id:
             done = self._applied.get(request_id)
@@ -184,7 +201,7 @@ class WritePath:
                 self._awaiting_log.setdefault(request_id, []).append(
                     _Write(rep, fut, request_id, if_seq, if_absent, on_done, first_seq))
                 return fut
-        w = _Write(rep, fut, request_id, if_seq, if_absent, on_done, first_seq)
+        w = _Write(rep, fut, request_id, if_seq, if_absent, on_done, first_seq, learner)
         (self._conditional if if_seq or if_absent else self._pending).append(w)
         return fut
 
@@ -208,7 +225,9 @@ class WritePath:
             replaced_from = entries[0].index
         dropped = self._forget_logged_from(replaced_from)
         for e in entries:
-            if e.kind is EntryKind.WRITE and entry_payload.dropped_table(e.payload) is None:
+            if e.kind is EntryKind.WRITE and entry_payload.dropped_table(e.payload) is not None:
+                self._last_drop_index = max(self._last_drop_index, e.index)
+            elif e.kind is EntryKind.WRITE:
                 requests, rep = entry_payload.decode(e.payload)
                 s = write_batch.max_seq(rep)
                 if s > self.last_seq:
@@ -333,7 +352,7 @@ class WritePath:
             merged, last_seq, offsets = write_batch.merge_stamped([w.rep for w in group], last_seq, first + i)
             ids = [(w.request_id, off, write_batch.count(w.rep)) for w, off in zip(group, offsets) if w.request_id]
             payloads.append(entry_payload.encode(ids, merged))
-            waiting.append(_Waiting(0, group, offsets))
+            waiting.append(_Waiting(0, group, offsets, any(w.learner for w in group)))
         try:
             p = r.propose(payloads)
         except NotLeaderError:
@@ -343,6 +362,42 @@ class WritePath:
         for i, w in enumerate(waiting):
             w.epoch = p.epoch
             self._waiting[p.first_index + i] = w
+
+    # ---------------------------------------------------------------- learners
+    def durable_on_leader(self, entries: Sequence[Entry]) -> int:
+        """`entries` are durable in this leader's log (the host calls this right
+        after their fsync, in the Ready that logged them): answers their
+        learner writes DURABLE_ON_LEADER (see "Learners" above); returns how
+        many. Those writes get no answer at apply (their futures still
+        settle then, for retries that joined them)."""
+        r = self.replica
+        config = r.config
+        if config is None or config.joint or self._last_drop_index > r.log.applied_index:
+            return 0
+        answered = 0
+        voters: tuple[int, ...] | None = None
+        for e in entries:
+            w = self._waiting.get(e.index)
+            if w is None or not w.learners or w.epoch != e.epoch or e.epoch != r.epoch:
+                continue
+            if voters is None:
+                voters = tuple(sorted(config.voters))
+            _requests, rep = entry_payload.decode(e.payload)
+            if self.storage.voided_tables(rep):   # a table dropped already: answered at apply (TABLE_DROPPED)
+                continue
+            stored = write_batch.seqs(rep, 0, write_batch.count(rep))
+            for cw, off in zip(w.writes, w.offsets):
+                if not cw.learner or cw.on_done is None:
+                    continue
+                count = write_batch.count(cw.rep)
+                early = asyncio.get_running_loop().create_future()
+                early.set_result(Result(Outcome.DURABLE_ON_LEADER, e.epoch, self.node_id,
+                                        (e.index, stored[16 * off:16 * (off + count)], voters)))
+                on_done, cw.on_done = cw.on_done, None
+                notify(early, on_done)
+                answered += 1
+        self.early_answers += answered
+        return answered
 
     # ---------------------------------------------------------------- applying
     def apply(self, entries: Sequence[Entry]) -> None:

@@ -24,39 +24,43 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17server/proto/data.proto\x12\x0bquorumkv.v1\"\x7f\n\x0cWriteRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\n\n\x02rg\x18\x02 \x01(\x04\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\x0c\x12\x12\n\nrequest_id\x18\x04 \x01(\x04\x12\x0e\n\x06if_seq\x18\x05 \x01(\x0c\x12\x11\n\tif_absent\x18\x06 \x01(\x08\x12\x11\n\tfirst_seq\x18\x07 \x01(\x0c\"\x89\x01\n\rWriteResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x1f\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x11.quorumkv.v1.Code\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04seqs\x18\x04 \x01(\x0c\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x0e\n\x06leader\x18\x06 \x01(\r\x12\r\n\x05index\x18\x07 \x01(\x04\"D\n\x0bReadRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\n\n\x02rg\x18\x02 \x01(\x04\x12\x10\n\x08table_id\x18\x03 \x01(\r\x12\x0b\n\x03key\x18\x04 \x01(\x0c\"\x96\x01\n\x0cReadResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x1f\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x11.quorumkv.v1.Code\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x66ound\x18\x04 \x01(\x08\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\x0b\n\x03seq\x18\x06 \x01(\x0c\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\x12\x0e\n\x06leader\x18\x08 \x01(\r\"i\n\x0bScanRequest\x12\n\n\x02rg\x18\x01 \x01(\x04\x12\x10\n\x08table_id\x18\x02 \x01(\r\x12\r\n\x05start\x18\x03 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x0c\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x11\n\tkeys_only\x18\x06 \x01(\x08\"\x99\x01\n\x0cScanResponse\x12\x1f\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x11.quorumkv.v1.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04keys\x18\x03 \x03(\x0c\x12\x0e\n\x06values\x18\x04 \x03(\x0c\x12\x0c\n\x04seqs\x18\x05 \x03(\x0c\x12\x0c\n\x04more\x18\x06 \x01(\x08\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\x12\x0e\n\x06leader\x18\x08 \x01(\r\"5\n\x15GroupDropTableRequest\x12\n\n\x02rg\x18\x01 \x01(\x04\x12\x10\n\x08table_id\x18\x02 \x01(\r\"i\n\x16GroupDropTableResponse\x12\x1f\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x11.quorumkv.v1.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0e\n\x06leader\x18\x04 \x01(\r\"@\n\x11WriteBatchRequest\x12+\n\x08requests\x18\x01 \x03(\x0b\x32\x19.quorumkv.v1.WriteRequest\"C\n\x12WriteBatchResponse\x12-\n\tresponses\x18\x01 \x03(\x0b\x32\x1a.quorumkv.v1.WriteResponse\">\n\x10ReadBatchRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.quorumkv.v1.ReadRequest\"A\n\x11ReadBatchResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.quorumkv.v1.ReadResponse*\xc8\x01\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x06\n\x02OK\x10\x01\x12\x0e\n\nNOT_LEADER\x10\x02\x12\x11\n\rUNKNOWN_GROUP\x10\x03\x12\x14\n\x10INVALID_ARGUMENT\x10\x04\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x05\x12\x0b\n\x07TIMEOUT\x10\x06\x12\x0f\n\x0bUNAVAILABLE\x10\x07\x12\x14\n\x10\x43ONDITION_FAILED\x10\x08\x12\x11\n\rTABLE_DROPPED\x10\t\x12\r\n\tFORGOTTEN\x10\n2\xb2\x02\n\x04\x44\x61ta\x12L\n\x05Write\x12\x1e.quorumkv.v1.WriteBatchRequest\x1a\x1f.quorumkv.v1.WriteBatchResponse(\x01\x30\x01\x12I\n\x04Read\x12\x1d.quorumkv.v1.ReadBatchRequest\x1a\x1e.quorumkv.v1.ReadBatchResponse(\x01\x30\x01\x12;\n\x04Scan\x12\x18.quorumkv.v1.ScanRequest\x1a\x19.quorumkv.v1.ScanResponse\x12T\n\tDropTable\x12\".quorumkv.v1.GroupDropTableRequest\x1a#.quorumkv.v1.GroupDropTableResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17server/proto/data.proto\x12\x0bquorumkv.v1\"\x90\x01\n\x0cWriteRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\n\n\x02rg\x18\x02 \x01(\x04\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\x0c\x12\x12\n\nrequest_id\x18\x04 \x01(\x04\x12\x0e\n\x06if_seq\x18\x05 \x01(\x0c\x12\x11\n\tif_absent\x18\x06 \x01(\x08\x12\x11\n\tfirst_seq\x18\x07 \x01(\x0c\x12\x0f\n\x07learner\x18\x08 \x01(\x08\"\x99\x01\n\rWriteResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x1f\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x11.quorumkv.v1.Code\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04seqs\x18\x04 \x01(\x0c\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x0e\n\x06leader\x18\x06 \x01(\r\x12\r\n\x05index\x18\x07 \x01(\x04\x12\x0e\n\x06voters\x18\x08 \x03(\r\"D\n\x0bReadRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\n\n\x02rg\x18\x02 \x01(\x04\x12\x10\n\x08table_id\x18\x03 \x01(\r\x12\x0b\n\x03key\x18\x04 \x01(\x0c\"\x96\x01\n\x0cReadResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x1f\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x11.quorumkv.v1.Code\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x66ound\x18\x04 \x01(\x08\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\x0b\n\x03seq\x18\x06 \x01(\x0c\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\x12\x0e\n\x06leader\x18\x08 \x01(\r\"i\n\x0bScanRequest\x12\n\n\x02rg\x18\x01 \x01(\x04\x12\x10\n\x08table_id\x18\x02 \x01(\r\x12\r\n\x05start\x18\x03 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x0c\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x11\n\tkeys_only\x18\x06 \x01(\x08\"\x99\x01\n\x0cScanResponse\x12\x1f\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x11.quorumkv.v1.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04keys\x18\x03 \x03(\x0c\x12\x0e\n\x06values\x18\x04 \x03(\x0c\x12\x0c\n\x04seqs\x18\x05 \x03(\x0c\x12\x0c\n\x04more\x18\x06 \x01(\x08\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\x12\x0e\n\x06leader\x18\x08 \x01(\r\"5\n\x15GroupDropTableRequest\x12\n\n\x02rg\x18\x01 \x01(\x04\x12\x10\n\x08table_id\x18\x02 \x01(\r\"i\n\x16GroupDropTableResponse\x12\x1f\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x11.quorumkv.v1.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0e\n\x06leader\x18\x04 \x01(\r\"@\n\x11WriteBatchRequest\x12+\n\x08requests\x18\x01 \x03(\x0b\x32\x19.quorumkv.v1.WriteRequest\"C\n\x12WriteBatchResponse\x12-\n\tresponses\x18\x01 \x03(\x0b\x32\x1a.quorumkv.v1.WriteResponse\">\n\x10ReadBatchRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.quorumkv.v1.ReadRequest\"A\n\x11ReadBatchResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.quorumkv.v1.ReadResponse\"\x0e\n\x0cLearnRequest\"(\n\nLearnBatch\x12\x0c\n\x04node\x18\x01 \x01(\r\x12\x0c\n\x04\x61\x63ks\x18\x02 \x01(\x0c*\xdf\x01\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x06\n\x02OK\x10\x01\x12\x0e\n\nNOT_LEADER\x10\x02\x12\x11\n\rUNKNOWN_GROUP\x10\x03\x12\x14\n\x10INVALID_ARGUMENT\x10\x04\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x05\x12\x0b\n\x07TIMEOUT\x10\x06\x12\x0f\n\x0bUNAVAILABLE\x10\x07\x12\x14\n\x10\x43ONDITION_FAILED\x10\x08\x12\x11\n\rTABLE_DROPPED\x10\t\x12\r\n\tFORGOTTEN\x10\n\x12\x15\n\x11\x44URABLE_ON_LEADER\x10\x0b\x32\xf1\x02\n\x04\x44\x61ta\x12L\n\x05Write\x12\x1e.quorumkv.v1.WriteBatchRequest\x1a\x1f.quorumkv.v1.WriteBatchResponse(\x01\x30\x01\x12I\n\x04Read\x12\x1d.quorumkv.v1.ReadBatchRequest\x1a\x1e.quorumkv.v1.ReadBatchResponse(\x01\x30\x01\x12;\n\x04Scan\x12\x18.quorumkv.v1.ScanRequest\x1a\x19.quorumkv.v1.ScanResponse\x12T\n\tDropTable\x12\".quorumkv.v1.GroupDropTableRequest\x1a#.quorumkv.v1.GroupDropTableResponse\x12=\n\x05Learn\x12\x19.quorumkv.v1.LearnRequest\x1a\x17.quorumkv.v1.LearnBatch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'server.proto.data_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CODE']._serialized_start=1224
-  _globals['_CODE']._serialized_end=1424
-  _globals['_WRITEREQUEST']._serialized_start=40
-  _globals['_WRITEREQUEST']._serialized_end=167
-  _globals['_WRITERESPONSE']._serialized_start=170
-  _globals['_WRITERESPONSE']._serialized_end=307
-  _globals['_READREQUEST']._serialized_start=309
-  _globals['_READREQUEST']._serialized_end=377
-  _globals['_READRESPONSE']._serialized_start=380
-  _globals['_READRESPONSE']._serialized_end=530
-  _globals['_SCANREQUEST']._serialized_start=532
-  _globals['_SCANREQUEST']._serialized_end=637
-  _globals['_SCANRESPONSE']._serialized_start=640
-  _globals['_SCANRESPONSE']._serialized_end=793
-  _globals['_GROUPDROPTABLEREQUEST']._serialized_start=795
-  _globals['_GROUPDROPTABLEREQUEST']._serialized_end=848
-  _globals['_GROUPDROPTABLERESPONSE']._serialized_start=850
-  _globals['_GROUPDROPTABLERESPONSE']._serialized_end=955
-  _globals['_WRITEBATCHREQUEST']._serialized_start=957
-  _globals['_WRITEBATCHREQUEST']._serialized_end=1021
-  _globals['_WRITEBATCHRESPONSE']._serialized_start=1023
-  _globals['_WRITEBATCHRESPONSE']._serialized_end=1090
-  _globals['_READBATCHREQUEST']._serialized_start=1092
-  _globals['_READBATCHREQUEST']._serialized_end=1154
-  _globals['_READBATCHRESPONSE']._serialized_start=1156
-  _globals['_READBATCHRESPONSE']._serialized_end=1221
-  _globals['_DATA']._serialized_start=1427
-  _globals['_DATA']._serialized_end=1733
+  _globals['_CODE']._serialized_start=1316
+  _globals['_CODE']._serialized_end=1539
+  _globals['_WRITEREQUEST']._serialized_start=41
+  _globals['_WRITEREQUEST']._serialized_end=185
+  _globals['_WRITERESPONSE']._serialized_start=188
+  _globals['_WRITERESPONSE']._serialized_end=341
+  _globals['_READREQUEST']._serialized_start=343
+  _globals['_READREQUEST']._serialized_end=411
+  _globals['_READRESPONSE']._serialized_start=414
+  _globals['_READRESPONSE']._serialized_end=564
+  _globals['_SCANREQUEST']._serialized_start=566
+  _globals['_SCANREQUEST']._serialized_end=671
+  _globals['_SCANRESPONSE']._serialized_start=674
+  _globals['_SCANRESPONSE']._serialized_end=827
+  _globals['_GROUPDROPTABLEREQUEST']._serialized_start=829
+  _globals['_GROUPDROPTABLEREQUEST']._serialized_end=882
+  _globals['_GROUPDROPTABLERESPONSE']._serialized_start=884
+  _globals['_GROUPDROPTABLERESPONSE']._serialized_end=989
+  _globals['_WRITEBATCHREQUEST']._serialized_start=991
+  _globals['_WRITEBATCHREQUEST']._serialized_end=1055
+  _globals['_WRITEBATCHRESPONSE']._serialized_start=1057
+  _globals['_WRITEBATCHRESPONSE']._serialized_end=1124
+  _globals['_READBATCHREQUEST']._serialized_start=1126
+  _globals['_READBATCHREQUEST']._serialized_end=1188
+  _globals['_READBATCHRESPONSE']._serialized_start=1190
+  _globals['_READBATCHRESPONSE']._serialized_end=1255
+  _globals['_LEARNREQUEST']._serialized_start=1257
+  _globals['_LEARNREQUEST']._serialized_end=1271
+  _globals['_LEARNBATCH']._serialized_start=1273
+  _globals['_LEARNBATCH']._serialized_end=1313
+  _globals['_DATA']._serialized_start=1542
+  _globals['_DATA']._serialized_end=1911
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,7 @@ class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONDITION_FAILED: _ClassVar[Code]
     TABLE_DROPPED: _ClassVar[Code]
     FORGOTTEN: _ClassVar[Code]
+    DURABLE_ON_LEADER: _ClassVar[Code]
 CODE_UNSPECIFIED: Code
 OK: Code
 NOT_LEADER: Code
@@ -31,9 +32,10 @@ UNAVAILABLE: Code
 CONDITION_FAILED: Code
 TABLE_DROPPED: Code
 FORGOTTEN: Code
+DURABLE_ON_LEADER: Code
 
 class WriteRequest(_message.Message):
-    __slots__ = ("id", "rg", "batch", "request_id", "if_seq", "if_absent", "first_seq")
+    __slots__ = ("id", "rg", "batch", "request_id", "if_seq", "if_absent", "first_seq", "learner")
     ID_FIELD_NUMBER: _ClassVar[int]
     RG_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +43,7 @@ class WriteRequest(_message.Message):
     IF_SEQ_FIELD_NUMBER: _ClassVar[int]
     IF_ABSENT_FIELD_NUMBER: _ClassVar[int]
     FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_FIELD_NUMBER: _ClassVar[int]
     id: int
     rg: int
     batch: bytes
@@ -48,10 +51,11 @@ class WriteRequest(_message.Message):
     if_seq: bytes
     if_absent: bool
     first_seq: bytes
-    def __init__(self, id: _Optional[int] = ..., rg: _Optional[int] = ..., batch: _Optional[bytes] = ..., request_id: _Optional[int] = ..., if_seq: _Optional[bytes] = ..., if_absent: _Optional[bool] = ..., first_seq: _Optional[bytes] = ...) -> None: ...
+    learner: bool
+    def __init__(self, id: _Optional[int] = ..., rg: _Optional[int] = ..., batch: _Optional[bytes] = ..., request_id: _Optional[int] = ..., if_seq: _Optional[bytes] = ..., if_absent: _Optional[bool] = ..., first_seq: _Optional[bytes] = ..., learner: _Optional[bool] = ...) -> None: ...
 
 class WriteResponse(_message.Message):
-    __slots__ = ("id", "code", "message", "seqs", "epoch", "leader", "index")
+    __slots__ = ("id", "code", "message", "seqs", "epoch", "leader", "index", "voters")
     ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +63,7 @@ class WriteResponse(_message.Message):
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
     id: int
     code: Code
     message: str
@@ -66,7 +71,8 @@ class WriteResponse(_message.Message):
     epoch: int
     leader: int
     index: int
-    def __init__(self, id: _Optional[int] = ..., code: _Optional[_Union[Code, str]] = ..., message: _Optional[str] = ..., seqs: _Optional[bytes] = ..., epoch: _Optional[int] = ..., leader: _Optional[int] = ..., index: _Optional[int] = ...) -> None: ...
+    voters: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[int] = ..., code: _Optional[_Union[Code, str]] = ..., message: _Optional[str] = ..., seqs: _Optional[bytes] = ..., epoch: _Optional[int] = ..., leader: _Optional[int] = ..., index: _Optional[int] = ..., voters: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ReadRequest(_message.Message):
     __slots__ = ("id", "rg", "table_id", "key")
@@ -179,3 +185,15 @@ class ReadBatchResponse(_message.Message):
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
     responses: _containers.RepeatedCompositeFieldContainer[ReadResponse]
     def __init__(self, responses: _Optional[_Iterable[_Union[ReadResponse, _Mapping]]] = ...) -> None: ...
+
+class LearnRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LearnBatch(_message.Message):
+    __slots__ = ("node", "acks")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    node: int
+    acks: bytes
+    def __init__(self, node: _Optional[int] = ..., acks: _Optional[bytes] = ...) -> None: ...

@@ -54,6 +54,11 @@ class DataStub:
                 request_serializer=server_dot_proto_dot_data__pb2.GroupDropTableRequest.SerializeToString,
                 response_deserializer=server_dot_proto_dot_data__pb2.GroupDropTableResponse.FromString,
                 _registered_method=True)
+        self.Learn = channel.unary_stream(
+                '/quorumkv.v1.Data/Learn',
+                request_serializer=server_dot_proto_dot_data__pb2.LearnRequest.SerializeToString,
+                response_deserializer=server_dot_proto_dot_data__pb2.LearnBatch.FromString,
+                _registered_method=True)
 
 
 class DataServicer:
@@ -83,6 +88,12 @@ class DataServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Learn(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +116,11 @@ def add_DataServicer_to_server(servicer, server):
                     servicer.DropTable,
                     request_deserializer=server_dot_proto_dot_data__pb2.GroupDropTableRequest.FromString,
                     response_serializer=server_dot_proto_dot_data__pb2.GroupDropTableResponse.SerializeToString,
+            ),
+            'Learn': grpc.unary_stream_rpc_method_handler(
+                    servicer.Learn,
+                    request_deserializer=server_dot_proto_dot_data__pb2.LearnRequest.FromString,
+                    response_serializer=server_dot_proto_dot_data__pb2.LearnBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +231,33 @@ class Data:
             '/quorumkv.v1.Data/DropTable',
             server_dot_proto_dot_data__pb2.GroupDropTableRequest.SerializeToString,
             server_dot_proto_dot_data__pb2.GroupDropTableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Learn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/quorumkv.v1.Data/Learn',
+            server_dot_proto_dot_data__pb2.LearnRequest.SerializeToString,
+            server_dot_proto_dot_data__pb2.LearnBatch.FromString,
             options,
             channel_credentials,
             insecure,

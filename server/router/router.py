@@ -3,7 +3,8 @@
 Purpose: validates each request, finds the (table, key)'s replication group
 (RG) and its leader in its copy of the metadata (routing.py, kept current by
 the metadata manager's watch stream), and forwards the operation to that
-leader over the node's batching Data streams (server/node/data_client.py).
+leader over the node's batching Data streams (server/node/data_client.py),
+counting its writes' commits as a learner (server/node/learn_board.py).
 Stateless: any number run side by side; clients spread over them with gRPC's
 round_robin policy.
 
@@ -11,7 +12,8 @@ Retries, within the request's deadline:
   no leader yet, "not leader", "unknown group"   wait for the next routing
       version (or take the leader a node names with a newer epoch) and retry
   TIMEOUT (no quorum confirmed in time)           retry
-  OUTCOME_UNKNOWN (leader stepped down with the write in flight): retried
+  OUTCOME_UNKNOWN (leader stepped down with the write in flight, or the
+      learner count could not finish: learn_board.py): retried
       with the same request id, which the new leader answers from the log if
       the write did commit (the node deduplicates), so a write never applies
       twice with different outcomes; each retry carries the seq of the first
@@ -50,6 +52,7 @@ from engine._native import write_batch
 from engine._native.sequencer import Sequencer
 from engine.db import TABLE_NAME_PATTERN, TABLE_NAME_RULE
 from server.node.data_client import DataClient, StreamBroken
+from server.node.learn_board import LearnBoard
 from server.node.peers import CHANNEL_OPTIONS
 from server.node_identity import NODE_METADATA_KEY
 from server.proto import data_pb2, meta_pb2, meta_pb2_grpc
@@ -126,6 +129,10 @@ class Router:
         self._changed = asyncio.Event()
         self._sequencer = Sequencer(router_id)
         self._clients: dict[str, DataClient] = {}
+        # Writes count their commits as learners (server/node/learn_board.py):
+        # one hop less per write; an OUTCOME_UNKNOWN from it is retried under
+        # the request id like any other.
+        self._learn = LearnBoard(lambda node: self.routing.nodes.get(node), sender_id=router_id)
         self._inflight: dict[int, dict[asyncio.Future, int]] = {}   # rg -> {attempt's answer: epoch it went to}
         self._closing: set[asyncio.Task] = set()
         self._watch_task: asyncio.Task | None = None
@@ -216,7 +223,7 @@ class Router:
             return None
         c = self._clients.get(address)
         if c is None:
-            c = self._clients[address] = DataClient(address, sender_id=self.id)
+            c = self._clients[address] = DataClient(address, sender_id=self.id, learn=self._learn)
         return c
 
     async def refresh(self, deadline: float) -> bool:
@@ -620,6 +627,7 @@ class Router:
                 await asyncio.gather(task, return_exceptions=True)
         for c in self._clients.values():
             await c.close()
+        await self._learn.close()
         if self._meta_channel is not None:
             await self._meta_channel.close(grace=None)
 

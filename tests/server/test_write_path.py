@@ -27,6 +27,7 @@ class OneMemberGroup:
     """A 1-voter group driven by hand through the Ready contract."""
 
     def __init__(self, path: str, epoch: int = 1):
+        self.learners = False   # drive() answers learner writes after each persist, as the host does
         self.storage = ReplicaStorage(path, node_id=1)
         self.replica = Replica(1, self.storage.durable_state(), ReplicaOptions())
         self.writes = WritePath(1, self.replica, self.storage)
@@ -49,6 +50,8 @@ class OneMemberGroup:
             rd = r.ready()
             self.writes.observe(rd.entries)
             self.storage.persist(rd.snapshot_chunks, rd.snapshot, rd.entries, rd.hard_state)
+            if self.learners and rd.entries:
+                self.writes.durable_on_leader(rd.entries)
             self.writes.apply(rd.committed_entries)
             r.advance(rd)
 
@@ -224,5 +227,76 @@ def test_a_write_that_commits_after_its_tables_drop_is_voided_not_acknowledged(g
         assert dropped.result().outcome is Outcome.OK
         assert late.result().outcome is Outcome.TABLE_DROPPED
         assert group.storage.get_entry(TABLE, b"late") is None and group.storage.get_entry(TABLE, b"t") is None
+
+    run(go())
+
+
+# ---------------------------------------------------------------- learner writes
+
+def heard(log: list, name: str):
+    """A listener that records (name, outcome, value) for each call."""
+    def listener(fut):
+        r = fut.result()
+        log.append((name, r.outcome, r.value))
+    return listener
+
+
+def test_a_learner_write_is_answered_once_durable_on_the_leader_and_not_again(group):
+    async def go():
+        group.learners = True
+        calls: list = []
+        fut = group.writes.submit(rep(b"l"), on_done=heard(calls, "learner"), learner=True)
+        group.writes.submit(rep(b"p"), on_done=heard(calls, "plain"))
+        group.drive()
+        (name, outcome, (index, seqs, voters)), (name2, outcome2, _) = calls
+        assert (name, outcome, voters) == ("learner", Outcome.DURABLE_ON_LEADER, (1,))
+        assert (name2, outcome2) == ("plain", Outcome.OK)   # asked for no learner answer
+        assert fut.result().outcome is Outcome.OK and fut.result().value == (index, seqs)   # still settled at apply
+        assert group.storage.get_entry(TABLE, b"l").seq == seqs
+        assert group.writes.early_answers == 1
+
+    run(go())
+
+
+def test_a_learner_write_behind_an_unapplied_table_drop_is_answered_at_apply(group):
+    async def go():
+        group.learners = True
+        calls: list = []
+        group.writes.propose_drop(TABLE)   # in the same entry batch, ahead of the write
+        group.writes.submit(rep(b"late"), on_done=heard(calls, "late"), learner=True)
+        group.drive()
+        assert [(n, o) for n, o, _ in calls] == [("late", Outcome.TABLE_DROPPED)]
+        calls.clear()
+        group.writes.submit(rep(b"later"), on_done=heard(calls, "later"), learner=True)   # the drop applied
+        group.drive()
+        assert [(n, o) for n, o, _ in calls] == [("later", Outcome.TABLE_DROPPED)]
+        assert group.writes.early_answers == 0
+
+    run(go())
+
+
+def test_no_learner_answers_under_a_joint_config(group, monkeypatch):
+    async def go():
+        group.learners = True
+        joint = Config(frozenset({1}), outgoing_voters=frozenset({1, 2, 3}))
+        monkeypatch.setattr(type(group.replica), "config", property(lambda self: joint))
+        calls: list = []
+        group.writes.submit(rep(b"j"), on_done=heard(calls, "joint"), learner=True)
+        group.drive()
+        assert [(n, o) for n, o, _ in calls] == [("joint", Outcome.OK)]
+
+    run(go())
+
+
+def test_a_retry_that_joins_a_learner_write_hears_its_outcome_at_apply(group):
+    async def go():
+        group.learners = True
+        calls: list = []
+        group.writes.submit(rep(b"a"), request_id=5, on_done=heard(calls, "first"), learner=True)
+        twin = group.writes.submit(rep(b"a"), request_id=5, on_done=heard(calls, "twin"), learner=True)
+        group.drive()
+        await asyncio.sleep(0)   # the twin follows the first future's done-callback
+        assert [(n, o) for n, o, _ in calls] == [("first", Outcome.DURABLE_ON_LEADER), ("twin", Outcome.OK)]
+        assert twin.result().outcome is Outcome.OK
 
     run(go())

@@ -1,0 +1,177 @@
+"""LearnBoard (server/node/learn_board.py): a learner client's commit count, without a network.
+
+Each test hands the board DURABLE_ON_LEADER answers (settle) and LearnBatch
+acknowledgements (learned) in some order, and checks what the writer's
+future holds: OK only once len(voters) // 2 distinct followers of the
+answer's epoch acknowledged its index (the rule of checker rule 6,
+tests/server/sim/checker.py), OUTCOME_UNKNOWN once that can no longer
+happen or takes too long, and nothing before.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from server.node.learn_board import LearnBoard
+from server.node.learn_feed import ACK
+from server.proto import data_pb2
+
+RG = 7
+
+
+def durable(epoch: int, index: int, leader: int = 1, voters=(1, 2, 3)) -> data_pb2.WriteResponse:
+    return data_pb2.WriteResponse(id=1, code=data_pb2.DURABLE_ON_LEADER, epoch=epoch, index=index,
+                                  leader=leader, voters=voters, seqs=b"s" * 16)
+
+
+def acks(*triples) -> bytes:
+    return b"".join(ACK.pack(*t) for t in triples)
+
+
+def run(body, wait_seconds: float = 30.0):
+    async def go():
+        board = LearnBoard(lambda node: None, wait_seconds=wait_seconds)   # no feeds: acks come from the test
+        try:
+            return await body(board)
+        finally:
+            await board.close()
+    return asyncio.run(go())
+
+
+def answer(board: LearnBoard, response: data_pb2.WriteResponse, rg: int = RG) -> asyncio.Future:
+    fut = asyncio.get_running_loop().create_future()
+    board.settle(rg, fut, response)
+    return fut
+
+
+def test_a_write_is_ok_once_one_follower_of_three_voters_acknowledged_its_index():
+    async def body(board):
+        fut = answer(board, durable(5, 10))
+        board.learned(2, acks((RG, 5, 9)))   # below the index
+        assert not fut.done()
+        board.learned(2, acks((RG, 5, 10)))
+        assert fut.done() and fut.result().code == data_pb2.OK
+        assert (fut.result().index, fut.result().epoch, fut.result().seqs) == (10, 5, b"s" * 16)
+        assert board.counted == 1
+    run(body)
+
+
+def test_acknowledgements_that_came_before_the_answer_count():
+    async def body(board):
+        board.learned(3, acks((RG, 5, 12)))
+        fut = answer(board, durable(5, 10))
+        assert fut.done() and fut.result().code == data_pb2.OK
+    run(body)
+
+
+def test_five_voters_need_two_distinct_followers():
+    async def body(board):
+        fut = answer(board, durable(5, 10, voters=(1, 2, 3, 4, 5)))
+        board.learned(2, acks((RG, 5, 10)))
+        board.learned(2, acks((RG, 5, 11)))   # the same follower again
+        board.learned(1, acks((RG, 5, 11)))   # the leader is not a follower
+        assert not fut.done()
+        board.learned(4, acks((RG, 5, 10)))
+        assert fut.result().code == data_pb2.OK
+    run(body)
+
+
+def test_acknowledgements_of_other_epochs_groups_or_non_voters_do_not_count():
+    async def body(board):
+        fut = answer(board, durable(5, 10))
+        board.learned(2, acks((RG, 4, 20)))      # an older epoch's log
+        board.learned(3, acks((RG + 1, 5, 20)))  # another group
+        board.learned(4, acks((RG, 5, 20)))      # not a voter of epoch 5 (a learner member)
+        assert not fut.done()
+        board.learned(3, acks((RG, 5, 10)))
+        assert fut.result().code == data_pb2.OK
+    run(body)
+
+
+def test_followers_that_moved_to_a_later_epoch_end_the_wait_as_unknown():
+    async def body(board):
+        fut = answer(board, durable(5, 10))
+        board.learned(2, acks((RG, 6, 3)))
+        assert not fut.done()   # follower 3 may still acknowledge epoch 5
+        board.learned(3, acks((RG, 6, 3)))
+        assert fut.result().code == data_pb2.OUTCOME_UNKNOWN
+        assert "may or may not" in fut.result().message
+        late = answer(board, durable(5, 11))   # a deposed leader's answer, after its followers left
+        assert late.result().code == data_pb2.OUTCOME_UNKNOWN
+    run(body)
+
+
+def test_a_write_not_counted_in_time_is_unknown():
+    async def body(board):
+        fut = answer(board, durable(5, 10))
+        result = await asyncio.wait_for(fut, 5)
+        assert result.code == data_pb2.OUTCOME_UNKNOWN and "within" in result.message
+        assert board.unknown == 1
+    run(body, wait_seconds=0.05)
+
+
+def test_an_answer_whose_leader_is_not_a_voter_is_unknown():
+    async def body(board):
+        fut = answer(board, durable(5, 10, leader=9))
+        assert fut.result().code == data_pb2.OUTCOME_UNKNOWN
+    run(body)
+
+
+def test_a_one_voter_group_counts_the_leaders_copy_alone():
+    async def body(board):
+        fut = answer(board, durable(5, 10, voters=(1,)))
+        assert fut.result().code == data_pb2.OK
+    run(body)
+
+
+def test_a_deposed_leaders_late_answer_counts_only_its_own_epochs_acknowledgements():
+    async def body(board):
+        new = answer(board, durable(6, 20, leader=2))
+        old = answer(board, durable(5, 10, leader=1))   # answered before, heard after
+        board.learned(3, acks((RG, 6, 20)))
+        assert new.result().code == data_pb2.OK
+        assert not old.done()   # node 3's acknowledgement is of epoch 6's log
+        board.learned(2, acks((RG, 5, 10)))   # node 2 had acknowledged epoch 5 before it led epoch 6
+        assert old.result().code == data_pb2.OK   # with leader 1's copy: a majority of epoch 5
+        older = answer(board, durable(5, 11, leader=1))
+        assert not older.done()   # node 2 may still acknowledge epoch 5 (node 3 cannot: it is at 6)
+        board.learned(2, acks((RG, 7, 1)))
+        assert older.result().code == data_pb2.OUTCOME_UNKNOWN
+    run(body)
+
+
+def test_writes_wait_in_index_order_and_leave_together():
+    async def body(board):
+        futs = [answer(board, durable(5, i)) for i in (12, 10, 11, 14)]
+        board.learned(2, acks((RG, 5, 12)))
+        assert [f.done() for f in futs] == [True, True, True, False]
+        board.learned(3, acks((RG, 5, 14)))
+        assert all(f.result().code == data_pb2.OK for f in futs)
+        assert board.counted == 4
+    run(body)
+
+
+def test_a_caller_that_left_is_skipped():
+    async def body(board):
+        fut = answer(board, durable(5, 10))
+        fut.cancel()
+        board.learned(2, acks((RG, 5, 10)))
+        assert board.counted == 0
+    run(body)
+
+
+def test_ready_until_a_group_is_known_then_only_with_live_feeds():
+    async def body(board):
+        assert board.ready(RG)
+        answer(board, durable(5, 10))
+        assert not board.ready(RG)   # no address for its followers: no live Learn stream
+        assert board.ready(RG + 1)
+    run(body)
+
+
+def test_close_answers_waiting_writes_unknown():
+    async def go():
+        board = LearnBoard(lambda node: None)
+        fut = answer(board, durable(5, 10))
+        await board.close()
+        assert fut.result().code == data_pb2.OUTCOME_UNKNOWN
+    asyncio.run(go())
