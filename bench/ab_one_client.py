@@ -86,12 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--seconds", type=float, default=1.5)
     p.add_argument("--clients", type=int, default=1)
-    p.add_argument("--op", choices=("put", "get"), default="put")
+    p.add_argument("--op", choices=("put", "get", "mixed"), default="put",
+                   help="mixed (direct load only): every other client puts, the others get")
     p.add_argument("--no-learner", action="store_true",
                    help="direct load: the DataClient waits for the leader's OK, not as a learner")
     p.add_argument("--via-router", action="store_true",
                    help="each side also runs a router; the load goes through the SDK (AsyncClient) and it")
     args = p.parse_args(argv)
+    if args.op == "mixed" and args.via_router:
+        p.error("--op mixed is for the direct load (no --via-router)")
     other = os.path.abspath(args.other)
     if not os.path.exists(os.path.join(other, "server", "cli.py")):
         p.error(f"{other} is not a quorumkv checkout")

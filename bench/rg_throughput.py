@@ -91,7 +91,8 @@ def _fsyncs(cluster: LocalCluster, groups: list[int]) -> int:
 
 async def _quorumkv_load(leaders: dict[int, str], clients: int, duration_s: float, op: str, seed: int,
                          server_cpu, directory: dict[int, str] | None = None) -> LoadResult:
-    """`clients` closed-loop clients per group; `leaders`: rg -> its leader's
+    """`clients` closed-loop clients per group (op "put", "get", or "mixed":
+    half of them put, half get); `leaders`: rg -> its leader's
     address. `directory` (node id -> address): the clients count commits as
     learners (server/node/learn_board.py), as the request manager does."""
     rng = random.Random(seed)
@@ -103,7 +104,7 @@ async def _quorumkv_load(leaders: dict[int, str], clients: int, duration_s: floa
     clients *= len(groups)
     try:
         pool: list[bytes] = []
-        if op == "get":   # the same keys written to every group
+        if op in ("get", "mixed"):   # the same keys written to every group
             pool = [rng.randbytes(KEY_SIZE) for _ in range(READ_POOL)]
             for rg, client in data_clients.items():
                 for i in range(0, READ_POOL, 100):
@@ -122,10 +123,11 @@ async def _quorumkv_load(leaders: dict[int, str], clients: int, duration_s: floa
             lat = lats[i]
             rg = groups[i % len(groups)]
             client = data_clients[rg]
+            writes = op == "put" or (op == "mixed" and i % 2 == 0)   # mixed: every other client writes
             while perf() < deadline_ns:
                 t0 = perf()
                 try:
-                    if op == "put":
+                    if writes:
                         seq_counter += 1
                         seq = sequencer.encode(time.time_ns(), seq_counter & 0xFFFFFFFF, node_id)
                         resp = await client.write(rg, write_batch.encode_one(

@@ -535,6 +535,24 @@ cdef bint _idset_add(IdSet *s, uint32_t tid) noexcept nogil:
     return True
 
 
+def internal_keys(bytes rep not None) -> list:
+    """The internal key (table id, 4 bytes big endian, then the user key) of
+    each record of the batch, in record order: what the node tracks of the
+    writes a learner may know committed (server/node/write_path.py).
+    ValueError when rep is not well formed (see validate)."""
+    if not validate(rep):
+        raise ValueError("malformed write batch")
+    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(rep)
+    cdef size_t size = <size_t>PyBytes_GET_SIZE(rep)
+    cdef size_t off = BATCH_HEADER_SIZE
+    cdef BatchRecord r
+    cdef list out = []
+    for _ in range(batch_count(p)):
+        off = batch_record_at(p, size, off, &r)
+        out.append(PyBytes_FromStringAndSize(<const char *>r.key, r.key_len))
+    return out
+
+
 def table_ids(bytes rep not None) -> list:
     """The distinct table ids of the batch's records (the first 4 bytes, big
     endian, of each internal key) in first-seen order, so the node can create

@@ -468,7 +468,8 @@ class _DataService(data_pb2_grpc.DataServicer):
         if req.table_id >= DEDUP_TABLE_ID:
             answer_now(on_done, (data_pb2.INVALID_ARGUMENT, _RESERVED_TABLE))
             return None
-        h.submit_read(lambda: h.get(req.table_id, req.key), on_done, wake=False)
+        h.submit_read(lambda: h.get(req.table_id, req.key), on_done, wake=False,
+                      key=req.table_id.to_bytes(4, "big") + req.key)
         return h
 
     async def DropTable(self, request, context):  # noqa: N802

@@ -93,12 +93,14 @@ class _SnapshotSource:
 class _Read:
     """A linearizable read waiting for its ReadIndex round."""
 
-    __slots__ = ("read", "future", "on_done")
+    __slots__ = ("read", "future", "on_done", "key")
 
-    def __init__(self, read: Callable[[], Any], future: asyncio.Future, on_done: Listener | None):
+    def __init__(self, read: Callable[[], Any], future: asyncio.Future, on_done: Listener | None,
+                 key: bytes | None = None):
         self.read = read
         self.future = future
         self.on_done = on_done
+        self.key = key   # the internal key a get reads (None: a scan, or unknown)
 
     def settle(self, outcome: Result | BaseException) -> None:
         """Resolves the future (an exception: the read's own error) unless done, then tells the listener."""
@@ -238,13 +240,16 @@ class ReplicaHost:
         return fut
 
     def submit_read(self, read: Callable[[], Any], on_done: Listener | None = None,
-                    wake: bool = True) -> asyncio.Future:
+                    wake: bool = True, key: bytes | None = None) -> asyncio.Future:
         """A linearizable read: `read()` runs against the engine once a
         ReadIndex round confirmed this replica still leads. `on_done` as in
         WritePath.submit: called inside the round that answered it. `wake`
-        as in submit_write."""
+        as in submit_write. `key`: the internal key (table id, 4 bytes big
+        endian, then the user key) a get reads: it then waits only for the
+        learner writes to that key answered but not applied (_take_client_work);
+        None (a scan): for all of them."""
         fut = asyncio.get_running_loop().create_future()
-        self._pending_reads.append(_Read(read, fut, on_done))
+        self._pending_reads.append(_Read(read, fut, on_done, key))
         if wake:
             self._wake.set()
         return fut
@@ -361,8 +366,13 @@ class ReplicaHost:
                 self._snapshots.clear()   # closes the sources: their engine snapshots are released
             elif rd.soft_state.role is Role.LEADER:
                 self.leader_changes += 1
+        # Confirmed reads whose index is applied already need neither this
+        # Ready's fsync nor its apply (R3): served now, their answers out with
+        # the Appends, not after a leader's fsync of writes that came with them.
+        early = bool(rd.reads) and self._serve_reads(rd.reads, self.replica.log.applied_index)
         if rd.messages:
             self._send_all(rd.messages)
+        if rd.messages or early:
             flush_deferred()   # a leader's Appends: on the wire before its own fsync, which they overlap
         # A snapshot emptied the log past its index; entries in the same Ready came after it.
         self.writes.observe(rd.entries, rd.snapshot.index + 1 if rd.snapshot is not None else None)
@@ -431,7 +441,8 @@ class ReplicaHost:
             flush_deferred()
         if timeline.ENABLED and rd.committed_entries:
             timeline.mark("host.applied")
-        self._serve_reads(rd)
+        self._serve_reads(rd.reads)
+        self._fail_reads(rd)
         self.replica.advance(rd)
         if timeline.ENABLED:
             timeline.mark("host.advanced")
@@ -453,12 +464,30 @@ class ReplicaHost:
         if self._pending_reads:
             pending_reads, self._pending_reads = self._pending_reads, []
             if r.role is not Role.FOLLOWER:
-                self._read_token += 1
-                self._read_groups[self._read_token] = pending_reads
-                r.read_index(self._read_token)
+                self._start_reads(pending_reads)
             else:
                 for pending in pending_reads:
                     pending.settle(Result(Outcome.NOT_LEADER, r.epoch, r.leader_id))
+
+    def _start_reads(self, reads: list[_Read]) -> None:
+        """Starts the ReadIndex round(s) of `reads`, which arrived together. A
+        learner may know a write committed before this leader does (the
+        learner writes answered but not applied: WritePath.told_keys); a read
+        waits for those only if it reads their keys. So a get of any other
+        key is served as without learners (floor 0: R1's commit index), and
+        the rest, gets of those keys and scans, wait for every learner write
+        told of (floor None). Linearizable per key: the state a clean get
+        reads differs from the one at the told index only in other keys."""
+        told = self.writes.told_keys
+        clean, rest = (reads, []) if not told else ([], [])
+        if told:
+            for p in reads:
+                (clean if p.key is not None and p.key not in told else rest).append(p)
+        for group, floor in ((clean, 0), (rest, None)):
+            if group:
+                self._read_token += 1
+                self._read_groups[self._read_token] = group
+                self.replica.read_index(self._read_token, floor)
 
     def _apply(self, rd: Ready) -> None:
         if not rd.committed_entries:
@@ -473,10 +502,18 @@ class ReplicaHost:
             self.ops_per_second = self._ops_seen / (now - self._ops_window_start)
             self._ops_seen, self._ops_window_start = 0, now
 
-    def _serve_reads(self, rd: Ready) -> None:
+    def _serve_reads(self, reads, upto: int | None = None) -> bool:
+        """Serves the confirmed reads of `reads` (a Ready's) whose read index is
+        at most `upto` (None: all); returns whether any were. Each group is
+        served once: a later call skips those served before."""
         r = self.replica
-        for rs in rd.reads:
-            for pending in self._read_groups.pop(rs.request_id, ()):
+        served = False
+        for rs in reads:
+            if upto is not None and rs.read_index > upto:
+                continue
+            group = self._read_groups.pop(rs.request_id, ())
+            served = served or bool(group)
+            for pending in group:
                 if pending.future.done():
                     continue
                 try:
@@ -485,6 +522,9 @@ class ReplicaHost:
                     pending.settle(exc)
                     continue
                 pending.settle(Result(Outcome.OK, r.epoch, self.node_id, value))
+        return served
+
+    def _fail_reads(self, rd: Ready) -> None:
         for fr in rd.failed_reads:
             outcome = Outcome.TIMEOUT if fr.reason is ReadFailure.TIMEOUT else Outcome.NOT_LEADER
             for pending in self._read_groups.pop(fr.request_id, ()):

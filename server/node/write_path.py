@@ -168,6 +168,11 @@ class WritePath:
         self._inflight: dict[int, asyncio.Future] = {}      # request id -> the first attempt's future
         self.applied_records = 0
         self.early_answers = 0   # learner writes answered DURABLE_ON_LEADER (metrics, tests)
+        # The internal keys of the learner writes answered and not applied yet:
+        # key -> the index of the last such entry writing it (reads of these
+        # keys wait for them: ReplicaHost._start_reads), and index -> its keys.
+        self.told_keys: dict[bytes, int] = {}
+        self._told_at: dict[int, list[bytes]] = {}
 
     # ---------------------------------------------------------------- inputs
     def submit(self, rep: bytes, request_id: int = 0, if_seq: bytes = b"", if_absent: bool = False,
@@ -386,9 +391,15 @@ class WritePath:
             if self.storage.voided_tables(rep):   # a table dropped already: answered at apply (TABLE_DROPPED)
                 continue
             stored = write_batch.seqs(rep, 0, write_batch.count(rep))
+            r.learners_told(e.index)   # before any answer leaves: reads from now on wait for it
+            told_keys = self.told_keys
             for cw, off in zip(w.writes, w.offsets):
                 if not cw.learner or cw.on_done is None:
                     continue
+                keys = write_batch.internal_keys(cw.rep)
+                for k in keys:
+                    told_keys[k] = e.index
+                self._told_at.setdefault(e.index, []).extend(keys)
                 count = write_batch.count(cw.rep)
                 early = asyncio.get_running_loop().create_future()
                 early.set_result(Result(Outcome.DURABLE_ON_LEADER, e.epoch, self.node_id,
@@ -404,6 +415,8 @@ class WritePath:
         """Committed entries, in log order: into the engine (with the dedup
         window, dedup.py), then the answers."""
         for e in entries:
+            if self._told_at:
+                self._untell(e.index)
             w = self._waiting.pop(e.index, None)
             dropped = entry_payload.dropped_table(e.payload) if e.kind is EntryKind.WRITE else None
             if e.kind is EntryKind.WRITE and dropped is None:
@@ -418,6 +431,13 @@ class WritePath:
             elif w is not None:   # a NOOP where we proposed writes: another leader's entry took the index
                 self._reject(w.writes, Outcome.NOT_LEADER)
             self._settle_logged(e.index)   # request ids a replaced entry held at this index
+
+    def _untell(self, index: int) -> None:
+        """The entry at `index` applied (or left the picture): its keys are no longer told-not-applied."""
+        told_keys = self.told_keys
+        for k in self._told_at.pop(index, ()):
+            if told_keys.get(k) == index:
+                del told_keys[k]
 
     def _apply_write(self, e: Entry, w: _Waiting | None) -> None:
         requests, rep = entry_payload.decode(e.payload)
@@ -475,6 +495,8 @@ class WritePath:
         before the entries that came after it in the same Ready were logged.)"""
         self._applied.reset(self.storage.dedup_rows)
         self.last_seq = max(self.last_seq, self.storage.db.last_seq)
+        for at in [i for i in self._told_at if i <= index]:
+            self._untell(at)
         for at in sorted(i for i in self._ids_at if i <= index):
             self._settle_logged(at)
 
@@ -496,6 +518,8 @@ class WritePath:
         for w in self._waiting.values():
             self._reject(w.writes, outcome)
         self._waiting.clear()
+        self._told_at.clear()   # a follower serves no reads; as leader again, R1 waits for its NOOP
+        self.told_keys.clear()
         for waiting in self._awaiting_log.values():   # retries of entries in the log: as unknown as those
             self._reject(waiting, outcome)
         self._awaiting_log.clear()

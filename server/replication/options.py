@@ -90,13 +90,15 @@ class ReplicaOptions:
     in batches, at a fraction of the messages, fsyncs and CPU per write."""
 
     learner_reads: bool = False
-    """Reads that a client counting commits itself (a learner: README "Not
-    covered yet") cannot outrun: a read's index is the leader's last log
-    index at its arrival (R1), not its commit index, so it waits until every
-    entry proposed before it is committed and applied, also under the lease
-    (LL4). A learner may know an entry committed before the leader does; a
-    read after that must still see it. The price: a read waits for the writes
-    in flight when it arrived. Off: nothing counts commits but the leader."""
+    """Reads that a client counting commits itself (a learner: README "The
+    client as a learner") cannot outrun: a read's index is at least the
+    highest index the node told a learner of (Replica.learners_told, when it
+    answers DURABLE_ON_LEADER) before the read arrived (R1), not only the
+    commit index, so the read waits until those entries are committed and
+    applied, also under the lease (LL4). A learner may know an entry
+    committed before the leader does; a read after that must still see it.
+    The price: a read waits for the learner writes answered but not yet
+    committed when it arrived. Off: nothing counts commits but the leader."""
 
     max_apply_entries: int | None = None
     """At most this many committed entries per Ready (None: all), to bound one apply step."""

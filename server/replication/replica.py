@@ -97,6 +97,7 @@ class Replica:
         self._appointable_epoch: int | None = None  # invariant 5
         self._replicator: Replicator | None = None  # leaders only
         self._reads = ReadIndexTracker()
+        self._learners_told = 0   # learners_told(): the highest index a learner may know committed before us
         self._lease = LeaderLease(self._opts.lease_ns)
         # Lease time (lease.py): the host's clock as last observed, and until when
         # this member promises no new epoch. A member that restarts may have
@@ -199,25 +200,44 @@ class Replica:
         self._check()
         return Proposal(epoch, first, self._log.last_index)
 
-    def read_index(self, request_id: Hashable) -> None:
+    def read_index(self, request_id: Hashable, floor: int | None = None) -> None:
         """Starts a linearizable read (R1-R4); its outcome comes in a later Ready's
-        `reads` or `failed_reads`. Raises NotLeaderError unless leader."""
+        `reads` or `failed_reads`. Raises NotLeaderError unless leader.
+        `floor` (learner_reads only): the highest index told to a learner
+        (learners_told) of an entry that writes what this read reads, which
+        the node knows and this core does not; None: every entry told of."""
         self._require_leader()
         self._last_busy_tick = self._ticks
         deadline = self._ticks + self._opts.read_timeout_ticks
         if self._role is Role.LEADER and self._lease.holds(self._now):   # LL4: no round needed
-            self._reads.add_confirmed(request_id, self._arrival_index(), deadline)
+            self._reads.add_confirmed(request_id, self._arrival_index(floor), deadline)
             self.reads_by_lease += 1
             return
         self.reads_by_round += 1
-        read_index = self._arrival_index() if self._role is Role.LEADER else None
+        read_index = self._arrival_index(floor) if self._role is Role.LEADER else None
         self._reads.add(request_id, read_index, deadline)
 
-    def _arrival_index(self) -> int:
+    def learners_told(self, index: int) -> None:
+        """The node told a learner client that the entry at `index` is durable
+        here (server/node/write_path.py, DURABLE_ON_LEADER): the client may
+        count it committed before this leader does, so with learner_reads a
+        read that arrives from now on waits for it (R1)."""
+        if index > self._learners_told:
+            self._learners_told = index
+
+    def _arrival_index(self, floor: int | None = None) -> int:
         """R1: a read's index, from the moment it arrived: the commit index, or
-        with learner_reads the last log index (what a learner may already know
-        committed: ReplicaOptions.learner_reads)."""
-        return self._log.last_index if self._opts.learner_reads else self._log.commit_index
+        with learner_reads at least the last index a learner was told of
+        (learners_told: what a learner may already know committed;
+        ReplicaOptions.learner_reads), or of those the read's `floor` (see
+        read_index). Capped by the last log index: a higher one would only
+        make the read wait for entries this log never held. (A read that
+        waits for the NOOP gets the index without a floor: R1.)"""
+        commit = self._log.commit_index
+        told = self._learners_told if floor is None else floor
+        if self._opts.learner_reads and told > commit:
+            return min(told, self._log.last_index)
+        return commit
 
     def snapshot_chunk(self, member: int, snapshot_index: int, offset: int, data: bytes, done: bool) -> None:
         """The node's answer to a SnapshotRequest (S2): chunk `offset` of its

@@ -81,7 +81,10 @@ def test_a_learn_subscriber_first_hears_the_followers_last_acknowledgements(tmp_
             assert answer.code == data_pb2.OK
         finally:
             await plain.close()
-        follower = next(n for n in cluster.nodes if n.id != leader)
+        # The follower whose acknowledgement completed the quorum (the other
+        # may trail: README "Trailing followers").
+        follower = next(n for n in cluster.nodes if n.id != leader and n.hosts[RG].last_ack is not None
+                        and n.hosts[RG].last_ack >= (answer.epoch, answer.index))
         async with grpc.aio.insecure_channel(follower.address) as channel:
             call = data_pb2_grpc.DataStub(channel).Learn(data_pb2.LearnRequest(), metadata=((NODE_METADATA_KEY, "0"),))
             first = await asyncio.wait_for(call.read(), 5)

@@ -56,10 +56,11 @@ class Checker:
         self._durable_commit: dict[tuple[int, int], int] = {}  # (leader, epoch) -> commit checked
         # 6: the learner's view. (epoch, index) -> (leader, config) of entries durable on their leader
         # and not counted yet; epoch -> {follower: highest index it acknowledged in that epoch}.
-        self._learner_pending: dict[tuple[int, int], tuple[int, object]] = {}
+        self._learner_pending: dict[tuple[int, int], tuple[int, object, bytes | None]] = {}
         self._learner_acks: dict[int, dict[int, int]] = {}
         self.learner_committed: dict[int, int] = {}   # index -> epoch the learner counted committed
         self.learner_ahead = 0   # of them, counted before any replica's commit index reached them
+        self.learner_key_max: dict[bytes, int] = {}   # key -> the highest counted index of a write to it
 
     def fail(self, what: str) -> None:
         raise SafetyViolation(what)
@@ -89,7 +90,8 @@ class Checker:
         included), are on its disk: it would answer a learner now, deposed meanwhile or not."""
         for e in entries:
             if e.epoch == epoch:
-                self._learner_pending[(e.epoch, e.index)] = (node.id, config)
+                key = e.payload.partition(b"=")[0] if e.kind is EntryKind.WRITE else None
+                self._learner_pending[(e.epoch, e.index)] = (node.id, config, key)
         self._learner_count()
 
     def on_ack_to_learner(self, ack) -> None:
@@ -100,7 +102,7 @@ class Checker:
         self._learner_count()
 
     def _learner_count(self) -> None:
-        for (epoch, index), (leader, config) in list(self._learner_pending.items()):
+        for (epoch, index), (leader, config, key) in list(self._learner_pending.items()):
             holders = {leader} | {m for m, i in self._learner_acks.get(epoch, {}).items() if i >= index}
             if not has_quorum(config, holders):
                 continue
@@ -111,6 +113,8 @@ class Checker:
             counted = self.learner_committed.setdefault(index, epoch)
             if counted != epoch:
                 self.fail(f"6: a learner counts {epoch}.{index} committed, and {counted}.{index} before")
+            if key is not None and index > self.learner_key_max.get(key, 0):
+                self.learner_key_max[key] = index
             self.observe_commits()
             if index > self.max_commit:
                 self.learner_ahead += 1   # known to a learner before any replica: what only rule 6 checks
@@ -138,13 +142,15 @@ class Checker:
                       f"of {config}")
 
     # -------------------------------------------------------------- 5: reads
-    def on_read_issued(self, node: SimNode, request_id: Hashable) -> None:
+    def on_read_issued(self, node: SimNode, request_id: Hashable, key: bytes | None = None) -> None:
+        """A read of the whole state, or of one `key` (a get: it must see the
+        writes to that key a learner counted committed, not the others)."""
         self.observe_commits()
         bound = self.max_commit
         r = node.replica
         if r is not None and r.options.learner_reads and self.learner_committed:
             # 6: a client may know of these commits before any replica does.
-            bound = max(bound, max(self.learner_committed))
+            bound = max(bound, max(self.learner_committed) if key is None else self.learner_key_max.get(key, 0))
         self.read_bounds[(node.id, request_id)] = bound
 
     def on_read_served(self, node: SimNode, rs: ReadState, app: KVStateMachine) -> None:

@@ -44,6 +44,7 @@ class Cluster:
         self.everyone = set(self.nodes) | {METADATA_MANAGER_ID}
         self.leaders_keep_mm = False   # the schedule's isolate_leader leaves the leader's link to the MM
         self.next_request = 0
+        self.last_key = b"k0"   # the key of the last write proposed (gets read it: read)
         self.trace: list[str] | None = None
 
     # ----------------------------------------------------------- primitives
@@ -100,15 +101,23 @@ class Cluster:
         for _ in range(count):
             self.next_request += 1
             payloads.append(b"k%d=v%d" % (self.rng.randrange(8), self.next_request))
+            self.last_key = payloads[-1].partition(b"=")[0]
         node.propose(payloads)
 
     def read(self, node: SimNode) -> None:
+        """A read: two of three are gets of one key (the key last proposed, or
+        one of the eight), which wait only for the writes to that key a
+        learner was told of (the node's rule: ReplicaHost._start_reads); the
+        others read the whole state. Chosen from the request number, not the
+        rng: the seeds replay as before."""
         assert node.replica is not None
         self.next_request += 1
         request_id = self.next_request
-        self.checker.on_read_issued(node, request_id)
+        kind = request_id % 3
+        key = None if kind == 0 else self.last_key if kind == 1 else b"k%d" % (request_id // 3 % 8)
+        self.checker.on_read_issued(node, request_id, key)
         node.replica.observe_time(self.clock(node))
-        node.replica.read_index(request_id)
+        node.replica.read_index(request_id, None if key is None else node.told_keys.get(key, 0))
 
     def crash(self, node: SimNode) -> None:
         node.crash()

@@ -10,7 +10,7 @@ import random
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from server.replication.messages import AppendAck, AppendResult, Role
+from server.replication.messages import AppendAck, AppendResult, EntryKind, Role
 from server.replication.options import ReplicaOptions
 from server.replication.ready import Ready
 from server.replication.replica import Replica
@@ -38,6 +38,7 @@ class SimNode:
         self.app: KVStateMachine | None = None
         self.frozen: dict[int, list[bytes]] = {}
         self.proposals: dict[int, int] = {}  # index -> epoch of our clients' writes
+        self.told_keys: dict[bytes, int] = {}  # key -> last index of a write to it told to a learner (in memory)
         self.snapshot_chunk_bytes = snapshot_chunk_bytes
         self.incarnation = 0
         self.pending: Ready | None = None  # a Ready whose disk work is not done yet
@@ -64,6 +65,7 @@ class SimNode:
         self.app = None
         self.frozen = {}
         self.proposals = {}
+        self.told_keys = {}
 
     def propose(self, payloads: list[bytes]) -> None:
         r = self.replica
@@ -110,6 +112,12 @@ class SimNode:
         installed = self.store.persist(rd)
         if lead is not None and rd.entries:
             c.checker.on_leader_durable(self, lead[0], rd.entries, lead[1])   # what it would answer a learner now
+            told = [e for e in rd.entries if e.epoch == lead[0]]
+            if told and r.epoch == lead[0]:
+                r.learners_told(told[-1].index)   # as the node does when it answers them (write_path.py)
+                for e in told:
+                    if e.kind is EntryKind.WRITE:
+                        self.told_keys[e.payload.partition(b"=")[0]] = e.index
         if crash_at is CrashPoint.AFTER_PERSIST:
             self.crash()
             return
