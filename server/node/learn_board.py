@@ -191,6 +191,10 @@ class LearnBoard:
         e = self._epoch_from_acks(rg, response.epoch, leader, followers, need)
         if previous is not None and previous.waiting:
             self._old.append(previous)
+        # The new epoch's leader promised it: it acknowledges no earlier epoch again.
+        for old in [o for o in self._old if o.rg == rg and o.epoch < e.epoch and leader in o.matches]:
+            old.moved_on.add(leader)
+            self._release(old)
         self._epochs[rg] = e
         self._ready.pop(rg, None)
         return e

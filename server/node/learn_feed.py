@@ -16,13 +16,18 @@ client hears as soon as the leader does, and everything published within
 one loop round goes in one message.
 
 Invariants:
-1. A subscriber's first message holds the last acknowledgement of every
+1. A subscriber's first message holds the highest acknowledgement of every
    replica this node hosts (ReplicaHost.last_ack); later ones follow in
-   the order they were sent. A client that subscribes after a follower
-   acknowledged its write still counts that acknowledgement.
+   the order they were sent, each message holding the highest match per
+   (group, epoch) published since the one before (so a subscriber whose
+   sends stall holds one entry per replica and epoch). A client that
+   subscribes after a follower acknowledged its write still counts that
+   acknowledgement.
 2. Every acknowledgement published is a durability claim the replica made
    to its leader: "my log matches the leader of `epoch` up to `match`,
-   durably" (C2, L1). Nothing else is published.
+   durably" (C2, L1), or (epoch, 0) once a promise of `epoch` is durable:
+   "I acknowledge no earlier epoch again" (it claims no entry). Nothing
+   else is published.
 3. Publishing costs nothing without subscribers, and never waits.
 
 Thread-safety: the node's event loop only.
@@ -43,7 +48,10 @@ ACK = struct.Struct("<QQQ")   # rg, epoch, match: LearnBatch.acks, one after ano
 class _Subscriber:
     def __init__(self, node_id: int, write: Callable[[Any], Coroutine]):
         self.node_id = node_id
-        self.pending: list[bytes] = []
+        # (rg, epoch) -> the highest match published since the last message: a
+        # subscriber whose sends stall holds one entry per replica and epoch,
+        # not one per acknowledgement (the client keeps only the highest anyway).
+        self.pending: dict[tuple[int, int], int] = {}
         self.first = True   # the first message goes out even if empty: the client knows it is subscribed
         self.ended: asyncio.Future = asyncio.get_running_loop().create_future()
         self.writer = StreamWriter(write, self._take, self._failed)
@@ -52,7 +60,8 @@ class _Subscriber:
         if not self.pending and not self.first:
             return None
         self.first = False
-        out = data_pb2.LearnBatch(node=self.node_id, acks=b"".join(self.pending))
+        out = data_pb2.LearnBatch(node=self.node_id, acks=b"".join(
+            [ACK.pack(rg, epoch, match) for (rg, epoch), match in self.pending.items()]))
         self.pending.clear()
         return out
 
@@ -75,17 +84,20 @@ class LearnFeed:
         """An accepted AppendAck of `rg`'s replica here, just sent to its leader."""
         if not self._subscribers:
             return
-        packed = ACK.pack(rg, epoch, match)
         self.published += 1
+        key = (rg, epoch)
         for sub in self._subscribers:
-            sub.pending.append(packed)
+            pending = sub.pending
+            if match >= pending.get(key, -1):
+                pending[key] = match
             sub.writer.kick_soon()
 
     async def serve(self, last_acks: Iterable[tuple[int, int, int]], write: Callable[[Any], Coroutine]) -> None:
         """Serves one Learn stream (`write`: the server context's write) until
         it ends: the caller's RPC is cancelled, or a send fails."""
         sub = _Subscriber(self.node_id, write)
-        sub.pending.extend(ACK.pack(rg, epoch, match) for rg, epoch, match in last_acks)   # invariant 1
+        for rg, epoch, match in last_acks:   # invariant 1
+            sub.pending[(rg, epoch)] = match
         self._subscribers.append(sub)
         try:
             sub.writer.kick()

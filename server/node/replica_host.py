@@ -126,7 +126,9 @@ class ReplicaHost:
         self._send = send
         self._io = io
         self._on_ack = on_ack
-        self.last_ack: tuple[int, int] | None = None   # (epoch, match) of the last accepted AppendAck sent
+        # The highest (epoch, match) this replica acknowledged, or (epoch, 0) for
+        # an epoch it promised since (learn_feed.py: a new subscriber's first message).
+        self.last_ack: tuple[int, int] | None = None
         self.replica = Replica(node_id, storage.durable_state(), options)
         self.writes = WritePath(node_id, self.replica, storage)
         self.compact_due: bool | str = False   # set by the node after engine flushes; done between Readys
@@ -394,8 +396,19 @@ class ReplicaHost:
     def _send_after_persist(self, rd: Ready) -> None:
         """Step 3: e.g. a follower's AppendAck, on the wire before the apply
         (the leader waits for it, not for our apply)."""
-        if rd.messages_after_persist:
+        sent = bool(rd.messages_after_persist)
+        if sent:
             self._send_all(rd.messages_after_persist)
+        hs = rd.hard_state
+        if hs is not None and (self.last_ack is None or hs.promised_epoch > self.last_ack[0]):
+            sent = True
+            # A promise of a later epoch is durable: this member acknowledges no
+            # earlier one again. Learners hear it as (epoch, 0), which claims
+            # nothing else, so writes they count in an earlier epoch end at once
+            # when too few of its followers are left (learn_board.py), not at
+            # their timeout; after this Ready's own acknowledgements, in order.
+            self._acknowledged(hs.promised_epoch, 0)
+        if sent:
             flush_deferred()
 
     def _send_all(self, messages) -> None:
@@ -404,9 +417,13 @@ class ReplicaHost:
         for m in messages:
             self._send(m.recipient, m)
             if type(m) is AppendAck and m.result is AppendResult.ACCEPTED:
-                self.last_ack = (m.epoch, m.index)
-                if self._on_ack is not None:
-                    self._on_ack(self.rg, m.epoch, m.index)
+                self._acknowledged(m.epoch, m.index)
+
+    def _acknowledged(self, epoch: int, match: int) -> None:
+        if self.last_ack is None or (epoch, match) > self.last_ack:   # a re-acknowledgement may be lower
+            self.last_ack = (epoch, match)
+        if self._on_ack is not None:
+            self._on_ack(self.rg, epoch, match)
 
     def _persist_inline(self, rd: Ready) -> None:
         """Step 2 of a Ready without snapshot work, on this thread. Log

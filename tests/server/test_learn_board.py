@@ -175,3 +175,23 @@ def test_close_answers_waiting_writes_unknown():
         await board.close()
         assert fut.result().code == data_pb2.OUTCOME_UNKNOWN
     asyncio.run(go())
+
+
+def test_the_leader_of_a_later_epoch_counts_as_moved_on_from_the_earlier_one():
+    async def go():
+        board = LearnBoard(lambda node: None, wait_seconds=30.0)
+        try:
+            loop = asyncio.get_running_loop()
+            old = loop.create_future()
+            board.settle(RG, old, data_pb2.WriteResponse(id=1, code=data_pb2.DURABLE_ON_LEADER, epoch=5, index=10,
+                                                         leader=1, voters=(1, 2, 3), seqs=b"s" * 16))
+            board.learned(3, b"".join([ACK.pack(RG, 6, 11)]))   # follower 3 follows epoch 6 now
+            new = loop.create_future()   # follower 2 leads epoch 6: it never acknowledges epoch 5 again
+            board.settle(RG, new, data_pb2.WriteResponse(id=2, code=data_pb2.DURABLE_ON_LEADER, epoch=6, index=12,
+                                                         leader=2, voters=(1, 2, 3), seqs=b"t" * 16))
+            await asyncio.sleep(0)
+            assert old.done(), "epoch 5's write waits 30 s though neither follower can acknowledge it any more"
+            assert old.result().code == data_pb2.OUTCOME_UNKNOWN
+        finally:
+            await board.close()
+    asyncio.run(go())

@@ -115,3 +115,45 @@ def test_learner_writes_keep_counting_with_one_follower_stopped(tmp_path):
             await learner.close()
             await board.close()
     run(tmp_path, body)
+
+
+# A review's repro: every member announces a durable promise of a later epoch
+# on its Learn feed ((epoch, 0)), so the new leader, which never acknowledges
+# again, counts as moved on.
+def test_learner_writes_of_a_deposed_leader_end_when_the_survivors_moved_on(tmp_path):
+    async def body(cluster):
+        leader = cluster.mm.groups[RG].leader
+        node = next(n for n in cluster.nodes if n.id == leader)
+        # A long wait, so that the test tells "ended because the followers moved on"
+        # from "ended at the timeout" whatever the machine's speed.
+        board = LearnBoard({n.id: n.address for n in cluster.nodes}.get, wait_seconds=10.0)
+        client = DataClient(node.address, learn=board)
+        try:
+            assert (await client.write(RG, put(b"before", b"1"))).code == data_pb2.OK
+            epoch = board._epochs[RG].epoch
+            writes = [asyncio.ensure_future(client.write(RG, put(b"k%d" % i, b"v"))) for i in range(50)]
+            node.isolated = True   # the leader takes and logs them, but its Appends never leave
+            t0 = time.monotonic()
+            # The MM deposes it; the follower that is not appointed acknowledges the new epoch.
+            while not any(e > epoch for (rg, _n), (e, _m) in board._acks.items() if rg == RG):
+                assert time.monotonic() - t0 < 8, "no follower moved to a new epoch"
+                await asyncio.sleep(0.01)
+            moved_on_after = time.monotonic() - t0
+            done, pending = await asyncio.wait(writes, timeout=moved_on_after + 3.0)
+            assert not pending, (f"{len(pending)} of 50 writes still wait {moved_on_after + 3.0:.1f} s after the "
+                                 f"deposed leader's answers, although a follower moved on after "
+                                 f"{moved_on_after:.2f} s and the other one leads the new epoch")
+            for f in done:
+                assert f.result().code in (data_pb2.OK, data_pb2.OUTCOME_UNKNOWN)
+        finally:
+            node.isolated = False
+            await client.close()
+            await board.close()
+
+    async def go():
+        cluster = await InProcessCluster(tmp_path, groups=((RG, (1, 2, 3)),), nodes=(1, 2, 3)).start()
+        try:
+            return await asyncio.wait_for(body(cluster), 40)
+        finally:
+            await cluster.close()
+    asyncio.run(go())
