@@ -34,6 +34,15 @@ from server.node_identity import NODE_METADATA_KEY
 from server.proto import data_pb2, data_pb2_grpc
 from server.stream_writer import StreamWriter
 
+# A learner's writes ask for learner answers only while this client is
+# latency-bound: few operations in flight on its streams, on average
+# (DataClient._as_learner). With hysteresis, so that the writes of one
+# round do not split into two modes (answered at different times, their
+# callers' next writes would split into two entries per round).
+LEARNER_ON_BELOW = 4.0     # average operations in flight: learner answers from below this...
+LEARNER_OFF_ABOVE = 12.0   # ... until above this
+LOAD_SMOOTHING = 0.05      # weight of each write's sample in the average
+
 
 class StreamBroken(Exception):
     """The stream carrying the request ended before its answer came back."""
@@ -57,6 +66,10 @@ class _Stream:
         # dead call (where it would be lost) while a newer stream serves the queue.
         self._writer: StreamWriter | None = None
         self.batches_sent = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._waiting)
 
     def submit(self, req) -> asyncio.Future:
         if self._task is None or self._task.done():
@@ -146,12 +159,21 @@ def _cancel(call, _failure: BaseException) -> None:
 
 
 class DataClient:
-    def __init__(self, address: str, sender_id: int = 0, learn: LearnBoard | None = None):
+    def __init__(self, address: str, sender_id: int = 0, learn: LearnBoard | None = None,
+                 always_learn: bool = False):
         """`learn`: count commits as a learner (learn_board.py): writes ask for
-        DURABLE_ON_LEADER answers while the board is ready for their group,
-        and are answered OK here once it counted them committed."""
+        DURABLE_ON_LEADER answers while this client is lightly loaded
+        (_as_learner; with `always_learn`, whatever its load) and the board is
+        ready for their group, and are answered OK here once it counted them
+        committed."""
         self.address = address
         self._learn = learn
+        # Average operations in flight, sampled at each write (_as_learner). It
+        # starts high, with learner answers off: a client that starts under load
+        # never switches (a switch splits the writes in flight into two modes).
+        self._load = 0.0 if always_learn else LEARNER_OFF_ABOVE
+        self._learner_on = always_learn
+        self._always_learn = always_learn
         self._channel = grpc.aio.insecure_channel(address, options=STREAM_CHANNEL_OPTIONS)
         self._stub = data_pb2_grpc.DataStub(self._channel)
         md = ((NODE_METADATA_KEY, str(sender_id)),)
@@ -163,7 +185,7 @@ class DataClient:
     async def write(self, rg: int, batch: bytes) -> data_pb2.WriteResponse:
         """One write batch (engine/_native/write_batch.pyx format) to the RG's leader on this node."""
         req = data_pb2.WriteRequest(id=next(self._ids), rg=rg, batch=batch)
-        if self._learn is not None and self._learn.ready(rg):
+        if self._learn is not None and self._as_learner(rg):
             req.learner = True
         return await self._writes.submit(req)
 
@@ -176,9 +198,25 @@ class DataClient:
         stops waiting (cancels it, or sets an exception on it) loses only the
         answer: the request is sent and its answer, when it comes, dropped."""
         req.id = next(self._ids)
-        if self._learn is not None and self._learn.ready(req.rg):
+        if self._learn is not None and self._as_learner(req.rg):
             req.learner = True
         return self._writes.submit(req)
+
+    def _as_learner(self, rg: int) -> bool:
+        """Whether this write asks for a learner answer: while this client is
+        latency-bound (few operations in flight), where the hop it saves is
+        the write's latency. Under load the hop hides in queueing, and the
+        learner's extra Learn message per write costs throughput, to the
+        reads most (bench/RESULTS.md, 2026-11-28 learner entry)."""
+        if self._always_learn:
+            return self._learn.ready(rg)
+        load = self._load = self._load + (self._writes.in_flight + self._reads.in_flight - self._load) * LOAD_SMOOTHING
+        if self._learner_on:
+            if load > LEARNER_OFF_ABOVE:
+                self._learner_on = False
+        elif load < LEARNER_ON_BELOW:
+            self._learner_on = True
+        return self._learner_on and self._learn.ready(rg)
 
     async def read(self, rg: int, table_id: int, key: bytes) -> data_pb2.ReadResponse:
         return await self.submit_read(rg, table_id, key)

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 WAIT_SECONDS = 2.0         # a DURABLE_ON_LEADER write not counted by then: OUTCOME_UNKNOWN
 RECONNECT_SECONDS = 0.5    # a Learn stream that ended is opened again after this
+IDLE_SECONDS = 1.0         # no learner answer for this long: the Learn streams are closed (_check_idle)
 
 
 class _Epoch:
@@ -129,6 +130,9 @@ class LearnBoard:
         self._ready: dict[int, bool] = {}         # rg -> ready(rg), until a feed or an epoch changes
         self._order = itertools.count()           # heap tie-break
         self._sweep: asyncio.TimerHandle | None = None
+        self._idle_check: asyncio.TimerHandle | None = None
+        self._last_use = 0.0      # loop time of the last learner answer settled here
+        self._closing: set[asyncio.Task] = set()   # feeds cancelled by _check_idle, not finished yet
         self.counted = 0     # writes this board counted committed
         self.unknown = 0     # writes it gave up on (OUTCOME_UNKNOWN)
 
@@ -139,10 +143,37 @@ class LearnBoard:
         ready = self._ready.get(rg)
         if ready is None:
             e = self._epochs.get(rg)
+            if e is not None:
+                self._open_feeds(e.followers)   # closed while idle: open again (live in a moment)
             ready = e is None or sum(1 for v in e.followers
                                      if (f := self._feeds.get(v)) is not None and f.live) >= e.need
             self._ready[rg] = ready
         return ready
+
+    def _open_feeds(self, nodes) -> None:
+        for v in nodes:
+            if v not in self._feeds:
+                self._feeds[v] = _Feed(self, v)
+        if self._feeds and self._idle_check is None:
+            self._idle_check = asyncio.get_running_loop().call_later(IDLE_SECONDS, self._check_idle)
+
+    def _check_idle(self) -> None:
+        """Closes the Learn streams when no learner answer came for IDLE_SECONDS:
+        a client that stopped asking for them (DataClient._as_learner: under
+        load) should not pay for every acknowledgement of every group, and its
+        writers' answers should not share its loop with them. ready() opens
+        them again when asked."""
+        self._idle_check = None
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_use < IDLE_SECONDS or any(e.waiting for e in self._epochs.values()):
+            self._idle_check = loop.call_later(IDLE_SECONDS, self._check_idle)
+            return
+        feeds, self._feeds = list(self._feeds.values()), {}
+        for f in feeds:
+            f.task.cancel()
+            self._closing.add(f.task)
+            f.task.add_done_callback(self._closing.discard)
+        self._ready.clear()
 
     def feed_changed(self) -> None:
         """A Learn stream went live or ended: ready() looks again."""
@@ -154,6 +185,7 @@ class LearnBoard:
         (at once if the acknowledgements came first), or OUTCOME_UNKNOWN."""
         if future.done():
             return
+        self._last_use = asyncio.get_running_loop().time()
         e = self._epochs.get(rg)
         if e is None or e.epoch != response.epoch or e.leader != response.leader:   # else: the same config (E1)
             e = self._new_epoch(rg, future, response, e)
@@ -207,8 +239,7 @@ class LearnBoard:
                 e.acknowledged(v, match)
             elif ack_epoch > epoch:
                 e.moved_on.add(v)
-            if v not in self._feeds:
-                self._feeds[v] = _Feed(self, v)
+        self._open_feeds(followers)
         return e
 
     # ------------------------------------------------------------- the feeds' side
@@ -294,7 +325,11 @@ class LearnBoard:
                 self._unknown(item[2], item[3], "the client closed")
             e.waiting.clear()
         self._old.clear()
-        feeds, self._feeds = list(self._feeds.values()), {}
-        for f in feeds:
-            f.task.cancel()
-        await asyncio.gather(*(f.task for f in feeds), return_exceptions=True)
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+            self._idle_check = None
+        tasks = [f.task for f in self._feeds.values()] + list(self._closing)
+        self._feeds = {}
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

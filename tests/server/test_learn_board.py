@@ -195,3 +195,20 @@ def test_the_leader_of_a_later_epoch_counts_as_moved_on_from_the_earlier_one():
         finally:
             await board.close()
     asyncio.run(go())
+
+
+def test_idle_learn_streams_close_and_open_again_when_asked(monkeypatch):
+    monkeypatch.setattr("server.node.learn_board.IDLE_SECONDS", 0.05)
+
+    async def body(board):
+        fut = answer(board, durable(5, 10))   # opens streams to followers 2 and 3
+        board.learned(2, acks((RG, 5, 10)))
+        assert fut.result().code == data_pb2.OK
+        assert sorted(board._feeds) == [2, 3]
+        async def closed():
+            while board._feeds:   # no learner answer since: closed after IDLE_SECONDS
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(closed(), 5)
+        assert not board.ready(RG)       # asked again: opened, not live yet
+        assert sorted(board._feeds) == [2, 3]
+    run(body)

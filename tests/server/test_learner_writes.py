@@ -49,7 +49,7 @@ def test_learner_writes_are_counted_from_the_followers_and_read_back_by_another_
     async def body(cluster):
         leader, node = leader_of(cluster)
         board = LearnBoard({n.id: n.address for n in cluster.nodes}.get)
-        learner = DataClient(node.address, learn=board)
+        learner = DataClient(node.address, learn=board, always_learn=True)
         plain = DataClient(node.address)
         try:
             for i in range(60):
@@ -101,7 +101,7 @@ def test_learner_writes_keep_counting_with_one_follower_stopped(tmp_path):
     async def body(cluster):
         leader, node = leader_of(cluster)
         board = LearnBoard({n.id: n.address for n in cluster.nodes}.get)
-        learner = DataClient(node.address, learn=board)
+        learner = DataClient(node.address, learn=board, always_learn=True)
         try:
             assert (await learner.write(RG, put(b"before", b"1"))).code == data_pb2.OK
             stopped = next(n for n in cluster.nodes if n.id != leader)
@@ -127,7 +127,7 @@ def test_learner_writes_of_a_deposed_leader_end_when_the_survivors_moved_on(tmp_
         # A long wait, so that the test tells "ended because the followers moved on"
         # from "ended at the timeout" whatever the machine's speed.
         board = LearnBoard({n.id: n.address for n in cluster.nodes}.get, wait_seconds=10.0)
-        client = DataClient(node.address, learn=board)
+        client = DataClient(node.address, learn=board, always_learn=True)
         try:
             assert (await client.write(RG, put(b"before", b"1"))).code == data_pb2.OK
             epoch = board._epochs[RG].epoch
@@ -157,3 +157,28 @@ def test_learner_writes_of_a_deposed_leader_end_when_the_survivors_moved_on(tmp_
         finally:
             await cluster.close()
     asyncio.run(go())
+
+
+def test_a_client_asks_for_learner_answers_only_while_lightly_loaded(tmp_path):
+    async def body(cluster):
+        leader, node = leader_of(cluster)
+        board = LearnBoard({n.id: n.address for n in cluster.nodes}.get)
+        loaded = DataClient(node.address, learn=board)
+        light = DataClient(node.address, learn=board)
+        try:
+            # 64 writes in flight at a time: its writes never ask (a switch
+            # mid-load would split the writes of one round into two modes).
+            for _ in range(4):
+                answers = await asyncio.gather(*(loaded.write(RG, put(os.urandom(8), b"x")) for _ in range(64)))
+                assert all(a.code == data_pb2.OK for a in answers)
+            assert board.counted == 0 and node.hosts[RG].writes.early_answers == 0
+            # One at a time: after a few writes (the load average falls), they do.
+            for i in range(60):
+                assert (await light.write(RG, put(b"l%d" % i, b"y"))).code == data_pb2.OK
+            assert 0 < board.counted < 60
+            assert node.hosts[RG].writes.early_answers == board.counted
+        finally:
+            await loaded.close()
+            await light.close()
+            await board.close()
+    run(tmp_path, body)
