@@ -247,7 +247,7 @@ def router_main(args: argparse.Namespace) -> int:
     from server.runtime import configure_logging, run_service
 
     configure_logging(args.log_level)
-    router = Router(args.id, args.meta.split(","))
+    router = Router(args.id, args.meta.split(","), learner=args.learner)
     server = None
 
     async def start() -> str:
@@ -391,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     router.add_argument("--meta", required=True, help="metadata manager address(es), comma-separated")
     router.add_argument("--metrics-listen", default="127.0.0.1:0",
                         help="host:port of the Prometheus endpoint (port 0: any free; empty: none)")
+    router.add_argument("--learner", choices=("auto", "always", "off"), default="auto",
+                        help="count writes' commits from the followers' acknowledgements, one hop less per write: "
+                             "auto (while lightly loaded), always, or off (wait for the leader's OK)")
     router.add_argument("--log-level", default="INFO")
     router.set_defaults(func=router_main)
 

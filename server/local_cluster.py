@@ -133,25 +133,26 @@ class LocalCluster:
         self._spawn(role)
         return role
 
-    def add_router(self, router_id: int) -> RoleProcess:
+    def add_router(self, router_id: int, args: list[str] | None = None) -> RoleProcess:
         """A request manager; its seqs carry router_id, so it is kept apart
-        from node ids (ROUTER_ID_BASE + n)."""
+        from node ids (ROUTER_ID_BASE + n). `args`: more `quorumkv router` arguments."""
         role = RoleProcess(f"router{router_id}", ["router", "--id", str(router_id), "--listen", "127.0.0.1:0",
-                                                  "--meta", self.meta_addresses],
+                                                  "--meta", self.meta_addresses, *(args or [])],
                            os.path.join(self.base_dir, f"router{router_id}.log"))
         self.routers[router_id] = role
         self._spawn(role)
         return role
 
-    def serve(self, groups: int, members: list[int], routers: int, timeout: float = 30.0) -> None:
+    def serve(self, groups: int, members: list[int], routers: int, timeout: float = 30.0,
+              router_args: list[str] | None = None) -> None:
         """Groups 1..`groups` over `members`, each with a serving leader, then
-        `routers` request managers (ids ROUTER_ID_BASE + 1, ...)."""
+        `routers` request managers (ids ROUTER_ID_BASE + 1, ...), with `router_args`."""
         for rg in range(1, groups + 1):
             self.create_group(rg, members)
         for rg in range(1, groups + 1):
             self.wait_for_leader(rg, timeout=timeout)
         for i in range(routers):
-            self.add_router(ROUTER_ID_BASE + i + 1)
+            self.add_router(ROUTER_ID_BASE + i + 1, router_args)
 
     @property
     def meta_addresses(self) -> str:

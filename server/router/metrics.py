@@ -44,4 +44,10 @@ class RouterCollector:
         updates.add_metric([], stats["routing_updates"])
         version = GaugeMetricFamily("quorumkv_router_routing_version", "Version of the routing copy in use")
         version.add_metric([], self.router.routing.version)
-        yield from (retries, updates, version)
+        learned = CounterMetricFamily("quorumkv_router_learner_writes",
+                                      "Writes whose commit this router counted from the followers' acknowledgements "
+                                      "(counted), or gave up counting (unknown: retried)", labels=["outcome"])
+        board = self.router.learn_board
+        learned.add_metric(["counted"], board.counted if board is not None else 0)
+        learned.add_metric(["unknown"], board.unknown if board is not None else 0)
+        yield from (retries, updates, version, learned)

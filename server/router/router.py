@@ -70,6 +70,7 @@ MAX_PAGE_BYTES = 8 << 20   # a page stops adding ranges past this: with one rang
 MAX_PAGE = 10_000
 RETRY_AFTER_MS = 200
 MAX_OBSERVED_AHEAD_NS = 300 * 10**9   # seqs further ahead of this router's clock are not followed (_observe)
+LEARNER_MODES = ("auto", "always", "off")   # Router's `learner`
 WATCH_TIMEOUT = 2.0     # no routing message, not even a keepalive, for this long: next MM address
 _TOKEN_VERSION = 1
 
@@ -122,8 +123,14 @@ def check_seq(seq: bytes, what: str = "if_seq") -> None:
 
 
 class Router:
-    def __init__(self, router_id: int, meta_addresses: list[str]):
+    def __init__(self, router_id: int, meta_addresses: list[str], learner: str = "auto"):
+        """`learner`: whether writes count their commits as a learner
+        (server/node/learn_board.py): "auto" while lightly loaded (one hop
+        less per write), "always", or "off" (wait for the leader's OK)."""
+        if learner not in LEARNER_MODES:
+            raise ValueError(f"learner must be one of {', '.join(LEARNER_MODES)}, not {learner!r}")
         self.id = router_id
+        self.learner = learner
         self.meta_addresses = meta_addresses
         self.routing = Routing()
         self._changed = asyncio.Event()
@@ -132,7 +139,8 @@ class Router:
         # Writes count their commits as learners (server/node/learn_board.py):
         # one hop less per write; an OUTCOME_UNKNOWN from it is retried under
         # the request id like any other.
-        self._learn = LearnBoard(lambda node: self.routing.nodes.get(node), sender_id=router_id)
+        self._learn = LearnBoard(lambda node: self.routing.nodes.get(node), sender_id=router_id) \
+            if learner != "off" else None
         self._inflight: dict[int, dict[asyncio.Future, int]] = {}   # rg -> {attempt's answer: epoch it went to}
         self._closing: set[asyncio.Task] = set()
         self._watch_task: asyncio.Task | None = None
@@ -209,6 +217,11 @@ class Router:
         except TimeoutError:
             pass
 
+    @property
+    def learn_board(self) -> LearnBoard | None:
+        """The count of this router's learner writes (None: --learner off)."""
+        return self._learn
+
     async def wait_ready(self, timeout: float) -> None:
         """Until the first routing table arrived (startup)."""
         deadline = time.monotonic() + timeout
@@ -223,7 +236,8 @@ class Router:
             return None
         c = self._clients.get(address)
         if c is None:
-            c = self._clients[address] = DataClient(address, sender_id=self.id, learn=self._learn)
+            c = self._clients[address] = DataClient(address, sender_id=self.id, learn=self._learn,
+                                                    always_learn=self.learner == "always")
         return c
 
     async def refresh(self, deadline: float) -> bool:
@@ -627,7 +641,8 @@ class Router:
                 await asyncio.gather(task, return_exceptions=True)
         for c in self._clients.values():
             await c.close()
-        await self._learn.close()
+        if self._learn is not None:
+            await self._learn.close()
         if self._meta_channel is not None:
             await self._meta_channel.close(grace=None)
 

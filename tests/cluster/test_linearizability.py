@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
+import urllib.request
 
 import pytest
 
@@ -147,10 +149,10 @@ def _nemesis(cluster: LocalCluster, rounds: int, log: list[str]) -> None:
         time.sleep(1.0)
 
 
-def _run(tmp_path, rounds: int) -> None:
+def _run(tmp_path, rounds: int, learner: str = "auto") -> None:
     # Started here; closed (every process) on exit.
     with LocalCluster(str(tmp_path / "cluster"), nodes=3, fault_hooks=True) as cluster:
-        cluster.serve(groups=2, members=[1, 2, 3], routers=2)
+        cluster.serve(groups=2, members=[1, 2, 3], routers=2, router_args=["--learner", learner])
         history: list[Op] = []
         faults: list[str] = []
 
@@ -171,6 +173,9 @@ def _run(tmp_path, rounds: int) -> None:
                     await asyncio.gather(*clients)
 
         asyncio.run(main())
+        counted = sum(_learner_counted(r) for r in cluster.routers.values() if r.running())
+    if learner == "always":
+        assert counted >= 100, f"only {counted} writes were counted by a learner"   # the mode under test ran
     puts = [op for op in history if op.kind == "put"]
     gets = [op for op in history if op.kind == "get"]
     print(f"\n{len(puts)} puts ({sum(op.outcome == APPLIED for op in puts)} acknowledged, "
@@ -182,10 +187,26 @@ def _run(tmp_path, rounds: int) -> None:
     assert not problems, f"{len(problems)} violations, e.g.:\n" + "\n".join(problems[:5])
 
 
+def _learner_counted(router) -> int:
+    """The writes `router` counted committed as a learner (its metrics)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{router.metrics_port}/metrics", timeout=5).read().decode()
+    m = re.search(r'^quorumkv_router_learner_writes_total\{outcome="counted"\} ([0-9.e+]+)$', text, re.M)
+    assert m is not None, "no learner metric"
+    return int(float(m.group(1)))
+
+
 def test_puts_and_gets_stay_linearizable_through_leader_kills_and_pauses(tmp_path):
     _run(tmp_path, rounds=1)
 
 
+def test_learner_writes_stay_linearizable_through_leader_kills_and_pauses(tmp_path):
+    """The same, with every write counted by its router as a learner
+    (server/node/learn_board.py): commits known before the leader knows them,
+    reads at the leader's learner floors, early answers of deposed leaders."""
+    _run(tmp_path, rounds=1, learner="always")
+
+
 @pytest.mark.soak
-def test_linearizability_soak(tmp_path):
-    _run(tmp_path, rounds=6)
+@pytest.mark.parametrize("learner", ["auto", "always"])
+def test_linearizability_soak(tmp_path, learner):
+    _run(tmp_path, rounds=6, learner=learner)
