@@ -79,9 +79,10 @@ class _Epoch:
             self.matches[node] = match
             self.committed = max(self.committed, sorted(self.matches.values(), reverse=True)[self.need - 1])
 
-    def hopeless(self) -> bool:
-        """Too many followers moved past this epoch for any more of its indexes to be counted."""
-        return len(self.followers) - len(self.moved_on) < self.need
+    def hopeless(self, index: int) -> bool:
+        """Too many followers moved past this epoch for `index` to be counted:
+        those that acknowledged it already count, moved on or not."""
+        return sum(1 for v, m in self.matches.items() if m >= index or v not in self.moved_on) < self.need
 
 
 class _Feed:
@@ -148,6 +149,10 @@ class LearnBoard:
             ready = e is None or sum(1 for v in e.followers
                                      if (f := self._feeds.get(v)) is not None and f.live) >= e.need
             self._ready[rg] = ready
+        if ready:
+            # A learner write is about to be sent: its answer comes within the
+            # next IDLE_SECONDS, so the streams must stay open for it.
+            self._last_use = asyncio.get_running_loop().time()
         return ready
 
     def _open_feeds(self, nodes) -> None:
@@ -165,7 +170,8 @@ class LearnBoard:
         them again when asked."""
         self._idle_check = None
         loop = asyncio.get_running_loop()
-        if loop.time() - self._last_use < IDLE_SECONDS or any(e.waiting for e in self._epochs.values()):
+        if loop.time() - self._last_use < IDLE_SECONDS or any(e.waiting for e in self._epochs.values()) \
+                or any(e.waiting for e in self._old):
             self._idle_check = loop.call_later(IDLE_SECONDS, self._check_idle)
             return
         feeds, self._feeds = list(self._feeds.values()), {}
@@ -191,10 +197,11 @@ class LearnBoard:
             e = self._new_epoch(rg, future, response, e)
             if e is None:
                 return
+        self._open_feeds(e.followers)   # closed while idle after the write was sent: open again
         index = response.index
         if index <= e.committed:
             self._ok(future, response)
-        elif e.hopeless():
+        elif e.hopeless(index):
             self._unknown(future, response, f"the followers moved past epoch {e.epoch} before acknowledging it")
         else:
             heapq.heappush(e.waiting, (index, next(self._order), future, response,
@@ -272,10 +279,15 @@ class LearnBoard:
         while waiting and waiting[0][0] <= e.committed:
             _index, _n, future, response, _deadline = heapq.heappop(waiting)
             self._ok(future, response)
-        if waiting and e.hopeless():
-            for _index, _n, future, response, _deadline in waiting:
-                self._unknown(future, response, f"the followers moved past epoch {e.epoch} before acknowledging it")
-            waiting.clear()
+        if waiting and e.hopeless(max(item[0] for item in waiting)):
+            kept = []
+            for item in waiting:
+                if e.hopeless(item[0]):
+                    self._unknown(item[2], item[3], f"the followers moved past epoch {e.epoch} before acknowledging it")
+                else:
+                    kept.append(item)
+            heapq.heapify(kept)
+            waiting[:] = kept
         if not waiting and e in self._old:
             self._old.remove(e)
 

@@ -173,6 +173,7 @@ class WritePath:
         # keys wait for them: ReplicaHost._start_reads), and index -> its keys.
         self.told_keys: dict[bytes, int] = {}
         self._told_at: dict[int, list[bytes]] = {}
+        self._told_upto = (0, 0)   # (epoch, index): that epoch's entries up to index had their keys registered
 
     # ---------------------------------------------------------------- inputs
     def submit(self, rep: bytes, request_id: int = 0, if_seq: bytes = b"", if_absent: bool = False,
@@ -392,14 +393,10 @@ class WritePath:
                 continue
             stored = write_batch.seqs(rep, 0, write_batch.count(rep))
             r.learners_told(e.index)   # before any answer leaves: reads from now on wait for it
-            told_keys = self.told_keys
+            self._tell_upto(e.index)
             for cw, off in zip(w.writes, w.offsets):
                 if not cw.learner or cw.on_done is None:
                     continue
-                keys = write_batch.internal_keys(cw.rep)
-                for k in keys:
-                    told_keys[k] = e.index
-                self._told_at.setdefault(e.index, []).extend(keys)
                 count = write_batch.count(cw.rep)
                 early = asyncio.get_running_loop().create_future()
                 early.set_result(Result(Outcome.DURABLE_ON_LEADER, e.epoch, self.node_id,
@@ -409,6 +406,26 @@ class WritePath:
                 answered += 1
         self.early_answers += answered
         return answered
+
+    def _tell_upto(self, index: int) -> None:
+        """A learner may count `index` committed, so every entry up to it too:
+        the keys of every record of the unapplied entries up to `index` (not
+        only the learner writes'), since a multi-key batch before a told write
+        is ordered before it."""
+        r = self.replica
+        lg = r.log
+        upto_epoch, upto = self._told_upto
+        lo = max(upto if upto_epoch == r.epoch else 0, lg.applied_index) + 1
+        told_keys = self.told_keys
+        for e in lg.entries(lo, index) if lo <= index else ():
+            if e.kind is not EntryKind.WRITE or entry_payload.dropped_table(e.payload) is not None:
+                continue
+            keys = write_batch.internal_keys(entry_payload.decode(e.payload)[1])
+            for k in keys:
+                told_keys[k] = e.index
+            self._told_at.setdefault(e.index, []).extend(keys)
+        if index > lo - 1:
+            self._told_upto = (r.epoch, index)
 
     # ---------------------------------------------------------------- applying
     def apply(self, entries: Sequence[Entry]) -> None:
@@ -520,6 +537,7 @@ class WritePath:
         self._waiting.clear()
         self._told_at.clear()   # a follower serves no reads; as leader again, R1 waits for its NOOP
         self.told_keys.clear()
+        self._told_upto = (0, 0)
         for waiting in self._awaiting_log.values():   # retries of entries in the log: as unknown as those
             self._reject(waiting, outcome)
         self._awaiting_log.clear()

@@ -212,3 +212,65 @@ def test_idle_learn_streams_close_and_open_again_when_asked(monkeypatch):
         assert not board.ready(RG)       # asked again: opened, not live yet
         assert sorted(board._feeds) == [2, 3]
     run(body)
+
+
+# Review repro: the idle close (_check_idle) does not know of learner writes
+# sent but not answered yet, and settle() does not open the streams again.
+# A write that asked for a learner answer while the streams were live and is
+# answered DURABLE_ON_LEADER just after they closed waits with nothing to
+# count it: OUTCOME_UNKNOWN after wait_seconds (or OK only when some later
+# ready() happens to reopen them), though its followers acknowledged it.
+def test_an_answer_that_comes_after_an_idle_close_opens_the_streams_again(monkeypatch):
+    monkeypatch.setattr("server.node.learn_board.IDLE_SECONDS", 0.05)
+
+    async def body(board):
+        fut = answer(board, durable(5, 10))
+        board.learned(2, acks((RG, 5, 10)))
+        assert fut.result().code == data_pb2.OK
+        async def closed():
+            while board._feeds:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(closed(), 5)
+        # The answer to a learner write sent just before the close.
+        late = answer(board, durable(5, 11))
+        assert not late.done()
+        assert sorted(board._feeds) == [2, 3], "the write waits for acknowledgements on streams that are closed"
+    run(body)
+
+
+def test_old_epochs_writes_keep_the_streams_open(monkeypatch):
+    """_check_idle looks only at the current epochs' waiting writes, not at
+    _old's: an earlier epoch's write still waiting (wait_seconds up to the
+    caller; 30 s here) loses its streams after IDLE_SECONDS."""
+    monkeypatch.setattr("server.node.learn_board.IDLE_SECONDS", 0.05)
+
+    async def body(board):
+        old = answer(board, durable(5, 10, leader=1, voters=(1, 2, 3, 4, 5)))
+        # Epoch 6 (voters 1-3, led by 2): epoch 5's write moves to _old, 2 and 3 moved on from it;
+        # 4 and 5 can still acknowledge it (the old leader may still be replicating).
+        new = answer(board, durable(6, 12, leader=2, voters=(1, 2, 3)))
+        board.learned(3, acks((RG, 6, 12)))
+        assert new.result().code == data_pb2.OK and not old.done()
+        await asyncio.sleep(0.3)
+        assert not old.done()
+        assert 4 in board._feeds and 5 in board._feeds, "epoch 5's write waits, its followers' streams closed"
+    run(body)
+
+
+# Review note (safe, but an answer that is wrong in kind): hopeless() counts the
+# followers that moved on whether or not they acknowledged the write first.
+# Five voters, need 2: follower 2 acknowledged index 10, then 2, 3 and 4 moved
+# to epoch 6 (2 leads it). Follower 5 can still acknowledge epoch 5, and 2's
+# acknowledgement plus 5's would count the write; in fact the write is in the
+# new leader's log and will commit. The board answers OUTCOME_UNKNOWN at once.
+def test_a_follower_that_acknowledged_before_moving_on_still_counts_toward_hope():
+    async def body(board):
+        voters = (1, 2, 3, 4, 5)
+        fut = answer(board, durable(5, 10, voters=voters))
+        board.learned(2, acks((RG, 5, 10), (RG, 6, 0)))
+        board.learned(3, acks((RG, 6, 0)))
+        board.learned(4, acks((RG, 6, 0)))
+        assert not fut.done(), "2 holds index 10 and 5 can still acknowledge: the count can still complete"
+        board.learned(5, acks((RG, 5, 10)))
+        assert fut.result().code == data_pb2.OK
+    run(body)

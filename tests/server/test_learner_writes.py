@@ -182,3 +182,33 @@ def test_a_client_asks_for_learner_answers_only_while_lightly_loaded(tmp_path):
             await light.close()
             await board.close()
     run(tmp_path, body)
+
+
+# Review repro: a learner write in flight when the board's idle check closes
+# its Learn streams (no learner answer for IDLE_SECONDS: a client writing
+# about once a second, the lightly loaded client this is for) is answered
+# DURABLE_ON_LEADER with nothing left to count it: it ends OUTCOME_UNKNOWN at
+# wait_seconds, though both followers acknowledged it at once.
+def test_a_learner_write_in_flight_when_the_idle_streams_close_is_still_counted(tmp_path):
+    async def body(cluster):
+        leader, node = leader_of(cluster)
+        board = LearnBoard({n.id: n.address for n in cluster.nodes}.get, wait_seconds=1.5)
+        client = DataClient(node.address, learn=board, always_learn=True)
+        try:
+            assert (await client.write(RG, put(b"first", b"1"))).code == data_pb2.OK
+            while not all(f.live for f in board._feeds.values()):
+                await asyncio.sleep(0.01)
+            write = asyncio.ensure_future(client.write(RG, put(b"second", b"2")))
+            await asyncio.sleep(0)           # sent, asking for a learner answer (the streams are live)
+            assert write.done() is False
+            # The idle timer fires now: the last learner answer is IDLE_SECONDS old.
+            if board._idle_check is not None:
+                board._idle_check.cancel()
+            board._last_use = asyncio.get_running_loop().time() - 10
+            board._check_idle()
+            answer = await write
+            assert answer.code == data_pb2.OK, answer
+        finally:
+            await client.close()
+            await board.close()
+    run(tmp_path, body)

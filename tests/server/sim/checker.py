@@ -30,7 +30,7 @@ from server.replication.messages import Entry, EntryKind, Role
 from server.replication.quorum import has_quorum
 from server.replication.ready import FailedRead, ReadState
 
-from .state import KVStateMachine
+from .state import KVStateMachine, payload_pairs
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -56,7 +56,7 @@ class Checker:
         self._durable_commit: dict[tuple[int, int], int] = {}  # (leader, epoch) -> commit checked
         # 6: the learner's view. (epoch, index) -> (leader, config) of entries durable on their leader
         # and not counted yet; epoch -> {follower: highest index it acknowledged in that epoch}.
-        self._learner_pending: dict[tuple[int, int], tuple[int, object, bytes | None]] = {}
+        self._learner_pending: dict[tuple[int, int], tuple[int, object, tuple[bytes, ...]]] = {}
         self._learner_acks: dict[int, dict[int, int]] = {}
         self.learner_committed: dict[int, int] = {}   # index -> epoch the learner counted committed
         self.learner_ahead = 0   # of them, counted before any replica's commit index reached them
@@ -90,8 +90,8 @@ class Checker:
         included), are on its disk: it would answer a learner now, deposed meanwhile or not."""
         for e in entries:
             if e.epoch == epoch:
-                key = e.payload.partition(b"=")[0] if e.kind is EntryKind.WRITE else None
-                self._learner_pending[(e.epoch, e.index)] = (node.id, config, key)
+                keys = tuple(k for k, _ in payload_pairs(e.payload)) if e.kind is EntryKind.WRITE else ()
+                self._learner_pending[(e.epoch, e.index)] = (node.id, config, keys)
         self._learner_count()
 
     def on_ack_to_learner(self, ack) -> None:
@@ -102,7 +102,7 @@ class Checker:
         self._learner_count()
 
     def _learner_count(self) -> None:
-        for (epoch, index), (leader, config, key) in list(self._learner_pending.items()):
+        for (epoch, index), (leader, config, keys) in list(self._learner_pending.items()):
             holders = {leader} | {m for m, i in self._learner_acks.get(epoch, {}).items() if i >= index}
             if not has_quorum(config, holders):
                 continue
@@ -113,8 +113,9 @@ class Checker:
             counted = self.learner_committed.setdefault(index, epoch)
             if counted != epoch:
                 self.fail(f"6: a learner counts {epoch}.{index} committed, and {counted}.{index} before")
-            if key is not None and index > self.learner_key_max.get(key, 0):
-                self.learner_key_max[key] = index
+            for key in keys:
+                if index > self.learner_key_max.get(key, 0):
+                    self.learner_key_max[key] = index
             self.observe_commits()
             if index > self.max_commit:
                 self.learner_ahead += 1   # known to a learner before any replica: what only rule 6 checks

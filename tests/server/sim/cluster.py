@@ -16,6 +16,7 @@ from server.replication.options import ReplicaOptions
 from .checker import Checker, SafetyViolation
 from .network import FakeNetwork
 from .node import CrashPoint, SimNode
+from .state import payload_pairs
 
 TICK_NS = 50_000_000
 """Simulated real time per tick of every node (the nodes tick every 50 ms)."""
@@ -100,8 +101,12 @@ class Cluster:
         payloads = []
         for _ in range(count):
             self.next_request += 1
-            payloads.append(b"k%d=v%d" % (self.rng.randrange(8), self.next_request))
-            self.last_key = payloads[-1].partition(b"=")[0]
+            key = self.rng.randrange(8)
+            payload = b"k%d=v%d" % (key, self.next_request)
+            if self.next_request % 4 == 0:   # a multi-key batch (not from the rng: the seeds replay as before)
+                payload += b",k%d=v%d" % ((key + 1) % 8, self.next_request)
+            payloads.append(payload)
+            self.last_key = payload_pairs(payload)[-1][0]
         node.propose(payloads)
 
     def read(self, node: SimNode) -> None:

@@ -16,7 +16,7 @@ from server.replication.ready import Ready
 from server.replication.replica import Replica
 
 from .describe import describe_entries, describe_entry
-from .state import DurableStore, KVStateMachine
+from .state import DurableStore, KVStateMachine, payload_pairs
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -116,8 +116,9 @@ class SimNode:
             if told and r.epoch == lead[0]:
                 r.learners_told(told[-1].index)   # as the node does when it answers them (write_path.py)
                 for e in told:
-                    if e.kind is EntryKind.WRITE:
-                        self.told_keys[e.payload.partition(b"=")[0]] = e.index
+                    if e.kind is EntryKind.WRITE:   # every key of the entry: a batch is atomic
+                        for key, _ in payload_pairs(e.payload):
+                            self.told_keys[key] = e.index
         if crash_at is CrashPoint.AFTER_PERSIST:
             self.crash()
             return

@@ -17,6 +17,11 @@ from server.replication.messages import ZERO_POSITION, Entry, EntryKind, LogPosi
 from server.replication.ready import DurableState, HardState, Ready
 
 
+def payload_pairs(payload: bytes) -> list[tuple[bytes, bytes]]:
+    """A WRITE payload's (key, value) pairs: "k1=v7", or a multi-key batch "k1=v7,k2=v7"."""
+    return [tuple(pair.partition(b"=")[::2]) for pair in payload.split(b",")]
+
+
 class KVStateMachine:
     __slots__ = ("applied_index", "digest", "kv")
 
@@ -30,8 +35,8 @@ class KVStateMachine:
         self.applied_index = entry.index
         self.digest = zlib.crc32(b"%d:%d:%d:" % (entry.epoch, entry.index, entry.kind) + entry.payload, self.digest)
         if entry.kind is EntryKind.WRITE:
-            key, _, value = entry.payload.partition(b"=")
-            self.kv[key] = value
+            for key, value in payload_pairs(entry.payload):   # one batch: all its keys at once
+                self.kv[key] = value
 
     def copy(self) -> KVStateMachine:
         return KVStateMachine(self.applied_index, self.digest, dict(self.kv))
