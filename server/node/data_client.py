@@ -42,6 +42,7 @@ from server.stream_writer import StreamWriter
 LEARNER_ON_BELOW = 4.0     # average operations in flight: learner answers from below this...
 LEARNER_OFF_ABOVE = 12.0   # ... until above this
 LOAD_SMOOTHING = 0.05      # weight of each write's sample in the average
+READ_SHARE_MAX = 0.25      # ... and only while reads are less than this share of its operations
 
 
 class StreamBroken(Exception):
@@ -174,6 +175,7 @@ class DataClient:
         self._load = 0.0 if always_learn else LEARNER_OFF_ABOVE
         self._learner_on = always_learn
         self._always_learn = always_learn
+        self._read_share = 0.0    # reads' share of this client's operations, averaged like _load
         self._channel = grpc.aio.insecure_channel(address, options=STREAM_CHANNEL_OPTIONS)
         self._stub = data_pb2_grpc.DataStub(self._channel)
         md = ((NODE_METADATA_KEY, str(sender_id)),)
@@ -205,24 +207,29 @@ class DataClient:
     def _as_learner(self, rg: int) -> bool:
         """Whether this write asks for a learner answer: while this client is
         latency-bound (few operations in flight), where the hop it saves is
-        the write's latency. Under load the hop hides in queueing, and the
-        learner's extra Learn message per write costs throughput, to the
-        reads most (bench/RESULTS.md, 2026-11-28 learner entry)."""
+        the write's latency, and mostly writes. Under load the hop hides in
+        queueing, and the learner's extra Learn message per write costs
+        throughput; next to reads it costs them more than it gives the
+        writes (one writer and one reader: 0.89x ops/s with learner answers,
+        1.06x without; bench/RESULTS.md, 2026-11-28 15:20 and 15:45).
+        Both averages move with each operation (LOAD_SMOOTHING)."""
         if self._always_learn:
             return self._learn.ready(rg)
+        share = self._read_share = self._read_share * (1.0 - LOAD_SMOOTHING)
         load = self._load = self._load + (self._writes.in_flight + self._reads.in_flight - self._load) * LOAD_SMOOTHING
         if self._learner_on:
             if load > LEARNER_OFF_ABOVE:
                 self._learner_on = False
         elif load < LEARNER_ON_BELOW:
             self._learner_on = True
-        return self._learner_on and self._learn.ready(rg)
+        return self._learner_on and share < READ_SHARE_MAX and self._learn.ready(rg)
 
     async def read(self, rg: int, table_id: int, key: bytes) -> data_pb2.ReadResponse:
         return await self.submit_read(rg, table_id, key)
 
     def submit_read(self, rg: int, table_id: int, key: bytes) -> asyncio.Future:
         """read, not awaited (as submit_write)."""
+        self._read_share += (1.0 - self._read_share) * LOAD_SMOOTHING
         return self._reads.submit(data_pb2.ReadRequest(id=next(self._ids), rg=rg, table_id=table_id, key=key))
 
     async def scan(self, rg: int, table_id: int, start: bytes = b"", end: bytes = b"", limit: int = 0,

@@ -212,3 +212,19 @@ def test_a_learner_write_in_flight_when_the_idle_streams_close_is_still_counted(
             await client.close()
             await board.close()
     run(tmp_path, body)
+
+
+def test_a_client_that_reads_as_much_as_it_writes_does_not_ask_for_learner_answers(tmp_path):
+    async def body(cluster):
+        leader, node = leader_of(cluster)
+        board = LearnBoard({n.id: n.address for n in cluster.nodes}.get)
+        client = DataClient(node.address, learn=board)
+        try:
+            for i in range(60):
+                assert (await client.write(RG, put(b"r%d" % i, b"y"))).code == data_pb2.OK
+                assert (await client.read(RG, TABLE, b"r%d" % i)).found
+            assert board.counted == 0 and node.hosts[RG].writes.early_answers == 0
+        finally:
+            await client.close()
+            await board.close()
+    run(tmp_path, body)
