@@ -99,6 +99,7 @@ def encode(rg: int, msg: Message, env: pb.Envelope) -> pb.Envelope:
         b = env.append
         _set_pos(b.prev, msg.prev)
         b.commit_index = msg.commit_index
+        b.last_index = msg.last_index
         _fill_entries(b.entries, msg.entries)
     elif t is AppendAck:
         b = env.append_ack
@@ -113,6 +114,7 @@ def encode(rg: int, msg: Message, env: pb.Envelope) -> pb.Envelope:
         b.round = msg.round
         b.lease_ns = msg.lease_ns
         b.sent_at_ns = msg.sent_at_ns
+        b.last_index = msg.last_index
     elif t is HeartbeatAck:
         b = env.heartbeat_ack
         b.round = msg.round
@@ -150,7 +152,7 @@ def _append(env: pb.Envelope) -> Append:
     p = b.prev
     # Positional (in the dataclass's field order): this runs for every Append a follower gets.
     return Append(env.epoch, env.sender, env.recipient, LogPosition(p.epoch, p.index),
-                  tuple([_entry_from_pb(e) for e in b.entries]), b.commit_index)
+                  tuple([_entry_from_pb(e) for e in b.entries]), b.commit_index, b.last_index)
 
 
 def _append_ack(env: pb.Envelope) -> AppendAck:
@@ -201,7 +203,7 @@ def decode(env: pb.Envelope) -> tuple[int, Message]:
     if which == "heartbeat":
         b = env.heartbeat
         return env.rg, Heartbeat(env.epoch, env.sender, env.recipient, b.commit_index, b.round, b.lease_ns,
-                                 b.sent_at_ns)
+                                 b.sent_at_ns, b.last_index)
     decoder = _DECODERS.get(which) if which else None
     if decoder is None:
         raise ValueError(f"envelope for rg {env.rg} has no known body ({which!r})")

@@ -40,6 +40,7 @@ from server.replication.messages import (
     Append,
     AppendAck,
     AppendResult,
+    Heartbeat,
     Message,
     PromiseRequest,
     Role,
@@ -140,6 +141,11 @@ class ReplicaHost:
         # snapshot's index).
         self.recovering = recovering
         self._recover_target = 0
+        # And at least the last index of the leader of the latest epoch heard, as
+        # of its first message (a learner client may have counted an entry up to
+        # it committed from our lost acknowledgement, before that leader knew):
+        # (epoch, index); None until a leader's Append or Heartbeat came.
+        self._recover_floor: tuple[int, int] | None = None
         if recovering:
             log.warning("rg %d: no data on this disk for an established group: rejoining without a vote "
                         "until caught up", rg)
@@ -184,8 +190,12 @@ class ReplicaHost:
         if self.recovering:
             if isinstance(msg, PromiseRequest):
                 return   # no vote yet (see __init__); the MM retries, or elects among the others
-            if isinstance(msg, Append):
-                self._recover_target = max(self._recover_target, msg.commit_index)
+            if isinstance(msg, (Append, Heartbeat)):
+                if isinstance(msg, Append):
+                    self._recover_target = max(self._recover_target, msg.commit_index)
+                if msg.epoch >= self.replica.epoch and (self._recover_floor is None
+                                                        or msg.epoch > self._recover_floor[0]):
+                    self._recover_floor = (msg.epoch, msg.last_index)
             elif isinstance(msg, SnapshotChunk):
                 self._recover_target = max(self._recover_target, msg.snapshot.index)
         self.replica.observe_time(lease_clock())
@@ -199,13 +209,15 @@ class ReplicaHost:
         durable: in the log store (entries) or the engine (an installed
         snapshot). The replica's applied index alone moves when a snapshot's
         last chunk is stepped, before the install is on disk."""
-        target = self._recover_target
+        if self._recover_floor is None:
+            return   # no leader's last index yet: what a learner counted may be beyond the target
+        target = max(self._recover_target, self._recover_floor[1])
         durable = max(self.storage.log.last_index, self.storage.db.applied_index)
         if target and self.replica.log.applied_index >= target and durable >= target:
             self.storage.clear_recovering()
             self.recovering = False
             self.replica.caught_up()
-            log.warning("rg %d: caught up to %d: voting again", self.rg, self._recover_target)
+            log.warning("rg %d: caught up to %d: voting again", self.rg, target)
 
     def tick(self) -> None:
         """One tick (Node._ticker, every TICK_SECONDS). The loop is woken only

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eserver/proto/replication.proto\x12\x0bquorumkv.v1\"+\n\x0bLogPosition\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\"D\n\x05\x45ntry\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04kind\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"C\n\x06\x43onfig\x12\x0e\n\x06voters\x18\x01 \x03(\r\x12\x17\n\x0foutgoing_voters\x18\x02 \x03(\r\x12\x10\n\x08learners\x18\x03 \x03(\r\"\x10\n\x0ePromiseRequest\"O\n\x0fPromiseResponse\x12&\n\x04last\x18\x01 \x01(\x0b\x32\x18.quorumkv.v1.LogPosition\x12\x14\n\x0c\x63ommit_index\x18\x02 \x01(\x04\"2\n\x0b\x41ppointment\x12#\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x13.quorumkv.v1.Config\"8\n\x0bNotMyLeader\x12\x16\n\x0erejected_epoch\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\r\"k\n\x06\x41ppend\x12&\n\x04prev\x18\x01 \x01(\x0b\x32\x18.quorumkv.v1.LogPosition\x12#\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x12.quorumkv.v1.Entry\x12\x14\n\x0c\x63ommit_index\x18\x03 \x01(\x04\"O\n\tAppendAck\x12\x0e\n\x06result\x18\x01 \x01(\r\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x12\n\nhint_index\x18\x03 \x01(\x04\x12\x0f\n\x07lost_id\x18\x04 \x01(\x04\"V\n\tHeartbeat\x12\x14\n\x0c\x63ommit_index\x18\x01 \x01(\x04\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x10\n\x08lease_ns\x18\x03 \x01(\x04\x12\x12\n\nsent_at_ns\x18\x04 \x01(\x04\"/\n\x0cHeartbeatAck\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x10\n\x08lease_ns\x18\x02 \x01(\x04\"g\n\rSnapshotChunk\x12*\n\x08snapshot\x18\x01 \x01(\x0b\x32\x18.quorumkv.v1.LogPosition\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"a\n\x0bSnapshotAck\x12*\n\x08snapshot\x18\x01 \x01(\x0b\x32\x18.quorumkv.v1.LogPosition\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\x12\x11\n\tinstalled\x18\x03 \x01(\x08\"2\n\x0bMemberMatch\x12\x0e\n\x06member\x18\x01 \x01(\r\x12\x13\n\x0bmatch_index\x18\x02 \x01(\x04\"\x88\x02\n\x0cStatusReport\x12\x0c\n\x04role\x18\x01 \x01(\r\x12&\n\x04last\x18\x02 \x01(\x0b\x32\x18.quorumkv.v1.LogPosition\x12\x14\n\x0c\x63ommit_index\x18\x03 \x01(\x04\x12\x15\n\rapplied_index\x18\x04 \x01(\x04\x12\'\n\x05match\x18\x05 \x03(\x0b\x32\x18.quorumkv.v1.MemberMatch\x12\x13\n\x0bquorum_lost\x18\n \x01(\x08\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\x16\n\x0eops_per_second\x18\x07 \x01(\x01\x12\x0e\n\x06\x66syncs\x18\x08 \x01(\x04\x12\x1b\n\x13snapshots_installed\x18\t \x01(\x04\"\xf8\x04\n\x08\x45nvelope\x12\n\n\x02rg\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0e\n\x06sender\x18\x03 \x01(\r\x12\x11\n\trecipient\x18\x04 \x01(\r\x12\x36\n\x0fpromise_request\x18\n \x01(\x0b\x32\x1b.quorumkv.v1.PromiseRequestH\x00\x12\x38\n\x10promise_response\x18\x0b \x01(\x0b\x32\x1c.quorumkv.v1.PromiseResponseH\x00\x12/\n\x0b\x61ppointment\x18\x0c \x01(\x0b\x32\x18.quorumkv.v1.AppointmentH\x00\x12\x31\n\rnot_my_leader\x18\r \x01(\x0b\x32\x18.quorumkv.v1.NotMyLeaderH\x00\x12%\n\x06\x61ppend\x18\x0e \x01(\x0b\x32\x13.quorumkv.v1.AppendH\x00\x12,\n\nappend_ack\x18\x0f \x01(\x0b\x32\x16.quorumkv.v1.AppendAckH\x00\x12+\n\theartbeat\x18\x10 \x01(\x0b\x32\x16.quorumkv.v1.HeartbeatH\x00\x12\x32\n\rheartbeat_ack\x18\x11 \x01(\x0b\x32\x19.quorumkv.v1.HeartbeatAckH\x00\x12\x34\n\x0esnapshot_chunk\x18\x12 \x01(\x0b\x32\x1a.quorumkv.v1.SnapshotChunkH\x00\x12\x30\n\x0csnapshot_ack\x18\x13 \x01(\x0b\x32\x18.quorumkv.v1.SnapshotAckH\x00\x12\x32\n\rstatus_report\x18\x14 \x01(\x0b\x32\x19.quorumkv.v1.StatusReportH\x00\x42\x06\n\x04\x62ody\"9\n\rEnvelopeBatch\x12(\n\tenvelopes\x18\x01 \x03(\x0b\x32\x15.quorumkv.v1.Envelope\"\"\n\x0f\x45xchangeSummary\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x04\x32U\n\x0bReplication\x12\x46\n\x08\x45xchange\x12\x1a.quorumkv.v1.EnvelopeBatch\x1a\x1c.quorumkv.v1.ExchangeSummary(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eserver/proto/replication.proto\x12\x0bquorumkv.v1\"+\n\x0bLogPosition\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\"D\n\x05\x45ntry\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04kind\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"C\n\x06\x43onfig\x12\x0e\n\x06voters\x18\x01 \x03(\r\x12\x17\n\x0foutgoing_voters\x18\x02 \x03(\r\x12\x10\n\x08learners\x18\x03 \x03(\r\"\x10\n\x0ePromiseRequest\"O\n\x0fPromiseResponse\x12&\n\x04last\x18\x01 \x01(\x0b\x32\x18.quorumkv.v1.LogPosition\x12\x14\n\x0c\x63ommit_index\x18\x02 \x01(\x04\"2\n\x0b\x41ppointment\x12#\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x13.quorumkv.v1.Config\"8\n\x0bNotMyLeader\x12\x16\n\x0erejected_epoch\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\r\"\x7f\n\x06\x41ppend\x12&\n\x04prev\x18\x01 \x01(\x0b\x32\x18.quorumkv.v1.LogPosition\x12#\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x12.quorumkv.v1.Entry\x12\x14\n\x0c\x63ommit_index\x18\x03 \x01(\x04\x12\x12\n\nlast_index\x18\x04 \x01(\x04\"O\n\tAppendAck\x12\x0e\n\x06result\x18\x01 \x01(\r\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x12\n\nhint_index\x18\x03 \x01(\x04\x12\x0f\n\x07lost_id\x18\x04 \x01(\x04\"j\n\tHeartbeat\x12\x14\n\x0c\x63ommit_index\x18\x01 \x01(\x04\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x10\n\x08lease_ns\x18\x03 \x01(\x04\x12\x12\n\nsent_at_ns\x18\x04 \x01(\x04\x12\x12\n\nlast_index\x18\x05 \x01(\x04\"/\n\x0cHeartbeatAck\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x10\n\x08lease_ns\x18\x02 \x01(\x04\"g\n\rSnapshotChunk\x12*\n\x08snapshot\x18\x01 \x01(\x0b\x32\x18.quorumkv.v1.LogPosition\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"a\n\x0bSnapshotAck\x12*\n\x08snapshot\x18\x01 \x01(\x0b\x32\x18.quorumkv.v1.LogPosition\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\x12\x11\n\tinstalled\x18\x03 \x01(\x08\"2\n\x0bMemberMatch\x12\x0e\n\x06member\x18\x01 \x01(\r\x12\x13\n\x0bmatch_index\x18\x02 \x01(\x04\"\x88\x02\n\x0cStatusReport\x12\x0c\n\x04role\x18\x01 \x01(\r\x12&\n\x04last\x18\x02 \x01(\x0b\x32\x18.quorumkv.v1.LogPosition\x12\x14\n\x0c\x63ommit_index\x18\x03 \x01(\x04\x12\x15\n\rapplied_index\x18\x04 \x01(\x04\x12\'\n\x05match\x18\x05 \x03(\x0b\x32\x18.quorumkv.v1.MemberMatch\x12\x13\n\x0bquorum_lost\x18\n \x01(\x08\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\x16\n\x0eops_per_second\x18\x07 \x01(\x01\x12\x0e\n\x06\x66syncs\x18\x08 \x01(\x04\x12\x1b\n\x13snapshots_installed\x18\t \x01(\x04\"\xf8\x04\n\x08\x45nvelope\x12\n\n\x02rg\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0e\n\x06sender\x18\x03 \x01(\r\x12\x11\n\trecipient\x18\x04 \x01(\r\x12\x36\n\x0fpromise_request\x18\n \x01(\x0b\x32\x1b.quorumkv.v1.PromiseRequestH\x00\x12\x38\n\x10promise_response\x18\x0b \x01(\x0b\x32\x1c.quorumkv.v1.PromiseResponseH\x00\x12/\n\x0b\x61ppointment\x18\x0c \x01(\x0b\x32\x18.quorumkv.v1.AppointmentH\x00\x12\x31\n\rnot_my_leader\x18\r \x01(\x0b\x32\x18.quorumkv.v1.NotMyLeaderH\x00\x12%\n\x06\x61ppend\x18\x0e \x01(\x0b\x32\x13.quorumkv.v1.AppendH\x00\x12,\n\nappend_ack\x18\x0f \x01(\x0b\x32\x16.quorumkv.v1.AppendAckH\x00\x12+\n\theartbeat\x18\x10 \x01(\x0b\x32\x16.quorumkv.v1.HeartbeatH\x00\x12\x32\n\rheartbeat_ack\x18\x11 \x01(\x0b\x32\x19.quorumkv.v1.HeartbeatAckH\x00\x12\x34\n\x0esnapshot_chunk\x18\x12 \x01(\x0b\x32\x1a.quorumkv.v1.SnapshotChunkH\x00\x12\x30\n\x0csnapshot_ack\x18\x13 \x01(\x0b\x32\x18.quorumkv.v1.SnapshotAckH\x00\x12\x32\n\rstatus_report\x18\x14 \x01(\x0b\x32\x19.quorumkv.v1.StatusReportH\x00\x42\x06\n\x04\x62ody\"9\n\rEnvelopeBatch\x12(\n\tenvelopes\x18\x01 \x03(\x0b\x32\x15.quorumkv.v1.Envelope\"\"\n\x0f\x45xchangeSummary\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x04\x32U\n\x0bReplication\x12\x46\n\x08\x45xchange\x12\x1a.quorumkv.v1.EnvelopeBatch\x1a\x1c.quorumkv.v1.ExchangeSummary(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,27 +46,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NOTMYLEADER']._serialized_start=382
   _globals['_NOTMYLEADER']._serialized_end=438
   _globals['_APPEND']._serialized_start=440
-  _globals['_APPEND']._serialized_end=547
-  _globals['_APPENDACK']._serialized_start=549
-  _globals['_APPENDACK']._serialized_end=628
-  _globals['_HEARTBEAT']._serialized_start=630
-  _globals['_HEARTBEAT']._serialized_end=716
-  _globals['_HEARTBEATACK']._serialized_start=718
-  _globals['_HEARTBEATACK']._serialized_end=765
-  _globals['_SNAPSHOTCHUNK']._serialized_start=767
-  _globals['_SNAPSHOTCHUNK']._serialized_end=870
-  _globals['_SNAPSHOTACK']._serialized_start=872
-  _globals['_SNAPSHOTACK']._serialized_end=969
-  _globals['_MEMBERMATCH']._serialized_start=971
-  _globals['_MEMBERMATCH']._serialized_end=1021
-  _globals['_STATUSREPORT']._serialized_start=1024
-  _globals['_STATUSREPORT']._serialized_end=1288
-  _globals['_ENVELOPE']._serialized_start=1291
-  _globals['_ENVELOPE']._serialized_end=1923
-  _globals['_ENVELOPEBATCH']._serialized_start=1925
-  _globals['_ENVELOPEBATCH']._serialized_end=1982
-  _globals['_EXCHANGESUMMARY']._serialized_start=1984
-  _globals['_EXCHANGESUMMARY']._serialized_end=2018
-  _globals['_REPLICATION']._serialized_start=2020
-  _globals['_REPLICATION']._serialized_end=2105
+  _globals['_APPEND']._serialized_end=567
+  _globals['_APPENDACK']._serialized_start=569
+  _globals['_APPENDACK']._serialized_end=648
+  _globals['_HEARTBEAT']._serialized_start=650
+  _globals['_HEARTBEAT']._serialized_end=756
+  _globals['_HEARTBEATACK']._serialized_start=758
+  _globals['_HEARTBEATACK']._serialized_end=805
+  _globals['_SNAPSHOTCHUNK']._serialized_start=807
+  _globals['_SNAPSHOTCHUNK']._serialized_end=910
+  _globals['_SNAPSHOTACK']._serialized_start=912
+  _globals['_SNAPSHOTACK']._serialized_end=1009
+  _globals['_MEMBERMATCH']._serialized_start=1011
+  _globals['_MEMBERMATCH']._serialized_end=1061
+  _globals['_STATUSREPORT']._serialized_start=1064
+  _globals['_STATUSREPORT']._serialized_end=1328
+  _globals['_ENVELOPE']._serialized_start=1331
+  _globals['_ENVELOPE']._serialized_end=1963
+  _globals['_ENVELOPEBATCH']._serialized_start=1965
+  _globals['_ENVELOPEBATCH']._serialized_end=2022
+  _globals['_EXCHANGESUMMARY']._serialized_start=2024
+  _globals['_EXCHANGESUMMARY']._serialized_end=2058
+  _globals['_REPLICATION']._serialized_start=2060
+  _globals['_REPLICATION']._serialized_end=2145
 # @@protoc_insertion_point(module_scope)

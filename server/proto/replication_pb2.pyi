@@ -63,14 +63,16 @@ class NotMyLeader(_message.Message):
     def __init__(self, rejected_epoch: _Optional[int] = ..., leader_id: _Optional[int] = ...) -> None: ...
 
 class Append(_message.Message):
-    __slots__ = ("prev", "entries", "commit_index")
+    __slots__ = ("prev", "entries", "commit_index", "last_index")
     PREV_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
     prev: LogPosition
     entries: _containers.RepeatedCompositeFieldContainer[Entry]
     commit_index: int
-    def __init__(self, prev: _Optional[_Union[LogPosition, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit_index: _Optional[int] = ...) -> None: ...
+    last_index: int
+    def __init__(self, prev: _Optional[_Union[LogPosition, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit_index: _Optional[int] = ..., last_index: _Optional[int] = ...) -> None: ...
 
 class AppendAck(_message.Message):
     __slots__ = ("result", "index", "hint_index", "lost_id")
@@ -85,16 +87,18 @@ class AppendAck(_message.Message):
     def __init__(self, result: _Optional[int] = ..., index: _Optional[int] = ..., hint_index: _Optional[int] = ..., lost_id: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("commit_index", "round", "lease_ns", "sent_at_ns")
+    __slots__ = ("commit_index", "round", "lease_ns", "sent_at_ns", "last_index")
     COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     LEASE_NS_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
     commit_index: int
     round: int
     lease_ns: int
     sent_at_ns: int
-    def __init__(self, commit_index: _Optional[int] = ..., round: _Optional[int] = ..., lease_ns: _Optional[int] = ..., sent_at_ns: _Optional[int] = ...) -> None: ...
+    last_index: int
+    def __init__(self, commit_index: _Optional[int] = ..., round: _Optional[int] = ..., lease_ns: _Optional[int] = ..., sent_at_ns: _Optional[int] = ..., last_index: _Optional[int] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
     __slots__ = ("round", "lease_ns")

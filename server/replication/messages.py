@@ -175,6 +175,11 @@ class Append(Message):
     prev: LogPosition = ZERO_POSITION
     entries: tuple[Entry, ...] = ()
     commit_index: int = 0
+    # The leader's last log index when sent: every entry a learner client may
+    # count committed without the leader (the client as a learner) is at or
+    # below it. A member that lost its data votes again only once it applied
+    # that far (server/node/replica_host.py, recovering). 0: not given.
+    last_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +214,7 @@ class Heartbeat(Message):
     round: int = 0
     lease_ns: int = 0
     sent_at_ns: int = 0
+    last_index: int = 0   # as Append.last_index
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,12 @@ Invariants:
   1. A read is confirmed only by a round numbered at least its own, acknowledged
      by a quorum at the leader's epoch (acks of other epochs never reach here).
   2. Rounds are numbered from 1 per leadership; `started_round` only grows.
-  3. Reads leave in arrival order within each queue; read indexes are
-     non-decreasing in arrival order (neither the commit index nor a leader's
-     last index ever decreases). A read confirmed by the leader's lease
-     (lease.py) joins the confirmed queue on arrival, with the read index of
-     that moment.
+  3. Reads leave the unconfirmed queue in arrival order; confirmed reads leave
+     once their read index is applied, in arrival order among those (with
+     learner_reads the read indexes are not monotonic in arrival order: a get
+     of an untold key has the commit index, a scan the last told index). A
+     read confirmed by the leader's lease (lease.py) joins the confirmed
+     queue on arrival, with the read index of that moment.
 
 Thread-safety: none; owned by the leader's Replica; discarded on step-down.
 """
@@ -95,16 +96,23 @@ class ReadIndexTracker:
             self._confirmed.append(self._unconfirmed.popleft())
 
     def pop_servable(self, applied_index: int) -> list[PendingRead]:
-        """Confirmed reads whose read index is at or below `applied_index`."""
-        out = []
+        """Confirmed reads whose read index is at or below `applied_index`. With
+        learner_reads the read indexes are not in arrival order (a get of an
+        untold key has the commit index, a scan the last told index), so the
+        whole queue is looked at, not its head alone; what stays keeps its
+        order (pop_expired)."""
         q = self._confirmed
-        while q and q[0].read_index is not None and q[0].read_index <= applied_index:
-            out.append(q.popleft())
+        if not q:
+            return []
+        out, kept = [], deque()
+        for r in q:
+            (out if r.read_index is not None and r.read_index <= applied_index else kept).append(r)
+        if out:
+            self._confirmed = kept
         return out
 
     def has_servable(self, applied_index: int) -> bool:
-        q = self._confirmed
-        return bool(q) and q[0].read_index is not None and q[0].read_index <= applied_index
+        return any(r.read_index is not None and r.read_index <= applied_index for r in self._confirmed)
 
     def pop_expired(self, now: int) -> list[PendingRead]:
         """Reads past their deadline (both queues are in arrival order, so are the deadlines)."""

@@ -132,7 +132,7 @@ class Replicator:
             return False
         self._outbox.append(Append(epoch=self.epoch, sender=self.leader_id, recipient=pr.member,
                                    prev=LogPosition(prev_epoch, prev_index), entries=tuple(entries),
-                                   commit_index=log.commit_index))
+                                   commit_index=log.commit_index, last_index=log.last_index))
         pr.sent_append(entries[-1].index if entries else prev_index, len(entries))
         pr.sent_commit = max(pr.sent_commit, log.commit_index)
         return True
@@ -147,7 +147,7 @@ class Replicator:
             pr.sent_commit = max(pr.sent_commit, member_commit)
             self._outbox.append(Heartbeat(epoch=self.epoch, sender=self.leader_id, recipient=pr.member,
                                           commit_index=member_commit, round=read_round, lease_ns=lease,
-                                          sent_at_ns=now if lease else 0))
+                                          sent_at_ns=now if lease else 0, last_index=self._log.last_index))
 
     def _rechoose_trailing(self) -> None:
         """A trailing member's match moved: the followers with the highest match

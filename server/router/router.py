@@ -465,7 +465,9 @@ class Router:
         if code == data_pb2.TABLE_DROPPED:
             call.dropped_table_id = attempt.route.table_id
             return Verdict.RECREATED
-        if code == data_pb2.OUTCOME_UNKNOWN:
+        if code in (data_pb2.OUTCOME_UNKNOWN, data_pb2.DURABLE_ON_LEADER):
+            # (DURABLE_ON_LEADER reaches here only if no LearnBoard counted it:
+            # durable on the leader alone, it may or may not commit.)
             call.unknown = True
             call.first_seq = call.first_seq or attempt.seq
         return Verdict.RETRY_NOW if self._follow_answer(attempt.route, resp.leader, resp.epoch) else Verdict.WAIT

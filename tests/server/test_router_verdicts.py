@@ -38,6 +38,7 @@ WRITE_ROWS = [
     ((UNKNOWN, True, b""), (Verdict.RETRY_NOW, True, SEQ)),
     ((UNKNOWN, False, b""), (Verdict.WAIT, True, SEQ)),
     ((UNKNOWN, False, ZEROS), (Verdict.WAIT, True, ZEROS)),     # a client's retry: zeros stay
+    ((data_pb2.DURABLE_ON_LEADER, False, b""), (Verdict.WAIT, True, SEQ)),   # not counted by a board: unknown
     ((NOT_LEADER, True, b""), (Verdict.RETRY_NOW, False, b"")),
     ((NOT_LEADER, False, b""), (Verdict.WAIT, False, b"")),     # no newer leader known: wait for the routing
     ((data_pb2.UNKNOWN_GROUP, False, b""), (Verdict.WAIT, False, b"")),
