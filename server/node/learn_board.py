@@ -29,7 +29,15 @@ What can go wrong, and what the caller hears:
   id (server/router), exactly as for any OUTCOME_UNKNOWN.
 A client asks for learner answers for a group (ready()) only while it has a
 live Learn stream to enough of that group's followers (or does not know the
-group yet), so in a healthy cluster the wait always ends in a count.
+group yet), so in a healthy cluster the wait always ends in a count. (When
+it asks at all is DataClient's rule: lightly loaded and mostly writing.)
+"Moved on": a follower that acknowledged a later epoch, announced a durable
+promise of one ((epoch, 0) on its feed), or leads one.
+
+Streams: opened to a group's followers when an answer names them (or
+ready() asks), closed after IDLE_SECONDS without a learner answer or a
+ready() that said yes, so a client that stopped asking does not receive
+every acknowledgement of every group.
 
 Thread-safety: one event loop; everything runs on it.
 """
