@@ -416,16 +416,17 @@ class WritePath:
         lg = r.log
         upto_epoch, upto = self._told_upto
         lo = max(upto if upto_epoch == r.epoch else 0, lg.applied_index) + 1
+        if lo > index:
+            return   # registered already (or applied)
         told_keys = self.told_keys
-        for e in lg.entries(lo, index) if lo <= index else ():
+        for e in lg.entries(lo, index):
             if e.kind is not EntryKind.WRITE or entry_payload.dropped_table(e.payload) is not None:
                 continue
             keys = write_batch.internal_keys(entry_payload.decode(e.payload)[1])
             for k in keys:
                 told_keys[k] = e.index
             self._told_at.setdefault(e.index, []).extend(keys)
-        if index > lo - 1:
-            self._told_upto = (r.epoch, index)
+        self._told_upto = (r.epoch, index)
 
     # ---------------------------------------------------------------- applying
     def apply(self, entries: Sequence[Entry]) -> None:
