@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 WAIT_SECONDS = 2.0         # a DURABLE_ON_LEADER write not counted by then: OUTCOME_UNKNOWN
 RECONNECT_SECONDS = 0.5    # a Learn stream that ended is opened again after this
 IDLE_SECONDS = 1.0         # no learner answer for this long: the Learn streams are closed (_check_idle)
+FORGET_SECONDS = 5.0       # a group not ready() for this long is forgotten, its followers learned anew (ready)
 
 
 class _Epoch:
@@ -137,6 +138,7 @@ class LearnBoard:
         self._epochs: dict[int, _Epoch] = {}      # rg -> the latest epoch a learner write of it was answered in
         self._old: list[_Epoch] = []              # earlier epochs that still have writes waiting
         self._ready: dict[int, bool] = {}         # rg -> ready(rg), until a feed or an epoch changes
+        self._unready_since: dict[int, float] = {}   # rg -> loop time ready(rg) first said no, in a row
         self._order = itertools.count()           # heap tie-break
         self._sweep: asyncio.TimerHandle | None = None
         self._idle_check: asyncio.TimerHandle | None = None
@@ -148,7 +150,10 @@ class LearnBoard:
     # ------------------------------------------------------------- the client's side
     def ready(self, rg: int) -> bool:
         """Whether a write to `rg` should ask for a learner answer: the group is
-        not known yet, or enough of its followers' Learn streams are live."""
+        not known yet, or enough of its followers' Learn streams are live. A
+        group that stays not ready for FORGET_SECONDS (its followers as this
+        board last saw them cannot be reached: members replaced, say) is
+        forgotten: the next write asks, and its answer names the voters now."""
         ready = self._ready.get(rg)
         if ready is None:
             e = self._epochs.get(rg)
@@ -161,7 +166,18 @@ class LearnBoard:
             # A learner write is about to be sent: its answer comes within the
             # next IDLE_SECONDS, so the streams must stay open for it.
             self._last_use = asyncio.get_running_loop().time()
-        return ready
+            if self._unready_since:
+                self._unready_since.pop(rg, None)
+            return True
+        now = asyncio.get_running_loop().time()
+        since = self._unready_since.setdefault(rg, now)
+        e = self._epochs.get(rg)
+        if now - since >= FORGET_SECONDS and e is not None and not e.waiting:
+            del self._epochs[rg]
+            self._ready.pop(rg, None)
+            del self._unready_since[rg]
+            return True
+        return False
 
     def _open_feeds(self, nodes) -> None:
         for v in nodes:

@@ -274,3 +274,20 @@ def test_a_follower_that_acknowledged_before_moving_on_still_counts_toward_hope(
         board.learned(5, acks((RG, 5, 10)))
         assert fut.result().code == data_pb2.OK
     run(body)
+
+
+def test_a_group_whose_followers_stay_unreachable_is_forgotten_and_learned_anew(monkeypatch):
+    monkeypatch.setattr("server.node.learn_board.FORGET_SECONDS", 0.05)
+
+    async def body(board):
+        fut = answer(board, durable(5, 10))
+        board.learned(2, acks((RG, 5, 10)))
+        assert fut.result().code == data_pb2.OK
+        assert not board.ready(RG)   # no address for followers 2 and 3: their streams never go live
+        await asyncio.sleep(0.1)
+        assert board.ready(RG)       # forgotten: the next write asks, and its answer names the voters
+        assert RG not in board._epochs
+        again = answer(board, durable(6, 20, leader=4, voters=(4, 5, 6)))   # members replaced
+        board.learned(5, acks((RG, 6, 20)))
+        assert again.result().code == data_pb2.OK
+    run(body)
