@@ -74,7 +74,6 @@ class LearnFeed:
     def __init__(self, node_id: int):
         self.node_id = node_id
         self._subscribers: list[_Subscriber] = []
-        self.published = 0
 
     @property
     def subscribers(self) -> int:
@@ -84,7 +83,6 @@ class LearnFeed:
         """An accepted AppendAck of `rg`'s replica here, just sent to its leader."""
         if not self._subscribers:
             return
-        self.published += 1
         key = (rg, epoch)
         for sub in self._subscribers:
             pending = sub.pending
